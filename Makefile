@@ -1,0 +1,44 @@
+# Flow-Gate: `make run` starts the gateway, `make test` runs the whole suite.
+# Both install what is missing first: the virtualenv, the package, nats-server.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test install install-test system-deps test-system-deps lint bench clean
+
+run: install system-deps
+	$(BIN)/flowgate serve
+
+test: install-test test-system-deps
+	$(BIN)/python -m pytest -q
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: apt-get install python3-venv" >&2; exit 1; }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+system-deps:
+	@scripts/ensure-debs nats-server=nats-server
+
+test-system-deps:
+	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium
+
+lint: install-test
+	$(BIN)/ruff check gateway protocols auth tests bench
+	$(BIN)/mypy
+
+bench: install-test test-system-deps
+	@scripts/ensure-debs wrk=wrk
+	$(BIN)/python bench/http_publish.py
+
+clean:
+	rm -rf $(VENV) data

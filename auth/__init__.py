@@ -1,0 +1,1 @@
+"""Authentication: server secrets, accounts and API keys, tokens and their permissions."""

@@ -1,0 +1,109 @@
+"""Short-lived JWTs (HS256) that scope a client to one namespace.
+
+Claims: ``sub`` (user id), ``app``, ``iat``, ``exp``, ``jti`` and ``perm`` (the
+permissions). Only HS256 is accepted, so ``alg: none`` and algorithm confusion
+fail like a wrong key or a tampered token: 401. Verified tokens are cached by
+their exact text; expiry is still checked on every use.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jwt
+
+from auth.permissions import Permissions
+from gateway.errors import BadRequest, FlowGateError, Unauthorized
+from gateway.topics import Namespace
+
+ALGORITHM = "HS256"
+_CACHE_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    namespace: Namespace
+    issued_at: int
+    expires_at: int
+    jti: str
+    permissions: Permissions
+
+    @property
+    def user_id(self) -> str:
+        return self.namespace.user_id
+
+    @property
+    def app(self) -> str:
+        return self.namespace.app
+
+
+class TokenService:
+    def __init__(self, key: bytes, *, default_ttl: int, max_ttl: int, clock: Callable[[], float] = time.time) -> None:
+        self._key = key
+        self.default_ttl = default_ttl
+        self.max_ttl = max_ttl
+        self._clock = clock
+        self._cache: dict[str, Claims] = {}
+
+    def issue(self, namespace: Namespace, *, ttl: int | None = None, permissions: Permissions | None = None) -> tuple[str, Claims]:
+        ttl = self.default_ttl if ttl is None else ttl
+        if not 1 <= ttl <= self.max_ttl:
+            raise BadRequest(f"ttl must be between 1 and {self.max_ttl} seconds")
+        now = int(self._clock())
+        claims = Claims(namespace, now, now + ttl, secrets.token_hex(12), permissions or Permissions())
+        payload = {
+            "sub": namespace.user_id,
+            "app": namespace.app,
+            "iat": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+            "perm": claims.permissions.to_json(),
+        }
+        return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
+
+    def verify(self, token: str) -> Claims:
+        """The claims of a valid, unexpired token; ``Unauthorized`` otherwise."""
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[token] = claims
+        if claims.expires_at <= self._clock():
+            self._cache.pop(token, None)
+            raise Unauthorized("token expired")
+        return claims
+
+    def _decode(self, token: str) -> Claims:
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                options={"require": ["sub", "app", "iat", "exp", "jti"], "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        try:
+            return Claims(
+                Namespace(payload["sub"], payload["app"]),
+                int(payload["iat"]),
+                int(payload["exp"]),
+                str(payload["jti"]),
+                Permissions.from_json(payload.get("perm")),
+            )
+        except (FlowGateError, TypeError, ValueError):
+            raise Unauthorized("invalid token claims") from None
+
+
+def bearer(header: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <credential>`` header."""
+    if not header:
+        return None
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        return None
+    return credential.strip()

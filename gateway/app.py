@@ -1,0 +1,52 @@
+"""Assembly of the ASGI application: services in the lifespan, routes of every front-end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+import gateway
+from gateway.services import running_services
+from gateway.settings import Settings
+from protocols.http import admin, errors, health, keys, publish, sse, token
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running_services(settings) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="Flow-Gate",
+        version=gateway.__version__,
+        description="Multi-protocol messaging gateway on NATS JetStream: HTTP/SSE, WebSocket, MQTT 3.1.1 and queues.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.add_route("/api/v1/publish", publish.publish, methods=["POST"], include_in_schema=False)
+    app.add_route("/api/v1/subscribe", sse.subscribe, methods=["GET"], include_in_schema=False)
+    for router in (token.router, admin.router, keys.router, health.router):
+        app.include_router(router)
+    _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI})
+    return app
+
+
+def _document_raw_routes(app: FastAPI, paths: dict[str, dict[str, Any]]) -> None:
+    """Add the lean Starlette routes to the OpenAPI document FastAPI generates."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema["paths"].update(paths)
+            schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,12 @@
+"""The message bus: the one place that talks to NATS through nats-py.
+
+Everything else sees only the gateway's own types and errors: ``Bus`` for
+connection, streams and publishing, ``Bucket`` for KV, ``LiveSubscription`` for
+ordered delivery from a stream sequence.
+"""
+
+from gateway.bus.core import Bus, BusState, PubAck, StreamBounds
+from gateway.bus.kv import Bucket, Entry
+from gateway.bus.subscriptions import LiveSubscription
+
+__all__ = ["Bucket", "Bus", "BusState", "Entry", "LiveSubscription", "PubAck", "StreamBounds"]

@@ -1,0 +1,258 @@
+"""Connection to NATS, the gateway's streams, and acknowledged publishing.
+
+Publishing is pipelined: each message is a core NATS publish with a reply
+subject under one wildcard inbox, and JetStream's acknowledgements resolve
+futures by token. Many publishes share one connection in flight, which is
+what makes acknowledged publishing fast in Python (see PERFORMANCE.md).
+A publish is answered only after JetStream stored the message; while NATS is
+unreachable it fails at once with ``Unavailable`` instead of queueing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import nats
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from gateway.bus.kv import Bucket
+from gateway.bus.subscriptions import LiveSubscription, OnDelivery
+from gateway.bus.translate import nats_errors
+from gateway.errors import BadRequest, FlowGateError, PayloadTooLarge, Unavailable
+from gateway.payload import Payload
+from gateway.settings import Settings
+from gateway.topics import MESSAGE_SUBJECT_ROOT
+
+log = logging.getLogger("flowgate.bus")
+
+MESSAGES_STREAM = "FG_MESSAGES"
+_ERR_STREAM_NAME_IN_USE = 10058
+
+
+class BusState(Enum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBounds:
+    first_seq: int
+    last_seq: int
+
+
+class Bus:
+    """One NATS connection shared by every front-end of the process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._inbox = ""
+        self._tokens = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[PubAck]] = {}
+        self._listeners: list[Callable[[BusState], None]] = []
+        self._ready = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def connect(self, servers: list[str], *, name: str = "flowgate", attempts_timeout: float = 30.0) -> None:
+        """Connect (retrying for ``attempts_timeout``), then create the streams and buckets needed."""
+        deadline = asyncio.get_running_loop().time() + attempts_timeout
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    servers=servers,
+                    name=name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    ping_interval=10,
+                    max_outstanding_pings=2,
+                    pending_size=8 * 1024 * 1024,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                )
+                break
+            except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise Unavailable(f"cannot connect to NATS at {','.join(servers)}: {exc}") from exc
+                log.warning("NATS not reachable yet at %s (%s); retrying", servers, exc)
+                await asyncio.sleep(0.5)
+        self._js = self._nc.jetstream(timeout=5)
+        self._inbox = self._nc.new_inbox()
+        with nats_errors("subscribe to acknowledgements"):
+            await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
+        await self.ensure_stream(
+            api.StreamConfig(
+                name=MESSAGES_STREAM,
+                subjects=[f"{MESSAGE_SUBJECT_ROOT}.>"],
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                max_age=float(self.settings.retention_seconds),
+                max_bytes=self.settings.retention_bytes,
+                duplicate_window=float(self.settings.dedupe_window_seconds),
+                num_replicas=self.settings.replicas,
+                discard=api.DiscardPolicy.OLD,
+            )
+        )
+        limit = self._nc.max_payload
+        if self.settings.max_message_bytes + 4096 > limit:
+            log.warning(
+                "FLOWGATE_MAX_MESSAGE_BYTES=%d is close to the NATS server's max_payload=%d; larger messages get 413",
+                self.settings.max_message_bytes,
+                limit,
+            )
+        self._ready = True
+
+    async def close(self) -> None:
+        self._ready = False
+        self._fail_pending(Unavailable("gateway shutting down"))
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                with nats_errors("drain"):
+                    await self._nc.drain()
+            except FlowGateError:
+                await self._nc.close()
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context, for other modules of ``gateway.bus`` only."""
+        if self._js is None:
+            raise Unavailable("message bus not connected")
+        return self._js
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self.connected
+
+    def add_listener(self, listener: Callable[[BusState], None]) -> None:
+        """Be told when the connection drops or comes back."""
+        self._listeners.append(listener)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("disconnected from NATS")
+        self._fail_pending(Unavailable("message bus connection lost; the message may not be stored, retry"))
+        for listener in self._listeners:
+            listener(BusState.DISCONNECTED)
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+        for listener in self._listeners:
+            listener(BusState.CONNECTED)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("NATS error: %s", exc)
+
+    def _fail_pending(self, error: FlowGateError) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    # -- streams and buckets ---------------------------------------------------------
+
+    async def ensure_stream(self, config: api.StreamConfig) -> None:
+        """Create a stream, or update it to ``config``; safe when replicas race."""
+        js = self.js
+        with nats_errors(f"create stream {config.name}"):
+            for _ in range(3):
+                try:
+                    await js.add_stream(config)
+                    return
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != _ERR_STREAM_NAME_IN_USE:
+                        raise
+                try:
+                    await js.update_stream(config)
+                    return
+                except nats.js.errors.NotFoundError:
+                    continue  # deleted between the two calls: create again
+
+    async def bucket(self, name: str, *, history: int = 1, ttl: float | None = None) -> Bucket:
+        """Open a KV bucket, creating it on first use (idempotent across replicas)."""
+        js = self.js
+        with nats_errors(f"open bucket {name}"):
+            try:
+                kv = await js.key_value(name)
+            except nats.js.errors.BucketNotFoundError:
+                kv = await js.create_key_value(
+                    bucket=name, history=history, ttl=ttl, replicas=self.settings.replicas, storage=api.StorageType.FILE
+                )
+        return Bucket(name, kv)
+
+    async def stream_bounds(self, stream: str = MESSAGES_STREAM) -> StreamBounds:
+        with nats_errors(f"read stream {stream}"):
+            info = await self.js.stream_info(stream)
+        return StreamBounds(info.state.first_seq, info.state.last_seq)
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def publish(self, subject: str, payload: Payload, *, msg_id: str | None = None) -> PubAck:
+        """Store one message; return once JetStream acknowledged it."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise Unavailable("message bus unavailable; retry shortly")
+        if len(payload.body) > self.settings.max_message_bytes:
+            raise PayloadTooLarge(f"message is larger than {self.settings.max_message_bytes} bytes")
+        headers = payload.headers
+        if msg_id is not None:
+            headers["Nats-Msg-Id"] = msg_id
+        token = next(self._tokens)
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self._pending[token] = future
+        try:
+            with nats_errors(f"publish to {subject}"):
+                await nc.publish(subject, payload.body, reply=f"{self._inbox}.{token}", headers=headers)
+            async with asyncio.timeout(self.settings.publish_timeout_seconds):
+                return await future
+        except TimeoutError:
+            raise Unavailable("message bus did not acknowledge in time; retry") from None
+        finally:
+            self._pending.pop(token, None)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        token = int(msg.subject.rsplit(".", 1)[1])
+        future = self._pending.pop(token, None)
+        if future is None or future.done():
+            return
+        if not msg.data:
+            status = (msg.headers or {}).get("Status", "")
+            future.set_exception(Unavailable(f"no stream accepted the message (status {status or 'empty'})"))
+            return
+        ack = orjson.loads(msg.data)
+        error = ack.get("error")
+        if error is None:
+            future.set_result(PubAck(ack["seq"], ack.get("duplicate", False)))
+        elif error.get("code") == 503:
+            future.set_exception(Unavailable(error.get("description", "JetStream unavailable")))
+        else:
+            future.set_exception(BadRequest(error.get("description", "rejected by JetStream")))
+
+    # -- subscribing ---------------------------------------------------------------------
+
+    async def subscribe(self, subject_filter: str, on_delivery: OnDelivery, *, start_seq: int | None = None) -> LiveSubscription:
+        """Deliver every stored message matching ``subject_filter``, in order, from ``start_seq`` or from now."""
+        sub = LiveSubscription(subject_filter, on_delivery)
+        await sub.start(self.js, MESSAGES_STREAM, start_seq)
+        return sub

@@ -1,0 +1,76 @@
+"""JetStream key-value buckets behind a small typed wrapper.
+
+Values are bytes; callers encode them. ``update`` is compare-and-set on the
+revision, which is how replicas agree on shared state without locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from gateway.bus.translate import nats_errors
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str
+    value: bytes
+    revision: int
+
+
+class Bucket:
+    def __init__(self, name: str, kv: KeyValue) -> None:
+        self.name = name
+        self._kv = kv
+
+    async def get(self, key: str) -> Entry | None:
+        """The current value, or ``None`` when the key is absent or deleted."""
+        with nats_errors(f"read {self.name}/{key}"):
+            try:
+                entry = await self._kv.get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Entry(key, entry.value, entry.revision)
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Store ``value`` only if ``key`` is absent; raises ``Conflict`` otherwise."""
+        with nats_errors(f"create {self.name}/{key}"):
+            try:
+                return await self._kv.create(key, value)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                raise
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code == 10071:
+                    raise nats.js.errors.KeyWrongLastSequenceError(description=exc.description) from exc
+                raise
+
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        """Store ``value`` only if ``key`` is still at ``revision``; raises ``Conflict`` otherwise."""
+        with nats_errors(f"update {self.name}/{key}"):
+            try:
+                return await self._kv.update(key, value, last=revision)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code == 10071:
+                    raise nats.js.errors.KeyWrongLastSequenceError(description=exc.description) from exc
+                raise
+
+    async def put(self, key: str, value: bytes) -> int:
+        with nats_errors(f"write {self.name}/{key}"):
+            return await self._kv.put(key, value)
+
+    async def delete(self, key: str) -> None:
+        with nats_errors(f"delete {self.name}/{key}"):
+            await self._kv.purge(key)
+
+    async def keys(self, pattern: str = ">") -> list[str]:
+        """Keys matching a NATS-style pattern (``*`` one token, ``>`` the rest)."""
+        with nats_errors(f"list {self.name}"):
+            try:
+                return await self._kv.keys(filters=[pattern])
+            except nats.js.errors.NoKeysError:
+                return []

@@ -1,0 +1,108 @@
+"""The embedded ``nats-server -js`` child process used when no NATS URL is configured.
+
+It listens on 127.0.0.1 on a free port, keeps its store under the data dir, is
+ready when it logs "Server is ready", and is stopped with the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+from pathlib import Path
+
+from gateway.settings import Settings
+
+log = logging.getLogger("flowgate.nats")
+
+
+class EmbeddedNatsError(RuntimeError):
+    """The embedded NATS server could not be started."""
+
+
+def find_nats_server(name: str) -> str | None:
+    """The nats-server binary: on PATH, or in the sbin directories Debian installs it to."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedNats:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._log_task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _write_config(self, store: Path) -> Path:
+        config = self.settings.data_dir / "nats-server.conf"
+        payload = max(1024 * 1024, self.settings.max_message_bytes + 64 * 1024)
+        config.write_text(
+            "# written by flowgate at each start\n"
+            f"listen: 127.0.0.1:{self.port}\n"
+            f"server_name: flowgate-embedded\n"
+            f"max_payload: {payload}\n"
+            f"jetstream {{\n  store_dir: {str(store)!r}\n}}\n".replace("'", '"')
+        )
+        return config
+
+    async def start(self, timeout: float = 20.0) -> str:
+        binary = find_nats_server(self.settings.nats_server_bin)
+        if binary is None:
+            raise EmbeddedNatsError(
+                f"nats-server not found ({self.settings.nats_server_bin!r}): install it (apt-get install nats-server) "
+                "or set FLOWGATE_NATS_URL"
+            )
+        store = (self.settings.data_dir / "nats").resolve()
+        store.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = self._write_config(store)
+        self._process = await asyncio.create_subprocess_exec(
+            binary, "-c", str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        assert self._process.stderr is not None
+        stderr = self._process.stderr
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = await stderr.readline()
+                    if not line:
+                        raise EmbeddedNatsError(f"nats-server exited with code {await self._process.wait()} before it was ready")
+                    log.debug("nats-server: %s", line.decode(errors="replace").rstrip())
+                    if b"Server is ready" in line:
+                        break
+        except TimeoutError:
+            await self.stop()
+            raise EmbeddedNatsError(f"nats-server was not ready within {timeout:.0f}s") from None
+        self._log_task = asyncio.create_task(self._forward_log(stderr))
+        log.info("embedded nats-server ready at %s (store %s)", self.url, store)
+        return self.url
+
+    async def _forward_log(self, stderr: asyncio.StreamReader) -> None:
+        async for line in stderr:
+            text = line.decode(errors="replace").rstrip()
+            if "[ERR]" in text or "[WRN]" in text:
+                log.warning("nats-server: %s", text)
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        if self._log_task is not None:
+            self._log_task.cancel()

@@ -1,0 +1,104 @@
+"""A subscriber connection's bounded outbound buffer and the filters feeding it.
+
+A client that stops reading must not grow the server's memory: when its
+``Outbox`` is full it is marked overflowed, and the front-end closes the
+connection with its documented slow-consumer code (the client resumes from the
+last sequence it saw). Deliveries reach an outbox through ``FilteredSink``s,
+which apply what the bus cannot: the ``$`` rule for wildcard filters
+[MQTT-4.7.2-1], the token's subscribe deny filters, and local matching when
+one bus subscription serves several filters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from auth.permissions import Rule
+from gateway.payload import Delivery
+from gateway.topics import topic_matches
+
+T = TypeVar("T")
+
+
+class SlowConsumer(Exception):
+    """The outbox overflowed: its client is not reading fast enough."""
+
+
+class Outbox(Generic[T]):
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: deque[T] = deque()
+        self._wakeup = asyncio.Event()
+        self.overflowed = False
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, item: T) -> bool:
+        """Queue ``item``; on overflow mark the outbox and return False (the item is not queued)."""
+        if self.closed or self.overflowed:
+            return False
+        if len(self._items) >= self.maxsize:
+            self.overflowed = True
+            self._wakeup.set()
+            return False
+        self._items.append(item)
+        self._wakeup.set()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()
+
+    async def get(self, timeout: float | None = None) -> T | None:
+        """The next item; ``None`` on timeout or once closed; raises ``SlowConsumer`` after an overflow."""
+        while not self._items:
+            if self.overflowed:
+                raise SlowConsumer
+            if self.closed:
+                return None
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return None
+        if self.overflowed:
+            raise SlowConsumer
+        return self._items.popleft()
+
+    def drain(self, limit: int) -> list[T]:
+        """Up to ``limit`` queued items without waiting (for batching writes)."""
+        count = min(limit, len(self._items))
+        return [self._items.popleft() for _ in range(count)]
+
+
+class FilteredSink:
+    """Feeds one outbox with the deliveries matching ``filters`` that ``rule`` does not hide.
+
+    ``tag`` travels with each delivery so a connection knows which of its
+    subscriptions a message belongs to.
+    """
+
+    __slots__ = ("outbox", "filters", "rule", "tag", "_check")
+
+    def __init__(
+        self, outbox: Outbox[tuple[object, Delivery]], filters: Sequence[str], rule: Rule, *, exact: bool, tag: object = None
+    ) -> None:
+        self.outbox = outbox
+        self.filters = tuple(filters)
+        self.rule = rule
+        self.tag = tag
+        # ``exact``: the bus subject already matches exactly these filters (see Namespace.subscription_subject).
+        self._check = not exact or any(f[:1] in ("+", "#") for f in self.filters) or bool(rule.deny)
+
+    def deliver(self, delivery: Delivery) -> None:
+        if self._check:
+            topic = delivery.topic
+            if not any(topic_matches(f, topic) for f in self.filters) or self.rule.hides(topic):
+                return
+        self.outbox.push((self.tag, delivery))

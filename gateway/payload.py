@@ -1,0 +1,103 @@
+"""How a payload travels through the bus and how a stored message is presented.
+
+A payload is bytes plus a kind, carried in the ``Fg-Type`` NATS header:
+
+- ``json``: the bytes are a JSON document; JSON front-ends embed it unchanged.
+- ``text``: UTF-8 text; JSON front-ends send it as a JSON string.
+- ``binary``: anything else (typically MQTT); JSON front-ends send
+  ``{"data": "<base64>", "encoding": "base64"}``.
+
+MQTT subscribers always get the raw bytes. A ``Delivery`` is one stored message
+as a subscriber sees it; frames rendered from it are cached on it so that a
+message is serialised once per frame format, not once per subscriber.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from gateway.topics import Namespace
+
+KIND_HEADER = "Fg-Type"
+
+
+class Kind(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+    BINARY = "binary"
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    body: bytes
+    kind: Kind
+
+    @classmethod
+    def from_value(cls, value: Any) -> Payload:
+        """A message given as JSON: a string stays text, any other value stays JSON."""
+        if isinstance(value, str):
+            return cls(value.encode("utf-8"), Kind.TEXT)
+        return cls(orjson.dumps(value), Kind.JSON)
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Payload:
+        """Raw bytes (MQTT): a JSON object or array is JSON, other UTF-8 is text, the rest binary."""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return cls(body, Kind.BINARY)
+        stripped = text.lstrip()
+        if stripped[:1] in ("{", "["):
+            try:
+                orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                return cls(body, Kind.JSON)
+        return cls(body, Kind.TEXT)
+
+    @classmethod
+    def from_headers(cls, body: bytes, headers: dict[str, str] | None) -> Payload:
+        kind = (headers or {}).get(KIND_HEADER)
+        try:
+            return cls(body, Kind(kind)) if kind else cls.from_bytes(body)
+        except ValueError:
+            return cls(body, Kind.BINARY)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {KIND_HEADER: self.kind.value}
+
+    def json_fields(self) -> dict[str, Any]:
+        """The ``data`` (and ``encoding``) fields of a JSON frame carrying this payload."""
+        if self.kind is Kind.JSON:
+            return {"data": orjson.Fragment(self.body)}
+        if self.kind is Kind.TEXT:
+            return {"data": self.body.decode("utf-8", errors="replace")}
+        return {"data": base64.b64encode(self.body).decode("ascii"), "encoding": "base64"}
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One stored message as delivered to subscribers."""
+
+    seq: int
+    namespace: Namespace
+    topic: str
+    payload: Payload
+    published_at: datetime
+    _frames: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    def frame(self, name: str, render: Callable[[Delivery], bytes]) -> bytes:
+        """Render this delivery once per frame format and reuse it for every subscriber."""
+        cached = self._frames.get(name)
+        if cached is None:
+            cached = self._frames[name] = render(self)
+        return cached

@@ -1,0 +1,52 @@
+"""The one publish path every front-end calls.
+
+It resolves the name inside the token's namespace, checks the token's publish
+permission and the size limit, and stores the message in JetStream. Front-ends
+only translate their wire format into a ``Payload`` and the result back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auth.tokens import Claims
+from gateway.bus import Bus
+from gateway.errors import BadRequest, Forbidden, PayloadTooLarge
+from gateway.payload import Payload
+from gateway.settings import Settings
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    topic: str
+    full_name: str
+    seq: int
+    duplicate: bool
+
+
+class Publisher:
+    def __init__(self, settings: Settings, bus: Bus) -> None:
+        self._bus = bus
+        self._max_bytes = settings.max_message_bytes
+
+    def resolve(self, claims: Claims, name: str) -> str:
+        """The validated topic ``name`` refers to, if the token may publish there."""
+        topic = claims.namespace.topic(name)
+        if not claims.permissions.publish.permits_topic(topic):
+            raise Forbidden(f"this token may not publish to {topic!r}")
+        return topic
+
+    async def publish(self, claims: Claims, name: str, payload: Payload, *, idempotency_key: str | None = None) -> Published:
+        topic = self.resolve(claims, name)
+        if len(payload.body) > self._max_bytes:
+            raise PayloadTooLarge(f"message is {len(payload.body)} bytes; the limit is {self._max_bytes}")
+        msg_id = None
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+                raise BadRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+            msg_id = claims.namespace.prefix + idempotency_key
+        namespace = claims.namespace
+        ack = await self._bus.publish(namespace.subject(topic), payload, msg_id=msg_id)
+        return Published(topic, namespace.full(topic), ack.seq, ack.duplicate)

@@ -1,0 +1,43 @@
+"""Running the gateway: uvicorn (uvloop, httptools) serving the app in one event loop."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.embedded_nats import EmbeddedNatsError, find_nats_server
+from gateway.settings import Settings
+
+
+def preflight(settings: Settings) -> None:
+    """Fail before anything starts, with one clear line, on what we can check up front."""
+    if settings.nats_url is None and find_nats_server(settings.nats_server_bin) is None:
+        raise EmbeddedNatsError(
+            f"nats-server not found ({settings.nats_server_bin!r}): install it (apt-get install nats-server, "
+            "or run `make run` as root) or set FLOWGATE_NATS_URL to an existing NATS server"
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        server_header=False,
+    )
+
+
+def serve(settings: Settings) -> int:
+    preflight(settings)
+    server = uvicorn.Server(uvicorn_config(settings))
+    server.run()
+    return 0 if server.started else 1

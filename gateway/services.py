@@ -1,0 +1,73 @@
+"""The long-lived services of one gateway process, built once at start-up.
+
+``running_services`` starts (or connects to) NATS, opens the streams and
+buckets, and hands a ``Services`` to every front-end; on exit it stops them in
+reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from auth.accounts import Accounts
+from auth.secrets import ServerSecrets
+from auth.tokens import TokenService
+from gateway.bus import Bus
+from gateway.embedded_nats import EmbeddedNats
+from gateway.hub import Hub
+from gateway.publishing import Publisher
+from gateway.settings import Settings
+
+log = logging.getLogger("flowgate")
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    secrets: ServerSecrets
+    bus: Bus
+    hub: Hub
+    accounts: Accounts
+    tokens: TokenService
+    publisher: Publisher
+    nats_url: str
+
+
+@asynccontextmanager
+async def running_services(settings: Settings) -> AsyncIterator[Services]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secrets = ServerSecrets.load(settings)
+    if secrets.admin_key_generated:
+        print(
+            f"\n  Flow-Gate admin key (shown once, stored in {settings.data_dir / 'admin.key'}):\n  {secrets.admin_key}\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    embedded = EmbeddedNats(settings) if settings.nats_url is None else None
+    url = await embedded.start() if embedded is not None else str(settings.nats_url)
+    bus = Bus(settings)
+    try:
+        await bus.connect([u.strip() for u in url.split(",")])
+        hub = Hub(bus)
+        services = Services(
+            settings=settings,
+            secrets=secrets,
+            bus=bus,
+            hub=hub,
+            accounts=await Accounts.open(bus, secrets),
+            tokens=TokenService(secrets.token_key, default_ttl=settings.token_default_ttl, max_ttl=settings.token_max_ttl),
+            publisher=Publisher(settings, bus),
+            nats_url=url,
+        )
+        try:
+            yield services
+        finally:
+            await hub.close()
+    finally:
+        await bus.close()
+        if embedded is not None:
+            await embedded.stop()

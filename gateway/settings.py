@@ -1,0 +1,177 @@
+"""The gateway's one frozen settings object, read from ``FLOWGATE_*`` variables.
+
+Every long-lived service receives the ``Settings`` it needs at start-up; nothing
+reads the environment anywhere else. An invalid value stops start-up with an
+error that names the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A ``FLOWGATE_*`` variable holds a value the gateway cannot use."""
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _host(raw: str) -> str:
+    if raw in ("localhost", "0.0.0.0", "::"):
+        return raw
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        if not raw or any(c.isspace() for c in raw):
+            raise ValueError("must be an IP address or host name") from None
+    return raw
+
+
+def _optional_str(raw: str) -> str | None:
+    return raw or None
+
+
+def _nats_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    for url in raw.split(","):
+        if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("must be nats://host:port (comma-separated for a cluster)")
+    return raw
+
+
+def _secret(raw: str) -> str | None:
+    if not raw:
+        return None
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    value = raw.lower()
+    if value not in ("debug", "info", "warning", "error"):
+        raise ValueError("must be one of debug, info, warning, error")
+    return value
+
+
+def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable about one gateway process."""
+
+    host: str = _setting("FLOWGATE_HOST", "127.0.0.1", _host, "Address the HTTP and MQTT listeners bind to.")
+    http_port: int = _setting(
+        "FLOWGATE_HTTP_PORT", 8080, _int(0, 65535), "HTTP port: REST API, SSE, WebSocket (`/ws`), MQTT over WebSocket (`/mqtt`). 0 picks a free port."
+    )
+    mqtt_port: int = _setting("FLOWGATE_MQTT_PORT", 1883, _int(0, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port.")
+    data_dir: Path = _setting("FLOWGATE_DATA_DIR", Path("./data"), Path, "Where the embedded NATS store, generated admin key and server secret live.")
+    nats_url: str | None = _setting(
+        "FLOWGATE_NATS_URL", None, _nats_url, "NATS server(s) to use; unset starts an embedded `nats-server -js`."
+    )
+    nats_server_bin: str = _setting("FLOWGATE_NATS_SERVER_BIN", "nats-server", str, "The `nats-server` binary for the embedded server.")
+    admin_key: str | None = _setting(
+        "FLOWGATE_ADMIN_KEY", None, _secret, "Admin API key; unset = generated on first start, stored in the data dir and printed once."
+    )
+    secret_key: str | None = _setting(
+        "FLOWGATE_SECRET_KEY",
+        None,
+        _secret,
+        "Server secret that signs tokens and encrypts API keys; unset = generated in the data dir. Replicas must share it.",
+    )
+    max_message_bytes: int = _setting(
+        "FLOWGATE_MAX_MESSAGE_BYTES", 1024 * 1024, _int(64, 64 * 1024 * 1024), "Largest message payload accepted on any protocol."
+    )
+    token_default_ttl: int = _setting("FLOWGATE_TOKEN_DEFAULT_TTL", 900, _int(10, 31 * 86400), "Token lifetime in seconds when `ttl` is not given.")
+    token_max_ttl: int = _setting("FLOWGATE_TOKEN_MAX_TTL", 86400, _int(10, 366 * 86400), "Longest token lifetime a client may ask for.")
+    retention_seconds: int = _setting(
+        "FLOWGATE_RETENTION_SECONDS", 86400, _int(1, 10 * 365 * 86400), "How long published messages stay replayable (SSE `Last-Event-ID`, WS `since`)."
+    )
+    retention_bytes: int = _setting(
+        "FLOWGATE_RETENTION_BYTES", 1024**3, _int(1024 * 1024, 2**50), "Size cap of the message stream; the oldest messages go first."
+    )
+    dedupe_window_seconds: int = _setting(
+        "FLOWGATE_DEDUPE_WINDOW_SECONDS", 120, _int(1, 86400), "How long an `Idempotency-Key` is remembered."
+    )
+    sse_heartbeat_seconds: float = _setting(
+        "FLOWGATE_SSE_HEARTBEAT_SECONDS", 15.0, _float(0.05, 3600), "Interval of the SSE heartbeat comment."
+    )
+    outbound_queue_size: int = _setting(
+        "FLOWGATE_OUTBOUND_QUEUE", 1000, _int(1, 1_000_000), "Messages buffered per subscriber connection before it counts as a slow consumer."
+    )
+    publish_timeout_seconds: float = _setting(
+        "FLOWGATE_PUBLISH_TIMEOUT", 3.0, _float(0.05, 60), "How long a publish waits for JetStream's acknowledgement before 503."
+    )
+    shutdown_grace_seconds: float = _setting(
+        "FLOWGATE_SHUTDOWN_GRACE", 5.0, _float(0, 300), "How long shutdown lets in-flight requests finish."
+    )
+    replicas: int = _setting("FLOWGATE_STREAM_REPLICAS", 1, _int(1, 5), "JetStream replicas for the gateway's streams and buckets (3 on a cluster).")
+    log_level: str = _setting("FLOWGATE_LOG_LEVEL", "info", _log_level, "debug, info, warning or error.")
+    log_json: bool = _setting("FLOWGATE_LOG_JSON", False, lambda raw: _bool(raw), "Log JSON lines instead of console text.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``); keyword overrides win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in overrides:
+                continue
+            raw = environ.get(f.metadata["env"])
+            if raw is None:
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw.strip())
+            except ValueError as exc:
+                raise SettingsError(f"{f.metadata['env']}={raw!r}: {exc}") from None
+        settings = cls(**values, **overrides)
+        if settings.token_default_ttl > settings.token_max_ttl:
+            raise SettingsError("FLOWGATE_TOKEN_DEFAULT_TTL must not exceed FLOWGATE_TOKEN_MAX_TTL")
+        return settings
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, description) for every setting, for the README table."""
+        rows = []
+        for f in dataclasses.fields(cls):
+            default = "unset" if f.default is None else str(f.default)
+            rows.append((f.metadata["env"], default, f.metadata["doc"]))
+        return rows
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")

@@ -1,0 +1,1 @@
+"""Front-ends: one subpackage per protocol, each calling the shared services."""

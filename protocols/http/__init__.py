@@ -1,0 +1,1 @@
+"""HTTP front-end: REST API, token exchange, publish and Server-Sent Events."""

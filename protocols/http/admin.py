@@ -1,0 +1,82 @@
+"""Admin API: users and their API keys (``Authorization: Bearer <admin key>``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from auth.accounts import User
+from protocols.http.deps import AdminDep, ServicesDep
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[AdminDep])
+
+PLAN_PATTERN = r"^[a-z0-9-]{1,32}$"
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(pattern=r"^[a-z0-9-]{1,64}$")
+    plan: str = Field(default="free", pattern=PLAN_PATTERN)
+
+
+class UserChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str | None = Field(default=None, pattern=PLAN_PATTERN)
+    disabled: bool | None = None
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return user.to_json()
+
+
+@router.post("/users", status_code=201)
+async def create_user(body: NewUser, services: ServicesDep) -> dict[str, Any]:
+    return user_view(await services.accounts.create_user(body.user_id, body.plan))
+
+
+@router.get("/users")
+async def list_users(services: ServicesDep) -> dict[str, Any]:
+    return {"users": [user_view(u) for u in await services.accounts.list_users()]}
+
+
+@router.get("/users/{user_id}")
+async def get_user(user_id: str, services: ServicesDep) -> dict[str, Any]:
+    return user_view(await services.accounts.get_user(user_id))
+
+
+@router.patch("/users/{user_id}")
+async def update_user(user_id: str, body: UserChanges, services: ServicesDep) -> dict[str, Any]:
+    changes = body.model_dump(exclude_none=True)
+    return user_view(await services.accounts.update_user(user_id, changes))
+
+
+@router.delete("/users/{user_id}", status_code=204)
+async def delete_user(user_id: str, services: ServicesDep) -> Response:
+    await services.accounts.delete_user(user_id)
+    return Response(status_code=204)
+
+
+@router.post("/users/{user_id}/keys", status_code=201)
+async def create_key(user_id: str, body: NewKey, services: ServicesDep) -> dict[str, str]:
+    record, value = await services.accounts.create_key(user_id, body.name)
+    return {**record.public(), "key": value}
+
+
+@router.get("/users/{user_id}/keys")
+async def list_keys(user_id: str, services: ServicesDep) -> dict[str, Any]:
+    await services.accounts.get_user(user_id)
+    return {"keys": [k.public() for k in await services.accounts.list_keys(user_id)]}
+
+
+@router.delete("/users/{user_id}/keys/{key_id}", status_code=204)
+async def delete_key(user_id: str, key_id: str, services: ServicesDep) -> Response:
+    await services.accounts.delete_key(user_id, key_id)
+    return Response(status_code=204)

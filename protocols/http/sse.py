@@ -1,0 +1,143 @@
+"""``GET /api/v1/subscribe``: Server-Sent Events.
+
+Each event is ``id: <seq>`` / ``event: message`` / ``data: {"topic", "data",
+"seq", "published_at"}``. ``Last-Event-ID`` (or ``last_event_id=``) resumes
+right after that sequence with no gap and no duplicate; if retention already
+removed part of what follows, an ``event: gap`` says so first. Live streams
+share the fan-out hub; a resuming stream reads its own ordered consumer from
+the stream, which then continues live. A heartbeat comment keeps idle streams
+open through proxies. A stream whose client stops reading is closed when its
+buffer fills (the browser's EventSource reconnects with ``Last-Event-ID``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import orjson
+from starlette.requests import Request
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse
+
+from gateway.bus import LiveSubscription
+from gateway.errors import BadRequest, Forbidden
+from gateway.outbox import FilteredSink, Outbox, SlowConsumer
+from gateway.payload import Delivery
+from gateway.services import Services
+from protocols.http.deps import claims_of, services_of
+
+log = logging.getLogger("flowgate.sse")
+
+MAX_TOPICS = 32
+BATCH = 64
+
+OPENAPI = {
+    "get": {
+        "tags": ["messages"],
+        "summary": "Stream messages with Server-Sent Events",
+        "parameters": [
+            {"name": "topic", "in": "query", "required": True, "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": True},
+            {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "integer"}},
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "integer"}},
+        ],
+        "responses": {"200": {"description": "text/event-stream"}},
+    }
+}
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render_event(delivery: Delivery) -> bytes:
+    data = orjson.dumps(
+        {"topic": delivery.topic, **delivery.payload.json_fields(), "seq": delivery.seq, "published_at": iso(delivery.published_at)}
+    )
+    return b"id: %d\nevent: message\ndata: %s\n\n" % (delivery.seq, data)
+
+
+def _last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise BadRequest("Last-Event-ID must be a stream sequence number")
+    return int(raw)
+
+
+class SseStream:
+    def __init__(self, services: Services, subject: str, sink: FilteredSink, since: int | None) -> None:
+        self.services = services
+        self.subject = subject
+        self.sink = sink
+        self.since = since
+        self._own: LiveSubscription | None = None
+        self._closed = False
+        self._preamble = b"retry: 2000\n: connected\n\n"
+
+    async def open(self) -> None:
+        """Subscribe before the response starts, so a failure is still a proper HTTP error."""
+        if self.since is None:
+            await self.services.hub.add(self.subject, self.sink)
+            return
+        bounds = await self.services.bus.stream_bounds()
+        if bounds.first_seq > self.since + 1 and bounds.last_seq >= bounds.first_seq:
+            gap = orjson.dumps({"requested_seq": self.since + 1, "first_available_seq": bounds.first_seq, "reason": "retention"})
+            self._preamble += b"event: gap\ndata: %s\n\n" % gap
+        self._own = await self.services.bus.subscribe(self.subject, self.sink.deliver, start_seq=self.since + 1)
+
+    async def close(self) -> None:
+        """Release the subscription; idempotent (runs from the generator and as the response's background task)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.sink.outbox.close()
+        if self._own is not None:
+            await self._own.stop()
+        else:
+            await self.services.hub.remove(self.subject, self.sink)
+
+    async def events(self) -> AsyncIterator[bytes]:
+        outbox = self.sink.outbox
+        heartbeat = self.services.settings.sse_heartbeat_seconds
+        try:
+            yield self._preamble
+            while True:
+                item = await outbox.get(timeout=heartbeat)
+                if item is None:
+                    if outbox.closed:
+                        return
+                    yield b": heartbeat\n\n"
+                    continue
+                chunk = [item, *outbox.drain(BATCH)]
+                yield b"".join(d.frame("sse", render_event) for _, d in chunk)
+        except SlowConsumer:
+            log.warning("closing slow SSE consumer on %s (buffer of %d full)", self.subject, outbox.maxsize)
+        finally:
+            await self.close()
+
+
+async def subscribe(request: Request) -> StreamingResponse:
+    services = services_of(request)
+    claims = claims_of(request, allow_query=True)
+    names = request.query_params.getlist("topic")
+    if not names or len(names) > MAX_TOPICS:
+        raise BadRequest(f"give 1-{MAX_TOPICS} topic parameters")
+    filters = [claims.namespace.filter(name) for name in names]
+    rule = claims.permissions.subscribe
+    for topic_filter in filters:
+        if not rule.permits_filter(topic_filter):
+            raise Forbidden(f"this token may not subscribe to {topic_filter!r}")
+    subject, exact = claims.namespace.subscription_subject(filters)
+    sink = FilteredSink(Outbox(services.settings.outbound_queue_size), filters, rule, exact=exact)
+    stream = SseStream(services, subject, sink, _last_event_id(request))
+    await stream.open()
+    return StreamingResponse(
+        stream.events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(stream.close),
+    )

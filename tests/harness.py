@@ -1,0 +1,207 @@
+"""Real processes for tests: ``nats-server -js`` and the gateway, on free 127.0.0.1 ports.
+
+Both are started as child processes and awaited on events (a log line, a ready
+probe), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.embedded_nats import find_nats_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_line(stream: Any, needle: str, timeout: float) -> list[str]:
+    """Read ``stream`` line by line until ``needle`` appears; the lines read."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            raise RuntimeError("process exited:\n" + "".join(seen))
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise TimeoutError(f"{needle!r} not seen in {timeout}s:\n" + "".join(seen))
+
+
+@dataclass
+class NatsServer:
+    """A real ``nats-server -js`` with a temporary store; can be stopped and restarted on the same port."""
+
+    store: Path
+    port: int = field(default_factory=free_port)
+    max_payload: int = 8 * 1024 * 1024
+    process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        binary = find_nats_server("nats-server")
+        if binary is None:
+            raise RuntimeError("nats-server is not installed (make test installs it)")
+        config = self.store / "nats.conf"
+        self.store.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            f'listen: 127.0.0.1:{self.port}\nmax_payload: {self.max_payload}\n'
+            f'jetstream {{ store_dir: "{self.store / "js"}" }}\n'
+        )
+        self.process = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        assert self.process.stderr is not None
+        wait_for_line(self.process.stderr, "Server is ready", 20)
+        _drain(self.process.stderr)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+def _drain(stream: Any) -> None:
+    """Keep reading a child's pipe in the background so it never blocks on a full pipe."""
+    import threading
+
+    def pump() -> None:
+        for _ in stream:
+            pass
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+@dataclass
+class Gateway:
+    """The real gateway (``flowgate serve``) as a child process."""
+
+    nats_url: str | None
+    data_dir: Path
+    http_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    admin_key: str = field(default_factory=lambda: "fga_test_" + secrets.token_urlsafe(24))
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.http_port}"
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWGATE_")}
+        env.update(
+            FLOWGATE_HOST="127.0.0.1",
+            FLOWGATE_HTTP_PORT=str(self.http_port),
+            FLOWGATE_MQTT_PORT=str(self.mqtt_port),
+            FLOWGATE_DATA_DIR=str(self.data_dir),
+            FLOWGATE_ADMIN_KEY=self.admin_key,
+            FLOWGATE_SECRET_KEY=self.secret_key,
+            FLOWGATE_LOG_LEVEL="info",
+        )
+        if self.nats_url:
+            env["FLOWGATE_NATS_URL"] = self.nats_url
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 30) -> Gateway:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            cwd=ROOT,
+            env=self.environment(),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stderr is not None
+        try:
+            self.log += wait_for_line(self.process.stderr, "Application startup complete", timeout)
+        except (RuntimeError, TimeoutError):
+            self.stop()
+            raise
+        self._pump()
+        return self
+
+    def _pump(self) -> None:
+        import threading
+
+        assert self.process is not None and self.process.stderr is not None
+        stderr = self.process.stderr
+
+        def pump() -> None:
+            for line in stderr:
+                self.log.append(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    # -- admin helpers (synchronous, for set-up) ---------------------------------------------
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.admin_key}"}
+        return httpx.request(method, self.base_url + path, headers=headers, timeout=10, **kwargs)
+
+    def new_user(self, user_id: str | None = None, plan: str = "free") -> tuple[str, str]:
+        """Create a user with one API key; returns (user_id, api_key)."""
+        user_id = user_id or "u" + secrets.token_hex(5)
+        response = self.admin("POST", "/api/v1/admin/users", json={"user_id": user_id, "plan": plan})
+        assert response.status_code == 201, response.text
+        response = self.admin("POST", f"/api/v1/admin/users/{user_id}/keys", json={"name": "test"})
+        assert response.status_code == 201, response.text
+        return user_id, response.json()["key"]
+
+    def token(self, api_key: str, app: str = "app", **body: Any) -> str:
+        response = httpx.post(self.base_url + "/token", headers={"Authorization": f"Bearer {api_key}"}, json={"app": app, **body}, timeout=10)
+        assert response.status_code == 200, response.text
+        return str(response.json()["token"])
+
+    def user_token(self, app: str = "app", **body: Any) -> tuple[str, str]:
+        """A fresh user and a token for it; returns (user_id, token)."""
+        user_id, key = self.new_user()
+        return user_id, self.token(key, app, **body)
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
