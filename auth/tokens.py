@@ -48,7 +48,9 @@ class TokenService:
         self._clock = clock
         self._cache: dict[str, Claims] = {}
 
-    def issue(self, namespace: Namespace, *, ttl: int | None = None, permissions: Permissions | None = None) -> tuple[str, Claims]:
+    def issue(
+        self, namespace: Namespace, *, ttl: int | None = None, permissions: Permissions | None = None
+    ) -> tuple[str, Claims]:
         ttl = self.default_ttl if ttl is None else ttl
         if not 1 <= ttl <= self.max_ttl:
             raise BadRequest(f"ttl must be between 1 and {self.max_ttl} seconds")

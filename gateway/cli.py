@@ -18,12 +18,17 @@ from gateway.embedded_nats import EmbeddedNatsError
 from gateway.settings import Settings, SettingsError
 
 
-def _admin_request(settings: Settings, url: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+def _admin_request(
+    settings: Settings, url: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> int:
     key = settings.admin_key
     if key is None:
         key_file = settings.data_dir / "admin.key"
         if not key_file.exists():
-            print(f"flowgate: no admin key: set FLOWGATE_ADMIN_KEY or start the gateway once to create {key_file}", file=sys.stderr)
+            print(
+                f"flowgate: no admin key: set FLOWGATE_ADMIN_KEY or start the gateway once to create {key_file}",
+                file=sys.stderr,
+            )
             return 2
         key = key_file.read_text().strip()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
@@ -70,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"flowgate: {exc}", file=sys.stderr)
             return 2
     if args.command == "users" and args.action == "create":
-        return _admin_request(settings, args.url, "POST", "/api/v1/admin/users", {"user_id": args.user_id, "plan": args.plan})
+        return _admin_request(
+            settings, args.url, "POST", "/api/v1/admin/users", {"user_id": args.user_id, "plan": args.plan}
+        )
     if args.command == "users":
         return _admin_request(settings, None, "GET", "/api/v1/admin/users")
     return _admin_request(settings, args.url, "POST", f"/api/v1/admin/users/{args.user_id}/keys", {"name": args.name})

@@ -76,7 +76,9 @@ class EmbeddedNats:
                 while True:
                     line = await stderr.readline()
                     if not line:
-                        raise EmbeddedNatsError(f"nats-server exited with code {await self._process.wait()} before it was ready")
+                        raise EmbeddedNatsError(
+                            f"nats-server exited with code {await self._process.wait()} before it was ready"
+                        )
                     log.debug("nats-server: %s", line.decode(errors="replace").rstrip())
                     if b"Server is ready" in line:
                         break

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,9 +48,7 @@ class Hub:
                     continue  # the last sink left while we waited: start over with a fresh entry
                 if entry.subscription is None:
                     try:
-                        entry.subscription = await self._bus.subscribe(
-                            subject_filter, lambda delivery: self._fan_out(entry, delivery)
-                        )
+                        entry.subscription = await self._bus.subscribe(subject_filter, partial(self._fan_out, entry))
                     finally:
                         if entry.subscription is None and not entry.sinks:
                             del self._entries[subject_filter]  # failed or cancelled: leave nothing behind

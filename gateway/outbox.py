@@ -84,10 +84,16 @@ class FilteredSink:
     subscriptions a message belongs to.
     """
 
-    __slots__ = ("outbox", "filters", "rule", "tag", "_check")
+    __slots__ = ("_check", "filters", "outbox", "rule", "tag")
 
     def __init__(
-        self, outbox: Outbox[tuple[object, Delivery]], filters: Sequence[str], rule: Rule, *, exact: bool, tag: object = None
+        self,
+        outbox: Outbox[tuple[object, Delivery]],
+        filters: Sequence[str],
+        rule: Rule,
+        *,
+        exact: bool,
+        tag: object = None,
     ) -> None:
         self.outbox = outbox
         self.filters = tuple(filters)

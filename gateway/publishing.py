@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from auth.tokens import Claims
 from gateway.bus import Bus
 from gateway.errors import BadRequest, Forbidden, PayloadTooLarge
+from gateway.metrics import Metrics
 from gateway.payload import Payload
 from gateway.settings import Settings
 
@@ -27,8 +28,9 @@ class Published:
 
 
 class Publisher:
-    def __init__(self, settings: Settings, bus: Bus) -> None:
+    def __init__(self, settings: Settings, bus: Bus, metrics: Metrics) -> None:
         self._bus = bus
+        self._metrics = metrics
         self._max_bytes = settings.max_message_bytes
 
     def resolve(self, claims: Claims, name: str) -> str:
@@ -38,7 +40,17 @@ class Publisher:
             raise Forbidden(f"this token may not publish to {topic!r}")
         return topic
 
-    async def publish(self, claims: Claims, name: str, payload: Payload, *, idempotency_key: str | None = None) -> Published:
+    async def publish(
+        self,
+        claims: Claims,
+        name: str,
+        payload: Payload,
+        *,
+        protocol: str,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Published:
+        """Store ``payload`` on topic ``name`` for ``protocol``'s client; ``headers`` travel with it (e.g. MQTT QoS)."""
         topic = self.resolve(claims, name)
         if len(payload.body) > self._max_bytes:
             raise PayloadTooLarge(f"message is {len(payload.body)} bytes; the limit is {self._max_bytes}")
@@ -48,5 +60,6 @@ class Publisher:
                 raise BadRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
             msg_id = claims.namespace.prefix + idempotency_key
         namespace = claims.namespace
-        ack = await self._bus.publish(namespace.subject(topic), payload, msg_id=msg_id)
+        ack = await self._bus.publish(namespace.subject(topic), payload, msg_id=msg_id, headers=headers)
+        self._metrics.published.labels(protocol).inc()
         return Published(topic, namespace.full(topic), ack.seq, ack.duplicate)

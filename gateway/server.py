@@ -31,7 +31,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
         server_header=False,
     )
 

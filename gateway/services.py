@@ -19,6 +19,7 @@ from auth.tokens import TokenService
 from gateway.bus import Bus
 from gateway.embedded_nats import EmbeddedNats
 from gateway.hub import Hub
+from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.settings import Settings
 
@@ -34,6 +35,7 @@ class Services:
     accounts: Accounts
     tokens: TokenService
     publisher: Publisher
+    metrics: Metrics
     nats_url: str
 
 
@@ -53,14 +55,18 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
     try:
         await bus.connect([u.strip() for u in url.split(",")])
         hub = Hub(bus)
+        metrics = Metrics()
         services = Services(
             settings=settings,
             secrets=secrets,
             bus=bus,
             hub=hub,
             accounts=await Accounts.open(bus, secrets),
-            tokens=TokenService(secrets.token_key, default_ttl=settings.token_default_ttl, max_ttl=settings.token_max_ttl),
-            publisher=Publisher(settings, bus),
+            tokens=TokenService(
+                secrets.token_key, default_ttl=settings.token_default_ttl, max_ttl=settings.token_max_ttl
+            ),
+            publisher=Publisher(settings, bus, metrics),
+            metrics=metrics,
             nats_url=url,
         )
         try:

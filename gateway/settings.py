@@ -91,16 +91,29 @@ class Settings:
 
     host: str = _setting("FLOWGATE_HOST", "127.0.0.1", _host, "Address the HTTP and MQTT listeners bind to.")
     http_port: int = _setting(
-        "FLOWGATE_HTTP_PORT", 8080, _int(0, 65535), "HTTP port: REST API, SSE, WebSocket (`/ws`), MQTT over WebSocket (`/mqtt`). 0 picks a free port."
+        "FLOWGATE_HTTP_PORT",
+        8080,
+        _int(0, 65535),
+        "HTTP port: REST API, SSE, WebSocket (`/ws`), MQTT over WebSocket (`/mqtt`). 0 picks a free port.",
     )
     mqtt_port: int = _setting("FLOWGATE_MQTT_PORT", 1883, _int(0, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port.")
-    data_dir: Path = _setting("FLOWGATE_DATA_DIR", Path("./data"), Path, "Where the embedded NATS store, generated admin key and server secret live.")
+    data_dir: Path = _setting(
+        "FLOWGATE_DATA_DIR",
+        Path("./data"),
+        Path,
+        "Where the embedded NATS store, generated admin key and server secret live.",
+    )
     nats_url: str | None = _setting(
         "FLOWGATE_NATS_URL", None, _nats_url, "NATS server(s) to use; unset starts an embedded `nats-server -js`."
     )
-    nats_server_bin: str = _setting("FLOWGATE_NATS_SERVER_BIN", "nats-server", str, "The `nats-server` binary for the embedded server.")
+    nats_server_bin: str = _setting(
+        "FLOWGATE_NATS_SERVER_BIN", "nats-server", str, "The `nats-server` binary for the embedded server."
+    )
     admin_key: str | None = _setting(
-        "FLOWGATE_ADMIN_KEY", None, _secret, "Admin API key; unset = generated on first start, stored in the data dir and printed once."
+        "FLOWGATE_ADMIN_KEY",
+        None,
+        _secret,
+        "Admin API key; unset = generated on first start, stored in the data dir and printed once.",
     )
     secret_key: str | None = _setting(
         "FLOWGATE_SECRET_KEY",
@@ -109,15 +122,28 @@ class Settings:
         "Server secret that signs tokens and encrypts API keys; unset = generated in the data dir. Replicas must share it.",
     )
     max_message_bytes: int = _setting(
-        "FLOWGATE_MAX_MESSAGE_BYTES", 1024 * 1024, _int(64, 64 * 1024 * 1024), "Largest message payload accepted on any protocol."
+        "FLOWGATE_MAX_MESSAGE_BYTES",
+        1024 * 1024,
+        _int(64, 64 * 1024 * 1024),
+        "Largest message payload accepted on any protocol.",
     )
-    token_default_ttl: int = _setting("FLOWGATE_TOKEN_DEFAULT_TTL", 900, _int(10, 31 * 86400), "Token lifetime in seconds when `ttl` is not given.")
-    token_max_ttl: int = _setting("FLOWGATE_TOKEN_MAX_TTL", 86400, _int(10, 366 * 86400), "Longest token lifetime a client may ask for.")
+    token_default_ttl: int = _setting(
+        "FLOWGATE_TOKEN_DEFAULT_TTL", 900, _int(10, 31 * 86400), "Token lifetime in seconds when `ttl` is not given."
+    )
+    token_max_ttl: int = _setting(
+        "FLOWGATE_TOKEN_MAX_TTL", 86400, _int(10, 366 * 86400), "Longest token lifetime a client may ask for."
+    )
     retention_seconds: int = _setting(
-        "FLOWGATE_RETENTION_SECONDS", 86400, _int(1, 10 * 365 * 86400), "How long published messages stay replayable (SSE `Last-Event-ID`, WS `since`)."
+        "FLOWGATE_RETENTION_SECONDS",
+        86400,
+        _int(1, 10 * 365 * 86400),
+        "How long published messages stay replayable (SSE `Last-Event-ID`, WS `since`).",
     )
     retention_bytes: int = _setting(
-        "FLOWGATE_RETENTION_BYTES", 1024**3, _int(1024 * 1024, 2**50), "Size cap of the message stream; the oldest messages go first."
+        "FLOWGATE_RETENTION_BYTES",
+        1024**3,
+        _int(1024 * 1024, 2**50),
+        "Size cap of the message stream; the oldest messages go first.",
     )
     dedupe_window_seconds: int = _setting(
         "FLOWGATE_DEDUPE_WINDOW_SECONDS", 120, _int(1, 86400), "How long an `Idempotency-Key` is remembered."
@@ -126,17 +152,30 @@ class Settings:
         "FLOWGATE_SSE_HEARTBEAT_SECONDS", 15.0, _float(0.05, 3600), "Interval of the SSE heartbeat comment."
     )
     outbound_queue_size: int = _setting(
-        "FLOWGATE_OUTBOUND_QUEUE", 1000, _int(1, 1_000_000), "Messages buffered per subscriber connection before it counts as a slow consumer."
+        "FLOWGATE_OUTBOUND_QUEUE",
+        1000,
+        _int(1, 1_000_000),
+        "Messages buffered per subscriber connection before it counts as a slow consumer.",
     )
     publish_timeout_seconds: float = _setting(
-        "FLOWGATE_PUBLISH_TIMEOUT", 3.0, _float(0.05, 60), "How long a publish waits for JetStream's acknowledgement before 503."
+        "FLOWGATE_PUBLISH_TIMEOUT",
+        3.0,
+        _float(0.05, 60),
+        "How long a publish waits for JetStream's acknowledgement before 503.",
     )
     shutdown_grace_seconds: float = _setting(
         "FLOWGATE_SHUTDOWN_GRACE", 5.0, _float(0, 300), "How long shutdown lets in-flight requests finish."
     )
-    replicas: int = _setting("FLOWGATE_STREAM_REPLICAS", 1, _int(1, 5), "JetStream replicas for the gateway's streams and buckets (3 on a cluster).")
+    replicas: int = _setting(
+        "FLOWGATE_STREAM_REPLICAS",
+        1,
+        _int(1, 5),
+        "JetStream replicas for the gateway's streams and buckets (3 on a cluster).",
+    )
     log_level: str = _setting("FLOWGATE_LOG_LEVEL", "info", _log_level, "debug, info, warning or error.")
-    log_json: bool = _setting("FLOWGATE_LOG_JSON", False, lambda raw: _bool(raw), "Log JSON lines instead of console text.")
+    log_json: bool = _setting(
+        "FLOWGATE_LOG_JSON", False, lambda raw: _bool(raw), "Log JSON lines instead of console text."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -66,10 +65,12 @@ class NatsServer:
         config = self.store / "nats.conf"
         self.store.mkdir(parents=True, exist_ok=True)
         config.write_text(
-            f'listen: 127.0.0.1:{self.port}\nmax_payload: {self.max_payload}\n'
+            f"listen: 127.0.0.1:{self.port}\nmax_payload: {self.max_payload}\n"
             f'jetstream {{ store_dir: "{self.store / "js"}" }}\n'
         )
-        self.process = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.process = subprocess.Popen(
+            [binary, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
         assert self.process.stderr is not None
         wait_for_line(self.process.stderr, "Server is ready", 20)
         _drain(self.process.stderr)
@@ -193,7 +194,12 @@ class Gateway:
         return user_id, response.json()["key"]
 
     def token(self, api_key: str, app: str = "app", **body: Any) -> str:
-        response = httpx.post(self.base_url + "/token", headers={"Authorization": f"Bearer {api_key}"}, json={"app": app, **body}, timeout=10)
+        response = httpx.post(
+            self.base_url + "/token",
+            headers={"Authorization": f"Bearer {api_key}"},
+            json={"app": app, **body},
+            timeout=10,
+        )
         assert response.status_code == 200, response.text
         return str(response.json()["token"])
 

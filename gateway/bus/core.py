@@ -90,7 +90,7 @@ class Bus:
                     error_cb=self._on_error,
                 )
                 break
-            except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise Unavailable(f"cannot connect to NATS at {','.join(servers)}: {exc}") from exc
                 log.warning("NATS not reachable yet at %s (%s); retrying", servers, exc)
@@ -208,14 +208,16 @@ class Bus:
 
     # -- publishing --------------------------------------------------------------------
 
-    async def publish(self, subject: str, payload: Payload, *, msg_id: str | None = None) -> PubAck:
+    async def publish(
+        self, subject: str, payload: Payload, *, msg_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> PubAck:
         """Store one message; return once JetStream acknowledged it."""
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise Unavailable("message bus unavailable; retry shortly")
         if len(payload.body) > self.settings.max_message_bytes:
             raise PayloadTooLarge(f"message is larger than {self.settings.max_message_bytes} bytes")
-        headers = payload.headers
+        headers = payload.headers if headers is None else {**headers, **payload.headers}
         if msg_id is not None:
             headers["Nats-Msg-Id"] = msg_id
         token = next(self._tokens)
@@ -251,7 +253,9 @@ class Bus:
 
     # -- subscribing ---------------------------------------------------------------------
 
-    async def subscribe(self, subject_filter: str, on_delivery: OnDelivery, *, start_seq: int | None = None) -> LiveSubscription:
+    async def subscribe(
+        self, subject_filter: str, on_delivery: OnDelivery, *, start_seq: int | None = None
+    ) -> LiveSubscription:
         """Deliver every stored message matching ``subject_filter``, in order, from ``start_seq`` or from now."""
         sub = LiveSubscription(subject_filter, on_delivery)
         await sub.start(self.js, MESSAGES_STREAM, start_seq)

@@ -5,7 +5,6 @@ Only modules of ``gateway.bus`` use this; nats-py errors never leave the package
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,5 +31,5 @@ def nats_errors(doing: str) -> Iterator[None]:
         if exc.err_code == 10071:  # wrong last sequence on a plain stream
             raise Conflict(f"{doing}: changed concurrently") from exc
         raise BadRequest(f"{doing}: {exc.description}") from exc
-    except (nats.errors.Error, asyncio.TimeoutError, ConnectionError, OSError) as exc:
+    except (TimeoutError, nats.errors.Error, ConnectionError, OSError) as exc:
         raise Unavailable(f"{doing}: message bus unavailable") from exc

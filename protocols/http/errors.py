@@ -7,6 +7,7 @@ HTTP errors (unknown route, wrong method) take the same shape.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import orjson
 from fastapi import FastAPI
@@ -19,10 +20,19 @@ from gateway.errors import FlowGateError
 
 log = logging.getLogger("flowgate.http")
 
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: object) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **details: object
+) -> Response:
     body = {"error": {"code": code, "message": message, **details}}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 

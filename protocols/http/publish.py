@@ -26,7 +26,16 @@ OPENAPI = {
             "required": True,
             "content": {"application/json": {"example": {"topic": "notifications", "message": "Hello World!"}}},
         },
-        "responses": {"200": {"description": "Stored", "content": {"application/json": {"example": {"topic": "alice_myapp_notifications", "seq": 42, "duplicate": False}}}}},
+        "responses": {
+            "200": {
+                "description": "Stored",
+                "content": {
+                    "application/json": {
+                        "example": {"topic": "alice_myapp_notifications", "seq": 42, "duplicate": False}
+                    }
+                },
+            }
+        },
         "security": [{"bearer": []}],
     }
 }
@@ -45,13 +54,14 @@ async def publish(request: Request) -> Response:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise BadRequest("body must be JSON: {\"topic\": ..., \"message\": ...}") from None
+        raise BadRequest('body must be JSON: {"topic": ..., "message": ...}') from None
     if not isinstance(document, dict) or not isinstance(document.get("topic"), str) or "message" not in document:
-        raise BadRequest("body must be {\"topic\": <string>, \"message\": <string or JSON>}")
+        raise BadRequest('body must be {"topic": <string>, "message": <string or JSON>}')
     published = await services.publisher.publish(
         claims,
         document["topic"],
         Payload.from_value(document["message"]),
+        protocol="http",
         idempotency_key=request.headers.get("idempotency-key"),
     )
     answer = {"topic": published.full_name, "seq": published.seq, "duplicate": published.duplicate}

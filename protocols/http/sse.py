@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 import orjson
-from starlette.requests import Request
 from starlette.background import BackgroundTask
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from gateway.bus import LiveSubscription
@@ -38,7 +38,14 @@ OPENAPI = {
         "tags": ["messages"],
         "summary": "Stream messages with Server-Sent Events",
         "parameters": [
-            {"name": "topic", "in": "query", "required": True, "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": True},
+            {
+                "name": "topic",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "array", "items": {"type": "string"}},
+                "style": "form",
+                "explode": True,
+            },
             {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
             {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "integer"}},
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "integer"}},
@@ -54,7 +61,12 @@ def iso(moment: datetime) -> str:
 
 def render_event(delivery: Delivery) -> bytes:
     data = orjson.dumps(
-        {"topic": delivery.topic, **delivery.payload.json_fields(), "seq": delivery.seq, "published_at": iso(delivery.published_at)}
+        {
+            "topic": delivery.topic,
+            **delivery.payload.json_fields(),
+            "seq": delivery.seq,
+            "published_at": iso(delivery.published_at),
+        }
     )
     return b"id: %d\nevent: message\ndata: %s\n\n" % (delivery.seq, data)
 
@@ -85,7 +97,9 @@ class SseStream:
             return
         bounds = await self.services.bus.stream_bounds()
         if bounds.first_seq > self.since + 1 and bounds.last_seq >= bounds.first_seq:
-            gap = orjson.dumps({"requested_seq": self.since + 1, "first_available_seq": bounds.first_seq, "reason": "retention"})
+            gap = orjson.dumps(
+                {"requested_seq": self.since + 1, "first_available_seq": bounds.first_seq, "reason": "retention"}
+            )
             self._preamble += b"event: gap\ndata: %s\n\n" % gap
         self._own = await self.services.bus.subscribe(self.subject, self.sink.deliver, start_seq=self.since + 1)
 
