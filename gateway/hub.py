@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from gateway.bus import Bus, LiveSubscription
