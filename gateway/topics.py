@@ -53,7 +53,7 @@ def _check_text(text: str, what: str) -> None:
 
 def validate_topic(topic: str) -> str:
     """Check a topic name (no wildcards) [MQTT-4.7.1-1]."""
-    if _PLAIN_TOPIC.fullmatch(topic):
+    if len(topic) <= MAX_TOPIC_BYTES and _PLAIN_TOPIC.fullmatch(topic):
         return topic
     _check_text(topic, "topic")
     if "+" in topic or "#" in topic:
@@ -63,7 +63,7 @@ def validate_topic(topic: str) -> str:
 
 def validate_filter(topic_filter: str) -> str:
     """Check a topic filter: ``+`` fills a whole level, ``#`` only the last one [MQTT-4.7.1-2, 4.7.1-3]."""
-    if _PLAIN_TOPIC.fullmatch(topic_filter):
+    if len(topic_filter) <= MAX_TOPIC_BYTES and _PLAIN_TOPIC.fullmatch(topic_filter):
         return topic_filter
     _check_text(topic_filter, "topic filter")
     levels = topic_filter.split("/")

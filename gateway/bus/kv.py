@@ -68,9 +68,18 @@ class Bucket:
             await self._kv.purge(key)
 
     async def keys(self, pattern: str = ">") -> list[str]:
-        """Keys matching a NATS-style pattern (``*`` one token, ``>`` the rest)."""
+        """Keys matching a NATS-style pattern (``*`` one token, ``>`` the rest), filtered by the server.
+
+        (nats-py's own ``keys(filters=...)`` matches substrings on the client.)
+        """
+        keys: list[str] = []
         with nats_errors(f"list {self.name}"):
+            watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
             try:
-                return await self._kv.keys(filters=[pattern])
-            except nats.js.errors.NoKeysError:
-                return []
+                async for entry in watcher:
+                    if entry is None:
+                        break
+                    keys.append(entry.key)
+            finally:
+                await watcher.stop()
+        return keys
