@@ -1,0 +1,184 @@
+"""MQTT 3.1.1 control packets as frozen value objects, one class per packet type.
+
+This module owns the packet vocabulary shared by the codec (``codec.py``), the
+session engine and the test clients. It holds no behaviour: validation of what
+may appear on the wire lives in the codec, protocol rules in the session layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CONNACK_ACCEPTED",
+    "CONNACK_BAD_CREDENTIALS",
+    "CONNACK_IDENTIFIER_REJECTED",
+    "CONNACK_NOT_AUTHORIZED",
+    "CONNACK_SERVER_UNAVAILABLE",
+    "CONNACK_UNACCEPTABLE_PROTOCOL",
+    "SUBACK_FAILURE",
+    "ConnAck",
+    "Connect",
+    "Disconnect",
+    "Packet",
+    "PingReq",
+    "PingResp",
+    "PubAck",
+    "PubComp",
+    "PubRec",
+    "PubRel",
+    "Publish",
+    "SubAck",
+    "Subscribe",
+    "UnsubAck",
+    "Unsubscribe",
+    "Will",
+]
+
+# CONNACK return codes [MQTT-3.2.3].
+CONNACK_ACCEPTED = 0
+CONNACK_UNACCEPTABLE_PROTOCOL = 1
+CONNACK_IDENTIFIER_REJECTED = 2
+CONNACK_SERVER_UNAVAILABLE = 3
+CONNACK_BAD_CREDENTIALS = 4
+CONNACK_NOT_AUTHORIZED = 5
+
+# SUBACK return code for a refused filter [MQTT-3.9.3].
+SUBACK_FAILURE = 0x80
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The will message carried by CONNECT [MQTT-3.1.2.5]."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """CONNECT (type 1), client to server. Decoded for any protocol name/level."""
+
+    client_id: str
+    clean_session: bool
+    keepalive: int
+    username: str | None = None
+    password: bytes | None = None
+    will: Will | None = None
+    protocol_name: str = "MQTT"
+    protocol_level: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ConnAck:
+    """CONNACK (type 2): 0 accepted, 1 bad protocol level, 2 identifier rejected,
+    3 unavailable, 4 bad user name or password, 5 not authorised."""
+
+    session_present: bool
+    return_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """PUBLISH (type 3), both directions; ``packet_id`` is set exactly when ``qos`` > 0."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    packet_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    """PUBACK (type 4): QoS 1 acknowledgement."""
+
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PubRec:
+    """PUBREC (type 5): QoS 2, part 1."""
+
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PubRel:
+    """PUBREL (type 6): QoS 2, part 2."""
+
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PubComp:
+    """PUBCOMP (type 7): QoS 2, part 3."""
+
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """SUBSCRIBE (type 8): ``topics`` is ((filter, requested qos), ...), at least one."""
+
+    packet_id: int
+    topics: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubAck:
+    """SUBACK (type 9): one return code per filter: granted qos 0, 1, 2 or 0x80 failure."""
+
+    packet_id: int
+    return_codes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """UNSUBSCRIBE (type 10): at least one topic filter."""
+
+    packet_id: int
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubAck:
+    """UNSUBACK (type 11)."""
+
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    """PINGREQ (type 12)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PingResp:
+    """PINGRESP (type 13)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """DISCONNECT (type 14), client to server."""
+
+
+Packet = (
+    Connect
+    | ConnAck
+    | Publish
+    | PubAck
+    | PubRec
+    | PubRel
+    | PubComp
+    | Subscribe
+    | SubAck
+    | Unsubscribe
+    | UnsubAck
+    | PingReq
+    | PingResp
+    | Disconnect
+)
