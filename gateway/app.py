@@ -8,11 +8,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import WebSocketRoute
 
 import gateway
 from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.http import admin, errors, health, keys, publish, sse, token
+from protocols.ws.endpoint import WsEndpoint
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_route("/api/v1/publish", publish.publish, methods=["POST"], include_in_schema=False)
     app.add_route("/api/v1/subscribe", sse.subscribe, methods=["GET"], include_in_schema=False)
+    app.router.routes.append(WebSocketRoute("/ws", WsEndpoint()))  # a raw ASGI endpoint (protocols/ws)
     for router in (token.router, admin.router, keys.router, health.router):
         app.include_router(router)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI})

@@ -7,10 +7,24 @@ Connection-scoped fields (connection id, user, protocol) are bound with
 from __future__ import annotations
 
 import logging
+import re
 
 import structlog
 
 from gateway.settings import Settings
+
+_TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """uvicorn logs WebSocket paths with their query string: hide ``?token=`` values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("uvicorn"):
+            message = record.getMessage()
+            if "token=" in message:
+                record.msg, record.args = _TOKEN_QUERY.sub(r"\1<redacted>", message), None
+        return True
 
 
 def configure(settings: Settings) -> None:
@@ -29,6 +43,7 @@ def configure(settings: Settings) -> None:
     )
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)
+    handler.addFilter(RedactTokens())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

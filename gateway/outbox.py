@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from auth.permissions import Rule
@@ -28,8 +28,10 @@ class SlowConsumer(Exception):
 
 
 class Outbox(Generic[T]):
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, on_overflow: Callable[[], None] | None = None) -> None:
+        """``on_overflow`` runs once, when the first item is refused (e.g. to close a writer stuck on a socket)."""
         self.maxsize = maxsize
+        self._on_overflow = on_overflow
         self._items: deque[T] = deque()
         self._wakeup = asyncio.Event()
         self.overflowed = False
@@ -44,7 +46,10 @@ class Outbox(Generic[T]):
             return False
         if len(self._items) >= self.maxsize:
             self.overflowed = True
+            self._items.clear()  # nobody will read them: free the memory now
             self._wakeup.set()
+            if self._on_overflow is not None:
+                self._on_overflow()
             return False
         self._items.append(item)
         self._wakeup.set()
@@ -101,6 +106,11 @@ class FilteredSink:
         self.tag = tag
         # ``exact``: the bus subject already matches exactly these filters (see Namespace.subscription_subject).
         self._check = not exact or any(f[:1] in ("+", "#") for f in self.filters) or bool(rule.deny)
+
+    def restrict(self, rule: Rule) -> None:
+        """Apply a refreshed token's subscribe rule to what is still to come."""
+        self.rule = rule
+        self._check = self._check or bool(rule.deny)
 
     def deliver(self, delivery: Delivery) -> None:
         if self._check:

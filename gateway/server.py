@@ -7,6 +7,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.embedded_nats import EmbeddedNatsError, find_nats_server
 from gateway.settings import Settings
+from protocols.ws.protocol import max_frame_bytes
 
 
 def preflight(settings: Settings) -> None:
@@ -28,6 +29,9 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         http="httptools",
         ws="websockets-sansio",
         ws_per_message_deflate=False,
+        ws_max_size=max_frame_bytes(settings.max_message_bytes) + 1024 * 1024,  # larger frames: close 1009
+        ws_ping_interval=settings.ws_ping_seconds,
+        ws_ping_timeout=settings.ws_ping_seconds,
         lifespan="on",
         log_config=None,
         access_log=False,

@@ -157,6 +157,18 @@ class Settings:
         _int(1, 1_000_000),
         "Messages buffered per subscriber connection before it counts as a slow consumer.",
     )
+    ws_ping_seconds: float = _setting(
+        "FLOWGATE_WS_PING_SECONDS",
+        20.0,
+        _float(1, 3600),
+        "Interval of WebSocket ping frames keeping idle connections alive; no pong within as long closes with 1011.",
+    )
+    token_expiry_notice_seconds: int = _setting(
+        "FLOWGATE_TOKEN_EXPIRY_NOTICE",
+        60,
+        _int(1, 86400),
+        "How long before a token expires a WebSocket gets `token_expiring` (at most half the token's lifetime).",
+    )
     publish_timeout_seconds: float = _setting(
         "FLOWGATE_PUBLISH_TIMEOUT",
         3.0,

@@ -21,8 +21,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from gateway.bus import LiveSubscription
 from gateway.errors import BadRequest, Forbidden
+from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
 from gateway.services import Services
@@ -85,34 +85,27 @@ class SseStream:
         self.services = services
         self.subject = subject
         self.sink = sink
-        self.since = since
-        self._own: LiveSubscription | None = None
-        self._closed = False
+        self.feed = Feed(services.hub, services.bus, subject, sink, since)
         self._preamble = b"retry: 2000\n: connected\n\n"
 
     async def open(self) -> None:
         """Subscribe before the response starts, so a failure is still a proper HTTP error."""
-        if self.since is None:
-            await self.services.hub.add(self.subject, self.sink)
-            return
-        bounds = await self.services.bus.stream_bounds()
-        if bounds.first_seq > self.since + 1 and bounds.last_seq >= bounds.first_seq:
-            gap = orjson.dumps(
-                {"requested_seq": self.since + 1, "first_available_seq": bounds.first_seq, "reason": "retention"}
+        gap = await self.feed.gap()
+        if gap is not None:
+            data = orjson.dumps(
+                {
+                    "requested_seq": gap.requested_seq,
+                    "first_available_seq": gap.first_available_seq,
+                    "reason": "retention",
+                }
             )
-            self._preamble += b"event: gap\ndata: %s\n\n" % gap
-        self._own = await self.services.bus.subscribe(self.subject, self.sink.deliver, start_seq=self.since + 1)
+            self._preamble += b"event: gap\ndata: %s\n\n" % data
+        await self.feed.open()
 
     async def close(self) -> None:
         """Release the subscription; idempotent (runs from the generator and as the response's background task)."""
-        if self._closed:
-            return
-        self._closed = True
         self.sink.outbox.close()
-        if self._own is not None:
-            await self._own.stop()
-        else:
-            await self.services.hub.remove(self.subject, self.sink)
+        await self.feed.close()
 
     async def events(self) -> AsyncIterator[bytes]:
         outbox = self.sink.outbox

@@ -1,0 +1,351 @@
+"""``GET /ws``: the WebSocket front-end, a thin ASGI adapter around ``protocols.ws.protocol``.
+
+The token comes in ``?token=`` (browsers cannot set headers on a WebSocket) or
+``Authorization: Bearer``. The upgrade is always accepted; a missing, invalid or
+expired token is then closed at once with 4401 before any message flows, so a
+browser sees why (a refused upgrade only shows it a 1006).
+
+One ``Connection`` runs three tasks: a reader that carries out client frames in
+order (each publish is stored before the next frame is read, so a connection's
+messages keep their order), a writer that drains the connection's bounded
+``Outbox`` into text frames, and a timer for the token's lifetime. Every
+subscription feeds the one outbox through a ``FilteredSink`` tagged with the
+subscription; live ones share the process's fan-out hub, ``since`` ones read
+their own ordered consumer (``gateway.feeds``). When the outbox overflows the
+client is not reading: its subscriptions are released at once and it is closed
+with 4008 (counted in ``flowgate_slow_consumers_closed{protocol="ws"}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import structlog
+from starlette.requests import HTTPConnection
+
+from auth.tokens import Claims, bearer
+from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound, Unauthorized
+from gateway.feeds import Feed
+from gateway.outbox import FilteredSink, Outbox, SlowConsumer
+from gateway.payload import Delivery
+from gateway.services import Services
+from protocols.http.deps import services_of
+from protocols.ws.protocol import (
+    FRAME_NAME,
+    Auth,
+    CloseCode,
+    Command,
+    FrameId,
+    Ping,
+    Publish,
+    Rejected,
+    Subscribe,
+    Unsubscribe,
+    ack_frame,
+    error_frame,
+    gap_frame,
+    max_frame_bytes,
+    parse_frame,
+    pong_frame,
+    render_message,
+    token_expiring_frame,
+)
+
+log = logging.getLogger("flowgate.ws")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PROTOCOL = "ws"
+MAX_SUBSCRIPTIONS = 256
+BATCH = 128  # frames written per wake-up of the writer
+CLOSE_TIMEOUT = 60.0  # how long a close frame may wait behind a client that does not read
+
+_ids = itertools.count(1)
+
+
+def _reason(text: str) -> str:
+    """A close reason within the protocol's 123 bytes."""
+    raw = text.encode("utf-8")[:123]
+    return raw.decode("utf-8", errors="ignore")
+
+
+class WsEndpoint:
+    """The ASGI application mounted at ``/ws``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or (await receive())["type"] != "websocket.connect":
+            return
+        request = HTTPConnection(scope)
+        services = services_of(request)
+        token = bearer(request.headers.get("authorization")) or request.query_params.get("token")
+        try:
+            if not token:
+                raise Unauthorized("missing token: connect to /ws?token=<JWT>")
+            claims = services.tokens.verify(token)
+        except Unauthorized as exc:
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CloseCode.UNAUTHORIZED, "reason": _reason(exc.message)})
+            return
+        await send({"type": "websocket.accept"})
+        structlog.contextvars.bind_contextvars(conn=next(_ids), user=claims.user_id, app=claims.app, protocol="ws")
+        await Connection(services, claims, send).run(receive)
+
+
+class _Subscription:
+    """One subscribe of a connection; the tag its deliveries carry through the outbox."""
+
+    __slots__ = ("active", "feed", "filter", "sink")
+
+    def __init__(self, topic_filter: str) -> None:
+        self.filter = topic_filter
+        self.active = True
+        self.feed: Feed | None = None
+        self.sink: FilteredSink | None = None
+
+
+class Connection:
+    def __init__(self, services: Services, claims: Claims, send: Send) -> None:
+        self.services = services
+        self.claims = claims
+        self._send = send
+        settings = services.settings
+        self._max_frame = max_frame_bytes(settings.max_message_bytes)
+        self.outbox: Outbox[tuple[object, Delivery]] = Outbox(settings.outbound_queue_size, self._overflowed)
+        self.subscriptions: dict[str, _Subscription] = {}
+        self._done: asyncio.Future[tuple[int, str] | None] = asyncio.get_running_loop().create_future()
+        self._refreshed = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, receive: Receive) -> None:
+        metrics = self.services.metrics
+        metrics.connections.labels(PROTOCOL).inc()
+        tasks = [
+            asyncio.create_task(self._read(receive)),
+            asyncio.create_task(self._write()),
+            asyncio.create_task(self._watch_token()),
+        ]
+        for task in tasks:
+            task.add_done_callback(self._task_done)
+        try:
+            close = await self._done
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            await self._release()
+            metrics.connections.labels(PROTOCOL).dec()
+        if close is not None:
+            await self._close(*close)
+
+    def finish(self, code: int | None = None, reason: str = "") -> None:
+        """End the connection: with a close frame (``code``), or quietly when the client is gone."""
+        if not self._done.done():
+            self._done.set_result(None if code is None else (code, reason))
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, OSError):  # uvicorn's ClientDisconnected: the peer is gone
+            self.finish()
+            return
+        log.error("websocket connection failed", exc_info=exc)
+        self.finish(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def _overflowed(self) -> None:
+        self.services.metrics.slow_consumers.labels(PROTOCOL).inc()
+        log.warning("closing slow websocket consumer (outbound buffer of %d full)", self.outbox.maxsize)
+        self.finish(CloseCode.SLOW_CONSUMER, "slow consumer: outbound buffer full")
+
+    async def _release(self) -> None:
+        self.outbox.close()
+        subscriptions = list(self.subscriptions.values())
+        self.subscriptions.clear()
+        for subscription in subscriptions:
+            await self._drop(subscription)
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
+        except (TimeoutError, OSError):
+            log.info("websocket closed without a closing handshake (%d)", code)
+
+    # -- the three tasks -------------------------------------------------------------------------
+
+    async def _read(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                self.finish()
+                return
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            await self._handle(parse_frame(data, max_frame_bytes=self._max_frame))
+
+    async def _write(self) -> None:
+        outbox = self.outbox
+        send = self._send
+        delivered = self.services.metrics.delivered.labels(PROTOCOL)
+        while True:
+            try:
+                item = await outbox.get()
+            except SlowConsumer:
+                return  # _overflowed already ends the connection
+            if item is None:
+                return
+            sent = 0
+            for tag, delivery in (item, *outbox.drain(BATCH - 1)):
+                if not tag.active:  # type: ignore[attr-defined]
+                    continue  # unsubscribed while queued
+                text = delivery.frame(FRAME_NAME, render_message).decode()
+                await send({"type": "websocket.send", "text": text})
+                sent += 1
+            delivered.inc(sent)
+
+    async def _watch_token(self) -> None:
+        """Warn shortly before the token expires; close with 4401 when it does, unless refreshed."""
+        notice_seconds = self.services.settings.token_expiry_notice_seconds
+        while True:
+            self._refreshed.clear()
+            claims = self.claims
+            notice = min(notice_seconds, (claims.expires_at - claims.issued_at) / 2)
+            if await self._refresh_within(claims.expires_at - notice - time.time()):
+                continue
+            await self._send_frame(token_expiring_frame(claims.expires_at))
+            if await self._refresh_within(claims.expires_at - time.time()):
+                continue
+            self.finish(CloseCode.UNAUTHORIZED, "token expired")
+            return
+
+    async def _refresh_within(self, seconds: float) -> bool:
+        if seconds <= 0:
+            return self._refreshed.is_set()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._refreshed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- client frames ---------------------------------------------------------------------------
+
+    async def _send_frame(self, frame: bytes) -> None:
+        await self._send({"type": "websocket.send", "text": frame.decode()})
+
+    async def _handle(self, command: Command | Rejected) -> None:
+        if isinstance(command, Rejected):
+            await self._send_frame(error_frame(command.error, command.id))
+            return
+        if self.claims.expires_at <= time.time():
+            self.finish(CloseCode.UNAUTHORIZED, "token expired")
+            return
+        try:
+            if isinstance(command, Publish):
+                await self._publish(command)
+            elif isinstance(command, Subscribe):
+                await self._subscribe(command)
+            elif isinstance(command, Unsubscribe):
+                await self._unsubscribe(command)
+            elif isinstance(command, Ping):
+                await self._send_frame(pong_frame(command.id))
+            else:
+                await self._auth(command)
+        except FlowGateError as exc:
+            if isinstance(command, Publish):
+                self.services.metrics.rejected.labels(PROTOCOL, exc.code).inc()
+            topic = getattr(command, "topic", None)
+            await self._send_frame(error_frame(exc, command.id, **({"topic": topic} if topic else {})))
+
+    async def _publish(self, command: Publish) -> None:
+        published = await self.services.publisher.publish(
+            self.claims,
+            command.topic,
+            command.payload,
+            protocol=PROTOCOL,
+            idempotency_key=command.idempotency_key,
+        )
+        if command.id is not None:
+            extra = {"duplicate": True} if published.duplicate else {}
+            await self._send_frame(ack_frame(command.id, seq=published.seq, topic=published.topic, **extra))
+
+    async def _subscribe(self, command: Subscribe) -> None:
+        namespace = self.claims.namespace
+        topic_filter = namespace.filter(command.topic)
+        rule = self.claims.permissions.subscribe
+        if not rule.permits_filter(topic_filter):
+            raise Forbidden(f"this token may not subscribe to {topic_filter!r}")
+        existing = self.subscriptions.get(topic_filter)
+        if existing is not None:
+            if command.since is None:
+                await self._ack(command.id, topic=topic_filter)
+                return
+            del self.subscriptions[topic_filter]  # subscribing again with since replays from there
+            await self._drop(existing)
+        elif len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise BadRequest(f"a connection may hold at most {MAX_SUBSCRIPTIONS} subscriptions")
+        subject, exact = namespace.subscription_subject([topic_filter])
+        subscription = _Subscription(topic_filter)
+        subscription.sink = FilteredSink(self.outbox, [topic_filter], rule, exact=exact, tag=subscription)
+        feed = Feed(self.services.hub, self.services.bus, subject, subscription.sink, command.since)
+        gap = await feed.gap()
+        if gap is not None:
+            await self._send_frame(gap_frame(topic_filter, gap.requested_seq, gap.first_available_seq))
+        subscription.feed = feed
+        self.subscriptions[topic_filter] = subscription
+        try:
+            await feed.open()
+        except BaseException:
+            if self.subscriptions.get(topic_filter) is subscription:
+                del self.subscriptions[topic_filter]
+            raise
+        await self._ack(command.id, topic=topic_filter)
+
+    async def _unsubscribe(self, command: Unsubscribe) -> None:
+        topic_filter = self.claims.namespace.filter(command.topic)
+        subscription = self.subscriptions.pop(topic_filter, None)
+        if subscription is None:
+            raise NotFound(f"not subscribed to {topic_filter!r}")
+        await self._drop(subscription)
+        await self._ack(command.id, topic=topic_filter)
+
+    async def _auth(self, command: Auth) -> None:
+        claims = self.services.tokens.verify(command.token)
+        if claims.namespace != self.claims.namespace:
+            raise Forbidden("a refreshed token must be for the same user and app")
+        previous, self.claims = self.claims, claims
+        rule = claims.permissions.subscribe
+        if rule != previous.permissions.subscribe:
+            for topic_filter, subscription in list(self.subscriptions.items()):
+                if rule.permits_filter(topic_filter):
+                    assert subscription.sink is not None
+                    subscription.sink.restrict(rule)
+                    continue
+                del self.subscriptions[topic_filter]
+                await self._drop(subscription)
+                refused = Forbidden(f"the refreshed token may not subscribe to {topic_filter!r}")
+                await self._send_frame(error_frame(refused, topic=topic_filter))
+        self._refreshed.set()
+        await self._ack(command.id, expires_at=claims.expires_at)
+
+    async def _ack(self, frame_id: FrameId, **fields: Any) -> None:
+        if frame_id is not None:
+            await self._send_frame(ack_frame(frame_id, **fields))
+
+    @staticmethod
+    async def _drop(subscription: _Subscription) -> None:
+        subscription.active = False
+        if subscription.feed is not None:
+            await subscription.feed.close()
