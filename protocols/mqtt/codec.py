@@ -373,8 +373,10 @@ def _decode_connect_payload(
     will_flag = cflags & 0x04
     will_qos = (cflags >> 3) & 0x03
     will_retain = bool(cflags & 0x20)
-    if not will_flag and (will_qos or will_retain):
-        raise _fail("CONNECT: will qos/retain set without the will flag [MQTT-3.1.2-11, 3.1.2-13, 3.1.2-15]")
+    if not will_flag and will_qos:
+        raise _fail("CONNECT: will QoS set without the will flag [MQTT-3.1.2-11] [MQTT-3.1.2-13]")
+    if not will_flag and will_retain:
+        raise _fail("CONNECT: will retain set without the will flag [MQTT-3.1.2-11] [MQTT-3.1.2-15]")
     if will_qos == 3:
         raise _fail("CONNECT: will qos 3 [MQTT-3.1.2-14]")
     if cflags & 0x40 and not cflags & 0x80:
@@ -640,7 +642,7 @@ class Decoder:
             flags = first & 0x0F
             expected = _FLAGS[ptype]
             if expected >= 0 and flags != expected:
-                raise _fail(f"{_NAMES[ptype]}: reserved fixed header flags 0x{flags:x} [MQTT-2.2.2-1, 2.2.2-2]")
+                raise _fail(f"{_NAMES[ptype]}: reserved fixed header flags 0x{flags:x} [MQTT-2.2.2-1] [MQTT-2.2.2-2]")
             digit = buf[pos + 1]
             if digit < 0x80:
                 length = digit
