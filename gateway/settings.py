@@ -188,6 +188,36 @@ class Settings:
     log_json: bool = _setting(
         "FLOWGATE_LOG_JSON", False, lambda raw: _bool(raw), "Log JSON lines instead of console text."
     )
+    billing_enabled: bool = _setting(
+        "FLOWGATE_BILLING",
+        True,
+        lambda raw: _bool(raw),
+        "Enforce plans: quotas and balance (402), rate limits (429), connection and size limits.",
+    )
+    plans_file: Path | None = _setting(
+        "FLOWGATE_PLANS_FILE",
+        None,
+        lambda raw: _plans_file(raw),
+        "JSON file with the plans and unit prices; unset = built-in `free` and `pro`.",
+    )
+    billing_sync_interval: float = _setting(
+        "FLOWGATE_BILLING_SYNC_INTERVAL",
+        0.5,
+        _float(0.05, 60),
+        "Seconds between usage flushes to KV and rate-share messages between replicas.",
+    )
+    token_rate_per_address: float = _setting(
+        "FLOWGATE_TOKEN_RATE_PER_ADDRESS",
+        20.0,
+        _float(0.01, 1e6),
+        "`POST /token` requests per second per client address (burst: 10 s worth).",
+    )
+    token_rate_per_key: float = _setting(
+        "FLOWGATE_TOKEN_RATE_PER_KEY",
+        5.0,
+        _float(0.01, 1e6),
+        "`POST /token` requests per second per API key (burst: 10 s worth).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -217,6 +247,15 @@ class Settings:
             default = "unset" if f.default is None else str(f.default)
             rows.append((f.metadata["env"], default, f.metadata["doc"]))
         return rows
+
+
+def _plans_file(raw: str) -> Path | None:
+    if not raw:
+        return None
+    from gateway.billing.plans import Catalog  # checked at start-up, so a broken file stops it with one line
+
+    Catalog.load(Path(raw), server_max_bytes=2**31)
+    return Path(raw)
 
 
 def _bool(raw: str) -> bool:

@@ -54,6 +54,8 @@ class Bucket:
         with nats_errors(f"update {self.name}/{key}"):
             try:
                 return await self._kv.update(key, value, last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                raise  # a BadRequestError without err_code: nats_errors makes it Conflict
             except nats.js.errors.BadRequestError as exc:
                 if exc.err_code == 10071:
                     raise nats.js.errors.KeyWrongLastSequenceError(description=exc.description) from exc

@@ -1,0 +1,117 @@
+"""Usage per user and app per billing period: counted in memory, flushed to KV.
+
+The hot path only bumps an in-memory counter. ``flush`` adds each replica's
+counts to ``usage.<period>.<user_id>.<app>`` in bucket ``fg_billing`` with
+compare-and-set, so replicas' counts add up; counts that could not be written
+(NATS unreachable) stay and go with the next flush. Billing periods are
+calendar months in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from gateway.billing.plans import Operation, Prices
+from gateway.bus import Bucket
+from gateway.errors import Conflict, FlowGateError
+
+_CAS_ATTEMPTS = 50
+FIELDS = tuple(op.value for op in Operation)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    id: str  # "2026-11"
+    start: datetime
+    end: datetime  # when the next period starts (the quota resets)
+
+    @classmethod
+    def at(cls, timestamp: float) -> Period:
+        moment = datetime.fromtimestamp(timestamp, UTC)
+        start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+        end = datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=UTC)
+        return cls(f"{moment.year:04d}-{moment.month:02d}", start, end)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def empty_usage() -> dict[str, int]:
+    return {**dict.fromkeys(FIELDS, 0), "units": 0}
+
+
+class UsageMeter:
+    def __init__(self, bucket: Bucket, prices: Prices) -> None:
+        self._bucket = bucket
+        self._prices = prices
+        self._pending: dict[tuple[str, str, str], list[int]] = {}  # (period, user, app) -> counts by FIELDS
+
+    def count(self, period: str, user_id: str, app: str, operation: Operation, n: int = 1) -> None:
+        key = (period, user_id, app)
+        counts = self._pending.get(key)
+        if counts is None:
+            counts = self._pending[key] = [0] * len(FIELDS)
+        counts[FIELDS.index(operation.value)] += n
+
+    def pending(self, period: str, user_id: str, app: str | None = None) -> dict[str, dict[str, int]]:
+        """Counts not flushed yet, by app."""
+        out: dict[str, dict[str, int]] = {}
+        for (p, u, a), counts in self._pending.items():
+            if p == period and u == user_id and (app is None or a == app):
+                out[a] = self._as_usage(counts)
+        return out
+
+    def _as_usage(self, counts: list[int]) -> dict[str, int]:
+        usage = dict(zip(FIELDS, counts, strict=True))
+        usage["units"] = sum(n * self._prices.of(Operation(f)) for f, n in usage.items())
+        return usage
+
+    async def flush(self) -> int:
+        """Write the pending counts; the number of records written. Failed ones stay pending."""
+        pending, self._pending = self._pending, {}
+        written = 0
+        for index, (key, counts) in enumerate(pending.items()):
+            try:
+                await self._add(key, self._as_usage(counts))
+            except FlowGateError:
+                for k, c in list(pending.items())[index:]:
+                    self._merge_back(k, c)
+                raise
+            written += 1
+        return written
+
+    def _merge_back(self, key: tuple[str, str, str], counts: list[int]) -> None:
+        current = self._pending.setdefault(key, [0] * len(FIELDS))
+        for i, n in enumerate(counts):
+            current[i] += n
+
+    async def _add(self, key: tuple[str, str, str], usage: dict[str, int]) -> None:
+        name = "usage.{}.{}.{}".format(*key)
+        for _ in range(_CAS_ATTEMPTS):
+            entry = await self._bucket.get(name)
+            stored = empty_usage() if entry is None else orjson.loads(entry.value)
+            for field, n in usage.items():
+                stored[field] = stored.get(field, 0) + n
+            value = orjson.dumps(stored)
+            try:
+                if entry is None:
+                    await self._bucket.create(name, value)
+                else:
+                    await self._bucket.update(name, value, entry.revision)
+            except Conflict:
+                continue
+            return
+        raise Conflict(f"usage record {name} is too busy; retry")
+
+    async def stored(self, period: str, user_id: str) -> dict[str, dict[str, int]]:
+        """The flushed usage of ``user_id`` in ``period``, by app."""
+        out = {}
+        for name in await self._bucket.keys(f"usage.{period}.{user_id}.*"):
+            entry = await self._bucket.get(name)
+            if entry is not None:
+                out[name.rsplit(".", 1)[1]] = {**empty_usage(), **orjson.loads(entry.value)}
+        return out

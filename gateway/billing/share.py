@@ -1,0 +1,92 @@
+"""Replicas tell each other what they spent, so one user's rate limit is one limit.
+
+Every sync interval each replica broadcasts, on core NATS subject
+``fg.ctl.billing.share``, the rate tokens each user took on it since the last
+message and its open subscriber connections per user. A receiving replica
+charges those tokens to its own bucket for the user (``RateLimiter.charge``,
+which may go into debt) and counts the connections against the plan's
+maximum. The limit is therefore approximate: over any window, N replicas
+together accept at most the rate plus one burst per replica, plus what the
+others accepted during the last sync interval before it was charged. A replica
+not heard from for ``EXPIRE`` intervals no longer counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.bus import Bus
+from gateway.bus.broadcast import broadcast, listen
+from gateway.errors import FlowGateError
+
+if TYPE_CHECKING:
+    from gateway.billing.guard import BillingGuard
+
+log = logging.getLogger("flowgate.billing")
+
+SUBJECT = "billing.share"
+EXPIRE = 4  # sync intervals
+
+
+class RateShare:
+    def __init__(self, bus: Bus, guard: BillingGuard) -> None:
+        self.replica = secrets.token_hex(6)
+        self._bus = bus
+        self._guard = guard
+        self._spent: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
+        self._stop: Callable[[], Awaitable[None]] | None = None
+        self._had_connections = False
+
+    def spent(self, user_id: str, n: int = 1) -> None:
+        """The hot path: count one rate token taken here."""
+        self._spent[user_id] = self._spent.get(user_id, 0) + n
+
+    async def start(self) -> None:
+        self._stop = await listen(self._bus, SUBJECT, self._receive)
+
+    async def stop(self) -> None:
+        if self._stop is not None:
+            stop, self._stop = self._stop, None
+            try:
+                await stop()
+            except FlowGateError as exc:
+                log.debug("rate share unsubscribe: %s", exc)
+
+    async def send(self) -> None:
+        """Broadcast what was spent since the last call (nothing when idle), then expire silent replicas."""
+        spent, self._spent = self._spent, {}
+        spent = {u: n for u, n in spent.items() if n > 0}
+        connections = self._guard.local_connections()
+        if spent or connections or self._had_connections:
+            message = {"replica": self.replica, "spent": spent, "connections": connections}
+            try:
+                await broadcast(self._bus, SUBJECT, orjson.dumps(message))
+            except FlowGateError as exc:
+                log.debug("rate share broadcast: %s", exc)
+        self._had_connections = bool(connections)
+        now = self._guard.now()
+        for replica, seen in list(self._seen.items()):
+            if now - seen > EXPIRE * self._guard.interval:
+                del self._seen[replica]
+                self._guard.apply_remote(replica, {}, {})
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            message: dict[str, Any] = orjson.loads(data)
+            replica = str(message["replica"])
+            spent = {str(u): int(n) for u, n in message.get("spent", {}).items()}
+            connections = {str(u): int(n) for u, n in message.get("connections", {}).items()}
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            log.warning("ignoring a malformed rate share message")
+            return
+        if replica == self.replica:
+            return
+        if connections:
+            self._seen[replica] = self._guard.now()
+        self._guard.apply_remote(replica, spent, connections)
