@@ -1,0 +1,129 @@
+"""The queue catalog: each queue's record (name, id, attributes) in a KV bucket.
+
+Key ``<user>.<app>.<sha256(name)[:32]>``; the value is JSON. A queue's ``id``
+(random, 16 hex digits) names its stream, so a queue deleted and created again
+starts afresh and old receipt handles cannot reach the new one. Replicas agree
+through compare-and-set; each caches records for ``cache_seconds``, so a change
+made through another replica is seen within that time (its own at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.bus import Bucket
+from gateway.queues.attributes import QueueAttributes
+from gateway.topics import Namespace
+
+BUCKET = "fg_queues"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecord:
+    namespace: Namespace
+    name: str  # the short name
+    id: str
+    attributes: QueueAttributes
+    ack_wait: int  # the consumer's AckWait: the visibility timeout that needs no extra nak
+    created_at: int
+
+    @property
+    def full_name(self) -> str:
+        return self.namespace.full(self.name)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "user_id": self.namespace.user_id,
+                "app": self.namespace.app,
+                "name": self.name,
+                "id": self.id,
+                "attributes": self.attributes.to_json(),
+                "ack_wait": self.ack_wait,
+                "created_at": self.created_at,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> QueueRecord:
+        doc = orjson.loads(raw)
+        return cls(
+            Namespace(doc["user_id"], doc["app"]),
+            doc["name"],
+            doc["id"],
+            QueueAttributes.from_json(doc["attributes"]),
+            int(doc["ack_wait"]),
+            int(doc["created_at"]),
+        )
+
+
+def catalog_key(namespace: Namespace, name: str) -> str:
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+    return f"{namespace.user_id}.{namespace.app}.{digest}"
+
+
+class Catalog:
+    def __init__(self, bucket: Bucket, *, cache_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self._bucket = bucket
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, QueueRecord | None, int]] = {}
+
+    async def get(self, namespace: Namespace, name: str, *, fresh: bool = False) -> QueueRecord | None:
+        record, _ = await self.get_with_revision(namespace, name, fresh=fresh)
+        return record
+
+    async def get_with_revision(
+        self, namespace: Namespace, name: str, *, fresh: bool = False
+    ) -> tuple[QueueRecord | None, int]:
+        key = catalog_key(namespace, name)
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None and not fresh and cached[0] > now:
+            return cached[1], cached[2]
+        entry = await self._bucket.get(key)
+        record = None if entry is None else QueueRecord.from_bytes(entry.value)
+        revision = 0 if entry is None else entry.revision
+        self._remember(key, record, revision)
+        return record, revision
+
+    def _remember(self, key: str, record: QueueRecord | None, revision: int) -> None:
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = (self._clock() + self._cache_seconds, record, revision)
+
+    def forget(self, namespace: Namespace, name: str) -> None:
+        self._cache.pop(catalog_key(namespace, name), None)
+
+    async def create(self, record: QueueRecord) -> None:
+        """Store a new record; ``Conflict`` if the name is taken (another replica was faster)."""
+        key = catalog_key(record.namespace, record.name)
+        self._cache.pop(key, None)
+        revision = await self._bucket.create(key, record.to_bytes())
+        self._remember(key, record, revision)
+
+    async def update(self, record: QueueRecord, revision: int) -> None:
+        """Replace the record last read at ``revision``; ``Conflict`` if it changed since."""
+        key = catalog_key(record.namespace, record.name)
+        self._cache.pop(key, None)
+        new_revision = await self._bucket.update(key, record.to_bytes(), revision)
+        self._remember(key, record, new_revision)
+
+    async def delete(self, record: QueueRecord) -> None:
+        key = catalog_key(record.namespace, record.name)
+        self._cache.pop(key, None)
+        await self._bucket.delete(key)
+
+    async def list(self, namespace: Namespace) -> list[QueueRecord]:
+        keys = await self._bucket.keys(f"{namespace.user_id}.{namespace.app}.*")
+        records = []
+        for key in keys:
+            entry = await self._bucket.get(key)
+            if entry is not None:
+                records.append(QueueRecord.from_bytes(entry.value))
+        return sorted(records, key=lambda r: r.name)
