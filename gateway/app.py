@@ -14,6 +14,7 @@ import gateway
 from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.http import admin, errors, health, keys, publish, sse, token
+from protocols.mqtt.server import MqttServer
 from protocols.ws.endpoint import WsEndpoint
 
 
@@ -22,7 +23,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_services(settings) as services:
             app.state.services = services
-            yield
+            mqtt = await MqttServer.open(services)
+            await mqtt.start()
+            app.state.mqtt = mqtt
+            try:
+                yield
+            finally:
+                await mqtt.stop()  # stop accepting and close MQTT clients before the services go down
 
     app = FastAPI(
         title="Flow-Gate",

@@ -26,6 +26,7 @@ import orjson
 from gateway.topics import Namespace
 
 KIND_HEADER = "Fg-Type"
+QOS_HEADER = "Fg-QoS"
 
 
 class Kind(StrEnum):
@@ -93,6 +94,7 @@ class Delivery:
     topic: str
     payload: Payload
     published_at: datetime
+    qos: int = 1  # the MQTT publish QoS (``Fg-QoS`` header); other protocols' messages count as QoS 1
     _frames: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def frame(self, name: str, render: Callable[[Delivery], bytes]) -> bytes:

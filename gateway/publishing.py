@@ -7,11 +7,13 @@ only translate their wire format into a ``Payload`` and the result back.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from auth.tokens import Claims
-from gateway.bus import Bus
-from gateway.errors import BadRequest, Forbidden, PayloadTooLarge
+from gateway.billing import BillingGuard
+from gateway.bus import Bus, PubAck
+from gateway.errors import BadRequest, Forbidden, PayloadTooLarge, Unavailable
 from gateway.metrics import Metrics
 from gateway.payload import Payload
 from gateway.settings import Settings
@@ -28,10 +30,11 @@ class Published:
 
 
 class Publisher:
-    def __init__(self, settings: Settings, bus: Bus, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, bus: Bus, metrics: Metrics, *, guard: BillingGuard | None = None) -> None:
         self._bus = bus
         self._metrics = metrics
         self._max_bytes = settings.max_message_bytes
+        self._guard = guard  # quota, balance and rate limit (gateway.billing); refused messages are never sent
 
     def resolve(self, claims: Claims, name: str) -> str:
         """The validated topic ``name`` refers to, if the token may publish there."""
@@ -51,6 +54,23 @@ class Publisher:
         headers: dict[str, str] | None = None,
     ) -> Published:
         """Store ``payload`` on topic ``name`` for ``protocol``'s client; ``headers`` travel with it (e.g. MQTT QoS)."""
+        submitted = await self.submit(
+            claims, name, payload, protocol=protocol, idempotency_key=idempotency_key, headers=headers
+        )
+        return await submitted
+
+    async def submit(
+        self,
+        claims: Claims,
+        name: str,
+        payload: Payload,
+        *,
+        protocol: str,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> asyncio.Future[Published]:
+        """``publish`` for pipelining front-ends (MQTT): every check happens (and raises) here, then the
+        message is sent and the returned future resolves once JetStream stored it."""
         topic = self.resolve(claims, name)
         if len(payload.body) > self._max_bytes:
             raise PayloadTooLarge(f"message is {len(payload.body)} bytes; the limit is {self._max_bytes}")
@@ -60,6 +80,32 @@ class Publisher:
                 raise BadRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
             msg_id = claims.namespace.prefix + idempotency_key
         namespace = claims.namespace
-        ack = await self._bus.publish(namespace.subject(topic), payload, msg_id=msg_id, headers=headers)
-        self._metrics.published.labels(protocol).inc()
-        return Published(topic, namespace.full(topic), ack.seq, ack.duplicate)
+        guard = self._guard
+        if guard is not None:
+            await guard.admit(claims, len(payload.body), protocol=protocol)
+        try:
+            acked = await self._bus.send(namespace.subject(topic), payload, msg_id=msg_id, headers=headers)
+        except BaseException:
+            if guard is not None:
+                guard.refund(claims)
+            raise
+        result: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
+        counter = self._metrics.published.labels(protocol)
+
+        def done(future: asyncio.Future[PubAck]) -> None:
+            if result.done():
+                return
+            error = None if future.cancelled() else future.exception()
+            if future.cancelled() or error is not None:
+                if guard is not None:
+                    guard.refund(claims)  # not stored: not billed
+                result.set_exception(error or Unavailable("publish cancelled"))
+                return
+            ack = future.result()
+            if ack.duplicate and guard is not None:
+                guard.refund(claims)  # a retry of a message already stored and billed
+            counter.inc()
+            result.set_result(Published(topic, namespace.full(topic), ack.seq, ack.duplicate))
+
+        acked.add_done_callback(done)
+        return result

@@ -97,6 +97,18 @@ class Settings:
         "HTTP port: REST API, SSE, WebSocket (`/ws`), MQTT over WebSocket (`/mqtt`). 0 picks a free port.",
     )
     mqtt_port: int = _setting("FLOWGATE_MQTT_PORT", 1883, _int(0, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port.")
+    mqtt_inflight: int = _setting(
+        "FLOWGATE_MQTT_INFLIGHT",
+        100,
+        _int(1, 65535),
+        "QoS 1/2 messages in flight to one MQTT client before further ones wait (in the outbound queue).",
+    )
+    mqtt_session_expiry: int = _setting(
+        "FLOWGATE_MQTT_SESSION_EXPIRY",
+        7 * 86400,
+        _int(60, 366 * 86400),
+        "Seconds an MQTT persistent session (clean session 0) and its queued messages outlive its last connection.",
+    )
     data_dir: Path = _setting(
         "FLOWGATE_DATA_DIR",
         Path("./data"),

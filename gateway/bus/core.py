@@ -139,6 +139,13 @@ class Bus:
         return self._js
 
     @property
+    def nc(self) -> Client:
+        """The NATS connection, for other modules of ``gateway.bus`` only."""
+        if self._nc is None:
+            raise Unavailable("message bus not connected")
+        return self._nc
+
+    @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
@@ -212,6 +219,17 @@ class Bus:
         self, subject: str, payload: Payload, *, msg_id: str | None = None, headers: dict[str, str] | None = None
     ) -> PubAck:
         """Store one message; return once JetStream acknowledged it."""
+        return await (await self.send(subject, payload, msg_id=msg_id, headers=headers))
+
+    async def send(
+        self, subject: str, payload: Payload, *, msg_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[PubAck]:
+        """Send one message without waiting for its acknowledgement (pipelining front-ends).
+
+        The returned future resolves with the ``PubAck`` once JetStream stored the
+        message, or fails with ``Unavailable`` when the bus drops or the
+        acknowledgement does not come within the publish timeout.
+        """
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise Unavailable("message bus unavailable; retry shortly")
@@ -221,17 +239,23 @@ class Bus:
         if msg_id is not None:
             headers["Nats-Msg-Id"] = msg_id
         token = next(self._tokens)
-        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PubAck] = loop.create_future()
         self._pending[token] = future
         try:
             with nats_errors(f"publish to {subject}"):
                 await nc.publish(subject, payload.body, reply=f"{self._inbox}.{token}", headers=headers)
-            async with asyncio.timeout(self.settings.publish_timeout_seconds):
-                return await future
-        except TimeoutError:
-            raise Unavailable("message bus did not acknowledge in time; retry") from None
-        finally:
+        except BaseException:
             self._pending.pop(token, None)
+            raise
+        timer = loop.call_later(self.settings.publish_timeout_seconds, self._expire, token)
+        future.add_done_callback(lambda _: timer.cancel())
+        return future
+
+    def _expire(self, token: int) -> None:
+        future = self._pending.pop(token, None)
+        if future is not None and not future.done():
+            future.set_exception(Unavailable("message bus did not acknowledge in time; retry"))
 
     async def _on_ack(self, msg: Msg) -> None:
         token = int(msg.subject.rsplit(".", 1)[1])

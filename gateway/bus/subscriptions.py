@@ -16,7 +16,7 @@ from nats.js import JetStreamContext, api
 
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, InvalidName
-from gateway.payload import Delivery, Payload
+from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.topics import parse_subject
 
 log = logging.getLogger("flowgate.bus")
@@ -33,7 +33,13 @@ def to_delivery(msg: Msg) -> Delivery:
         topic=topic,
         payload=Payload.from_headers(msg.data, msg.headers),
         published_at=meta.timestamp,
+        qos=_qos(msg.headers),
     )
+
+
+def _qos(headers: dict[str, str] | None) -> int:
+    raw = headers.get(QOS_HEADER) if headers else None
+    return int(raw) if raw in ("0", "1", "2") else 1
 
 
 class LiveSubscription:

@@ -1,0 +1,733 @@
+"""One MQTT client connection: the asyncio driver of the codec and the session rules.
+
+Transport-neutral: TCP (``server.py``) and WebSocket (``websocket.py``) feed it
+bytes with ``data_received`` and give it a ``Wire`` to write to. One reader task
+per connection handles packets strictly in order; nothing spawns a task per
+packet. Incoming packets queue in a short deque and reading from the socket is
+paused when it fills (or while the client is rate limited).
+
+Publishing is pipelined: a PUBLISH is sent to JetStream and the next packet is
+read at once; acknowledgements (PUBACK, PUBREC) go out in order, each only after
+JetStream stored its message. Deliveries are written to a buffer flushed once
+per event-loop iteration; QoS 1/2 deliveries occupy an in-flight window and
+wait in a bounded backlog beyond it; a client whose backlog overflows is a slow
+consumer and is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn, Protocol
+
+from auth.tokens import Claims
+from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_names
+from gateway.bus.session_consumer import SessionConsumer, SessionMessage
+from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
+from gateway.payload import QOS_HEADER, Delivery, Payload
+from gateway.topics import topic_matches
+from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode
+from protocols.mqtt.errors import PublishReaction, connack_code, publish_reaction, reject_reason, retry_after
+from protocols.mqtt.packets import (
+    CONNACK_ACCEPTED,
+    CONNACK_NOT_AUTHORIZED,
+    SUBACK_FAILURE,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from protocols.mqtt.session import (
+    InboundQoS2,
+    OutboundWindow,
+    PacketGate,
+    check_connect,
+    delivery_qos,
+    keepalive_deadline,
+    packet_id_for_seq,
+)
+from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription, best_match
+
+if TYPE_CHECKING:
+    from protocols.mqtt.server import MqttContext
+
+log = logging.getLogger("flowgate.mqtt")
+
+INBOX_HIGH = 256  # packets parsed but not yet handled: pause reading above this
+INBOX_LOW = 32
+MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged, per connection
+_QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
+
+
+class Wire(Protocol):
+    """What a connection needs from its transport."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class _Violation:
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _Closing(Exception):
+    """Internal: stop handling packets; the reason is already recorded."""
+
+
+def _render_qos0(full: bool) -> Callable[[Delivery], bytes]:
+    def render(delivery: Delivery) -> bytes:
+        topic = delivery.namespace.full(delivery.topic) if full else delivery.topic
+        return encode(Publish(topic, delivery.payload.body))
+
+    return render
+
+
+_RENDER_SHORT = _render_qos0(False)
+_RENDER_FULL = _render_qos0(True)
+
+
+class MqttConnection:
+    def __init__(self, ctx: MqttContext, wire: Wire, peer: str, *, transport_name: str = "tcp") -> None:
+        self.ctx = ctx
+        self.wire = wire
+        self.peer = peer
+        self.transport_name = transport_name
+        self.id = secrets.token_hex(8)
+        self._loop = asyncio.get_running_loop()
+        self._decoder = Decoder(ctx.config.max_packet_size)
+        self._inbox: deque[Packet | _Violation] = deque()
+        self._wake = asyncio.Event()
+        self._gate = PacketGate()
+        self._reading_paused = False
+        self._throttled = False
+        self._peer_gone = False
+        self._close_reason: str | None = None
+        self._publish_will = True
+        self._last_rx = self._loop.time()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._keepalive = 0
+        # outbound
+        self._wbuf: list[bytes] = []
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._window: OutboundWindow[Outgoing] = OutboundWindow(ctx.config.window)
+        self._backlog: deque[Outgoing] = deque()
+        self._acks: deque[tuple[asyncio.Future[object] | None, Packet | None, int]] = deque()
+        self._acks_drained = asyncio.Event()
+        # session
+        self.claims: Claims | None = None
+        self.client_id = ""
+        self.session_key: str | None = None
+        self._consumer_name = ""
+        self._persistent = False
+        self._will: Connect | None = None
+        self._subs: dict[str, Subscription] = {}
+        self._inbound = InboundQoS2()
+        self._consumer: SessionConsumer | None = None
+        self._counted = False
+        self.closed = asyncio.Event()
+        ctx.connections.add(self)
+        self._delivered = ctx.services.metrics.delivered.labels("mqtt")
+        self._task = self._loop.create_task(self._run(), name=f"mqtt-{self.id}")
+
+    # -- transport callbacks (synchronous) -----------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._close_reason is not None or self._peer_gone:
+            return
+        self._last_rx = self._loop.time()
+        decoder = self._decoder
+        decoder.feed(data)
+        inbox = self._inbox
+        try:
+            while (packet := decoder.next_packet()) is not None:
+                inbox.append(packet)
+        except MQTTProtocolError as exc:
+            # Handled in order, after the packets that came before it [MQTT-4.8.0-1].
+            inbox.append(_Violation(exc.reason))
+        if inbox:
+            self._wake.set()
+            if len(inbox) >= INBOX_HIGH and not self._reading_paused:
+                self._reading_paused = True
+                self.wire.pause_reading()
+
+    def connection_lost(self) -> None:
+        """The peer closed or the network failed: finish the packets already received, then clean up."""
+        self._peer_gone = True
+        self._wake.set()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._pump_backlog()
+
+    def abort(self, reason: str, *, will: bool = True) -> None:
+        """Close from the server side (keepalive, takeover, expiry, overflow, shutdown)."""
+        if self._close_reason is not None:
+            return
+        self._close_reason = reason
+        self._publish_will = will
+        self._inbox.clear()
+        self._wake.set()
+
+    # -- the reader task -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._timers.append(self._loop.call_later(self.ctx.config.connect_timeout, self._connect_timeout))
+        try:
+            await self._serve()
+        except _Closing:
+            pass
+        except FlowGateError as exc:
+            self._close_reason = self._close_reason or f"{exc.code}: {exc.message}"
+        finally:
+            await self._cleanup()
+
+    def _connect_timeout(self) -> None:
+        if self.claims is None:
+            self.abort("no CONNECT in time", will=False)
+
+    async def _serve(self) -> None:
+        inbox = self._inbox
+        while True:
+            if self._close_reason is not None:
+                return
+            if not inbox:
+                if self._peer_gone:
+                    self._close_reason = "connection lost"
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            packet = inbox.popleft()
+            if self._reading_paused and len(inbox) <= INBOX_LOW and not self._throttled:
+                self._reading_paused = False
+                self.wire.resume_reading()
+            if isinstance(packet, _Violation):
+                self._fail(f"protocol error: {packet.reason}")
+            violation = self._gate.admit(packet)
+            if violation is not None:
+                self._fail(f"protocol error: {violation.reason}")
+            await self._dispatch(packet)
+
+    def _fail(self, reason: str, *, will: bool = True) -> NoReturn:
+        self._close_reason = self._close_reason or reason
+        self._publish_will = will
+        raise _Closing
+
+    async def _dispatch(self, packet: Packet) -> None:
+        if type(packet) is Publish:
+            await self._on_publish(packet)
+        elif type(packet) is PubAck:
+            self._complete(self._window.puback(packet.packet_id))
+        elif type(packet) is PubRec:
+            if self._window.pubrec(packet.packet_id):
+                self._send(PubRel(packet.packet_id))
+        elif type(packet) is PubComp:
+            self._complete(self._window.pubcomp(packet.packet_id))
+        elif type(packet) is PubRel:
+            # Forget the id, then PUBCOMP, even for an id we no longer know [MQTT-4.3.3-2].
+            self._inbound.release(packet.packet_id)
+            self._queue_ack(None, PubComp(packet.packet_id))
+        elif type(packet) is PingReq:
+            self._send(PingResp())  # [MQTT-3.12.4-1]
+        elif type(packet) is Subscribe:
+            await self._on_subscribe(packet)
+        elif type(packet) is Unsubscribe:
+            await self._on_unsubscribe(packet)
+        elif type(packet) is Disconnect:
+            # A clean DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3].
+            self._fail("client disconnected", will=False)
+        elif type(packet) is Connect:
+            await self._on_connect(packet)
+        else:
+            self._fail(f"protocol error: unexpected {type(packet).__name__}")
+
+    # -- CONNECT -----------------------------------------------------------------------------
+
+    async def _on_connect(self, connect: Connect) -> None:
+        code = check_connect(connect)
+        if code != CONNACK_ACCEPTED:
+            self._refuse(code, f"CONNECT refused with return code {code}")
+        services = self.ctx.services
+        try:
+            token = (connect.password or b"").decode("utf-8")
+            claims = services.tokens.verify(token)
+            user = await services.accounts.get_user(claims.user_id)
+            if user.disabled:
+                raise Forbidden("user is disabled")
+            if connect.will is not None:
+                services.publisher.resolve(claims, connect.will.topic)
+        except UnicodeDecodeError:
+            self._refuse(connack_code(Unauthorized()), "password is not UTF-8")
+        except NotFound:
+            self._refuse(CONNACK_NOT_AUTHORIZED, "user no longer exists")
+        except InvalidName as exc:
+            self._fail(f"protocol error: invalid will topic: {exc.message}", will=False)
+        except FlowGateError as exc:
+            self._refuse(connack_code(exc), f"CONNECT refused: {exc.message}")
+        namespace = claims.namespace
+        # A zero-byte ClientId with CleanSession 1 gets a unique one [MQTT-3.1.3-6].
+        self.client_id = connect.client_id or "auto-" + secrets.token_hex(8)
+        self.session_key, self._consumer_name = session_names(namespace, self.client_id)
+        self._persistent = not connect.clean_session
+        self._will = connect if connect.will is not None else None
+        self._keepalive = connect.keepalive
+        store = self.ctx.store
+        try:
+            await self.ctx.take_over(self.session_key, self)
+            present = False
+            record: SessionRecord | None = None
+            if connect.clean_session:
+                # CleanSession 1 discards any previous session [MQTT-3.1.2-6].
+                if await store.load_session(self.session_key) is not None or await store.consumer_exists(
+                    self._consumer_name
+                ):
+                    await store.delete_session(self.session_key, self._consumer_name)
+            else:
+                record = await store.load_session(self.session_key)
+                present = record is not None and await store.consumer_exists(self._consumer_name)
+                if record is None or not present:
+                    record = SessionRecord(())
+                    await store.save_session(self.session_key, record)
+        except FlowGateError as exc:
+            self._refuse(connack_code(exc), f"session unavailable: {exc.message}")
+        self.claims = claims
+        self._gate.accepted()
+        services.metrics.connections.labels("mqtt").inc()
+        self._counted = True
+        # Session present is 0 for a clean session [MQTT-3.2.2-1], else whether state was found [MQTT-3.2.2-2].
+        self._send(ConnAck(present, CONNACK_ACCEPTED))
+        log.info(
+            "mqtt %s connected: user=%s app=%s client_id=%r clean=%s keepalive=%d via %s",
+            self.id, claims.user_id, claims.app, self.client_id, connect.clean_session, connect.keepalive,
+            self.transport_name,
+        )  # fmt: skip
+        self._schedule_keepalive()
+        self._timers.append(
+            self._loop.call_later(max(0.0, claims.expires_at - time.time()), self._token_expired)
+        )
+        if record is not None:
+            for stored in record.subscriptions:
+                self._subs[stored.topic_filter] = Subscription(stored.topic_filter, stored.qos, stored.full, stored.since)
+            self._consumer = await store.open_consumer(
+                self._consumer_name,
+                namespace,
+                self._on_session_message,
+                window=self._window.size,
+                expiry=self.ctx.config.session_expiry,
+            )
+
+    def _refuse(self, code: int, reason: str) -> NoReturn:
+        # A refused CONNECT gets its CONNACK, then the connection closes [MQTT-3.2.2-5].
+        self._send(ConnAck(False, code))
+        self._fail(reason, will=False)
+
+    def _token_expired(self) -> None:
+        self.abort("token expired", will=True)
+
+    def _schedule_keepalive(self) -> None:
+        deadline = keepalive_deadline(self._keepalive, self._last_rx)
+        if deadline is None:
+            return
+        self._timers.append(self._loop.call_at(deadline, self._check_keepalive))
+
+    def _check_keepalive(self) -> None:
+        deadline = keepalive_deadline(self._keepalive, self._last_rx)
+        if deadline is None or self._close_reason is not None:
+            return
+        if self._loop.time() >= deadline:
+            # Nothing received for 1.5 x keepalive: the client is gone [MQTT-3.1.2-24]; its will goes out.
+            self.abort(f"keepalive timeout ({self._keepalive}s)", will=True)
+        else:
+            self._timers.append(self._loop.call_at(deadline, self._check_keepalive))
+
+    # -- PUBLISH from the client ---------------------------------------------------------------
+
+    async def _on_publish(self, packet: Publish) -> None:
+        qos = packet.qos
+        packet_id = packet.packet_id or 0
+        if qos == 2 and packet_id in self._inbound:
+            # Already stored, PUBREL not yet received: acknowledge again, store nothing [MQTT-4.3.3-2].
+            self._queue_ack(None, PubRec(packet_id))
+            return
+        claims = self.claims
+        assert claims is not None
+        services = self.ctx.services
+        payload = Payload.from_bytes(packet.payload)
+        while True:
+            try:
+                if packet.retain:
+                    topic = services.publisher.resolve(claims, packet.topic)
+                    await self.ctx.store.retain(claims.namespace, topic, payload, qos)
+                future = await services.publisher.submit(
+                    claims, packet.topic, payload, protocol="mqtt", headers=_QOS_HEADERS[qos]
+                )
+            except FlowGateError as exc:
+                reaction = publish_reaction(exc)
+                if reaction is PublishReaction.RETRY_LATER:
+                    await self._throttle(retry_after(exc))
+                    continue
+                if reaction is PublishReaction.DROP_AND_ACK:
+                    services.metrics.rejected.labels("mqtt", reject_reason(exc)).inc()
+                    log.warning("mqtt %s: publish to %r dropped: %s", self.id, packet.topic, exc.message)
+                    self._queue_ack(None, self._publish_ack(qos, packet_id))
+                    return
+                self._fail(f"publish to {packet.topic!r} failed: {exc.code}: {exc.message}")
+            break
+        if qos == 2:
+            self._inbound.stored(packet_id)
+        self._queue_ack(future, self._publish_ack(qos, packet_id), qos)  # type: ignore[arg-type]
+        if len(self._acks) >= MAX_PENDING_ACKS:
+            self._acks_drained.clear()
+            await self._acks_drained.wait()
+
+    @staticmethod
+    def _publish_ack(qos: int, packet_id: int) -> Packet | None:
+        if qos == 1:
+            return PubAck(packet_id)
+        if qos == 2:
+            return PubRec(packet_id)
+        return None
+
+    async def _throttle(self, seconds: float) -> None:
+        """Stop reading from this client for ``seconds`` (rate limited), then go on."""
+        self._throttled = True
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.wire.pause_reading()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._throttled = False
+        if self._close_reason is not None:
+            raise _Closing
+
+    def _queue_ack(self, future: asyncio.Future[object] | None, packet: Packet | None, qos: int = 1) -> None:
+        """Send ``packet`` once ``future`` (the store) resolved, after every earlier acknowledgement [MQTT-4.6.0-2]."""
+        if future is None and not self._acks:
+            if packet is not None:
+                self._send(packet)
+            return
+        self._acks.append((future, packet, qos))
+        if future is not None:
+            future.add_done_callback(self._on_stored)
+        else:
+            self._drain_acks()
+
+    def _on_stored(self, _: asyncio.Future[object]) -> None:
+        self._drain_acks()
+
+    def _drain_acks(self) -> None:
+        acks = self._acks
+        while acks:
+            future, packet, qos = acks[0]
+            if future is not None:
+                if not future.done():
+                    break
+                error = future.exception() if not future.cancelled() else FlowGateError("cancelled")
+                if error is not None:
+                    acks.popleft()
+                    if qos == 0:
+                        self.ctx.services.metrics.rejected.labels("mqtt", "store_failed").inc()
+                        log.warning("mqtt %s: QoS 0 message not stored: %s", self.id, error)
+                        continue
+                    # No acknowledgement: the client re-sends after reconnecting [MQTT-4.4.0-1].
+                    self.abort(f"message not stored: {error}", will=True)
+                    acks.clear()
+                    break
+            acks.popleft()
+            if packet is not None:
+                self._send(packet)
+        if len(acks) < MAX_PENDING_ACKS // 2:
+            self._acks_drained.set()
+
+    # -- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------------------
+
+    async def _on_subscribe(self, packet: Subscribe) -> None:
+        claims = self.claims
+        assert claims is not None
+        namespace = claims.namespace
+        rule = claims.permissions.subscribe
+        codes: list[int] = []
+        added: list[Subscription] = []
+        for name, requested in packet.topics:
+            try:
+                topic_filter = namespace.filter(name)
+                if not rule.permits_filter(topic_filter):
+                    raise Forbidden(f"may not subscribe to {topic_filter!r}")
+                full = name.startswith(namespace.prefix) and len(name) > len(namespace.prefix)
+                granted = min(requested, 2)
+                sub = await self._add_subscription(topic_filter, granted, full)
+            except FlowGateError as exc:
+                # Refused filters get 0x80, the others are granted [MQTT-3.9.3-1, 3.8.4-5].
+                log.info("mqtt %s: subscription to %r refused: %s", self.id, name, exc.message)
+                codes.append(SUBACK_FAILURE)
+                continue
+            codes.append(granted)
+            added.append(sub)
+        if self._persistent and added:
+            await self._save_session()
+        self._send(SubAck(packet.packet_id, tuple(codes)))  # [MQTT-3.8.4-1, 3.8.4-2]
+        for sub in added:
+            await self._send_retained(sub)
+
+    async def _add_subscription(self, topic_filter: str, qos: int, full: bool) -> Subscription:
+        """Add or replace a subscription; a replaced one keeps flowing without a gap [MQTT-3.8.4-3]."""
+        assert self.claims is not None
+        existing = self._subs.get(topic_filter)
+        if self._persistent:
+            since = existing.since if existing is not None else await self.ctx.store.last_seq()
+            sub = Subscription(topic_filter, qos, full, since)
+            self._subs[topic_filter] = sub
+            self._want_more()
+            return sub
+        if existing is not None:
+            existing.qos = qos
+            existing.full = full
+            return existing
+        sub = Subscription(topic_filter, qos, full)
+        sink = HubSink(self, sub, self.claims.permissions.subscribe)
+        hub = self.ctx.services.hub
+        try:
+            for subject in self.claims.namespace.filter_subjects(topic_filter):
+                await hub.add(subject, sink)
+                sub.sinks.append((subject, sink))
+        except FlowGateError:
+            await self._remove_sinks(sub)
+            raise
+        self._subs[topic_filter] = sub
+        return sub
+
+    async def _remove_sinks(self, sub: Subscription) -> None:
+        sinks, sub.sinks = sub.sinks, []
+        for subject, sink in sinks:
+            await self.ctx.services.hub.remove(subject, sink)
+
+    async def _send_retained(self, sub: Subscription) -> None:
+        """Retained messages matching a new subscription, flagged RETAIN [MQTT-3.3.1-6, 3.3.1-8]."""
+        claims = self.claims
+        assert claims is not None
+        try:
+            retained = await self.ctx.store.retained(claims.namespace, sub.topic_filter)
+        except FlowGateError as exc:
+            log.warning("mqtt %s: retained messages for %r unavailable: %s", self.id, sub.topic_filter, exc.message)
+            return
+        rule = claims.permissions.subscribe
+        for message in retained:
+            if not topic_matches(sub.topic_filter, message.topic) or rule.hides(message.topic):
+                continue  # e.g. '$' topics for wildcard filters [MQTT-4.7.2-1]
+            topic = claims.namespace.full(message.topic) if sub.full else message.topic
+            self._queue_out(Outgoing(topic, message.payload.body, delivery_qos(message.qos, sub.qos), retain=True))
+            self._delivered.inc()
+
+    async def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        claims = self.claims
+        assert claims is not None
+        changed = False
+        for name in packet.topics:
+            try:
+                topic_filter = claims.namespace.filter(name)
+            except FlowGateError:
+                continue
+            sub = self._subs.pop(topic_filter, None)
+            if sub is not None:
+                changed = True
+                await self._remove_sinks(sub)
+        if changed and self._persistent:
+            await self._save_session()
+        self._send(UnsubAck(packet.packet_id))  # even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]
+
+    async def _save_session(self) -> None:
+        assert self.session_key is not None
+        record = SessionRecord(
+            tuple(StoredSubscription(s.topic_filter, s.qos, s.since, s.full) for s in self._subs.values())
+        )
+        await self.ctx.store.save_session(self.session_key, record)
+
+    # -- deliveries to the client ----------------------------------------------------------------
+
+    def deliver_live(self, delivery: Delivery, subscription: Subscription) -> None:
+        """A message from the hub for one of this (clean) session's subscriptions."""
+        if self._close_reason is not None:
+            return
+        qos = delivery.qos if delivery.qos < subscription.qos else subscription.qos
+        if qos == 0 and not self._write_paused and not self._backlog:
+            frame = delivery.frame("mqtt0f" if subscription.full else "mqtt0", _RENDER_FULL if subscription.full else _RENDER_SHORT)
+            self._write(frame)
+        else:
+            topic = delivery.namespace.full(delivery.topic) if subscription.full else delivery.topic
+            self._queue_out(Outgoing(topic, delivery.payload.body, qos))
+        self._delivered.inc()
+
+    def _on_session_message(self, message: SessionMessage) -> None:
+        """A message from this persistent session's consumer."""
+        consumer = self._consumer
+        if consumer is None or self._close_reason is not None:
+            return  # not acknowledged: redelivered to the next connection
+        claims = self.claims
+        assert claims is not None
+        delivery = message.delivery
+        sub = best_match(self._subs.values(), delivery, claims.permissions.subscribe)
+        if sub is None:
+            consumer.ack(message.ack_subject)
+            self._want_more()
+            return
+        qos = delivery_qos(delivery.qos, sub.qos)
+        topic = delivery.namespace.full(delivery.topic) if sub.full else delivery.topic
+        if qos == 0:
+            self._queue_out(Outgoing(topic, delivery.payload.body, 0, ack_subject=message.ack_subject))
+        else:
+            item = Outgoing(
+                topic,
+                delivery.payload.body,
+                qos,
+                dup=message.redelivered,  # [MQTT-3.3.1-1]: a re-sent PUBLISH has DUP 1
+                packet_id=packet_id_for_seq(delivery.seq),
+                ack_subject=message.ack_subject,
+            )
+            self._queue_out(item)
+        self._delivered.inc()
+        self._want_more()
+
+    def _want_more(self) -> None:
+        if self._consumer is not None:
+            self._consumer.want(self._window.free - len(self._backlog))
+
+    def _queue_out(self, item: Outgoing) -> None:
+        if self._backlog or self._write_paused or not self._fits(item):
+            if len(self._backlog) >= self.ctx.config.outbound_limit:
+                self.ctx.services.metrics.slow_consumers.labels("mqtt").inc()
+                self.abort(f"slow consumer: {len(self._backlog)} messages waiting", will=True)
+                return
+            self._backlog.append(item)
+            return
+        self._send_out(item)
+
+    def _fits(self, item: Outgoing) -> bool:
+        if item.qos == 0:
+            return True
+        if item.packet_id is not None:
+            return self._window.can_use(item.packet_id)
+        return self._window.free > 0
+
+    def _send_out(self, item: Outgoing) -> None:
+        if item.qos == 0:
+            self._write(encode(Publish(item.topic, item.body, 0, item.retain)))
+            if item.ack_subject is not None and self._consumer is not None:
+                self._consumer.ack(item.ack_subject)
+            return
+        packet_id = item.packet_id if item.packet_id is not None else self._window.allocate()
+        assert packet_id is not None
+        self._window.add(packet_id, item.qos, item)
+        self._write(encode(Publish(item.topic, item.body, item.qos, item.retain, item.dup, packet_id)))
+
+    def _pump_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog and not self._write_paused and self._close_reason is None:
+            if not self._fits(backlog[0]):
+                break
+            self._send_out(backlog.popleft())
+        self._want_more()
+
+    def _complete(self, item: Outgoing | None) -> None:
+        """The client completed a QoS 1/2 delivery (PUBACK or PUBCOMP)."""
+        if item is None:
+            return  # an acknowledgement for nothing in flight is ignored
+        if item.ack_subject is not None and self._consumer is not None:
+            self._consumer.ack(item.ack_subject)
+        self._pump_backlog()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _send(self, packet: Packet) -> None:
+        self._write(encode(packet))
+
+    def _write(self, data: bytes) -> None:
+        self._wbuf.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._wbuf:
+            return
+        data = b"".join(self._wbuf) if len(self._wbuf) > 1 else self._wbuf[0]
+        self._wbuf.clear()
+        if not self._peer_gone:
+            self.wire.write(data)
+
+    # -- the end -----------------------------------------------------------------------------------
+
+    async def _cleanup(self) -> None:
+        self._gate.close()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        reason = self._close_reason or "closed"
+        if self._counted:
+            self.ctx.services.metrics.connections.labels("mqtt").dec()
+        for sub in list(self._subs.values()):
+            await self._remove_sinks(sub)
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()  # unacknowledged messages stay with the durable consumer
+        self.ctx.release(self)
+        self._flush()
+        self.wire.close()
+        claims = self.claims
+        if claims is not None:
+            log.info("mqtt %s closed: %s", self.id, reason)
+        else:
+            log.info("mqtt %s (%s) closed before CONNECT completed: %s", self.id, self.peer, reason)
+        if claims is not None and self._publish_will and self._will is not None and self._will.will is not None:
+            await self._send_will(claims, self._will)
+        self.ctx.connections.discard(self)
+        self.closed.set()
+
+    async def _send_will(self, claims: Claims, connect: Connect) -> None:
+        """Publish the will: the connection ended without DISCONNECT [MQTT-3.1.2-8]."""
+        will = connect.will
+        assert will is not None
+        services = self.ctx.services
+        payload = Payload.from_bytes(will.payload)
+        try:
+            if will.retain:
+                topic = services.publisher.resolve(claims, will.topic)
+                await self.ctx.store.retain(claims.namespace, topic, payload, will.qos)
+            await services.publisher.publish(
+                claims, will.topic, payload, protocol="mqtt", headers=_QOS_HEADERS[will.qos]
+            )
+        except FlowGateError as exc:
+            log.warning("mqtt %s: will message to %r not published: %s", self.id, will.topic, exc.message)
+        else:
+            log.info("mqtt %s: will message published to %r", self.id, will.topic)
+
+    async def wait_closed(self) -> None:
+        await self.closed.wait()
+
+    def cancel(self) -> None:
+        self._task.cancel()

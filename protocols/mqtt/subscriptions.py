@@ -1,0 +1,87 @@
+"""A connection's MQTT subscriptions and the outgoing messages they produce.
+
+``Subscription`` is one topic filter with its granted QoS. For a clean session
+it feeds the connection through ``HubSink``s on the process-wide fan-out hub
+(one bus subscription per distinct subject, shared by every connection); for a
+persistent session the session consumer's messages are matched against the
+subscriptions here (``best_match``). ``Outgoing`` is one PUBLISH waiting for or
+occupying a place in the in-flight window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from auth.permissions import Rule
+from gateway.payload import Delivery
+from gateway.topics import topic_matches
+
+
+class DeliveryTarget(Protocol):
+    def deliver_live(self, delivery: Delivery, subscription: Subscription) -> None: ...
+
+
+@dataclass(slots=True)
+class Subscription:
+    topic_filter: str
+    qos: int
+    full: bool  # the client used full names: deliveries carry full topic names too
+    since: int = 0  # persistent sessions: only messages after this stream sequence match
+    sinks: list[tuple[str, HubSink]] = field(default_factory=list)
+
+
+class HubSink:
+    """Hands the hub's deliveries for one subject to a connection, for one subscription.
+
+    The bus subject already matches the filter exactly, except for the ``$``
+    rule of wildcard filters [MQTT-4.7.2-1] and the token's deny filters,
+    which are checked here only when they can apply.
+    """
+
+    __slots__ = ("_check", "rule", "subscription", "target")
+
+    def __init__(self, target: DeliveryTarget, subscription: Subscription, rule: Rule) -> None:
+        self.target = target
+        self.subscription = subscription
+        self.rule = rule
+        self._check = subscription.topic_filter[:1] in ("+", "#") or bool(rule.deny)
+
+    def deliver(self, delivery: Delivery) -> None:
+        if self._check:
+            topic = delivery.topic
+            if not topic_matches(self.subscription.topic_filter, topic) or self.rule.hides(topic):
+                return
+        self.target.deliver_live(delivery, self.subscription)
+
+
+def best_match(subscriptions: Iterable[Subscription], delivery: Delivery, rule: Rule) -> Subscription | None:
+    """The matching subscription with the highest QoS: one copy per message [MQTT-3.3.5-1]."""
+    best: Subscription | None = None
+    topic = delivery.topic
+    for sub in subscriptions:
+        if delivery.seq > sub.since and topic_matches(sub.topic_filter, topic):
+            if best is None or sub.qos > best.qos:
+                best = sub
+    if best is not None and rule.hides(topic):
+        return None
+    return best
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One message for the client.
+
+    ``packet_id`` is preset for persistent-session messages (derived from the
+    stream sequence) and allocated from the window otherwise; ``ack_subject``
+    acknowledges a persistent-session message once the client completed it.
+    """
+
+    topic: str
+    body: bytes
+    qos: int
+    retain: bool = False
+    dup: bool = False
+    packet_id: int | None = None
+    ack_subject: str | None = None
