@@ -142,14 +142,20 @@ class Gateway:
             stdout=subprocess.DEVNULL,
             text=True,
         )
-        assert self.process.stderr is not None
-        try:
-            self.log += wait_for_line(self.process.stderr, "Application startup complete", timeout)
-        except (RuntimeError, TimeoutError):
-            self.stop()
-            raise
         self._pump()
-        return self
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("gateway exited:\n" + "".join(self.log))
+            try:
+                if httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError("gateway not ready:\n" + "".join(self.log))
+            time.sleep(0.05)
 
     def _pump(self) -> None:
         import threading

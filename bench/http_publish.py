@@ -1,0 +1,106 @@
+"""HTTP publish throughput: the gateway against a bare uvicorn endpoint, same load, same run.
+
+    python bench/http_publish.py [--seconds 10] [--connections 64]
+
+Starts a real nats-server -js, the gateway and a bare raw-ASGI uvicorn app on free
+ports, drives each with wrk (POST, 100-byte JSON message, keep-alive), and prints
+req/s, p50/p99 latency, the gateway's RSS, and the ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import wrk
+from tests.harness import Gateway, NatsServer, free_port, temp_dir
+
+MESSAGE = {"topic": "bench", "message": "x" * 100}
+
+
+def start_bare() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare_asgi:app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    url = f"http://127.0.0.1:{port}/api/v1/publish"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(url, json=MESSAGE)
+            return process, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("bare uvicorn did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+
+    store, data = temp_dir("bench-nats-"), temp_dir("bench-gw-")
+    nats = NatsServer(store).start()
+    gateway = Gateway(nats.url, data, env={"FLOWGATE_LOG_LEVEL": "warning"}).start()
+    bare, bare_url = start_bare()
+    try:
+        _, token = gateway.user_token(app="bench")
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        script = wrk.post_script("/api/v1/publish", MESSAGE, headers)
+        rows = []
+        for name, url, pid in (
+            ("bare uvicorn raw ASGI (fixed JSON)", bare_url, bare.pid),
+            ("flowgate POST /api/v1/publish (JetStream ack)", gateway.base_url + "/api/v1/publish", gateway.pid),
+        ):
+            wrk.run(url, script, seconds=2, connections=args.connections)  # warm-up
+            result = wrk.run(url, script, seconds=args.seconds, connections=args.connections)
+            rss = psutil.Process(pid).memory_info().rss / 2**20
+            rows.append((name, result, rss))
+        print(f"\nHTTP publish, wrk -t2 -c{args.connections} -d{args.seconds}s, 100-byte message, keep-alive\n")
+        print("| variant | req/s | p50 ms | p99 ms | non-2xx | RSS MB |\n|---|---:|---:|---:|---:|---:|")
+        for name, r, rss in rows:
+            print(
+                f"| {name} | {r.requests_per_second:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.non_2xx} | {rss:.0f} |"
+            )
+        ratio = rows[1][1].requests_per_second / rows[0][1].requests_per_second
+        print(f"\nflowgate / bare = {ratio:.2f} (req/s)")
+        for name, r, _ in rows:
+            if r.non_2xx or r.errors:
+                print(
+                    f"WARNING: {name}: {r.non_2xx} non-2xx answers and {r.errors} socket errors; the figures are not valid"
+                )
+    finally:
+        bare.terminate()
+        gateway.stop()
+        nats.stop()
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The embedded nats-server child, the generated admin key, and the CLI twins of the admin API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import psutil
+
+from tests.harness import ROOT
+
+
+def test_embedded_nats_lifecycle_and_generated_admin_key(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw = make_gateway(None, env={"FLOWGATE_ADMIN_KEY": ""})
+    children = [p for p in psutil.Process(gw.pid).children() if "nats-server" in p.name()]
+    assert len(children) == 1
+    connections = children[0].net_connections(kind="inet")
+    assert connections and all(c.laddr.ip == "127.0.0.1" for c in connections if c.status == psutil.CONN_LISTEN)
+    assert (gw.data_dir / "nats").is_dir()
+    admin_key = (gw.data_dir / "admin.key").read_text().strip()
+    assert any(admin_key in line for line in gw.log), "generated admin key is printed once at first start"
+    gw.admin_key = admin_key
+    assert httpx.get(gw.base_url + "/readyz").status_code == 200
+
+    env = gw.environment()
+    env.pop("FLOWGATE_ADMIN_KEY")
+    cli = [sys.executable, "-m", "gateway.cli"]
+    created = subprocess.run(
+        [*cli, "users", "create", "dave"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert created.returncode == 0, created.stderr
+    key = subprocess.run(
+        [*cli, "keys", "create", "dave", "--name", "ci"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert key.returncode == 0, key.stderr
+    api_key = json.loads(key.stdout)["key"]
+    token = httpx.post(gw.base_url + "/token", headers={"X-API-Key": api_key}, json={"app": "x"}).json()["token"]
+    answer = httpx.post(
+        gw.base_url + "/api/v1/publish", headers={"Authorization": f"Bearer {token}"}, json={"topic": "t", "message": 1}
+    )
+    assert answer.status_code == 200 and answer.json()["topic"] == "dave_x_t"
+
+    child = children[0]
+    gw.stop()
+    child.wait(10)
+    assert not child.is_running()
+
+    # the embedded store is under the data dir: state survives a restart; the admin key is not printed again
+    printed_before = len(gw.log)
+    gw.start()
+    assert not any(admin_key in line for line in gw.log[printed_before:])
+    assert httpx.post(gw.base_url + "/token", headers={"X-API-Key": api_key}, json={"app": "x"}).status_code == 200
