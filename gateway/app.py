@@ -13,7 +13,7 @@ from starlette.routing import WebSocketRoute
 import gateway
 from gateway.services import running_services
 from gateway.settings import Settings
-from protocols.http import admin, errors, health, keys, publish, sse, token
+from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
 from protocols.mqtt.server import MqttServer
 from protocols.ws.endpoint import WsEndpoint
 
@@ -41,10 +41,11 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_route("/api/v1/publish", publish.publish, methods=["POST"], include_in_schema=False)
     app.add_route("/api/v1/subscribe", sse.subscribe, methods=["GET"], include_in_schema=False)
+    app.router.routes.extend(queues.ROUTES)  # lean Starlette routes (protocols/http/queues.py)
     app.router.routes.append(WebSocketRoute("/ws", WsEndpoint()))  # a raw ASGI endpoint (protocols/ws)
-    for router in (token.router, admin.router, keys.router, health.router):
+    for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
-    _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI})
+    _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     return app
 
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from auth.accounts import Accounts
 from auth.secrets import ServerSecrets
 from auth.tokens import TokenService
+from gateway.billing import BillingGuard
 from gateway.bus import Bus
 from gateway.embedded_nats import EmbeddedNats
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.publishing import Publisher
+from gateway.queues import QueueEngine
 from gateway.settings import Settings
 
 log = logging.getLogger("flowgate")
@@ -37,6 +39,8 @@ class Services:
     publisher: Publisher
     metrics: Metrics
     nats_url: str
+    guard: BillingGuard
+    queues: QueueEngine
 
 
 @asynccontextmanager
@@ -56,23 +60,31 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
         await bus.connect([u.strip() for u in url.split(",")])
         hub = Hub(bus)
         metrics = Metrics()
+        accounts = await Accounts.open(bus, secrets)
+        guard = await BillingGuard.open(settings, bus, accounts, metrics)
+        queues = await QueueEngine.open(settings, bus, secrets, metrics)
         services = Services(
             settings=settings,
             secrets=secrets,
             bus=bus,
             hub=hub,
-            accounts=await Accounts.open(bus, secrets),
+            accounts=accounts,
             tokens=TokenService(
                 secrets.token_key, default_ttl=settings.token_default_ttl, max_ttl=settings.token_max_ttl
             ),
-            publisher=Publisher(settings, bus, metrics),
+            publisher=Publisher(settings, bus, metrics, guard=guard),
             metrics=metrics,
             nats_url=url,
+            guard=guard,
+            queues=queues,
         )
+        guard.start()
         try:
             yield services
         finally:
+            await queues.close()
             await hub.close()
+            await guard.close()
     finally:
         await bus.close()
         if embedded is not None:

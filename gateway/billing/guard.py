@@ -76,6 +76,7 @@ class _Account:
     refill: asyncio.Task[None] | None = None
     reload: asyncio.Task[None] | None = None
     remote_connections: dict[str, int] = field(default_factory=dict)
+    changed: bool = False  # changed by an admin call here: wait for the reload before judging
 
 
 class ConnectionLease:
@@ -112,6 +113,7 @@ class BillingGuard:
         self.catalog = catalog
         self.prices = catalog.prices
         self.interval = settings.billing_sync_interval
+        self._refresh = LIMITS_REFRESH * self.interval
         self.limiter = RateLimiter(clock)
         self._settings = settings
         self._accounts_store = accounts
@@ -236,21 +238,47 @@ class BillingGuard:
     def _start_reload(self, account: _Account) -> None:
         async def reload() -> None:
             try:
-                account.limits = await self._read_limits(account.user_id)
+                limits = await self._read_limits(account.user_id)
+                if limits.quota < account.limits.quota:  # stop spending what was reserved under the old quota
+                    self._return_allowance(account)
+                account.limits = limits
             except FlowGateError as exc:
                 log.debug("keeping the limits of %s: %s", account.user_id, exc)
             finally:
                 account.loaded_at = self._clock()
-                account.reload = None
+                if account.reload is task:
+                    account.reload = None
+                    account.changed = False
 
-        account.reload = asyncio.create_task(reload())
+        task = asyncio.create_task(reload())
+        task.add_done_callback(_retrieve)
+        account.reload = task
+
+    async def _current(self, user_id: str) -> _Account:
+        """The user's account, with limits no older than ``LIMITS_REFRESH`` intervals (re-read in the background)."""
+        account = self._accounts.get(user_id)
+        if account is None:
+            account = await self._account(user_id)
+        if account.changed and account.reload is not None:
+            await asyncio.shield(account.reload)
+        elif account.reload is None and self._clock() - account.loaded_at > self._refresh:
+            self._start_reload(account)
+        return account
 
     def invalidate(self, user_id: str) -> None:
         """The user's plan, overrides or balance changed here: use the new values at once."""
         account = self._accounts.get(user_id)
         if account is not None:
             account.blocked_until = 0.0
-            account.loaded_at = -1e18
+            account.changed = True
+            self._return_allowance(account)
+            self._start_reload(account)
+
+    def _return_allowance(self, account: _Account) -> None:
+        """Give reserved units back so the next message is judged by the ledger under the current limits."""
+        if account.allowance > 0 and self._ledger is not None and account.period:
+            task = asyncio.get_running_loop().create_task(self._give_back(account, *self._take_allowance(account)))
+            task.add_done_callback(_retrieve)
 
     async def limits(self, user_id: str) -> Plan:
         return (await self._account(user_id)).limits
@@ -266,11 +294,9 @@ class BillingGuard:
         namespace = claims.namespace
         user_id = namespace.user_id
         account = self._accounts.get(user_id)
-        if account is None:
-            account = await self._account(user_id)
         now = self._clock()
-        if now - account.loaded_at > LIMITS_REFRESH * self.interval and account.reload is None:
-            self._start_reload(account)
+        if account is None or account.changed or now - account.loaded_at > self._refresh:
+            account = await self._current(user_id)
         limits = account.limits
         if size > limits.max_message_bytes:
             self._metrics.rejected.labels(protocol, "payload_too_large").inc()
@@ -382,14 +408,24 @@ class BillingGuard:
     async def _release(self, account: _Account) -> None:
         if self._ledger is None or account.allowance <= 0 or not account.period:
             return
+        await self._give_back(account, *self._take_allowance(account))
+
+    @staticmethod
+    def _take_allowance(account: _Account) -> tuple[int, int]:
         units, credits = account.allowance, account.credit_units
         account.allowance = 0
         account.credit_units = 0
+        return units, credits
+
+    async def _give_back(self, account: _Account, units: int, credits: int) -> None:
+        assert self._ledger is not None
+        period = account.period
         try:
-            await self._ledger.release(account.user_id, account.period, units, credits)
+            await self._ledger.release(account.user_id, period, units, credits)
         except FlowGateError:
-            account.allowance += units
-            account.credit_units += credits
+            if account.period == period:
+                account.allowance += units
+                account.credit_units += credits
             raise
 
     def check_token_request(self, address: str, api_key: str) -> None:
@@ -469,7 +505,7 @@ class BillingGuard:
         """``PaymentRequired`` if the user has nothing left to spend (MQTT: CONNACK 5)."""
         if not self.enabled:
             return
-        account = await self._account(user_id)
+        account = await self._current(user_id)
         period = Period.at(self._wall())
         if account.period != period.id:
             self._new_period(account, period.id)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from auth.accounts import User
+from gateway.billing.plans import validate_overrides
 from protocols.http.deps import AdminDep, ServicesDep
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[AdminDep])
@@ -26,6 +27,15 @@ class UserChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
     plan: str | None = Field(default=None, pattern=PLAN_PATTERN)
     disabled: bool | None = None
+    limits: dict[str, int | float | None] | None = Field(
+        default=None,
+        description="Overrides of the plan's quota, rate, burst, max_connections, max_message_bytes; null removes one.",
+    )
+
+
+class Credits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: int = Field(gt=0, le=10**12, description="Credits to add to the prepaid balance.")
 
 
 class NewKey(BaseModel):
@@ -39,6 +49,7 @@ def user_view(user: User) -> dict[str, Any]:
 
 @router.post("/users", status_code=201)
 async def create_user(body: NewUser, services: ServicesDep) -> dict[str, Any]:
+    services.guard.catalog.check_name(body.plan)
     return user_view(await services.accounts.create_user(body.user_id, body.plan))
 
 
@@ -54,8 +65,28 @@ async def get_user(user_id: str, services: ServicesDep) -> dict[str, Any]:
 
 @router.patch("/users/{user_id}")
 async def update_user(user_id: str, body: UserChanges, services: ServicesDep) -> dict[str, Any]:
-    changes = body.model_dump(exclude_none=True)
-    return user_view(await services.accounts.update_user(user_id, changes))
+    changes = body.model_dump(exclude_none=True, exclude={"limits"})
+    if "plan" in changes:
+        services.guard.catalog.check_name(changes["plan"])
+    if body.limits is not None:
+        user = await services.accounts.get_user(user_id)
+        overrides = dict(user.extra.get("limits") or {})
+        for name, value in body.limits.items():
+            if value is None:
+                overrides.pop(name, None)
+            else:
+                overrides[name] = value
+        changes["extra"] = {**user.extra, "limits": validate_overrides(overrides)}
+    user = await services.accounts.update_user(user_id, changes)
+    services.guard.invalidate(user_id)
+    return user_view(user)
+
+
+@router.post("/users/{user_id}/credits")
+async def add_credits(user_id: str, body: Credits, services: ServicesDep) -> dict[str, Any]:
+    """Top up the prepaid balance; service resumes at once (within one sync interval on other replicas)."""
+    state = await services.guard.top_up(user_id, body.amount)
+    return {"user_id": user_id, "balance": state.credits, "period": state.period, "used": state.used}
 
 
 @router.delete("/users/{user_id}", status_code=204)

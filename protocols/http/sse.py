@@ -21,11 +21,13 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from gateway.billing import ConnectionLease
 from gateway.errors import BadRequest, Forbidden
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
 from gateway.services import Services
+from gateway.topics import Namespace
 from protocols.http.deps import claims_of, services_of
 
 log = logging.getLogger("flowgate.sse")
@@ -81,10 +83,21 @@ def _last_event_id(request: Request) -> int | None:
 
 
 class SseStream:
-    def __init__(self, services: Services, subject: str, sink: FilteredSink, since: int | None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        subject: str,
+        sink: FilteredSink,
+        since: int | None,
+        *,
+        namespace: Namespace | None = None,
+        lease: ConnectionLease | None = None,
+    ) -> None:
         self.services = services
         self.subject = subject
         self.sink = sink
+        self.namespace = namespace  # deliveries are billed to it
+        self.lease = lease  # the connection counted against the plan
         self.feed = Feed(services.hub, services.bus, subject, sink, since)
         self._preamble = b"retry: 2000\n: connected\n\n"
 
@@ -105,6 +118,8 @@ class SseStream:
     async def close(self) -> None:
         """Release the subscription; idempotent (runs from the generator and as the response's background task)."""
         self.sink.outbox.close()
+        if self.lease is not None:
+            self.lease.close()
         await self.feed.close()
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -120,6 +135,8 @@ class SseStream:
                     yield b": heartbeat\n\n"
                     continue
                 chunk = [item, *outbox.drain(BATCH)]
+                if self.namespace is not None:
+                    self.services.guard.record_delivery(self.namespace, len(chunk))
                 yield b"".join(d.frame("sse", render_event) for _, d in chunk)
         except SlowConsumer:
             log.warning("closing slow SSE consumer on %s (buffer of %d full)", self.subject, outbox.maxsize)
@@ -140,8 +157,14 @@ async def subscribe(request: Request) -> StreamingResponse:
             raise Forbidden(f"this token may not subscribe to {topic_filter!r}")
     subject, exact = claims.namespace.subscription_subject(filters)
     sink = FilteredSink(Outbox(services.settings.outbound_queue_size), filters, rule, exact=exact)
-    stream = SseStream(services, subject, sink, _last_event_id(request))
-    await stream.open()
+    since = _last_event_id(request)
+    lease = await services.guard.connect(claims, "sse")  # 402 when the quota is spent or all connections are open
+    stream = SseStream(services, subject, sink, since, namespace=claims.namespace, lease=lease)
+    try:
+        await stream.open()
+    except BaseException:
+        lease.close()
+        raise
     return StreamingResponse(
         stream.events(),
         media_type="text/event-stream",

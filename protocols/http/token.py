@@ -41,6 +41,7 @@ async def issue_token(request: Request, services: ServicesDep) -> dict[str, Any]
     api_key = bearer(request.headers.get("authorization")) or request.headers.get("x-api-key") or body.get("api_key")
     if not isinstance(api_key, str) or not api_key:
         raise Unauthorized("missing API key: send Authorization: Bearer <API key>, X-API-Key or api_key")
+    services.guard.check_token_request(request.client.host if request.client else "unknown", api_key)
     app = body.get("app", DEFAULT_APP)
     ttl = body.get("ttl")
     if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):

@@ -1,0 +1,23 @@
+"""A plans file and gateway environment for the billing tests (small quotas, slow rates, fast sync)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+GENEROUS = {"quota": 10_000_000, "rate": 10_000, "burst": 10_000, "max_connections": 100, "max_message_bytes": 1 << 20}
+PLANS = {
+    "free": GENEROUS,
+    "tiny": {"quota": 20, "rate": 10_000, "burst": 10_000, "max_connections": 2, "max_message_bytes": 1000},
+    "slow": {"quota": 10_000_000, "rate": 0.05, "burst": 5, "max_connections": 100, "max_message_bytes": 1 << 20},
+    "thousand": {"quota": 1000, "rate": 10_000, "burst": 10_000, "max_connections": 100, "max_message_bytes": 1 << 20},
+    "twenty-per-second": {"quota": 10_000_000, "rate": 20, "burst": 20, "max_connections": 100, "max_message_bytes": 1 << 20},
+}
+SYNC_INTERVAL = 0.2
+
+
+def billing_env(directory: Path, **extra: str) -> dict[str, str]:
+    path = directory / "plans.json"
+    path.write_bytes(orjson.dumps({"plans": PLANS}))
+    return {"FLOWGATE_PLANS_FILE": str(path), "FLOWGATE_BILLING_SYNC_INTERVAL": str(SYNC_INTERVAL), **extra}
