@@ -280,6 +280,12 @@ class BillingGuard:
             task = asyncio.get_running_loop().create_task(self._give_back(account, *self._take_allowance(account)))
             task.add_done_callback(_retrieve)
 
+    async def changed(self, user_id: str) -> None:
+        """An admin changed the user's plan, limits or balance: apply it here and tell the other replicas."""
+        self.invalidate(user_id)
+        if self.share is not None:
+            await self.share.announce_change(user_id)
+
     async def limits(self, user_id: str) -> Plan:
         return (await self._account(user_id)).limits
 
@@ -544,7 +550,7 @@ class BillingGuard:
         await self._accounts_store.get_user(user_id)
         assert self._ledger is not None
         state = await self._ledger.top_up(user_id, Period.at(self._wall()).id, amount)
-        self.invalidate(user_id)
+        await self.changed(user_id)
         account = self._accounts.get(user_id)
         if account is not None:
             account.state = state

@@ -8,7 +8,9 @@ which may go into debt) and counts the connections against the plan's
 maximum. The limit is therefore approximate: over any window, N replicas
 together accept at most the rate plus one burst per replica, plus what the
 others accepted during the last sync interval before it was charged. A replica
-not heard from for ``EXPIRE`` intervals no longer counts.
+not heard from for ``EXPIRE`` intervals no longer counts. A change to a
+user's plan, limits or balance is announced at once, so a top-up restores
+service on every replica without waiting for the next sync.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ class RateShare:
             except FlowGateError as exc:
                 log.debug("rate share unsubscribe: %s", exc)
 
+    async def announce_change(self, user_id: str) -> None:
+        """Tell the other replicas at once that a user's plan, limits or balance changed (a top-up)."""
+        try:
+            await broadcast(self._bus, SUBJECT, orjson.dumps({"replica": self.replica, "changed": [user_id]}))
+        except FlowGateError as exc:
+            log.debug("rate share broadcast: %s", exc)  # the others notice within one sync interval anyway
+
     async def send(self) -> None:
         """Broadcast what was spent since the last call (nothing when idle), then expire silent replicas."""
         spent, self._spent = self._spent, {}
@@ -82,10 +91,15 @@ class RateShare:
             replica = str(message["replica"])
             spent = {str(u): int(n) for u, n in message.get("spent", {}).items()}
             connections = {str(u): int(n) for u, n in message.get("connections", {}).items()}
+            changed = [str(u) for u in message.get("changed", [])]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("ignoring a malformed rate share message")
             return
         if replica == self.replica:
+            return
+        for user_id in changed:
+            self._guard.invalidate(user_id)
+        if changed:
             return
         if connections:
             self._seen[replica] = self._guard.now()

@@ -78,13 +78,13 @@ async def update_user(user_id: str, body: UserChanges, services: ServicesDep) ->
                 overrides[name] = value
         changes["extra"] = {**user.extra, "limits": validate_overrides(overrides)}
     user = await services.accounts.update_user(user_id, changes)
-    services.guard.invalidate(user_id)
+    await services.guard.changed(user_id)
     return user_view(user)
 
 
 @router.post("/users/{user_id}/credits")
 async def add_credits(user_id: str, body: Credits, services: ServicesDep) -> dict[str, Any]:
-    """Top up the prepaid balance; service resumes at once (within one sync interval on other replicas)."""
+    """Top up the prepaid balance; service resumes at once on every replica."""
     state = await services.guard.top_up(user_id, body.amount)
     return {"user_id": user_id, "balance": state.credits, "period": state.period, "used": state.used}
 
