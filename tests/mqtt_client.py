@@ -1,0 +1,128 @@
+"""A tiny MQTT 3.1.1 test client on our codec, for exact protocol tests (bytes and packets in order)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode
+from protocols.mqtt.packets import ConnAck, Connect, Packet, Publish, PubRel, SubAck, Subscribe, Will
+
+P = TypeVar("P")
+
+
+class RawClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.decoder = Decoder(64 * 1024 * 1024, server_side=False)
+        self._ids = 0
+
+    @classmethod
+    async def open(cls, port: int) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    @classmethod
+    async def connect(
+        cls,
+        port: int,
+        token: str | None,
+        *,
+        client_id: str = "",
+        clean: bool = True,
+        keepalive: int = 60,
+        will: Will | None = None,
+        username: str | None = "Bearer",
+        level: int = 4,
+    ) -> tuple[RawClient, ConnAck]:
+        client = await cls.open(port)
+        password = token.encode() if token is not None else None
+        await client.send(
+            Connect(client_id, clean, keepalive, username, password, will, "MQTT" if level == 4 else "MQIsdp", level)
+        )
+        connack = await client.expect(ConnAck)
+        return client, connack
+
+    def next_id(self) -> int:
+        self._ids = self._ids % 65535 + 1
+        return self._ids
+
+    async def send(self, packet: Packet) -> None:
+        self.writer.write(encode(packet))
+        await self.writer.drain()
+
+    async def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def recv(self, timeout: float = 10) -> Packet:
+        """The next packet; raises ``ConnectionError`` on EOF, ``TimeoutError`` if none comes."""
+        async with asyncio.timeout(timeout):
+            while True:
+                packet = self.decoder.next_packet()
+                if packet is not None:
+                    return packet
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("closed by the server")
+                self.decoder.feed(data)
+
+    async def expect(self, kind: type[P], timeout: float = 10) -> P:
+        packet = await self.recv(timeout)
+        assert isinstance(packet, kind), f"expected {kind.__name__}, got {packet!r}"
+        return packet
+
+    async def nothing(self, within: float = 0.5) -> None:
+        """Assert no packet arrives within ``within`` seconds."""
+        try:
+            packet = await self.recv(within)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected {packet!r}")
+
+    async def closed_by_server(self, timeout: float = 10) -> bool:
+        """Whether the server closes the connection within ``timeout`` (packets before that are skipped)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        await self.recv(timeout)
+                    except (ConnectionError, MQTTProtocolError):
+                        return True
+        except TimeoutError:
+            return False
+
+    async def subscribe(self, *topics: tuple[str, int]) -> SubAck:
+        packet_id = self.next_id()
+        await self.send(Subscribe(packet_id, tuple(topics)))
+        while True:
+            packet = await self.recv()
+            if isinstance(packet, SubAck):
+                assert packet.packet_id == packet_id
+                return packet
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int | None:
+        """Publish and complete the QoS flow; returns the packet id."""
+        from protocols.mqtt.packets import PubAck, PubComp, PubRec
+
+        packet_id = self.next_id() if qos else None
+        await self.send(Publish(topic, payload, qos, retain, False, packet_id))
+        if qos == 1:
+            ack = await self.expect(PubAck)
+            assert ack.packet_id == packet_id
+        elif qos == 2:
+            rec = await self.expect(PubRec)
+            assert rec.packet_id == packet_id
+            assert packet_id is not None
+            await self.send(PubRel(packet_id))
+            comp = await self.expect(PubComp)
+            assert comp.packet_id == packet_id
+        return packet_id
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
