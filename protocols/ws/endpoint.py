@@ -14,6 +14,12 @@ subscription; live ones share the process's fan-out hub, ``since`` ones read
 their own ordered consumer (``gateway.feeds``). When the outbox overflows the
 client is not reading: its subscriptions are released at once and it is closed
 with 4008 (counted in ``flowgate_slow_consumers_closed{protocol="ws"}``).
+
+Billing (``gateway.billing``): a connection counts against the plan's
+concurrent connections; when the quota and balance are spent or all of them
+are open, the client gets an error frame (code 402) and a close with 4402.
+During a session a refused publish is an error frame (402 or 429 with
+``retry_after``) and the connection stays open; deliveries are billed.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import structlog
 from starlette.requests import HTTPConnection
 
 from auth.tokens import Claims, bearer
-from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound, Unauthorized
+from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound, PaymentRequired, Unauthorized
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
@@ -95,8 +101,17 @@ class WsEndpoint:
             await send({"type": "websocket.close", "code": CloseCode.UNAUTHORIZED, "reason": _reason(exc.message)})
             return
         await send({"type": "websocket.accept"})
+        try:
+            lease = await services.guard.connect(claims, PROTOCOL)  # billing guard: quota spent or connections used
+        except PaymentRequired as exc:
+            await send({"type": "websocket.send", "text": error_frame(exc).decode()})
+            await send({"type": "websocket.close", "code": CloseCode.PAYMENT_REQUIRED, "reason": _reason(exc.message)})
+            return
         structlog.contextvars.bind_contextvars(conn=next(_ids), user=claims.user_id, app=claims.app, protocol="ws")
-        await Connection(services, claims, send).run(receive)
+        try:
+            await Connection(services, claims, send).run(receive)
+        finally:
+            lease.close()
 
 
 class _Subscription:
@@ -199,6 +214,7 @@ class Connection:
         outbox = self.outbox
         send = self._send
         delivered = self.services.metrics.delivered.labels(PROTOCOL)
+        guard, namespace = self.services.guard, self.claims.namespace
         while True:
             try:
                 item = await outbox.get()
@@ -211,6 +227,7 @@ class Connection:
                 if not tag.active:  # type: ignore[attr-defined]
                     continue  # unsubscribed while queued
                 text = delivery.frame(FRAME_NAME, render_message).decode()
+                guard.record_delivery(namespace)  # billed per message handed to the client
                 await send({"type": "websocket.send", "text": text})
                 sent += 1
             delivered.inc(sent)

@@ -56,6 +56,7 @@ class CloseCode(IntEnum):
     SERVICE_RESTART = 1012
     SLOW_CONSUMER = 4008
     UNAUTHORIZED = 4401
+    PAYMENT_REQUIRED = 4402
     FORBIDDEN = 4403
 
 
@@ -67,6 +68,8 @@ CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.SERVICE_RESTART: "the server restarts; reconnect (subscribe with since=<last seq> to resume)",
     CloseCode.SLOW_CONSUMER: "slow consumer: the connection's outbound buffer was full; reconnect with since=<last seq>",
     CloseCode.UNAUTHORIZED: "missing, invalid or expired token; get a new token and reconnect",
+    CloseCode.PAYMENT_REQUIRED: "quota and balance spent, or all the plan's connections open (billing guard); "
+    "top up or close a connection, then reconnect",
     CloseCode.FORBIDDEN: "the token is not allowed to connect",
 }
 
