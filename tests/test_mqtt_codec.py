@@ -31,7 +31,7 @@ from amqtt.mqtt.unsuback import UnsubackPacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 
 from gateway.errors import BadRequest, FlowGateError
-from protocols.mqtt.codec import Decoder, MQTTProtocolError, PacketTooLarge, encode
+from protocols.mqtt.codec import Decoder, MQTTProtocolError, PacketTooLarge, encode, encode_publish
 from protocols.mqtt.packets import (
     ConnAck,
     Connect,
@@ -672,3 +672,19 @@ def test_encode_too_large_for_the_remaining_length() -> None:
 
     with pytest.raises(ValueError):
         encode(Publish("t", Huge()))
+
+
+@pytest.mark.parametrize(
+    ("name", "packet", "wire", "amqtt", "direction"), [r for r in TABLE if isinstance(r[1], Publish)]
+)
+def test_encode_publish_matches_encode(name: str, packet: Publish, wire: bytes, amqtt: Any, direction: str) -> None:
+    fields = (packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id)
+    assert encode_publish(packet.topic, *fields) == wire
+    assert encode_publish(packet.topic.encode(), *fields) == wire
+
+
+def test_encode_publish_refuses_what_encode_refuses() -> None:
+    with pytest.raises(ValueError):
+        encode_publish("t", b"", 1)
+    with pytest.raises(ValueError):
+        encode_publish(b"t" * 65536, b"")

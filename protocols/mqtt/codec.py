@@ -68,6 +68,7 @@ __all__ = [
     "MQTTProtocolError",
     "PacketTooLarge",
     "encode",
+    "encode_publish",
 ]
 
 DEFAULT_MAX_PACKET_SIZE: Final = 1024 * 1024
@@ -175,28 +176,43 @@ def _check_qos(qos: int, what: str) -> None:
         raise ValueError(f"{what} must be 0, 1 or 2, not {qos!r}")
 
 
-def _encode_publish(packet: Publish) -> bytes:
-    # The hot path: one struct call for the header when the packet is small.
-    topic = packet.topic.encode("utf-8")
+def encode_publish(
+    topic: str | bytes,
+    payload: bytes,
+    qos: int = 0,
+    retain: bool = False,
+    dup: bool = False,
+    packet_id: int | None = None,
+) -> bytes:
+    """The bytes of ``encode(Publish(topic, payload, qos, retain, dup, packet_id))`` without building the packet.
+
+    For the delivery hot path: ``topic`` may be given already UTF-8 encoded, so a
+    message fanned out to many subscribers encodes its topic once. Same rules and
+    ``ValueError`` as ``encode``.
+    """
+    if isinstance(topic, str):
+        topic = topic.encode("utf-8")
     tlen = len(topic)
     if tlen > 0xFFFF:
         raise ValueError("topic is longer than 65535 bytes")
-    payload = packet.payload
-    qos = packet.qos
     if qos == 0:
         # DUP and the packet id do not exist at QoS 0 [MQTT-3.3.1-2, 2.3.1-5]; they are ignored.
         rlen = 2 + tlen + len(payload)
-        first = 0x31 if packet.retain else 0x30
-        if rlen < 0x80:
+        first = 0x31 if retain else 0x30
+        if rlen < 0x80:  # one struct call for the whole header
             return _B_B_H.pack(first, rlen, tlen) + topic + payload
         return b"".join((bytes((first,)), _length_bytes(rlen), _U16.pack(tlen), topic, payload))
     _check_qos(qos, "PUBLISH qos")
-    packet_id = _check_id(packet.packet_id)
-    first = 0x30 | (qos << 1) | (0x08 if packet.dup else 0) | (0x01 if packet.retain else 0)
+    packet_id = _check_id(packet_id)
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     rlen = 4 + tlen + len(payload)
     if rlen < 0x80:
         return b"".join((_B_B_H.pack(first, rlen, tlen), topic, _U16.pack(packet_id), payload))
     return b"".join((bytes((first,)), _length_bytes(rlen), _U16.pack(tlen), topic, _U16.pack(packet_id), payload))
+
+
+def _encode_publish(packet: Publish) -> bytes:
+    return encode_publish(packet.topic, packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id)
 
 
 def _encode_connect(packet: Connect) -> bytes:

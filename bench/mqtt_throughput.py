@@ -1,0 +1,190 @@
+"""MQTT throughput benchmark: Flow-Gate's MQTT listener against Debian's mosquitto, same tool, same run.
+
+Measures, with the asyncio load client in ``bench/mqtt_loadclient.py`` (built on
+our own codec), QoS 0 and QoS 1 end-to-end messages/s (1 publisher -> 1
+subscriber, 100-byte payloads) and fan-out deliveries/s (1 -> 100 subscribers),
+with p50/p99 latency and the broker's peak RSS and CPU, then prints the
+Flow-Gate / mosquitto ratio.
+
+    .venv/bin/python bench/mqtt_throughput.py                     # mosquitto and the gateway
+    .venv/bin/python bench/mqtt_throughput.py --brokers mosquitto  # one of them
+    .venv/bin/python bench/mqtt_throughput.py --connect 127.0.0.1:1883 --username Bearer --password "$JWT"
+    .venv/bin/python bench/mqtt_throughput.py --scale 0.2 --repeat 3 --json out.json
+
+mosquitto is started as ``/usr/sbin/mosquitto -c <tiny config>`` on a free
+127.0.0.1 port; the gateway with a private ``nats-server -js`` through
+``tests/harness.py`` (billing off so plan rate limits do not throttle the run),
+logging in as an MQTT device does: user name ``Bearer``, password = a JWT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.mqtt_loadclient import Result, Scenario, Suite, Target, run_scenario  # noqa: E402
+from tests.harness import Gateway, NatsServer, _drain, free_port, wait_for_line  # noqa: E402
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+@contextlib.contextmanager
+def mosquitto() -> Iterator[Target]:
+    """Debian's mosquitto on a free port, anonymous, no persistence, default queue limits."""
+    workdir = Path(tempfile.mkdtemp(prefix="fg-mosq-"))
+    port = free_port()
+    config = workdir / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n")
+    process = subprocess.Popen(
+        [MOSQUITTO, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stderr is not None
+        wait_for_line(process.stderr, "running", 15)
+        _drain(process.stderr)
+        yield Target("mosquitto", "127.0.0.1", port, pids=(process.pid,))
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def flowgate(env: dict[str, str]) -> Iterator[Target | None]:
+    """The gateway (``flowgate serve``) on a private nats-server; ``None`` if it has no MQTT listener."""
+    store = Path(tempfile.mkdtemp(prefix="fg-bench-nats-"))
+    data = Path(tempfile.mkdtemp(prefix="fg-bench-gw-"))
+    nats = NatsServer(store).start()
+    gateway = Gateway(nats.url, data, env={"FLOWGATE_BILLING": "false", "FLOWGATE_LOG_LEVEL": "warning", **env})
+    try:
+        gateway.start()
+        if not _listening(gateway.mqtt_port):
+            yield None
+            return
+        _, token = gateway.user_token(app="bench", ttl=3600)
+        assert nats.process is not None
+        yield Target(
+            "flow-gate", "127.0.0.1", gateway.mqtt_port, "Bearer", token.encode(), (gateway.pid, nats.process.pid)
+        )
+    finally:
+        gateway.stop()
+        nats.stop()
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def measure(target: Target, scenarios: tuple[Scenario, ...], repeat: int) -> list[Result]:
+    """Each scenario ``repeat`` times; the run with the median rate is kept."""
+    kept = []
+    for scenario in scenarios:
+        runs = []
+        for _ in range(repeat):
+            result = await run_scenario(target, scenario)
+            print(f"  {target.name:10} {scenario.name:7} {result.rate:>12,.0f}/s  lost {result.lost}", file=sys.stderr)
+            runs.append(result)
+        runs.sort(key=lambda r: r.rate)
+        kept.append(runs[len(runs) // 2])
+    return kept
+
+
+def run_async(coro: object) -> list[Result]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a gateway dependency
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        f"{'scenario':18} {'broker':10} {'rate/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} "
+        f"{'RSS MB':>8} {'+NATS MB':>9} {'broker CPU':>10} {'tool CPU':>8}",
+    ]
+    for r in results:
+        label = {"qos0": "QoS 0 1->1 msg", "qos1": "QoS 1 1->1 msg"}.get(r.scenario, f"fan-out 1->{r.subscribers} dlv")
+        nats = f"{r.other_rss_mb:9.1f}" if r.other_rss_mb else f"{'-':>9}"
+        lines.append(
+            f"{label:18} {r.target:10} {r.rate:11,.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.lost:6d} "
+            f"{r.broker_rss_mb:8.1f} {nats} {r.broker_cpu:9.0f}% {r.tool_cpu:7.0f}%"
+        )
+    by = {(r.target, r.scenario): r for r in results}
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    if any(t == "flow-gate" for t, _ in by) and any(t == "mosquitto" for t, _ in by):
+        lines += ["", f"{'scenario':18} {'mosquitto':>11} {'flow-gate':>11} {'ratio':>7}"]
+        for name in scenarios:
+            m, g = by.get(("mosquitto", name)), by.get(("flow-gate", name))
+            if m and g:
+                lines.append(f"{name:18} {m.rate:11,.0f} {g.rate:11,.0f} {g.rate / m.rate:7.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--brokers", default="mosquitto,flow-gate", help="comma-separated: mosquitto, flow-gate")
+    parser.add_argument("--connect", metavar="HOST:PORT", help="measure this already running broker instead")
+    parser.add_argument("--username", help="with --connect: user name (e.g. Bearer)")
+    parser.add_argument("--password", help="with --connect: password (e.g. a JWT)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the message counts")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; the median is reported")
+    parser.add_argument("--only", help="comma-separated scenarios: qos0, qos1, fanout")
+    parser.add_argument(
+        "--gateway-env", action="append", default=[], metavar="NAME=VALUE", help="extra gateway setting"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = parser.parse_args(argv)
+
+    scenarios = Suite(scale=args.scale).build()
+    if args.only:
+        wanted = set(args.only.split(","))
+        scenarios = tuple(s for s in scenarios if s.name in wanted)
+    results: list[Result] = []
+    notes: list[str] = []
+    if args.connect:
+        host, _, port = args.connect.rpartition(":")
+        password = args.password.encode() if args.password is not None else None
+        target = Target(host or "127.0.0.1", host or "127.0.0.1", int(port), args.username, password)
+        results += run_async(measure(target, scenarios, args.repeat))
+    else:
+        brokers = args.brokers.split(",")
+        if "mosquitto" in brokers:
+            with mosquitto() as target:
+                results += run_async(measure(target, scenarios, args.repeat))
+        if "flow-gate" in brokers or "gateway" in brokers:
+            env = dict(item.split("=", 1) for item in args.gateway_env)
+            with flowgate(env) as gw_target:
+                if gw_target is None:
+                    notes.append("flow-gate: the gateway has no MQTT listener on FLOWGATE_MQTT_PORT yet; not measured")
+                else:
+                    results += run_async(measure(gw_target, scenarios, args.repeat))
+
+    print(f"MQTT 3.1.1, {scenarios[0].payload_size}-byte payloads, closed-loop publisher; median of {args.repeat}")
+    print(table(results))
+    for note in notes:
+        print(note)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) | {"rate": r.rate} for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
