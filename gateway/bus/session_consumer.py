@@ -183,6 +183,8 @@ class SessionConsumer:
         if self._acks:
             try:
                 await self._send_acks()
+                with nats_errors("flush acknowledgements"):
+                    await self._bus.nc.flush(timeout=2)  # the next connection must see them applied
             except FlowGateError:
                 log.debug("final acknowledgements of %s lost", self.name)
         if self._task is not None:

@@ -1,0 +1,150 @@
+"""MQTT persistent sessions (clean session 0) in JetStream: disconnects, restarts, replicas.
+
+[MQTT-3.1.2-4]: with CleanSession 0 the server resumes the session from its
+state; the session holds the subscriptions and the QoS 1/2 messages not yet
+completed [MQTT-3.1.2-5]; unacknowledged PUBLISH packets are re-sent on
+reconnect [MQTT-4.4.0-1] with DUP set [MQTT-3.3.1-1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from protocols.mqtt.packets import Disconnect, PingReq, PingResp, PubAck, PubComp, Publish, PubRec, PubRel
+from tests.harness import Gateway, NatsServer
+from tests.mqtt_client import RawClient
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def http_publish(gateway: Gateway, token: str, topic: str, message: Any) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(
+            gateway.base_url + "/api/v1/publish",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"topic": topic, "message": message},
+        )
+    assert answer.status_code == 200, answer.text
+
+
+async def receive(client: RawClient, count: int, *, ack: bool = True) -> list[Publish]:
+    got: list[Publish] = []
+    while len(got) < count:
+        packet = await client.recv()
+        if isinstance(packet, Publish):
+            got.append(packet)
+            if ack and packet.qos == 1:
+                assert packet.packet_id is not None
+                await client.send(PubAck(packet.packet_id))
+            elif ack and packet.qos == 2:
+                assert packet.packet_id is not None
+                await client.send(PubRec(packet.packet_id))
+        elif isinstance(packet, PubRel):
+            await client.send(PubComp(packet.packet_id))
+    return got
+
+
+async def goodbye(client: RawClient) -> None:
+    await client.send(Disconnect())
+    await client.close()
+
+
+async def test_offline_messages_and_session_present(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="meter-1", clean=False)
+    assert connack.session_present is False  # a new session [MQTT-3.2.2-3]
+    assert (await client.subscribe(("jobs/#", 1), ("alerts", 2))).return_codes == (1, 2)
+    await goodbye(client)
+    for n in range(3):
+        await http_publish(gateway, token, f"jobs/{n}", f"job {n}")
+    await http_publish(gateway, token, "other", "not subscribed")
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="meter-1", clean=False)
+    assert connack.session_present is True  # [MQTT-3.2.2-2]
+    got = await receive(client, 3)
+    assert [(m.topic, m.payload, m.qos) for m in got] == [(f"jobs/{n}", f"job {n}".encode(), 1) for n in range(3)]
+    await client.send(PingReq())
+    await client.expect(PingResp)  # nothing else was queued
+    await goodbye(client)
+
+
+async def test_unacknowledged_messages_are_redelivered_with_dup(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    client, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="slow-1", clean=False)
+    await client.subscribe(("t/#", 2))
+    publisher, _ = await RawClient.connect(gateway.mqtt_port, token)
+    await publisher.publish("t/one", b"one", 1)
+    await publisher.publish("t/two", b"two", 2)
+    first = await receive(client, 2, ack=False)  # received, never acknowledged
+    assert [m.dup for m in first] == [False, False]
+    await client.close()  # the network drops
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="slow-1", clean=False)
+    assert connack.session_present
+    again = await receive(client, 2)
+    assert [(m.payload, m.qos, m.dup) for m in again] == [(b"one", 1, True), (b"two", 2, True)]
+    # The same identifiers: a client still holding a QoS 2 id answers PUBREC without delivering twice.
+    assert [m.packet_id for m in again] == [m.packet_id for m in first]
+    await goodbye(client)
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="slow-1", clean=False)
+    await client.send(PingReq())
+    await client.expect(PingResp)  # acknowledged messages are not sent a third time
+    await client.nothing(1.0)
+    await goodbye(client)
+    await publisher.close()
+
+
+async def test_clean_session_discards_the_stored_session(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    client, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="c-1", clean=False)
+    await client.subscribe(("news", 1))
+    await goodbye(client)
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="c-1", clean=True)
+    assert connack.session_present is False  # [MQTT-3.2.2-1]
+    await goodbye(client)
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="c-1", clean=False)
+    assert connack.session_present is False  # the old session is gone [MQTT-3.1.2-6]
+    await http_publish(gateway, token, "news", "not for the new session")
+    await client.nothing(1.0)
+    await goodbye(client)
+
+
+@pytest.fixture
+def replicas(make_nats: Callable[[], NatsServer], make_gateway: Callable[..., Gateway]) -> tuple[NatsServer, Any]:
+    nats = make_nats()
+    shared = {"secret_key": "s" * 40, "admin_key": "fga_test_" + "k" * 30}
+
+    def start() -> Gateway:
+        return make_gateway(nats.url, **shared)
+
+    return nats, start
+
+
+async def test_session_survives_gateway_restart_and_moves_between_replicas(replicas: tuple[NatsServer, Any]) -> None:
+    _, start = replicas
+    first = start()
+    _, token = first.user_token()
+    client, _ = await RawClient.connect(first.mqtt_port, token, client_id="roamer", clean=False)
+    await client.subscribe(("fleet/+/pos", 1))
+    await http_publish(first, token, "fleet/7/pos", "before")
+    [m] = await receive(client, 1, ack=False)  # in flight when the gateway goes away
+    await client.close()
+    first.stop()
+    second = start()  # a restart: a new process on the same NATS
+    await http_publish(second, token, "fleet/8/pos", "while away")
+    client, connack = await RawClient.connect(second.mqtt_port, token, client_id="roamer", clean=False)
+    assert connack.session_present is True
+    got = await receive(client, 2)
+    assert [(g.payload, g.dup) for g in got] == [(b"before", True), (b"while away", False)]
+    assert got[0].packet_id == m.packet_id
+    # Takeover across replicas: the same client id on a third replica closes this connection [MQTT-3.1.4-2].
+    third = start()
+    other, connack = await RawClient.connect(third.mqtt_port, token, client_id="roamer", clean=False)
+    assert connack.session_present is True
+    assert await client.closed_by_server()
+    await http_publish(third, token, "fleet/9/pos", "on the third")
+    [g] = await receive(other, 1)
+    assert g.payload == b"on the third"
+    await goodbye(other)
