@@ -62,7 +62,7 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
         metrics = Metrics()
         accounts = await Accounts.open(bus, secrets)
         guard = await BillingGuard.open(settings, bus, accounts, metrics)
-        queues = await QueueEngine.open(settings, bus, secrets, metrics)
+        queues = await QueueEngine.open(settings, bus, secrets, metrics, guard=guard)
         services = Services(
             settings=settings,
             secrets=secrets,

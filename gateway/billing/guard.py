@@ -321,16 +321,19 @@ class BillingGuard:
         period = Period.at(self._wall())
         if not self._spend(account, price, period.id, now):
             try:
-                await self._refill_now(account, period)
-            except FlowGateError:
-                self.limiter.give_back(key)
-                raise
-            if not self._spend(account, price, period.id, self._clock()):
+                # Several messages may wait for one reservation that covers only some of them: the others ask
+                # again until the ledger says nothing is left (then _refill_now raises PaymentRequired).
+                while True:
+                    await self._refill_now(account, period)
+                    if self._spend(account, price, period.id, self._clock()):
+                        break
+            except FlowGateError as exc:
                 self.limiter.give_back(key)
                 if self.share is not None:
                     self.share.spent(key, -1)
-                self._metrics.rejected.labels(protocol, "payment_required").inc()
-                raise self.payment_required(account, period)
+                if isinstance(exc, PaymentRequired):
+                    self._metrics.rejected.labels(protocol, "payment_required").inc()
+                raise
         if self._meter is not None:
             self._meter.count(period.id, user_id, namespace.app, operation)
 
@@ -515,11 +518,8 @@ class BillingGuard:
         period = Period.at(self._wall())
         if account.period != period.id:
             self._new_period(account, period.id)
-        if account.allowance > 0:
-            return
-        await self._refill_now(account, period)
-        if account.allowance <= 0:
-            raise self.payment_required(account, period)
+        while account.allowance <= 0:
+            await self._refill_now(account, period)  # PaymentRequired once the ledger has nothing left
 
     async def connect(self, claims: Claims, protocol: str) -> ConnectionLease:
         """Count a new subscriber connection; refused when nothing is left or all the plan's connections are open."""

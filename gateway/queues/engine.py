@@ -14,6 +14,9 @@ negative acknowledgement with that delay), then delivered again with
 delivered: published there with a message id derived from the source message
 (JetStream deduplicates a repeated move), then acknowledged at the source.
 ``send_messages`` is the one send path (single sends are a batch of one).
+Each message sent is admitted by the billing guard first (one ``queue_send``
+unit; 402 when the quota and balance are spent, 429 beyond the plan's rate),
+per entry, so a batch can be partly refused; a refused entry is not stored.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from auth.permissions import Rule
 from auth.secrets import ServerSecrets
 from auth.tokens import Claims
+from gateway.billing import BillingGuard, Operation
 from gateway.bus import Bus
 from gateway.bus.queues import (
     DELAYED_STREAM,
@@ -93,8 +97,10 @@ class QueueEngine:
         metrics: Metrics,
         catalog: Catalog,
         states: DeliveryStates,
+        guard: BillingGuard | None = None,
     ) -> None:
         self._settings = settings
+        self._guard = guard
         self._secrets = secrets_
         self._metrics = metrics
         self._catalog = catalog
@@ -104,10 +110,12 @@ class QueueEngine:
         self._scheduler = DelayScheduler(self._wq)
 
     @classmethod
-    async def open(cls, settings: Settings, bus: Bus, secrets_: ServerSecrets, metrics: Metrics) -> QueueEngine:
+    async def open(
+        cls, settings: Settings, bus: Bus, secrets_: ServerSecrets, metrics: Metrics, *, guard: BillingGuard | None = None
+    ) -> QueueEngine:
         catalog = Catalog(await bus.bucket(CATALOG_BUCKET))
         states = DeliveryStates(await bus.bucket(DELIVERIES_BUCKET, ttl=float(TTL_SECONDS)))
-        engine = cls(settings, bus, secrets_, metrics, catalog, states)
+        engine = cls(settings, bus, secrets_, metrics, catalog, states, guard)
         await engine._wq.start()
         engine._scheduler.start()
         return engine
@@ -247,7 +255,7 @@ class QueueEngine:
             raise TooManyEntries(f"a batch has at most {MAX_BATCH} entries")
         record = await self._for_send(claims, short)
         results = await asyncio.gather(
-            *(self._send_one(claims, short, record, entry) for entry in entries), return_exceptions=True
+            *(self._send_one(claims, short, record, entry, protocol) for entry in entries), return_exceptions=True
         )
         out: list[Sent | FlowGateError] = []
         for result in results:
@@ -260,13 +268,26 @@ class QueueEngine:
             self._metrics.published.labels(protocol).inc(sent)
         return out
 
-    async def _send_one(self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry) -> Sent:
+    async def _send_one(
+        self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry, protocol: str = PROTOCOL
+    ) -> Sent:
         limit = record.attributes.max_message_bytes
         if entry.size > limit:
             raise PayloadTooLarge(f"message is {entry.size} bytes with its attributes; the queue's limit is {limit}")
         delay = record.attributes.delay_seconds if entry.delay_seconds is None else entry.delay_seconds
         if not 0 <= delay <= MAX_DELAY_SECONDS:
             raise BadRequest(f"delay_seconds must be between 0 and {MAX_DELAY_SECONDS}")
+        guard = self._guard
+        if guard is not None:
+            await guard.admit(claims, len(entry.payload.body), protocol=protocol, operation=Operation.QUEUE_SEND)
+        try:
+            return await self._store(claims, short, record, entry, delay)
+        except BaseException:
+            if guard is not None:
+                guard.refund(claims, operation=Operation.QUEUE_SEND)  # not stored: not billed
+            raise
+
+    async def _store(self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry, delay: int) -> Sent:
         message_id = str(uuid.uuid4())
         headers = {MSG_ID_HEADER: message_id}
         if entry.attributes:
