@@ -15,6 +15,7 @@ from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
 from protocols.mqtt.server import MqttServer
+from protocols.mqtt.websocket import mqtt_over_websocket
 from protocols.ws.endpoint import WsEndpoint
 
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_route("/api/v1/subscribe", sse.subscribe, methods=["GET"], include_in_schema=False)
     app.router.routes.extend(queues.ROUTES)  # lean Starlette routes (protocols/http/queues.py)
     app.router.routes.append(WebSocketRoute("/ws", WsEndpoint()))  # a raw ASGI endpoint (protocols/ws)
+    app.router.routes.append(WebSocketRoute("/mqtt", mqtt_over_websocket))  # MQTT over WebSocket (protocols/mqtt)
     for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
