@@ -85,7 +85,8 @@ class Result:
     p99_ms: float
     broker_rss_mb: float  # peak during the run, the broker process itself
     other_rss_mb: float  # peak of the other processes (e.g. nats-server behind the gateway)
-    broker_cpu: float  # % of one core, all broker processes
+    broker_cpu: float  # % of one core, the broker process itself
+    other_cpu: float  # % of one core, the other processes (nats-server)
     tool_cpu: float  # % of one core, this load tool
 
     @property
@@ -271,8 +272,8 @@ class _Monitor:
         self._my_cpu0 = self._cpu(self.me)
         self._task = asyncio.create_task(self._run())
 
-    async def stop(self, seconds: float) -> tuple[float, float, float, float]:
-        """(broker RSS MB, other RSS MB, broker CPU %, tool CPU %)."""
+    async def stop(self, seconds: float) -> tuple[float, float, float, float, float]:
+        """(broker RSS MB, other RSS MB, broker CPU %, other CPU %, tool CPU %)."""
         assert self._task is not None
         self._task.cancel()
         try:
@@ -280,12 +281,13 @@ class _Monitor:
         except asyncio.CancelledError:
             pass
         self._sample()
-        cpu = sum(self._cpu(p) - c0 for p, c0 in zip(self.procs, self._cpu0, strict=True))
+        cpu = [self._cpu(p) - c0 for p, c0 in zip(self.procs, self._cpu0, strict=True)]
         mine = self._cpu(self.me) - self._my_cpu0
         broker_rss = self.peaks[0] / 2**20 if self.peaks else float("nan")
         other_rss = sum(self.peaks[1:]) / 2**20
         scale = 100 / seconds if seconds else 0.0
-        return broker_rss, other_rss, cpu * scale, mine * scale
+        broker_cpu = cpu[0] * scale if cpu else float("nan")
+        return broker_rss, other_rss, broker_cpu, sum(cpu[1:]) * scale, mine * scale
 
 
 async def _barrier(publisher: Connection, subscribers: list[Connection], topic: str, qos: int, padding: bytes) -> None:
@@ -392,7 +394,7 @@ async def _measure(
         if not await wait_progress():
             stalled = True
     seconds = time.perf_counter() - started
-    broker_rss, other_rss, broker_cpu, tool_cpu = await monitor.stop(seconds)
+    broker_rss, other_rss, broker_cpu, other_cpu, tool_cpu = await monitor.stop(seconds)
     deliveries = delivered()
     latencies = sorted(x for s in subscribers for x in s.latencies)
     dropped = [s for s in [publisher, *subscribers] if s.closed.done()]
@@ -412,6 +414,7 @@ async def _measure(
         broker_rss_mb=broker_rss,
         other_rss_mb=other_rss,
         broker_cpu=broker_cpu,
+        other_cpu=other_cpu,
         tool_cpu=tool_cpu,
     )
 

@@ -40,6 +40,9 @@ from bench.mqtt_loadclient import Result, Scenario, Suite, Target, run_scenario 
 from tests.harness import Gateway, NatsServer, _drain, free_port, wait_for_line  # noqa: E402
 
 MOSQUITTO = "/usr/sbin/mosquitto"
+# Billing off: plan rate limits would throttle the load. A subscriber may be up to
+# `window` messages behind, more than the default 1000-message outbound bound.
+GATEWAY_ENV = {"FLOWGATE_BILLING": "false", "FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_OUTBOUND_QUEUE": "10000"}
 
 
 @contextlib.contextmanager
@@ -75,7 +78,7 @@ def flowgate(env: dict[str, str]) -> Iterator[Target | None]:
     store = Path(tempfile.mkdtemp(prefix="fg-bench-nats-"))
     data = Path(tempfile.mkdtemp(prefix="fg-bench-gw-"))
     nats = NatsServer(store).start()
-    gateway = Gateway(nats.url, data, env={"FLOWGATE_BILLING": "false", "FLOWGATE_LOG_LEVEL": "warning", **env})
+    gateway = Gateway(nats.url, data, env={**GATEWAY_ENV, **env})
     try:
         gateway.start()
         if not _listening(gateway.mqtt_port):
@@ -86,6 +89,9 @@ def flowgate(env: dict[str, str]) -> Iterator[Target | None]:
         yield Target(
             "flow-gate", "127.0.0.1", gateway.mqtt_port, "Bearer", token.encode(), (gateway.pid, nats.process.pid)
         )
+    except BaseException:
+        print("gateway log (last 30 lines):\n" + "".join(gateway.log[-30:]), file=sys.stderr)
+        raise
     finally:
         gateway.stop()
         nats.stop()
@@ -118,14 +124,15 @@ def run_async(coro: object) -> list[Result]:
 def table(results: list[Result]) -> str:
     lines = [
         f"{'scenario':18} {'broker':10} {'rate/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} "
-        f"{'RSS MB':>8} {'+NATS MB':>9} {'broker CPU':>10} {'tool CPU':>8}",
+        f"{'RSS MB':>7} {'+NATS MB':>8} {'CPU':>5} {'+NATS':>6} {'tool CPU':>8}",
     ]
     for r in results:
         label = {"qos0": "QoS 0 1->1 msg", "qos1": "QoS 1 1->1 msg"}.get(r.scenario, f"fan-out 1->{r.subscribers} dlv")
-        nats = f"{r.other_rss_mb:9.1f}" if r.other_rss_mb else f"{'-':>9}"
+        nats_rss = f"{r.other_rss_mb:8.1f}" if r.other_rss_mb else f"{'-':>8}"
+        nats_cpu = f"{r.other_cpu:5.0f}%" if r.other_rss_mb else f"{'-':>6}"
         lines.append(
             f"{label:18} {r.target:10} {r.rate:11,.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.lost:6d} "
-            f"{r.broker_rss_mb:8.1f} {nats} {r.broker_cpu:9.0f}% {r.tool_cpu:7.0f}%"
+            f"{r.broker_rss_mb:7.1f} {nats_rss} {r.broker_cpu:4.0f}% {nats_cpu} {r.tool_cpu:7.0f}%"
         )
     by = {(r.target, r.scenario): r for r in results}
     scenarios = list(dict.fromkeys(r.scenario for r in results))
@@ -178,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
                     results += run_async(measure(gw_target, scenarios, args.repeat))
 
     print(f"MQTT 3.1.1, {scenarios[0].payload_size}-byte payloads, closed-loop publisher; median of {args.repeat}")
+    if not args.connect and "mosquitto" in args.brokers:
+        print("mosquitto: default settings (listener on 127.0.0.1, anonymous, no persistence)")
+    if not args.connect and any(b in args.brokers for b in ("flow-gate", "gateway")):
+        gw_env = {**GATEWAY_ENV, **dict(item.split("=", 1) for item in args.gateway_env)}
+        print(
+            "flow-gate: " + " ".join(f"{k}={v}" for k, v in gw_env.items()) + "; CPU/RSS: gateway, +NATS: nats-server"
+        )
     print(table(results))
     for note in notes:
         print(note)
