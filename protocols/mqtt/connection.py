@@ -12,6 +12,12 @@ JetStream stored its message. Deliveries are written to a buffer flushed once
 per event-loop iteration; QoS 1/2 deliveries occupy an in-flight window and
 wait in a bounded backlog beyond it; a client whose backlog overflows is a slow
 consumer and is disconnected.
+
+Billing (``gateway.billing``, reactions in ``errors.py``): CONNECT is refused
+with CONNACK 5 when the quota and balance are spent or the plan's connections
+are all open; a publish refused for the quota closes the connection (no
+PUBACK, so the client re-sends after a top-up); a rate-limited publish pauses
+reading for ``retry_after`` and is retried. Deliveries are billed.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from auth.tokens import Claims
+from gateway.billing import ConnectionLease
 from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_names
 from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
@@ -145,9 +152,11 @@ class MqttConnection:
         self._inbound = InboundQoS2()
         self._consumer: SessionConsumer | None = None
         self._counted = False
+        self._lease: ConnectionLease | None = None  # counted against the plan's connections (billing guard)
         self.closed = asyncio.Event()
         ctx.connections.add(self)
         self._delivered = ctx.services.metrics.delivered.labels("mqtt")
+        self._guard = ctx.services.guard
         self._task = self._loop.create_task(self._run(), name=f"mqtt-{self.id}")
 
     # -- transport callbacks (synchronous) -----------------------------------------------
@@ -280,6 +289,8 @@ class MqttConnection:
                 raise Forbidden("user is disabled")
             if connect.will is not None:
                 services.publisher.resolve(claims, connect.will.topic)
+            # Quota and balance spent, or all the plan's connections open: CONNACK 5 (PaymentRequired).
+            self._lease = await services.guard.connect(claims, "mqtt")
         except UnicodeDecodeError:
             self._refuse(connack_code(Unauthorized()), "password is not UTF-8")
         except NotFound:
@@ -424,6 +435,10 @@ class MqttConnection:
             self._throttled = False
         if self._close_reason is not None:
             raise _Closing
+        if self._reading_paused and len(self._inbox) <= INBOX_LOW:
+            # _serve resumes only when it takes a packet: with the inbox empty it would wait forever
+            self._reading_paused = False
+            self.wire.resume_reading()
 
     def _queue_ack(self, future: asyncio.Future[object] | None, packet: Packet | None, qos: int = 1) -> None:
         """Send ``packet`` once ``future`` (the store) resolved, after every earlier acknowledgement [MQTT-4.6.0-2]."""
@@ -581,6 +596,7 @@ class MqttConnection:
             topic = delivery.namespace.full(delivery.topic) if subscription.full else delivery.topic
             self._queue_out(Outgoing(topic, delivery.payload.body, qos))
         self._delivered.inc()
+        self._guard.record_delivery(delivery.namespace)
 
     def _on_session_message(self, message: SessionMessage) -> None:
         """A message from this persistent session's consumer."""
@@ -610,6 +626,7 @@ class MqttConnection:
             )
             self._queue_out(item)
         self._delivered.inc()
+        self._guard.record_delivery(delivery.namespace)
         self._want_more()
 
     def _want_more(self) -> None:
@@ -690,6 +707,8 @@ class MqttConnection:
         reason = self._close_reason or "closed"
         if self._counted:
             self.ctx.services.metrics.connections.labels("mqtt").dec()
+        if self._lease is not None:
+            self._lease.close()
         for sub in list(self._subs.values()):
             await self._remove_sinks(sub)
         if self._consumer is not None:
