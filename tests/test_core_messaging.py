@@ -147,7 +147,9 @@ async def test_publish_rejects_bad_bodies(gateway: Gateway, client: httpx.AsyncC
 
 
 async def test_oversized_message_is_413_and_not_stored(gateway: Gateway, client: httpx.AsyncClient) -> None:
-    _, token = gateway.user_token()
+    # FLOWGATE_MAX_MESSAGE_BYTES (1 MiB) is the gateway's ceiling; the pro plan's own limit is above it
+    _, key = gateway.new_user(plan="pro")
+    token = gateway.token(key)
     big = "x" * (1024 * 1024 + 1)
     response = await client.post("/api/v1/publish", headers=auth(token), json={"topic": "big", "message": big})
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
