@@ -125,6 +125,19 @@ def test_message_reappears_after_visibility_timeout_with_higher_receive_count(cl
     assert second["receipt_handle"] != first["receipt_handle"]
 
 
+def test_changed_visibility_timeout_applies_to_later_receives(client: QueueClient) -> None:
+    q = qname()
+    client.send_ok(q, "x")  # created with the default 30 s
+    assert client.put(q, visibility_timeout=1).status_code == 200
+    [first] = client.receive_ok(q)
+    [second] = client.receive_ok(q, wait=5)
+    assert (second["message_id"], second["receive_count"]) == (first["message_id"], 2)
+    assert client.put(q, visibility_timeout=0).status_code == 200  # for later receives, like SQS
+    [third] = client.receive_ok(q, wait=5)  # after the 1 s of the second receive
+    assert third["receive_count"] == 3
+    assert client.receive_ok(q)[0]["receive_count"] == 4  # visibility 0: visible again at once
+
+
 def test_receive_visibility_timeout_overrides_the_queue_default(client: QueueClient) -> None:
     q = qname()
     client.send_ok(q, "short")  # queue default: 30 s
@@ -348,6 +361,7 @@ def test_body_over_the_limit(client: QueueClient) -> None:
     assert client.counts(q) == (1, 0, 0)
     big = qname()
     assert client.send(big, "x" * 262_145).status_code == 413  # the default limit: 256 KiB
+    assert client.http.get(f"/api/v1/queues/{big}").status_code == 404  # not even created
 
 
 @pytest.mark.parametrize(

@@ -296,7 +296,7 @@ class WorkQueues:
     async def pull_available(self, stream: str, batch: int, *, wait: float) -> list[Pulled]:
         """Up to ``batch`` messages, returning as soon as at least one is available (or after ``wait``)."""
         out = await self.pull(stream, batch, wait=0)
-        if out or wait <= 0:
+        if out or wait < 0.01:
             return out
         out = await self.pull(stream, 1, wait=wait)
         if out and batch > 1:

@@ -43,7 +43,7 @@ from gateway.bus.queues import (
     queue_stream,
     queue_subject,
 )
-from gateway.errors import BadRequest, Conflict, FlowGateError, Forbidden, PayloadTooLarge, Unavailable
+from gateway.errors import BadRequest, Conflict, FlowGateError, Forbidden, NotFound, PayloadTooLarge, Unavailable
 from gateway.metrics import Metrics
 from gateway.payload import Payload
 from gateway.queues.attributes import MAX_DELAY_SECONDS, MAX_VISIBILITY_TIMEOUT, MAX_WAIT_SECONDS, QueueAttributes
@@ -253,12 +253,22 @@ class QueueEngine:
             raise BadRequest("a batch needs at least one entry")
         if len(entries) > MAX_BATCH:
             raise TooManyEntries(f"a batch has at most {MAX_BATCH} entries")
-        record = await self._for_send(claims, short)
-        results = await asyncio.gather(
-            *(self._send_one(claims, short, record, entry, protocol) for entry in entries), return_exceptions=True
+        record = await self._catalog.get(claims.namespace, short)
+        default = QueueAttributes.default(self._settings.max_message_bytes)
+        problems = [self._problem(default if record is None else record.attributes, e) for e in entries]
+        if all(problems):
+            return [p for p in problems if p is not None]  # nothing to store: not even the queue is created
+        if record is None:
+            record = await self._for_send(claims, short)
+        valid = [e for e, p in zip(entries, problems, strict=True) if p is None]
+        stored = iter(
+            await asyncio.gather(
+                *(self._send_one(claims, short, record, entry, protocol) for entry in valid), return_exceptions=True
+            )
         )
         out: list[Sent | FlowGateError] = []
-        for result in results:
+        for problem in problems:
+            result = problem if problem is not None else next(stored)
             if isinstance(result, FlowGateError | Sent):
                 out.append(result)
             elif isinstance(result, BaseException):
@@ -268,15 +278,23 @@ class QueueEngine:
             self._metrics.published.labels(protocol).inc(sent)
         return out
 
+    @staticmethod
+    def _problem(attributes: QueueAttributes, entry: SendEntry) -> FlowGateError | None:
+        """Why ``entry`` cannot be stored in a queue with ``attributes``, if it cannot."""
+        limit = attributes.max_message_bytes
+        if entry.size > limit:
+            return PayloadTooLarge(f"message is {entry.size} bytes with its attributes; the queue's limit is {limit}")
+        if entry.delay_seconds is not None and not 0 <= entry.delay_seconds <= MAX_DELAY_SECONDS:
+            return BadRequest(f"delay_seconds must be between 0 and {MAX_DELAY_SECONDS}")
+        return None
+
     async def _send_one(
         self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry, protocol: str = PROTOCOL
     ) -> Sent:
-        limit = record.attributes.max_message_bytes
-        if entry.size > limit:
-            raise PayloadTooLarge(f"message is {entry.size} bytes with its attributes; the queue's limit is {limit}")
+        problem = self._problem(record.attributes, entry)
+        if problem is not None:
+            raise problem
         delay = record.attributes.delay_seconds if entry.delay_seconds is None else entry.delay_seconds
-        if not 0 <= delay <= MAX_DELAY_SECONDS:
-            raise BadRequest(f"delay_seconds must be between 0 and {MAX_DELAY_SECONDS}")
         guard = self._guard
         if guard is not None:
             await guard.admit(claims, len(entry.payload.body), protocol=protocol, operation=Operation.QUEUE_SEND)
@@ -338,7 +356,13 @@ class QueueEngine:
         out: list[ReceivedMessage] = []
         while True:
             remaining = deadline - loop.time()
-            pulled = await self._wq.pull_available(stream, max_messages - len(out), wait=max(0.0, remaining))
+            try:
+                pulled = await self._wq.pull_available(stream, max_messages - len(out), wait=max(0.0, remaining))
+            except (Unavailable, NotFound):
+                if await self._wq.exists(record.id):
+                    raise
+                self._catalog.forget(claims.namespace, short)  # deleted through another replica
+                raise QueueNotFound(f"queue {record.full_name!r} does not exist") from None
             accepted = await asyncio.gather(*(self._accept(claims, record, p, vt) for p in pulled))
             out.extend(m for m in accepted if m is not None)
             if out or not pulled:  # all pulled went to the dead-letter queue: look again
@@ -447,7 +471,7 @@ class QueueEngine:
             self._states.get(record.id, seq), self._wq.message_stored(record.id, seq)
         )
         if not stored or (state is None and handle.ref.delivered > 1):
-            raise QueueNotFound("the message is no longer in the queue")
+            raise NotFound("the message is no longer in the queue")
         if state is not None and state.current != handle.ref.delivered:
             raise StaleReceiptHandle("the message was received again since; use the latest receipt handle")
         stream = queue_stream(record.id)
