@@ -245,9 +245,7 @@ def test_queue_delay_applies_to_every_send(client: QueueClient) -> None:
 def test_dead_letter_queue_gets_message_exactly_once(client: QueueClient) -> None:
     q = qname()
     dlq = q + "-dlq"
-    answer = client.put(
-        q, visibility_timeout=1, redrive_policy={"dead_letter_queue": dlq, "max_receive_count": 2}
-    )
+    answer = client.put(q, visibility_timeout=1, redrive_policy={"dead_letter_queue": dlq, "max_receive_count": 2})
     assert answer.status_code == 201, answer.text
     sent = client.send_ok(q, "poison", attributes={"trace": "t1"})
     [first] = client.receive_ok(q)

@@ -77,7 +77,9 @@ async def test_nothing_lost_nothing_kept(nats_server: NatsServer, make_gateway: 
                 pending = {f"e{i}": f"m{i}" for i in range(start, min(start + BATCH, last))}
                 while pending:
                     entries = [{"id": k, "body": v} for k, v in pending.items()]
-                    answer = await retrying(lambda e=entries: client.post(url + "/messages/batch", json={"entries": e}), deadline)  # type: ignore[misc]
+                    answer = await retrying(
+                        lambda e=entries: client.post(url + "/messages/batch", json={"entries": e}), deadline
+                    )
                     assert answer.status_code == 200, answer.text
                     for ok in answer.json()["successful"]:
                         pending.pop(ok["id"])

@@ -137,7 +137,7 @@ def test_delivery_state_current_handle() -> None:
 
 
 def test_message_attributes_round_trip_through_a_header() -> None:
-    attributes = validate_attributes({"trace": "ü\n\"x\"", "a.b-c_d": ""})
+    attributes = validate_attributes({"trace": 'ü\n"x"', "a.b-c_d": ""})
     header = encode_attributes(attributes)
     assert header.isascii() and "\n" not in header
     assert decode_attributes(header) == attributes

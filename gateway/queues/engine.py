@@ -111,7 +111,13 @@ class QueueEngine:
 
     @classmethod
     async def open(
-        cls, settings: Settings, bus: Bus, secrets_: ServerSecrets, metrics: Metrics, *, guard: BillingGuard | None = None
+        cls,
+        settings: Settings,
+        bus: Bus,
+        secrets_: ServerSecrets,
+        metrics: Metrics,
+        *,
+        guard: BillingGuard | None = None,
     ) -> QueueEngine:
         catalog = Catalog(await bus.bucket(CATALOG_BUCKET))
         states = DeliveryStates(await bus.bucket(DELIVERIES_BUCKET, ttl=float(TTL_SECONDS)))
@@ -428,7 +434,9 @@ class QueueEngine:
             raise InvalidReceiptHandle("receipt handle belongs to another queue")
         return record, handle
 
-    async def delete_messages(self, claims: Claims, name: str, receipt_handles: Sequence[str]) -> list[FlowGateError | None]:
+    async def delete_messages(
+        self, claims: Claims, name: str, receipt_handles: Sequence[str]
+    ) -> list[FlowGateError | None]:
         """Delete received messages for good; per handle, ``None`` or why not (stale, invalid)."""
         if not receipt_handles:
             raise BadRequest("a batch needs at least one entry")
@@ -467,9 +475,7 @@ class QueueEngine:
             raise BadRequest(f"visibility_timeout must be between 0 and {MAX_VISIBILITY_TIMEOUT}")
         record, handle = await self._current(claims, name, receipt_handle)
         seq = handle.ref.stream_seq
-        state, stored = await asyncio.gather(
-            self._states.get(record.id, seq), self._wq.message_stored(record.id, seq)
-        )
+        state, stored = await asyncio.gather(self._states.get(record.id, seq), self._wq.message_stored(record.id, seq))
         if not stored or (state is None and handle.ref.delivered > 1):
             raise NotFound("the message is no longer in the queue")
         if state is not None and state.current != handle.ref.delivered:

@@ -330,7 +330,10 @@ OPENAPI: dict[str, dict[str, Any]] = {
     PREFIX + "/{queue}": {
         "put": _op(
             "Create a queue or change its attributes",
-            body={"visibility_timeout": 30, "redrive_policy": {"dead_letter_queue": "myqueue-dlq", "max_receive_count": 5}},
+            body={
+                "visibility_timeout": 30,
+                "redrive_policy": {"dead_letter_queue": "myqueue-dlq", "max_receive_count": 5},
+            },
         ),
         "get": _op("A queue's attributes and approximate counts"),
         "delete": _op("Delete a queue and its messages", ok="204"),
@@ -348,13 +351,17 @@ OPENAPI: dict[str, dict[str, Any]] = {
         "post": _op("Receive messages (POST form)", body={"max": 10, "wait": 20, "visibility_timeout": 30})
     },
     PREFIX + "/{queue}/messages/batch": {
-        "post": _op("Send up to 10 messages", body={"entries": [{"id": "a", "body": "one"}, {"id": "b", "body": "two"}]})
+        "post": _op(
+            "Send up to 10 messages", body={"entries": [{"id": "a", "body": "one"}, {"id": "b", "body": "two"}]}
+        )
     },
     PREFIX + "/{queue}/messages/batch-delete": {
         "post": _op("Delete up to 10 messages", body={"entries": [{"id": "a", "receipt_handle": "…"}]})
     },
     PREFIX + "/{queue}/messages/{receipt_handle}": {
         "delete": _op("Delete a received message", ok="204", params=_HANDLE),
-        "patch": _op("Change a received message's visibility timeout", body={"visibility_timeout": 0}, ok="204", params=_HANDLE),
+        "patch": _op(
+            "Change a received message's visibility timeout", body={"visibility_timeout": 0}, ok="204", params=_HANDLE
+        ),
     },
 }
