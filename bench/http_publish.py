@@ -5,18 +5,26 @@
 Starts a real nats-server -js, the gateway and a bare raw-ASGI uvicorn app on free
 ports, drives each with wrk (POST, 100-byte JSON message, keep-alive), and prints
 req/s, p50/p99 latency, the gateway's RSS, and the ratio to the baseline.
+
+The billing guard's cost: a second gateway on the same NATS runs with
+``FLOWGATE_BILLING=off``; the two are measured alternately (``--rounds``) with the
+same token (a plan whose limits the load never reaches, so every answer is
+200) and the medians give the guard's overhead.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import orjson
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -25,6 +33,7 @@ from bench import wrk
 from tests.harness import Gateway, NatsServer, free_port, temp_dir
 
 MESSAGE = {"topic": "bench", "message": "x" * 100}
+UNREACHABLE = {"quota": 10**15, "rate": 10**7, "burst": 10**8, "max_connections": 10**6, "max_message_bytes": 1 << 20}
 
 
 def start_bare() -> tuple[subprocess.Popen[bytes], str]:
@@ -62,11 +71,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating guard on/off runs (medians)")
     args = parser.parse_args()
 
-    store, data = temp_dir("bench-nats-"), temp_dir("bench-gw-")
+    store, data, data_off = temp_dir("bench-nats-"), temp_dir("bench-gw-"), temp_dir("bench-gw-off-")
     nats = NatsServer(store).start()
-    gateway = Gateway(nats.url, data, env={"FLOWGATE_LOG_LEVEL": "warning"}).start()
+    plans = data / "plans.json"
+    plans.write_bytes(orjson.dumps({"plans": {"free": UNREACHABLE}}))
+    shared = {"admin_key": "fga_bench_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    gateway = Gateway(
+        nats.url, data, env={"FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_PLANS_FILE": str(plans)}, **shared
+    ).start()
+    gateway_off = Gateway(nats.url, data_off, env={"FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_BILLING": "off"}, **shared)
+    gateway_off.start()
     bare, bare_url = start_bare()
     try:
         _, token = gateway.user_token(app="bench")
@@ -89,6 +106,26 @@ def main() -> None:
             )
         ratio = rows[1][1].requests_per_second / rows[0][1].requests_per_second
         print(f"\nflowgate / bare = {ratio:.2f} (req/s)")
+        guard: dict[str, list[wrk.WrkResult]] = {"on": [], "off": []}
+        targets = {"on": gateway, "off": gateway_off}
+        for name in ("off", "on"):
+            wrk.run(targets[name].base_url + "/api/v1/publish", script, seconds=2, connections=args.connections)
+        for _ in range(args.rounds):
+            for name in ("off", "on"):
+                url = targets[name].base_url + "/api/v1/publish"
+                guard[name].append(wrk.run(url, script, seconds=args.seconds, connections=args.connections))
+        print(f"\nBilling guard, {args.rounds} alternating rounds, medians\n")
+        print("| guard | req/s (each round) | median req/s | median p99 ms | non-2xx |\n|---|---|---:|---:|---:|")
+        medians = {}
+        for name in ("off", "on"):
+            runs = guard[name]
+            medians[name] = statistics.median(r.requests_per_second for r in runs)
+            each = ", ".join(f"{r.requests_per_second:,.0f}" for r in runs)
+            p99 = statistics.median(r.p99_ms for r in runs)
+            print(f"| {name} | {each} | {medians[name]:,.0f} | {p99:.2f} | {sum(r.non_2xx for r in runs)} |")
+        overhead = 1 - medians["on"] / medians["off"]
+        print(f"\nbilling guard overhead = {overhead:.1%} of req/s (aim: under 5%)")
+        rows += [(f"guard {name}", r, 0.0) for name, runs in guard.items() for r in runs]
         for name, r, _ in rows:
             if r.non_2xx or r.errors:
                 print(
@@ -97,9 +134,11 @@ def main() -> None:
     finally:
         bare.terminate()
         gateway.stop()
+        gateway_off.stop()
         nats.stop()
         shutil.rmtree(store, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(data_off, ignore_errors=True)
 
 
 if __name__ == "__main__":

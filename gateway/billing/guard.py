@@ -126,6 +126,9 @@ class BillingGuard:
         self._loading: dict[str, asyncio.Future[_Account]] = {}
         self._orphan_debt: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._price = {op: catalog.prices.of(op) for op in Operation}
+        self._current_period = Period.at(wall())
+        self._period_bounds = (self._current_period.start.timestamp(), self._current_period.end.timestamp())
         self.share: Any = None  # RateShare, set by ``open`` when replicas share rate spend
 
     @classmethod
@@ -317,8 +320,8 @@ class BillingGuard:
             raise self.rate_limited(key, limits.rate, limits.burst, f"{limits.rate:g} messages per second")
         if self.share is not None:
             self.share.spent(key)
-        price = self.prices.of(operation)
-        period = Period.at(self._wall())
+        price = self._price[operation]
+        period = self.period()
         if not self._spend(account, price, period.id, now):
             try:
                 # Several messages may wait for one reservation that covers only some of them: the others ask
@@ -387,10 +390,19 @@ class BillingGuard:
     def now(self) -> float:
         return self._clock()
 
+    def period(self) -> Period:
+        """The current billing period (recomputed only when the wall clock leaves it)."""
+        now = self._wall()
+        start, end = self._period_bounds
+        if not start <= now < end:
+            self._current_period = Period.at(now)
+            self._period_bounds = (self._current_period.start.timestamp(), self._current_period.end.timestamp())
+        return self._current_period
+
     async def _refill(self, account: _Account) -> None:
         assert self._ledger is not None
         try:
-            period = Period.at(self._wall()).id
+            period = self.period().id
             if account.period != period:
                 self._new_period(account, period)
             now = self._clock()
@@ -488,7 +500,7 @@ class BillingGuard:
             return
         units = count * self.prices.delivery
         user_id = namespace.user_id
-        period = Period.at(self._wall()).id
+        period = self.period().id
         if self._meter is not None:
             self._meter.count(period, user_id, namespace.app, Operation.DELIVERY, count)
         account = self._accounts.get(user_id)
@@ -515,7 +527,7 @@ class BillingGuard:
         if not self.enabled:
             return
         account = await self._current(user_id)
-        period = Period.at(self._wall())
+        period = self.period()
         if account.period != period.id:
             self._new_period(account, period.id)
         while account.allowance <= 0:
@@ -549,7 +561,7 @@ class BillingGuard:
     async def top_up(self, user_id: str, amount: int) -> LedgerState:
         await self._accounts_store.get_user(user_id)
         assert self._ledger is not None
-        state = await self._ledger.top_up(user_id, Period.at(self._wall()).id, amount)
+        state = await self._ledger.top_up(user_id, self.period().id, amount)
         await self.changed(user_id)
         account = self._accounts.get(user_id)
         if account is not None:
@@ -562,7 +574,7 @@ class BillingGuard:
         user_id = claims.user_id
         account = await self._account(user_id)
         limits = account.limits
-        period = Period.at(self._wall())
+        period = self.period()
         state = await self._ledger.read(user_id, period.id)
         by_app = await self._meter.stored(period.id, user_id)
         for app, counts in self._meter.pending(period.id, user_id).items():

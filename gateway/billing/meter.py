@@ -20,6 +20,7 @@ from gateway.errors import Conflict, FlowGateError
 
 _CAS_ATTEMPTS = 50
 FIELDS = tuple(op.value for op in Operation)
+_INDEX = {op: FIELDS.index(op.value) for op in Operation}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class UsageMeter:
         counts = self._pending.get(key)
         if counts is None:
             counts = self._pending[key] = [0] * len(FIELDS)
-        counts[FIELDS.index(operation.value)] += n
+        counts[_INDEX[operation]] += n
 
     def pending(self, period: str, user_id: str, app: str | None = None) -> dict[str, dict[str, int]]:
         """Counts not flushed yet, by app."""
