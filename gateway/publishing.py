@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
@@ -34,6 +35,7 @@ class Publisher:
         self._bus = bus
         self._metrics = metrics
         self._max_bytes = settings.max_message_bytes
+        self._counters: dict[str, Any] = {}  # prometheus children per protocol, looked up once
         self._guard = guard  # quota, balance and rate limit (gateway.billing); refused messages are never sent
 
     def resolve(self, claims: Claims, name: str) -> str:
@@ -57,6 +59,7 @@ class Publisher:
         submitted = await self.submit(
             claims, name, payload, protocol=protocol, idempotency_key=idempotency_key, headers=headers
         )
+        assert submitted is not None
         return await submitted
 
     async def submit(
@@ -68,9 +71,14 @@ class Publisher:
         protocol: str,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> asyncio.Future[Published]:
+        acknowledged: bool = True,
+    ) -> asyncio.Future[Published] | None:
         """``publish`` for pipelining front-ends (MQTT): every check happens (and raises) here, then the
-        message is sent and the returned future resolves once JetStream stored it."""
+        message is sent and the returned future resolves once JetStream stored it.
+
+        With ``acknowledged=False`` (MQTT QoS 0) JetStream is not asked for an
+        acknowledgement at all and ``None`` is returned once the message is sent.
+        """
         topic = self.resolve(claims, name)
         if len(payload.body) > self._max_bytes:
             raise PayloadTooLarge(f"message is {len(payload.body)} bytes; the limit is {self._max_bytes}")
@@ -83,14 +91,20 @@ class Publisher:
         guard = self._guard
         if guard is not None:
             await guard.admit(claims, len(payload.body), protocol=protocol)
+        counter = self._counters.get(protocol)
+        if counter is None:
+            counter = self._counters[protocol] = self._metrics.published.labels(protocol)
         try:
+            if not acknowledged:
+                await self._bus.emit(namespace.subject(topic), payload, headers=headers)
+                counter.inc()
+                return None
             acked = await self._bus.send(namespace.subject(topic), payload, msg_id=msg_id, headers=headers)
         except BaseException:
             if guard is not None:
                 guard.refund(claims)
             raise
         result: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
-        counter = self._metrics.published.labels(protocol)
 
         def done(future: asyncio.Future[PubAck]) -> None:
             if result.done():

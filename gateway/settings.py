@@ -99,7 +99,7 @@ class Settings:
     mqtt_port: int = _setting("FLOWGATE_MQTT_PORT", 1883, _int(0, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port.")
     mqtt_inflight: int = _setting(
         "FLOWGATE_MQTT_INFLIGHT",
-        100,
+        1024,
         _int(1, 65535),
         "QoS 1/2 messages in flight to one MQTT client before further ones wait (in the outbound queue).",
     )

@@ -175,8 +175,9 @@ class Namespace:
         return self.all_subjects, False
 
 
+@lru_cache(maxsize=65536)
 def parse_subject(subject: str) -> tuple[Namespace, str]:
-    """Invert ``Namespace.subject``: the namespace and topic a message subject belongs to."""
+    """Invert ``Namespace.subject``: the namespace and topic a message subject belongs to (cached: hot path)."""
     parts = subject.split(".")
     if len(parts) < 5 or f"{parts[0]}.{parts[1]}" != MESSAGE_SUBJECT_ROOT:
         raise InvalidName(f"not a message subject: {subject!r}")

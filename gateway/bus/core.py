@@ -252,6 +252,17 @@ class Bus:
         future.add_done_callback(lambda _: timer.cancel())
         return future
 
+    async def emit(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> None:
+        """Send one message to the stream without asking for an acknowledgement (MQTT QoS 0)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise Unavailable("message bus unavailable; retry shortly")
+        if len(payload.body) > self.settings.max_message_bytes:
+            raise PayloadTooLarge(f"message is larger than {self.settings.max_message_bytes} bytes")
+        headers = payload.headers if headers is None else {**headers, **payload.headers}
+        with nats_errors(f"publish to {subject}"):
+            await nc.publish(subject, payload.body, headers=headers)
+
     def _expire(self, token: int) -> None:
         future = self._pending.pop(token, None)
         if future is not None and not future.done():

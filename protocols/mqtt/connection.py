@@ -78,6 +78,7 @@ log = logging.getLogger("flowgate.mqtt")
 INBOX_HIGH = 256  # packets parsed but not yet handled: pause reading above this
 INBOX_LOW = 32
 MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged, per connection
+TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
 
 
@@ -150,6 +151,8 @@ class MqttConnection:
         self._will: Connect | None = None
         self._subs: dict[str, Subscription] = {}
         self._inbound = InboundQoS2()
+        self._qos0_sent = 0
+        self._delivered_count = 0
         self._consumer: SessionConsumer | None = None
         self._counted = False
         self._lease: ConnectionLease | None = None  # counted against the plan's connections (billing guard)
@@ -393,8 +396,11 @@ class MqttConnection:
                 if packet.retain:
                     topic = services.publisher.resolve(claims, packet.topic)
                     await self.ctx.store.retain(claims.namespace, topic, payload, qos)
+                # QoS 0 is fire-and-track: one publish in TRACK_EVERY asks JetStream for an acknowledgement,
+                # which bounds how far a client runs ahead and surfaces store failures in the log and metrics.
+                tracked = qos > 0 or self._qos0_sent % TRACK_EVERY == 0
                 future = await services.publisher.submit(
-                    claims, packet.topic, payload, protocol="mqtt", headers=_QOS_HEADERS[qos]
+                    claims, packet.topic, payload, protocol="mqtt", headers=_QOS_HEADERS[qos], acknowledged=tracked
                 )
             except FlowGateError as exc:
                 reaction = publish_reaction(exc)
@@ -408,7 +414,11 @@ class MqttConnection:
                     return
                 self._fail(f"publish to {packet.topic!r} failed: {exc.code}: {exc.message}")
             break
-        if qos == 2:
+        if qos == 0:
+            self._qos0_sent += 1
+            if future is None:
+                return
+        elif qos == 2:
             self._inbound.stored(packet_id)
         self._queue_ack(future, self._publish_ack(qos, packet_id), qos)  # type: ignore[arg-type]
         if len(self._acks) >= MAX_PENDING_ACKS:
@@ -556,7 +566,7 @@ class MqttConnection:
                 continue  # e.g. '$' topics for wildcard filters [MQTT-4.7.2-1]
             topic = claims.namespace.full(message.topic) if sub.full else message.topic
             self._queue_out(Outgoing(topic, message.payload.body, delivery_qos(message.qos, sub.qos), retain=True))
-            self._delivered.inc()
+            self._delivered_count += 1
 
     async def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         claims = self.claims
@@ -595,7 +605,7 @@ class MqttConnection:
         else:
             topic = delivery.namespace.full(delivery.topic) if subscription.full else delivery.topic
             self._queue_out(Outgoing(topic, delivery.payload.body, qos))
-        self._delivered.inc()
+        self._delivered_count += 1
         self._guard.record_delivery(delivery.namespace)
 
     def _on_session_message(self, message: SessionMessage) -> None:
@@ -625,7 +635,7 @@ class MqttConnection:
                 ack_subject=message.ack_subject,
             )
             self._queue_out(item)
-        self._delivered.inc()
+        self._delivered_count += 1
         self._guard.record_delivery(delivery.namespace)
         self._want_more()
 
@@ -690,6 +700,9 @@ class MqttConnection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._delivered_count:
+            self._delivered.inc(self._delivered_count)  # one metrics update per batch, not per message
+            self._delivered_count = 0
         if not self._wbuf:
             return
         data = b"".join(self._wbuf) if len(self._wbuf) > 1 else self._wbuf[0]
