@@ -180,9 +180,7 @@ def test_stale_receipt_handle_is_refused_and_changes_nothing(client: QueueClient
     assert client.counts(q) == (0, 0, 0)
 
 
-def test_receipt_handles_work_through_another_replica(
-    gateway: Gateway, nats_server: object, make_gateway: Callable[..., Gateway]
-) -> None:
+def test_receipt_handles_work_through_another_replica(gateway: Gateway, make_gateway: Callable[..., Gateway]) -> None:
     other = make_gateway(gateway.nats_url, secret_key=gateway.secret_key)
     _, token = gateway.user_token()
     a, b = QueueClient(gateway.base_url, token), QueueClient(other.base_url, token)

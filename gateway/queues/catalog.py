@@ -9,6 +9,7 @@ made through another replica is seen within that time (its own at once).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -121,9 +122,6 @@ class Catalog:
 
     async def list(self, namespace: Namespace) -> list[QueueRecord]:
         keys = await self._bucket.keys(f"{namespace.user_id}.{namespace.app}.*")
-        records = []
-        for key in keys:
-            entry = await self._bucket.get(key)
-            if entry is not None:
-                records.append(QueueRecord.from_bytes(entry.value))
+        entries = await asyncio.gather(*(self._bucket.get(key) for key in keys))
+        records = [QueueRecord.from_bytes(entry.value) for entry in entries if entry is not None]
         return sorted(records, key=lambda r: r.name)
