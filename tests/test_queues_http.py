@@ -268,6 +268,8 @@ def test_attributes_can_be_set_and_read(client: QueueClient) -> None:
     assert created.status_code == 201, created.text
     changed = client.put(q, max_message_bytes=2048)
     assert changed.status_code == 200
+    assert client.put(q, message_retention_seconds=7200).status_code == 200  # the stream's max age follows
+    assert client.put(q, message_retention_seconds=3600).status_code == 200
     attributes = client.info(q)["attributes"]
     assert attributes == {
         "visibility_timeout": 5,
