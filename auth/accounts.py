@@ -58,9 +58,14 @@ class ApiKey:
     name: str
     created_at: str
     sealed_secret: str
+    rate: float | None = None  # the key's own publish rate limit (with ``burst``), within the plan's
+    burst: int | None = None
 
-    def public(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "created_at": self.created_at}
+    def public(self) -> dict[str, Any]:
+        view: dict[str, Any] = {"id": self.id, "name": self.name, "created_at": self.created_at}
+        if self.rate is not None:
+            view["rate_limit"] = {"rate": self.rate, "burst": self.burst}
+        return view
 
 
 class Accounts:
@@ -122,14 +127,20 @@ class Accounts:
 
     # -- API keys ---------------------------------------------------------------------
 
-    async def create_key(self, user_id: str, name: str) -> tuple[ApiKey, str]:
-        """A new key for ``user_id``; returns the record and the key value, which is never shown again."""
+    async def create_key(
+        self, user_id: str, name: str, *, rate: float | None = None, burst: int | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key for ``user_id``; returns the record and the key value, which is never shown again.
+
+        ``rate``/``burst``: the key's own publish rate limit, applied on top of the user's plan.
+        """
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_KEY_NAME:
             raise BadRequest(f"key name must be 1-{MAX_KEY_NAME} characters")
         await self.get_user(user_id)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
-        record = ApiKey(key_id, user_id, name, now_iso(), self._secrets.encrypt(secret.encode(), key_id.encode()))
+        sealed = self._secrets.encrypt(secret.encode(), key_id.encode())
+        record = ApiKey(key_id, user_id, name, now_iso(), sealed, rate, None if rate is None else burst or 1)
         await self._keys.create(f"id.{key_id}", orjson.dumps(asdict(record)))
         await self._keys.put(f"owner.{user_id}.{key_id}", b"")
         return record, f"{KEY_PREFIX}{key_id}_{secret}"

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -30,6 +31,8 @@ class Claims:
     expires_at: int
     jti: str
     permissions: Permissions
+    key_id: str | None = None  # the API key the token was issued for, when that key has its own rate limit
+    key_limit: tuple[float, int] | None = None  # that key's (rate, burst)
 
     @property
     def user_id(self) -> str:
@@ -49,14 +52,22 @@ class TokenService:
         self._cache: dict[str, Claims] = {}
 
     def issue(
-        self, namespace: Namespace, *, ttl: int | None = None, permissions: Permissions | None = None
+        self,
+        namespace: Namespace,
+        *,
+        ttl: int | None = None,
+        permissions: Permissions | None = None,
+        key_id: str | None = None,
+        key_limit: tuple[float, int] | None = None,
     ) -> tuple[str, Claims]:
         ttl = self.default_ttl if ttl is None else ttl
         if not 1 <= ttl <= self.max_ttl:
             raise BadRequest(f"ttl must be between 1 and {self.max_ttl} seconds")
         now = int(self._clock())
-        claims = Claims(namespace, now, now + ttl, secrets.token_hex(12), permissions or Permissions())
-        payload = {
+        claims = Claims(
+            namespace, now, now + ttl, secrets.token_hex(12), permissions or Permissions(), key_id, key_limit
+        )
+        payload: dict[str, Any] = {
             "sub": namespace.user_id,
             "app": namespace.app,
             "iat": claims.issued_at,
@@ -64,6 +75,9 @@ class TokenService:
             "jti": claims.jti,
             "perm": claims.permissions.to_json(),
         }
+        if key_id is not None and key_limit is not None:
+            payload["key"] = key_id
+            payload["klim"] = [key_limit[0], key_limit[1]]
         return jwt.encode(payload, self._key, algorithm=ALGORITHM), claims
 
     def verify(self, token: str) -> Claims:
@@ -96,9 +110,23 @@ class TokenService:
                 int(payload["exp"]),
                 str(payload["jti"]),
                 Permissions.from_json(payload.get("perm")),
+                *_key_limit(payload),
             )
         except (FlowGateError, TypeError, ValueError):
             raise Unauthorized("invalid token claims") from None
+
+
+def _key_limit(payload: dict[str, Any]) -> tuple[str | None, tuple[float, int] | None]:
+    """The ``key`` and ``klim`` claims: the issuing key's own rate limit, if it has one."""
+    key_id, limit = payload.get("key"), payload.get("klim")
+    if key_id is None or limit is None:
+        return None, None
+    if not isinstance(limit, list) or len(limit) != 2:
+        raise ValueError("invalid key limit")
+    rate, burst = float(limit[0]), int(limit[1])
+    if not isinstance(key_id, str) or rate <= 0 or burst < 1:
+        raise ValueError("invalid key limit")
+    return key_id, (rate, burst)
 
 
 def bearer(header: str | None) -> str | None:

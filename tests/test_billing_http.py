@@ -182,3 +182,24 @@ async def test_token_endpoint_is_rate_limited_per_key_and_per_address(
         answers = await asyncio.gather(*(token(f"fgk_{i:016x}_{'x' * 40}") for i in range(20)))
         codes = sorted(a.status_code for a in answers)
         assert 401 in codes and codes.count(429) >= 20 - 12
+
+
+async def test_an_api_key_with_its_own_rate_limit(gw: Gateway) -> None:
+    user_id, plain_key = gw.new_user()
+    created = gw.admin(
+        "POST", f"/api/v1/admin/users/{user_id}/keys", json={"name": "sensor", "rate_limit": {"rate": 0.05, "burst": 3}}
+    )
+    assert created.status_code == 201 and created.json()["rate_limit"] == {"rate": 0.05, "burst": 3}
+    listed = gw.admin("GET", f"/api/v1/admin/users/{user_id}/keys").json()["keys"]
+    assert sorted(str(k.get("rate_limit")) for k in listed) == ["None", "{'rate': 0.05, 'burst': 3}"]
+    limited, plain = gw.token(created.json()["key"]), gw.token(plain_key)
+    async with client(gw, limited) as http:
+        answers = [await http.post("/api/v1/publish", json={"topic": "t", "message": i}) for i in range(5)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+        assert answers[3].headers["RateLimit-Limit"] == "3" and "API key" in answers[3].json()["error"]["message"]
+        # a key may only restrict: its limit cannot exceed the plan's
+        bad = await http.post("/api/v1/keys", json={"name": "x", "rate_limit": {"rate": 0}})
+        assert bad.status_code == 400
+    async with client(gw, plain) as http:  # the user's other key is not limited by it
+        codes = [(await http.post("/api/v1/publish", json={"topic": "t", "message": i})).status_code for i in range(5)]
+        assert codes == [200] * 5

@@ -99,3 +99,15 @@ def test_sweep_forgets_full_buckets_only(clock: FakeClock) -> None:
     assert limiter.sweep() == 1  # "idle" refilled in 0.1 s; "busy" needs 10 s
     assert len(limiter) == 1
     assert limiter.take("busy", 1, 10) > 0
+
+
+def test_a_token_carries_its_keys_rate_limit() -> None:
+    from auth.tokens import TokenService
+    from gateway.topics import Namespace
+
+    service = TokenService(b"k" * 32, default_ttl=60, max_ttl=600)
+    token, _ = service.issue(Namespace("alice", "app"), key_id="0123456789abcdef", key_limit=(2.5, 4))
+    claims = service.verify(token)
+    assert (claims.key_id, claims.key_limit) == ("0123456789abcdef", (2.5, 4))
+    plain, _ = service.issue(Namespace("alice", "app"))
+    assert service.verify(plain).key_limit is None

@@ -318,8 +318,20 @@ class BillingGuard:
         if wait:
             self._metrics.rejected.labels(protocol, "rate_limited").inc()
             raise self.rate_limited(key, limits.rate, limits.burst, f"{limits.rate:g} messages per second")
+        key_limit = claims.key_limit
+        key_bucket = ""
+        if key_limit is not None:  # the API key behind the token has its own, stricter limit
+            key_bucket = f"pub:{claims.key_id}"
+            if self.limiter.take(key_bucket, *key_limit):
+                self.limiter.give_back(key)
+                self._metrics.rejected.labels(protocol, "rate_limited").inc()
+                raise self.rate_limited(
+                    key_bucket, key_limit[0], key_limit[1], f"{key_limit[0]:g} messages per second for this API key"
+                )
         if self.share is not None:
             self.share.spent(key)
+            if key_bucket:
+                self.share.spent(key_bucket)
         price = self._price[operation]
         period = self.period()
         if not self._spend(account, price, period.id, now):
@@ -332,8 +344,12 @@ class BillingGuard:
                         break
             except FlowGateError as exc:
                 self.limiter.give_back(key)
+                if key_bucket:
+                    self.limiter.give_back(key_bucket)
                 if self.share is not None:
                     self.share.spent(key, -1)
+                    if key_bucket:
+                        self.share.spent(key_bucket, -1)
                 if isinstance(exc, PaymentRequired):
                     self._metrics.rejected.labels(protocol, "payment_required").inc()
                 raise
@@ -614,8 +630,13 @@ class BillingGuard:
     def apply_remote(self, replica: str, spent: dict[str, int], connections: dict[str, int]) -> None:
         """Another replica spent ``spent`` rate tokens per user and holds ``connections``."""
         for user_id, n in spent.items():
+            if n <= 0:
+                continue
+            if user_id.startswith("pub:"):  # an API key's own bucket
+                self.limiter.charge_existing(user_id, n)
+                continue
             account = self._accounts.get(user_id)
-            if account is not None and n > 0:
+            if account is not None:
                 self.limiter.charge(user_id, account.limits.rate, account.limits.burst, n)
         for account in self._accounts.values():
             count = connections.get(account.user_id, 0)

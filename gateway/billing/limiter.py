@@ -91,6 +91,12 @@ class RateLimiter:
         bucket = self._refill(key, rate, burst, self._clock())
         bucket.tokens = max(-burst, bucket.tokens - n)
 
+    def charge_existing(self, key: str, n: float) -> None:
+        """``charge`` a bucket at its own rate and size, if there is one (nothing to do otherwise)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            self.charge(key, bucket.rate, bucket.burst, n)
+
     def state(self, key: str, rate: float, burst: float) -> RateState:
         bucket = self._refill(key, rate, burst, self._clock())
         missing = burst - bucket.tokens

@@ -38,9 +38,21 @@ class Credits(BaseModel):
     amount: int = Field(gt=0, le=10**12, description="Credits to add to the prepaid balance.")
 
 
+class KeyRateLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rate: float = Field(gt=0, le=10**7, description="Publishes per second with tokens of this key.")
+    burst: int = Field(default=1, ge=1, le=10**8, description="Publishes allowed at once.")
+
+
 class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
+    rate_limit: KeyRateLimit | None = Field(
+        default=None, description="The key's own publish rate limit, applied on top of the plan's (per-user) one."
+    )
+
+    def limit(self) -> dict[str, Any]:
+        return {} if self.rate_limit is None else self.rate_limit.model_dump()
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -96,8 +108,8 @@ async def delete_user(user_id: str, services: ServicesDep) -> Response:
 
 
 @router.post("/users/{user_id}/keys", status_code=201)
-async def create_key(user_id: str, body: NewKey, services: ServicesDep) -> dict[str, str]:
-    record, value = await services.accounts.create_key(user_id, body.name)
+async def create_key(user_id: str, body: NewKey, services: ServicesDep) -> dict[str, Any]:
+    record, value = await services.accounts.create_key(user_id, body.name, **body.limit())
     return {**record.public(), "key": value}
 
 

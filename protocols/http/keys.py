@@ -14,8 +14,8 @@ router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 
 
 @router.post("", status_code=201)
-async def create_key(body: NewKey, claims: ClaimsDep, services: ServicesDep) -> dict[str, str]:
-    record, value = await services.accounts.create_key(claims.user_id, body.name)
+async def create_key(body: NewKey, claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
+    record, value = await services.accounts.create_key(claims.user_id, body.name, **body.limit())
     return {**record.public(), "key": value}
 
 

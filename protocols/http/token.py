@@ -48,9 +48,12 @@ async def issue_token(request: Request, services: ServicesDep) -> dict[str, Any]
         raise BadRequest("ttl must be an integer number of seconds")
     validate_ident(app, "app")
     permissions = Permissions.from_json(body.get("permissions"))
-    user, _ = await services.accounts.authenticate(api_key)
+    user, key = await services.accounts.authenticate(api_key)
     namespace = Namespace(user.user_id, app)
-    token, claims = services.tokens.issue(namespace, ttl=ttl, permissions=permissions)
+    key_limit = None if key.rate is None else (key.rate, key.burst or 1)  # enforced by the billing guard
+    token, claims = services.tokens.issue(
+        namespace, ttl=ttl, permissions=permissions, key_id=key.id if key_limit else None, key_limit=key_limit
+    )
     return {
         "token": token,
         "token_type": "Bearer",
