@@ -17,6 +17,7 @@ class RawClient:
         self.writer = writer
         self.decoder = Decoder(64 * 1024 * 1024, server_side=False)
         self._ids = 0
+        self.stash: list[Packet] = []  # packets that arrived while ``publish`` waited for its acknowledgement
 
     @classmethod
     async def open(cls, port: int) -> RawClient:
@@ -58,6 +59,8 @@ class RawClient:
 
     async def recv(self, timeout: float = 10) -> Packet:
         """The next packet; raises ``ConnectionError`` on EOF, ``TimeoutError`` if none comes."""
+        if self.stash:
+            return self.stash.pop(0)
         async with asyncio.timeout(timeout):
             while True:
                 packet = self.decoder.next_packet()
@@ -102,6 +105,18 @@ class RawClient:
                 assert packet.packet_id == packet_id
                 return packet
 
+    async def _ack(self, kind: type[P], packet_id: int | None) -> P:
+        """Wait for ``kind`` with ``packet_id``; other packets (e.g. our own message coming back) are stashed."""
+        skipped: list[Packet] = []
+        try:
+            while True:
+                packet = await self.recv()
+                if isinstance(packet, kind) and getattr(packet, "packet_id", None) == packet_id:
+                    return packet
+                skipped.append(packet)
+        finally:
+            self.stash[:0] = skipped
+
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int | None:
         """Publish and complete the QoS flow; returns the packet id."""
         from protocols.mqtt.packets import PubAck, PubComp, PubRec
@@ -109,15 +124,12 @@ class RawClient:
         packet_id = self.next_id() if qos else None
         await self.send(Publish(topic, payload, qos, retain, False, packet_id))
         if qos == 1:
-            ack = await self.expect(PubAck)
-            assert ack.packet_id == packet_id
+            await self._ack(PubAck, packet_id)
         elif qos == 2:
-            rec = await self.expect(PubRec)
-            assert rec.packet_id == packet_id
+            await self._ack(PubRec, packet_id)
             assert packet_id is not None
             await self.send(PubRel(packet_id))
-            comp = await self.expect(PubComp)
-            assert comp.packet_id == packet_id
+            await self._ack(PubComp, packet_id)
         return packet_id
 
     async def close(self) -> None:

@@ -497,3 +497,70 @@ def test_paho_client_qos1_round_trip(gateway: Gateway) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+# -- scenarios of the usual interoperability suites, as a device runs them ------------------------------
+
+
+async def test_overlapping_subscriptions_deliver_at_the_highest_qos(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    client, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="overlap")
+    assert (await client.subscribe(("TopicA/#", 2), ("TopicA/+", 1))).return_codes == (2, 1)
+    await client.publish("TopicA/C", b"overlapping topic filters", 2)
+    got = await publishes(client, 1)
+    try:
+        got += await publishes(client, 1, timeout=1.0)
+    except TimeoutError:
+        pass
+    # One copy at the maximum QoS, or one copy per subscription [MQTT-3.3.5-1].
+    assert sorted(m.qos for m in got) in ([2], [1, 2])
+    await quiet(client, 0.3)
+    await client.close()
+
+
+async def test_retained_on_odd_topics_and_clearing_them(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    client, _ = await RawClient.connect(gateway.mqtt_port, token)
+    for topic, qos in (("TopicA/B", 0), ("Topic/C", 1), ("/TopicA", 2)):
+        await client.publish(topic, f"qos {qos}".encode(), qos, retain=True)
+    assert (await client.subscribe(("+/+", 2))).return_codes == (2,)
+    got = await publishes(client, 3)
+    assert sorted((m.topic, m.retain) for m in got) == [("/TopicA", True), ("Topic/C", True), ("TopicA/B", True)]
+    await quiet(client, 0.3)
+    await client.close()
+    cleaner, _ = await RawClient.connect(gateway.mqtt_port, token)
+    for topic in ("TopicA/B", "Topic/C", "/TopicA"):
+        await cleaner.publish(topic, b"", 0, retain=True)
+    await cleaner.close()
+    late, _ = await RawClient.connect(gateway.mqtt_port, token)
+    await late.subscribe(("+/+", 2))
+    await late.nothing(1.0)  # nothing retained any more
+    await late.send(PingReq())
+    await late.expect(PingResp)
+    await late.close()
+
+
+async def test_redelivery_after_a_clean_disconnect(gateway: Gateway) -> None:
+    """The client stops answering, disconnects cleanly and comes back: QoS 1 and 2 are re-sent [MQTT-4.4.0-1]."""
+    from protocols.mqtt.packets import Disconnect
+
+    _, token = gateway.user_token()
+    client, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="myclientid", clean=False)
+    await client.subscribe(("TopicA/#", 2))
+    await client.send(Publish("TopicA/B", b"", 1, False, False, 1))
+    await client.send(Publish("TopicA/C", b"", 2, False, False, 2))
+    seen = 0
+    while seen < 2:  # PUBACK, PUBREC and the two deliveries, none of which we answer
+        packet = await client.recv()
+        seen += isinstance(packet, Publish)
+    await client.send(Disconnect())
+    await client.close()
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="myclientid", clean=False)
+    assert connack.session_present
+    got = await publishes(client, 2, timeout=3)
+    assert sorted((m.topic, m.qos, m.dup) for m in got) == [("TopicA/B", 1, True), ("TopicA/C", 2, True)]
+    await quiet(client, 0.3)
+    await client.send(Disconnect())
+    await client.close()
+    client, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="myclientid", clean=True)
+    await client.close()

@@ -77,6 +77,11 @@ class SessionConsumer:
         except NotFound:
             info = None
         start = fresh_start
+        if info is not None:
+            log.debug(
+                "session consumer %s: delivered=%s ack_floor=%s ack_pending=%s",
+                self.name, info.delivered, info.ack_floor, info.num_ack_pending,
+            )  # fmt: skip
         if info is not None and (info.num_ack_pending or 0) > 0:
             # Redeliver now what the previous connection left unacknowledged [MQTT-4.4.0-1].
             self.redeliver_upto = info.delivered.stream_seq if info.delivered else 0
@@ -104,8 +109,8 @@ class SessionConsumer:
         self._inbox = nc.new_inbox()
         with nats_errors("subscribe to session deliveries"):
             self._sub = await nc.subscribe(self._inbox, cb=self._on_msg)
-        self._wanted = window
         self._task = asyncio.get_running_loop().create_task(self._pump(), name=f"mqtt-pull-{self.name}")
+        self.want(window)
 
     def want(self, count: int) -> None:
         """The connection can take ``count`` more messages now."""
