@@ -12,7 +12,13 @@ PLANS = {
     "tiny": {"quota": 20, "rate": 10_000, "burst": 10_000, "max_connections": 2, "max_message_bytes": 1000},
     "slow": {"quota": 10_000_000, "rate": 0.05, "burst": 5, "max_connections": 100, "max_message_bytes": 1 << 20},
     "thousand": {"quota": 1000, "rate": 10_000, "burst": 10_000, "max_connections": 100, "max_message_bytes": 1 << 20},
-    "twenty-per-second": {"quota": 10_000_000, "rate": 20, "burst": 20, "max_connections": 100, "max_message_bytes": 1 << 20},
+    "twenty-per-second": {
+        "quota": 10_000_000,
+        "rate": 20,
+        "burst": 20,
+        "max_connections": 100,
+        "max_message_bytes": 1 << 20,
+    },
 }
 SYNC_INTERVAL = 0.2
 

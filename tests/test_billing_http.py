@@ -140,7 +140,9 @@ async def test_admin_plans_overrides_and_credits(gw: Gateway) -> None:
     assert gw.admin("POST", "/api/v1/admin/users", json={"user_id": "x-nope", "plan": "nope"}).status_code == 400
     bad = gw.admin("PATCH", f"/api/v1/admin/users/{user_id}", json={"limits": {"quota": -1}})
     assert bad.status_code == 400
-    changed = gw.admin("PATCH", f"/api/v1/admin/users/{user_id}", json={"limits": {"quota": 3, "max_message_bytes": 10}})
+    changed = gw.admin(
+        "PATCH", f"/api/v1/admin/users/{user_id}", json={"limits": {"quota": 3, "max_message_bytes": 10}}
+    )
     assert changed.status_code == 200 and changed.json()["extra"]["limits"] == {"quota": 3, "max_message_bytes": 10}
     async with client(gw, gw.token(key)) as http:
         big = await http.post("/api/v1/publish", json={"topic": "t", "message": "x" * 11})
@@ -150,7 +152,9 @@ async def test_admin_plans_overrides_and_credits(gw: Gateway) -> None:
         restored = gw.admin("PATCH", f"/api/v1/admin/users/{user_id}", json={"limits": {"quota": None}})
         assert restored.json()["extra"]["limits"] == {"max_message_bytes": 10}
         assert (await http.post("/api/v1/publish", json={"topic": "t", "message": 1})).status_code == 200
-        gw.admin("PATCH", f"/api/v1/admin/users/{user_id}", json={"plan": "free", "limits": {"max_message_bytes": None}})
+        gw.admin(
+            "PATCH", f"/api/v1/admin/users/{user_id}", json={"plan": "free", "limits": {"max_message_bytes": None}}
+        )
         assert (await http.post("/api/v1/publish", json={"topic": "t", "message": "x" * 500})).status_code == 200
     assert gw.admin("POST", f"/api/v1/admin/users/{user_id}/credits", json={"amount": 0}).status_code == 400
     assert gw.admin("POST", "/api/v1/admin/users/nobody-here/credits", json={"amount": 5}).status_code == 404

@@ -40,7 +40,10 @@ def test_plans_file_and_prices(tmp_path: Path) -> None:
         {"plans": {}},
         {"plans": {"x": {"quota": 1}}},
         {"plans": {"x": {"quota": -1, "rate": 1, "burst": 1, "max_connections": 1, "max_message_bytes": 1}}},
-        {"plans": {"x": {"quota": 1, "rate": 1, "burst": 1, "max_connections": 1, "max_message_bytes": 1}}, "prices": {"x": 1}},
+        {
+            "plans": {"x": {"quota": 1, "rate": 1, "burst": 1, "max_connections": 1, "max_message_bytes": 1}},
+            "prices": {"x": 1},
+        },
     ],
 )
 def test_a_broken_plans_file_stops_start_up(tmp_path: Path, document: object) -> None:

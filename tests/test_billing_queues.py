@@ -35,7 +35,12 @@ def test_the_send_crossing_the_quota_gets_402_and_a_top_up_restores(gw: Gateway)
         codes = [client.send("jobs", f"m{i}").status_code for i in range(22)]
         assert codes == [200] * 20 + [402] * 2
         error = client.send("jobs", "refused").json()["error"]
-        assert (error["code"], error["limit"], error["used"], error["quota"]) == ("payment_required", "monthly_quota", 20, 20)
+        assert (error["code"], error["limit"], error["used"], error["quota"]) == (
+            "payment_required",
+            "monthly_quota",
+            20,
+            20,
+        )
         assert gw.admin("POST", f"/api/v1/admin/users/{user_id}/credits", json={"amount": 10}).status_code == 200
         client.send_ok("jobs", "after")
         assert sorted(drain(client, "jobs"), key=str) == sorted([f"m{i}" for i in range(20)] + ["after"], key=str)

@@ -29,7 +29,9 @@ def url(gw: Gateway, token: str) -> str:
 
 
 async def stored(gw: Gateway, token: str, count: int) -> list[object]:
-    async with httpx.AsyncClient(base_url=gw.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=gw.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as http:
         params = {"topic": "#", "last_event_id": "0"}
         async with http.stream("GET", "/api/v1/subscribe", params=params) as response:
             assert response.status_code == 200

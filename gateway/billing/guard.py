@@ -160,15 +160,19 @@ class BillingGuard:
             self._task = None
         if self.share is not None:
             await self.share.stop()
-        for account in list(self._accounts.values()):
-            for task in (account.refill, account.reload):
-                if task is not None:
-                    await asyncio.gather(task, return_exceptions=True)
-            try:
-                await self._release(account)
-            except FlowGateError as exc:
-                log.warning("could not release reserved units of %s: %s", account.user_id, exc)
-        await self._flush()
+        try:
+            async with asyncio.timeout(max(1.0, self._settings.shutdown_grace_seconds)):
+                for account in list(self._accounts.values()):
+                    for task in (account.refill, account.reload):
+                        if task is not None:
+                            await asyncio.gather(task, return_exceptions=True)
+                    try:
+                        await self._release(account)
+                    except FlowGateError as exc:
+                        log.warning("could not release reserved units of %s: %s", account.user_id, exc)
+                await self._flush()
+        except (TimeoutError, FlowGateError) as exc:
+            log.warning("billing state not fully written at shutdown: %s", exc or "timeout")
 
     async def _sync_loop(self) -> None:
         while True:
@@ -181,17 +185,29 @@ class BillingGuard:
     async def sync(self) -> None:
         """One round of background work: flush usage, pay debts, release idle reservations, forget idle state."""
         now = self._clock()
-        await self._flush()
-        for (user_id, app), debt in list(self._orphan_debt.items()):
-            account = await self._account(user_id)
-            del self._orphan_debt[(user_id, app)]
+        try:
+            await self._flush()
+        except FlowGateError as exc:
+            log.warning("usage not flushed (kept for the next sync): %s", exc)
+        for key in list(self._orphan_debt):  # deliveries to users this replica had not loaded yet
+            debt = self._orphan_debt.pop(key)
+            try:
+                account = await self._account(key[0])
+            except Unauthorized:
+                continue  # the user was deleted
+            except FlowGateError:
+                self._orphan_debt[key] = self._orphan_debt.get(key, 0) + debt
+                raise
             account.allowance -= debt
         for account in list(self._accounts.values()):
             idle = now - account.last_used
             if account.allowance < 0 and account.refill is None:
                 self._start_refill(account)
             elif account.allowance > 0 and idle > IDLE_RELEASE * self.interval and account.refill is None:
-                await self._release(account)
+                try:
+                    await self._release(account)
+                except FlowGateError as exc:
+                    log.warning("could not release reserved units of %s: %s", account.user_id, exc)
             elif (
                 idle > FORGET_AFTER
                 and account.connections == 0
