@@ -1,8 +1,10 @@
 """The one publish path every front-end calls.
 
 It resolves the name inside the token's namespace, checks the token's publish
-permission and the size limit, and stores the message in JetStream. Front-ends
-only translate their wire format into a ``Payload`` and the result back.
+permission and the size limit, lets the billing guard admit the message (plan
+size, rate limit, quota and balance: 413/429/402, nothing refused is sent), and
+stores it in JetStream; a message not stored, or a duplicate, is refunded.
+Front-ends only translate their wire format into a ``Payload`` and the result back.
 """
 
 from __future__ import annotations
