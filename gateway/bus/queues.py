@@ -17,11 +17,11 @@ handed to ``on_orphan`` so that the engine can release it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import nats.errors
 import nats.js.errors
 import orjson
 from nats.aio.client import Client
@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
 
-from gateway.bus.core import Bus
+from gateway.bus.core import Bus, BusState
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, NotFound, Unavailable
 from gateway.payload import Payload
@@ -123,6 +123,9 @@ class WorkQueues:
         self._on_orphan = on_orphan
         self._free: list[_Inbox] = []
         self._abandoned: set[asyncio.Task[None]] = set()
+        self._replies_inbox = ""
+        self._reply_tokens = itertools.count(1)
+        self._replies: dict[int, asyncio.Future[Msg]] = {}
 
     @property
     def _nc(self) -> Client:
@@ -132,6 +135,11 @@ class WorkQueues:
         return nc
 
     async def start(self) -> None:
+        nc = self._nc
+        self._replies_inbox = nc.new_inbox()
+        with nats_errors("subscribe to acknowledgement replies"):
+            await nc.subscribe(self._replies_inbox + ".*", cb=self._on_reply)
+        self._bus.add_listener(self._on_bus_state)
         await self._bus.ensure_stream(
             api.StreamConfig(
                 name=DELAYED_STREAM,
@@ -357,12 +365,39 @@ class WorkQueues:
             log.debug("unsubscribe of %s failed", inbox.subject, exc_info=True)
 
     async def _ack_request(self, subject: str, body: bytes) -> None:
+        """Send an acknowledgement and wait for the server's confirmation.
+
+        Like the bus's publishes, confirmations come to one wildcard inbox and
+        resolve futures by token: many in flight, no task per request.
+        """
         nc = self._nc
-        with nats_errors("acknowledge a queue message"):
-            try:
-                await nc.request(subject, body, timeout=_REQUEST_TIMEOUT)
-            except nats.errors.NoRespondersError:
-                raise NotFound("the queue was deleted") from None
+        token = next(self._reply_tokens)
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._replies[token] = future
+        try:
+            with nats_errors("acknowledge a queue message"):
+                await nc.publish(subject, body, reply=f"{self._replies_inbox}.{token}")
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                reply = await future
+        except TimeoutError:
+            raise Unavailable("the message bus did not confirm an acknowledgement in time; retry") from None
+        finally:
+            self._replies.pop(token, None)
+        if (reply.headers or {}).get("Status") == "503":  # no responders: the consumer is gone
+            raise NotFound("the queue was deleted")
+
+    async def _on_reply(self, msg: Msg) -> None:
+        token = msg.subject.rsplit(".", 1)[1]
+        future = self._replies.pop(int(token), None) if token.isdigit() else None
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    def _on_bus_state(self, state: BusState) -> None:
+        if state is BusState.DISCONNECTED:
+            pending, self._replies = self._replies, {}
+            for future in pending.values():
+                if not future.done():
+                    future.set_exception(Unavailable("message bus connection lost; retry"))
 
     async def ack(self, stream: str, ref: DeliveryRef) -> None:
         """Acknowledge (and so remove) a message; returns once the server processed it."""
