@@ -48,6 +48,17 @@ async def receive(client: RawClient, count: int, *, ack: bool = True) -> list[Pu
     return got
 
 
+async def quiet(client: RawClient, within: float) -> None:
+    """No further PUBLISH within ``within`` seconds (PUBRELs are completed)."""
+    while True:
+        try:
+            packet = await client.recv(within)
+        except TimeoutError:
+            return
+        assert isinstance(packet, PubRel), f"unexpected {packet!r}"
+        await client.send(PubComp(packet.packet_id))
+
+
 async def goodbye(client: RawClient) -> None:
     await client.send(Disconnect())
     await client.close()
@@ -87,13 +98,40 @@ async def test_unacknowledged_messages_are_redelivered_with_dup(gateway: Gateway
     assert [(m.payload, m.qos, m.dup) for m in again] == [(b"one", 1, True), (b"two", 2, True)]
     # The same identifiers: a client still holding a QoS 2 id answers PUBREC without delivering twice.
     assert [m.packet_id for m in again] == [m.packet_id for m in first]
-    await goodbye(client)
+    await goodbye(client)  # 'two' got PUBREC, its PUBREL is not answered yet
     client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="slow-1", clean=False)
+    rel = await client.expect(PubRel)  # re-sent with its original id [MQTT-4.4.0-1]
+    assert rel.packet_id == again[1].packet_id
+    await client.send(PubComp(rel.packet_id))
     await client.send(PingReq())
     await client.expect(PingResp)  # acknowledged messages are not sent a third time
     await client.nothing(1.0)
     await goodbye(client)
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="slow-1", clean=False)
+    await client.nothing(1.0)  # the PUBCOMP completed the flow for good
+    await goodbye(client)
     await publisher.close()
+
+
+async def test_qos2_from_the_client_survives_a_reconnect_without_duplicates(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    watcher, _ = await RawClient.connect(gateway.mqtt_port, token)
+    await watcher.subscribe(("q2/#", 2))
+    client, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="q2-sender", clean=False)
+    await client.send(Publish("q2/x", b"exactly once", 2, False, False, 9))
+    assert (await client.expect(PubRec)).packet_id == 9
+    await client.close()  # the PUBREL never left
+    client, connack = await RawClient.connect(gateway.mqtt_port, token, client_id="q2-sender", clean=False)
+    assert connack.session_present
+    await client.send(Publish("q2/x", b"exactly once", 2, False, True, 9))  # the client re-sends [MQTT-4.4.0-1]
+    assert (await client.expect(PubRec)).packet_id == 9
+    await client.send(PubRel(9))
+    assert (await client.expect(PubComp)).packet_id == 9
+    got = await receive(watcher, 1)
+    assert got[0].payload == b"exactly once"
+    await quiet(watcher, 1.0)  # stored once [MQTT-4.3.3-2]
+    await goodbye(client)
+    await watcher.close()
 
 
 async def test_clean_session_discards_the_stored_session(gateway: Gateway) -> None:

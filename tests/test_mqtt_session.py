@@ -295,3 +295,21 @@ def test_hub_sink_checks_only_what_the_subject_cannot() -> None:
     HubSink(target, Subscription("a/b", 0, False), Rule(deny=("a/b",))).deliver(delivery("a/b"))
     HubSink(target, Subscription("#", 0, False), Rule()).deliver(delivery("$SYS/x"))
     assert target.got == [("a/b", "+/b")]
+
+
+def test_window_restores_a_released_qos2_flight() -> None:
+    window: OutboundWindow[str] = OutboundWindow(4)
+    window.released(12, "restored")  # PUBREC came before the reconnect
+    assert window.get(12) == "restored"
+    assert window.puback(12) is None and window.pubrec(12) is True  # PUBREC again: PUBREL again
+    assert window.pubcomp(12) == "restored"
+    assert window.get(12) is None
+
+
+def test_session_record_round_trip() -> None:
+    from gateway.bus.mqtt_store import SessionRecord, StoredSubscription
+
+    record = SessionRecord((StoredSubscription("a/#", 2, 41, True),), pubrel=(3, 9), inbound=(7,))
+    again = SessionRecord.from_bytes(record.to_bytes(), revision=5)
+    assert again == SessionRecord(record.subscriptions, (3, 9), (7,), 5)
+    assert SessionRecord.from_bytes(b'{"subs": []}', 1) == SessionRecord((), (), (), 1)  # older records

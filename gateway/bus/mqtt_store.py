@@ -66,17 +66,35 @@ class StoredSubscription:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
+    """What a persistent session keeps besides its consumer's messages.
+
+    ``pubrel``: identifiers of QoS 2 messages the client acknowledged with
+    PUBREC and not yet with PUBCOMP (PUBREL is re-sent on resume [MQTT-4.4.0-1]);
+    ``inbound``: identifiers of QoS 2 messages received from the client and not
+    yet released (a re-sent PUBLISH is not stored twice [MQTT-4.3.3-2]).
+    """
+
     subscriptions: tuple[StoredSubscription, ...]
+    pubrel: tuple[int, ...] = ()
+    inbound: tuple[int, ...] = ()
     revision: int = 0
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"subs": [[s.topic_filter, s.qos, s.since, s.full] for s in self.subscriptions]})
+        return orjson.dumps(
+            {
+                "subs": [[s.topic_filter, s.qos, s.since, s.full] for s in self.subscriptions],
+                "pubrel": list(self.pubrel),
+                "inbound": list(self.inbound),
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes, revision: int) -> SessionRecord:
         raw = orjson.loads(data)
         subs = tuple(StoredSubscription(str(f), int(q), int(n), bool(full)) for f, q, n, full in raw.get("subs", []))
-        return cls(subs, revision)
+        pubrel = tuple(int(i) for i in raw.get("pubrel", []))
+        inbound = tuple(int(i) for i in raw.get("inbound", []))
+        return cls(subs, pubrel, inbound, revision)
 
 
 def session_names(namespace: Namespace, client_id: str) -> tuple[str, str]:

@@ -152,6 +152,9 @@ class MqttConnection:
         self._subs: dict[str, Subscription] = {}
         self._inbound = InboundQoS2()
         self._qos0_sent = 0
+        self._pubrel: set[int] = set()  # persistent sessions: QoS 2 ids between PUBREC and PUBCOMP
+        self._dirty = False
+        self._saver: asyncio.Task[None] | None = None
         self._delivered_count = 0
         self._consumer: SessionConsumer | None = None
         self._counted = False
@@ -256,12 +259,18 @@ class MqttConnection:
             self._complete(self._window.puback(packet.packet_id))
         elif type(packet) is PubRec:
             if self._window.pubrec(packet.packet_id):
+                await self._on_pubrec(packet.packet_id)
                 self._send(PubRel(packet.packet_id))
         elif type(packet) is PubComp:
+            if packet.packet_id in self._pubrel:
+                self._pubrel.discard(packet.packet_id)
+                self._mark_dirty()
             self._complete(self._window.pubcomp(packet.packet_id))
         elif type(packet) is PubRel:
             # Forget the id, then PUBCOMP, even for an id we no longer know [MQTT-4.3.3-2].
-            self._inbound.release(packet.packet_id)
+            if packet.packet_id in self._inbound:
+                self._inbound.release(packet.packet_id)
+                self._mark_dirty()
             self._queue_ack(None, PubComp(packet.packet_id))
         elif type(packet) is PingReq:
             self._send(PingResp())  # [MQTT-3.12.4-1]
@@ -346,6 +355,12 @@ class MqttConnection:
         if record is not None:
             for stored in record.subscriptions:
                 self._subs[stored.topic_filter] = Subscription(stored.topic_filter, stored.qos, stored.full, stored.since)
+            self._inbound.restore(record.inbound)
+            for packet_id in record.pubrel:
+                # PUBREC came before the disconnect: re-send PUBREL with the original id [MQTT-4.4.0-1].
+                self._pubrel.add(packet_id)
+                self._window.released(packet_id, Outgoing("", b"", 2, packet_id=packet_id))
+                self._send(PubRel(packet_id))
             self._consumer = await store.open_consumer(
                 self._consumer_name,
                 namespace,
@@ -420,6 +435,7 @@ class MqttConnection:
                 return
         elif qos == 2:
             self._inbound.stored(packet_id)
+            self._mark_dirty()
         self._queue_ack(future, self._publish_ack(qos, packet_id), qos)  # type: ignore[arg-type]
         if len(self._acks) >= MAX_PENDING_ACKS:
             self._acks_drained.clear()
@@ -587,10 +603,48 @@ class MqttConnection:
 
     async def _save_session(self) -> None:
         assert self.session_key is not None
+        self._dirty = False
         record = SessionRecord(
-            tuple(StoredSubscription(s.topic_filter, s.qos, s.since, s.full) for s in self._subs.values())
+            tuple(StoredSubscription(s.topic_filter, s.qos, s.since, s.full) for s in self._subs.values()),
+            tuple(sorted(self._pubrel)),
+            self._inbound.snapshot(),
         )
         await self.ctx.store.save_session(self.session_key, record)
+
+    def _mark_dirty(self) -> None:
+        """Session state changed in a way worth saving soon (coalesced, one write at a time)."""
+        if not self._persistent:
+            return
+        self._dirty = True
+        if self._saver is None or self._saver.done():
+            self._saver = self._loop.create_task(self._save_soon())
+
+    async def _save_soon(self) -> None:
+        while self._dirty and self.claims is not None:
+            try:
+                await self._save_session()
+            except FlowGateError as exc:
+                log.warning("mqtt %s: session state not saved: %s", self.id, exc.message)
+                return
+
+    async def _on_pubrec(self, packet_id: int) -> None:
+        """A persistent session's QoS 2 message reached the client: remember the PUBREL, then release the message.
+
+        The identifier is saved before the message is acknowledged in JetStream,
+        so a crash in between re-sends the PUBLISH (same id, DUP) rather than
+        losing the PUBREL.
+        """
+        item = self._window.get(packet_id)
+        if item is None or item.ack_subject is None or self._consumer is None:
+            return
+        self._pubrel.add(packet_id)
+        try:
+            await self._save_session()
+        except FlowGateError as exc:
+            log.warning("mqtt %s: PUBREL state not saved: %s", self.id, exc.message)
+            return  # the message stays unacknowledged: redelivered as PUBLISH after a reconnect
+        self._consumer.ack(item.ack_subject)
+        item.ack_subject = None
 
     # -- deliveries to the client ----------------------------------------------------------------
 
@@ -724,6 +778,13 @@ class MqttConnection:
             self._lease.close()
         for sub in list(self._subs.values()):
             await self._remove_sinks(sub)
+        if self._saver is not None and not self._saver.done():
+            await self._saver
+        if self._dirty and self.claims is not None:
+            try:
+                await self._save_session()
+            except FlowGateError as exc:
+                log.warning("mqtt %s: session state not saved: %s", self.id, exc.message)
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()  # unacknowledged messages stay with the durable consumer

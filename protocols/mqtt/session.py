@@ -208,6 +208,14 @@ class OutboundWindow(Generic[T]):
         flight.state = FlowState.AWAIT_PUBCOMP
         return True
 
+    def get(self, packet_id: int) -> T | None:
+        flight = self._flights.get(packet_id)
+        return None if flight is None else flight.item
+
+    def released(self, packet_id: int, item: T) -> None:
+        """Restore a QoS 2 flight whose PUBREC came before a reconnect: it now waits for PUBCOMP."""
+        self._flights[packet_id] = InFlight(2, FlowState.AWAIT_PUBCOMP, item)
+
     def pubcomp(self, packet_id: int) -> T | None:
         flight = self._flights.get(packet_id)
         if flight is None or flight.state is not FlowState.AWAIT_PUBCOMP:
