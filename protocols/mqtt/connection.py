@@ -30,6 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
+import structlog
+
 from auth.tokens import Claims
 from gateway.billing import ConnectionLease
 from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_names
@@ -78,6 +80,7 @@ log = logging.getLogger("flowgate.mqtt")
 INBOX_HIGH = 256  # packets parsed but not yet handled: pause reading above this
 INBOX_LOW = 32
 MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged, per connection
+MAX_SUBSCRIPTIONS = 256  # per connection; more get SUBACK 0x80
 TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
 
@@ -210,6 +213,8 @@ class MqttConnection:
     # -- the reader task -------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # Bound to this task's context: every log line of the reader carries them.
+        structlog.contextvars.bind_contextvars(conn=self.id, protocol="mqtt", peer=self.peer)
         self._timers.append(self._loop.call_later(self.ctx.config.connect_timeout, self._connect_timeout))
         try:
             await self._serve()
@@ -338,6 +343,7 @@ class MqttConnection:
         except FlowGateError as exc:
             self._refuse(connack_code(exc), f"session unavailable: {exc.message}")
         self.claims = claims
+        structlog.contextvars.bind_contextvars(user=claims.user_id, app=claims.app, client_id=self.client_id)
         self._gate.accepted()
         services.metrics.connections.labels("mqtt").inc()
         self._counted = True
@@ -519,6 +525,8 @@ class MqttConnection:
                 topic_filter = namespace.filter(name)
                 if not rule.permits_filter(topic_filter):
                     raise Forbidden(f"may not subscribe to {topic_filter!r}")
+                if topic_filter not in self._subs and len(self._subs) >= MAX_SUBSCRIPTIONS:
+                    raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
                 full = name.startswith(namespace.prefix) and len(name) > len(namespace.prefix)
                 granted = min(requested, 2)
                 sub = await self._add_subscription(topic_filter, granted, full)
