@@ -17,6 +17,7 @@ handed to ``on_orphan`` so that the engine can release it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import logging
 from collections.abc import Callable
@@ -365,26 +366,51 @@ class WorkQueues:
             log.debug("unsubscribe of %s failed", inbox.subject, exc_info=True)
 
     async def _ack_request(self, subject: str, body: bytes) -> None:
-        """Send an acknowledgement and wait for the server's confirmation.
+        """Send an acknowledgement and wait for the server's confirmation."""
+        reply = await self._request(subject, body, "acknowledge a queue message")
+        if (reply.headers or {}).get("Status") == "503":  # no responders: the consumer is gone
+            raise NotFound("the queue was deleted")
 
-        Like the bus's publishes, confirmations come to one wildcard inbox and
-        resolve futures by token: many in flight, no task per request.
+    async def last_value(self, stream: str, subject: str) -> bytes | None:
+        """The last message on ``subject`` in ``stream`` (a KV read), or ``None``; on the pipelined path.
+
+        A KV delete or purge marker (``KV-Operation`` header) counts as absent.
+        """
+        request = orjson.dumps({"last_by_subj": subject})
+        reply = await self._request(f"$JS.API.STREAM.MSG.GET.{stream}", request, f"read {subject}")
+        try:
+            answer = orjson.loads(reply.data)
+        except orjson.JSONDecodeError:
+            raise Unavailable(f"read {subject}: unexpected answer") from None
+        error = answer.get("error")
+        if error is not None:
+            if error.get("code") == 404:
+                return None
+            raise Unavailable(f"read {subject}: {error.get('description', 'JetStream error')}")
+        message = answer.get("message") or {}
+        headers = base64.b64decode(message.get("hdrs") or "")
+        if b"KV-Operation" in headers:
+            return None
+        return base64.b64decode(message.get("data") or "")
+
+    async def _request(self, subject: str, body: bytes, doing: str) -> Msg:
+        """A request whose answer comes to one wildcard inbox, resolving a future by token.
+
+        Like the bus's publishes: many in flight, no task per request.
         """
         nc = self._nc
         token = next(self._reply_tokens)
         future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._replies[token] = future
         try:
-            with nats_errors("acknowledge a queue message"):
+            with nats_errors(doing):
                 await nc.publish(subject, body, reply=f"{self._replies_inbox}.{token}")
             async with asyncio.timeout(_REQUEST_TIMEOUT):
-                reply = await future
+                return await future
         except TimeoutError:
-            raise Unavailable("the message bus did not confirm an acknowledgement in time; retry") from None
+            raise Unavailable(f"{doing}: the message bus did not answer in time; retry") from None
         finally:
             self._replies.pop(token, None)
-        if (reply.headers or {}).get("Status") == "503":  # no responders: the consumer is gone
-            raise NotFound("the queue was deleted")
 
     async def _on_reply(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[1]

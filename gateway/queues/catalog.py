@@ -74,6 +74,8 @@ class Catalog:
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[float, QueueRecord | None, int]] = {}
+        self._loading: dict[str, asyncio.Task[tuple[QueueRecord | None, int]]] = {}
+        self._writes = 0  # bumped by every local write, so that a slower read cannot cache what it missed
 
     async def get(self, namespace: Namespace, name: str, *, fresh: bool = False) -> QueueRecord | None:
         record, _ = await self.get_with_revision(namespace, name, fresh=fresh)
@@ -83,14 +85,25 @@ class Catalog:
         self, namespace: Namespace, name: str, *, fresh: bool = False
     ) -> tuple[QueueRecord | None, int]:
         key = catalog_key(namespace, name)
-        now = self._clock()
+        if fresh:
+            return await self._load(key)
         cached = self._cache.get(key)
-        if cached is not None and not fresh and cached[0] > now:
+        if cached is not None and cached[0] > self._clock():
             return cached[1], cached[2]
+        task = self._loading.get(key)  # one read per key at a time, however many requests wait for it
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(key))
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _load(self, key: str) -> tuple[QueueRecord | None, int]:
+        writes = self._writes
         entry = await self._bucket.get(key)
         record = None if entry is None else QueueRecord.from_bytes(entry.value)
         revision = 0 if entry is None else entry.revision
-        self._remember(key, record, revision)
+        if writes == self._writes:
+            self._remember(key, record, revision)
         return record, revision
 
     def _remember(self, key: str, record: QueueRecord | None, revision: int) -> None:
@@ -99,11 +112,13 @@ class Catalog:
         self._cache[key] = (self._clock() + self._cache_seconds, record, revision)
 
     def forget(self, namespace: Namespace, name: str) -> None:
+        self._writes += 1
         self._cache.pop(catalog_key(namespace, name), None)
 
     async def create(self, record: QueueRecord) -> None:
         """Store a new record; ``Conflict`` if the name is taken (another replica was faster)."""
         key = catalog_key(record.namespace, record.name)
+        self._writes += 1
         self._cache.pop(key, None)
         revision = await self._bucket.create(key, record.to_bytes())
         self._remember(key, record, revision)
@@ -111,12 +126,14 @@ class Catalog:
     async def update(self, record: QueueRecord, revision: int) -> None:
         """Replace the record last read at ``revision``; ``Conflict`` if it changed since."""
         key = catalog_key(record.namespace, record.name)
+        self._writes += 1
         self._cache.pop(key, None)
         new_revision = await self._bucket.update(key, record.to_bytes(), revision)
         self._remember(key, record, new_revision)
 
     async def delete(self, record: QueueRecord) -> None:
         key = catalog_key(record.namespace, record.name)
+        self._writes += 1
         self._cache.pop(key, None)
         await self._bucket.delete(key)
 

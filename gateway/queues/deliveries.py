@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.bus import Bucket
+from gateway.bus.queues import WorkQueues
 from gateway.queues.attributes import MAX_RETENTION_SECONDS
 
 BUCKET = "fg_queue_deliveries"
@@ -35,18 +36,21 @@ class DeliveryState:
 
 
 class DeliveryStates:
-    def __init__(self, bucket: Bucket) -> None:
+    """States in a KV bucket; reads (one per delete) take the work queues' pipelined path."""
+
+    def __init__(self, bucket: Bucket, work: WorkQueues) -> None:
         self._bucket = bucket
+        self._work = work
 
     @staticmethod
     def _key(queue_id: str, seq: int) -> str:
         return f"{queue_id}.{seq}"
 
     async def get(self, queue_id: str, seq: int) -> DeliveryState | None:
-        entry = await self._bucket.get(self._key(queue_id, seq))
-        if entry is None:
+        value = await self._work.last_value(f"KV_{BUCKET}", f"$KV.{BUCKET}.{self._key(queue_id, seq)}")
+        if not value:
             return None
-        doc = orjson.loads(entry.value)
+        doc = orjson.loads(value)
         return DeliveryState(int(doc["h"]), int(doc["s"]))
 
     async def put(self, queue_id: str, seq: int, state: DeliveryState) -> None:

@@ -34,7 +34,7 @@ from auth.permissions import Rule
 from auth.secrets import ServerSecrets
 from auth.tokens import Claims
 from gateway.billing import BillingGuard, Operation
-from gateway.bus import Bus
+from gateway.bus import Bucket, Bus
 from gateway.bus.queues import (
     DELAYED_STREAM,
     Pulled,
@@ -48,7 +48,7 @@ from gateway.metrics import Metrics
 from gateway.payload import Payload
 from gateway.queues.attributes import MAX_DELAY_SECONDS, MAX_VISIBILITY_TIMEOUT, MAX_WAIT_SECONDS, QueueAttributes
 from gateway.queues.catalog import BUCKET as CATALOG_BUCKET
-from gateway.queues.catalog import Catalog, QueueRecord
+from gateway.queues.catalog import Catalog, QueueRecord, catalog_key
 from gateway.queues.deliveries import BUCKET as DELIVERIES_BUCKET
 from gateway.queues.deliveries import TTL_SECONDS, DeliveryState, DeliveryStates
 from gateway.queues.errors import InvalidReceiptHandle, QueueNotFound, StaleReceiptHandle, TooManyEntries
@@ -96,7 +96,7 @@ class QueueEngine:
         secrets_: ServerSecrets,
         metrics: Metrics,
         catalog: Catalog,
-        states: DeliveryStates,
+        deliveries: Bucket,
         guard: BillingGuard | None = None,
     ) -> None:
         self._settings = settings
@@ -104,9 +104,10 @@ class QueueEngine:
         self._secrets = secrets_
         self._metrics = metrics
         self._catalog = catalog
-        self._states = states
         self._tasks: set[asyncio.Task[None]] = set()
+        self._creating: dict[str, asyncio.Task[QueueRecord]] = {}
         self._wq = WorkQueues(bus, self._on_orphan)
+        self._states = DeliveryStates(deliveries, self._wq)
         self._scheduler = DelayScheduler(self._wq)
 
     @classmethod
@@ -120,8 +121,15 @@ class QueueEngine:
         guard: BillingGuard | None = None,
     ) -> QueueEngine:
         catalog = Catalog(await bus.bucket(CATALOG_BUCKET))
-        states = DeliveryStates(await bus.bucket(DELIVERIES_BUCKET, ttl=float(TTL_SECONDS)))
-        engine = cls(settings, bus, secrets_, metrics, catalog, states, guard)
+        engine = cls(
+            settings,
+            bus,
+            secrets_,
+            metrics,
+            catalog,
+            await bus.bucket(DELIVERIES_BUCKET, ttl=float(TTL_SECONDS)),
+            guard,
+        )
         await engine._wq.start()
         engine._scheduler.start()
         return engine
@@ -176,9 +184,16 @@ class QueueEngine:
 
     async def _for_send(self, claims: Claims, short: str, *, fresh: bool = False) -> QueueRecord:
         record = await self._catalog.get(claims.namespace, short, fresh=fresh)
-        if record is None:
-            record = await self._create(claims, short, QueueAttributes.default(self._settings.max_message_bytes))
-        return record
+        if record is not None:
+            return record
+        key = catalog_key(claims.namespace, short)
+        task = self._creating.get(key)  # concurrent first sends create the queue once
+        if task is None:
+            default = QueueAttributes.default(self._settings.max_message_bytes)
+            task = asyncio.get_running_loop().create_task(self._create(claims, short, default))
+            self._creating[key] = task
+            task.add_done_callback(lambda _: self._creating.pop(key, None))
+        return await asyncio.shield(task)
 
     # -- queues ---------------------------------------------------------------------------------
 
