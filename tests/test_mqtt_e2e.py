@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 
+from protocols.mqtt.codec import encode
 from protocols.mqtt.packets import (
     CONNACK_BAD_CREDENTIALS,
     CONNACK_IDENTIFIER_REJECTED,
@@ -564,3 +565,25 @@ async def test_redelivery_after_a_clean_disconnect(gateway: Gateway) -> None:
     await client.close()
     client, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="myclientid", clean=True)
     await client.close()
+
+
+async def test_a_subscriber_that_stops_reading_is_disconnected_alone(gateway: Gateway) -> None:
+    """Its outbound queue is bounded: it is closed as a slow consumer; publisher and others go on."""
+    _, token = gateway.user_token()
+    stuck, _ = await RawClient.connect(gateway.mqtt_port, token, keepalive=0)
+    await stuck.subscribe(("flood", 0))  # from here on, 'stuck' reads nothing until the end
+    healthy, _ = await RawClient.connect(gateway.mqtt_port, token)
+    await healthy.subscribe(("flood/end", 1))
+    pub, _ = await RawClient.connect(gateway.mqtt_port, token)
+    chunk = b"z" * 16384
+    for _ in range(4):
+        pub.writer.write(b"".join(encode(Publish("flood", chunk)) for _ in range(1000)))
+        await pub.writer.drain()
+    await pub.publish("flood/end", b"done", 1)
+    [m] = await publishes(healthy, 1, timeout=30)
+    assert m.payload == b"done"
+    assert await stuck.closed_by_server(timeout=30)
+    metrics = (await asyncio.to_thread(httpx.get, gateway.base_url + "/metrics", timeout=10)).text
+    assert 'flowgate_slow_consumers_closed_total{protocol="mqtt"}' in metrics
+    for c in (healthy, pub):
+        await c.close()
