@@ -113,3 +113,12 @@ async def test_replicas_creating_one_queue_agree(parts: tuple[Settings, Bus, Ser
     finally:
         await a.close()
         await b.close()
+
+
+async def test_many_first_sends_create_one_queue(engine: QueueEngine) -> None:
+    who = claims()
+    results = await asyncio.gather(*(engine.send_messages(who, "herd", [entry(str(i))]) for i in range(500)))
+    assert all(not isinstance(r, Exception) for [r] in results)
+    assert [r.name for r in await engine.list_queues(who)] == ["herd"]
+    info = await engine.get_queue(who, "herd")
+    assert info.counts.visible == 500
