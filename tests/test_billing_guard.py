@@ -138,3 +138,16 @@ async def test_connections_are_counted_and_released(bus: Bus) -> None:
     lease.close()
     lease.close()  # idempotent
     (await guard.connect(who, "test")).close()
+
+
+async def test_credits_extend_the_quota_and_then_the_balance_is_the_limit(bus: Bus) -> None:
+    clock, wall = Clock(100.0), Clock(datetime(2026, 11, 2, tzinfo=UTC).timestamp())
+    guard = await make_guard(bus, clock, wall, {**PLAN, "burst": 100, "rate": 100})
+    who = claims()
+    await guard.top_up(who.user_id, 2)
+    for _ in range(7):
+        await guard.admit(who, 10, protocol="test")
+    with pytest.raises(PaymentRequired) as refused:
+        await guard.admit(who, 10, protocol="test")
+    details = refused.value.details
+    assert (details["limit"], details["used"], details["quota"], details["balance"]) == ("balance", 7, 5, 0)

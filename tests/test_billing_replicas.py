@@ -104,3 +104,34 @@ async def test_the_rate_limit_is_shared_between_replicas(
     bound = rate * elapsed + 2 * burst + 2 * rate * SYNC_INTERVAL
     assert accepted <= bound, (accepted, bound, first, second)
     assert accepted >= burst + rate * elapsed * 0.5  # and it is a limit, not a wall
+
+
+async def test_max_connections_counts_connections_on_every_replica(
+    nats_server: NatsServer, make_gateway: Callable[..., Gateway]
+) -> None:
+    a, b = two_replicas(nats_server, make_gateway)
+    _, key = a.new_user(plan="tiny")  # two connections
+    token = a.token(key)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx.AsyncClient(base_url=a.base_url, headers=headers, timeout=10) as on_a,
+        httpx.AsyncClient(base_url=b.base_url, headers=headers, timeout=10) as on_b,
+    ):
+        async with (
+            on_a.stream("GET", "/api/v1/subscribe", params={"topic": "x"}) as first,
+            on_b.stream("GET", "/api/v1/subscribe", params={"topic": "x"}) as second,
+        ):
+            assert first.status_code == second.status_code == 200
+            # each replica learns the other's connections within one sync interval
+            deadline = time.monotonic() + 10
+            refused = None
+            while time.monotonic() < deadline:
+                third = await on_a.send(
+                    on_a.build_request("GET", "/api/v1/subscribe", params={"topic": "y"}), stream=True
+                )
+                await third.aclose()
+                if third.status_code == 402:
+                    refused = third
+                    break
+                await asyncio.sleep(SYNC_INTERVAL)
+            assert refused is not None  # 1 here + 1 on b = the plan's 2

@@ -333,7 +333,7 @@ class BillingGuard:
         wait = self.limiter.take(key, limits.rate, limits.burst)
         if wait:
             self._metrics.rejected.labels(protocol, "rate_limited").inc()
-            raise self.rate_limited(key, limits.rate, limits.burst, f"{limits.rate:g} messages per second")
+            raise self.rate_limited(key, limits.rate, limits.burst, f"{limits.rate:g} messages per second", "rate")
         key_limit = claims.key_limit
         key_bucket = ""
         if key_limit is not None:  # the API key behind the token has its own, stricter limit
@@ -342,7 +342,11 @@ class BillingGuard:
                 self.limiter.give_back(key)
                 self._metrics.rejected.labels(protocol, "rate_limited").inc()
                 raise self.rate_limited(
-                    key_bucket, key_limit[0], key_limit[1], f"{key_limit[0]:g} messages per second for this API key"
+                    key_bucket,
+                    key_limit[0],
+                    key_limit[1],
+                    f"{key_limit[0]:g} messages per second for this API key",
+                    "api_key_rate",
                 )
         if self.share is not None:
             self.share.spent(key)
@@ -487,7 +491,7 @@ class BillingGuard:
         address_key = f"addr:{address}"
         if self.limiter.take(address_key, rate, rate * 10):
             raise self.rate_limited(
-                address_key, rate, int(rate * 10), f"{rate:g} token requests per second per address"
+                address_key, rate, int(rate * 10), f"{rate:g} token requests per second per address", "token_rate"
             )
         key_id = api_key[4:20] if api_key.startswith("fgk_") else ""
         if key_id:
@@ -495,16 +499,19 @@ class BillingGuard:
             key = f"key:{key_id}"
             if self.limiter.take(key, rate, rate * 10):
                 self.limiter.give_back(address_key)
-                raise self.rate_limited(key, rate, int(rate * 10), f"{rate:g} token requests per second per API key")
+                raise self.rate_limited(
+                    key, rate, int(rate * 10), f"{rate:g} token requests per second per API key", "token_rate"
+                )
 
     # -- errors -------------------------------------------------------------------------------
 
-    def rate_limited(self, key: str, rate: float, burst: float, what: str) -> RateLimited:
+    def rate_limited(self, key: str, rate: float, burst: float, what: str, limit: str) -> RateLimited:
+        """429 naming the ``limit`` (rate, api_key_rate, token_rate), with ``RateLimit-*`` headers and ``retry_after``."""
         state = self.limiter.state(key, rate, burst)
         return RateLimited(
-            f"rate limit exceeded: {what} (burst {burst}); retry in {state.retry_after:.2f} s",
+            f"rate limit exceeded: {what} (burst {burst:g}); retry in {state.retry_after:.2f} s",
             headers=state.headers(),
-            details={"retry_after": round(state.retry_after, 3), "limit": burst, "rate": rate},
+            details={"limit": limit, "retry_after": round(state.retry_after, 3), "rate": rate, "burst": int(burst)},
         )
 
     def payment_required(self, account: _Account, period: Period) -> PaymentRequired:
@@ -515,7 +522,7 @@ class BillingGuard:
             f"monthly quota of {quota} units used and the balance is {balance} credits; "
             f"top up or wait until {iso(period.end)}",
             details={
-                "limit": "monthly_quota",
+                "limit": "balance" if used > quota else "monthly_quota",  # beyond the quota, credits were spent
                 "used": used,
                 "quota": quota,
                 "balance": balance,
