@@ -408,7 +408,8 @@ class BillingGuard:
         account.credit_units = 0
         account.blocked_until = 0.0
         if credits and old_period and self._ledger is not None:
-            asyncio.get_running_loop().create_task(self._ledger.release(account.user_id, old_period, 0, credits))
+            task = asyncio.get_running_loop().create_task(self._ledger.release(account.user_id, old_period, 0, credits))
+            task.add_done_callback(_retrieve)
 
     async def _refill_now(self, account: _Account, period: Period) -> None:
         if self._clock() < account.blocked_until:
