@@ -108,10 +108,15 @@ def _ack_subject(stream: str, ref: DeliveryRef) -> str:
 
 
 class _Inbox:
-    """One pull's reply subject; reused when a pull ends cleanly."""
+    """A subscription for pull replies, reused when a pull ends cleanly.
+
+    Each pull replies to ``<subject>.<n>``, so a status left over from an earlier
+    pull (status messages carry the reply subject) is told apart and ignored.
+    """
 
     def __init__(self, subject: str) -> None:
         self.subject = subject
+        self.requests = itertools.count(1)
         self.sub: Subscription | None = None
         self.queue: asyncio.Queue[Msg] | None = None
 
@@ -258,6 +263,7 @@ class WorkQueues:
         inbox = await self._take_inbox(nc)
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         inbox.queue = queue
+        reply = f"{inbox.subject}.{next(inbox.requests)}"
         request: dict[str, object] = {"batch": batch}
         if wait <= 0:
             request["no_wait"] = True
@@ -269,14 +275,14 @@ class WorkQueues:
         out: list[Pulled] = []
         try:
             with nats_errors(f"pull from {stream}"):
-                await nc.publish(
-                    f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}", orjson.dumps(request), reply=inbox.subject
-                )
+                await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}", orjson.dumps(request), reply=reply)
             async with asyncio.timeout(expires + _REQUEST_TIMEOUT):
                 while len(out) < batch:
                     msg = await queue.get()
                     status = (msg.headers or {}).get("Status")
                     if status is not None:
+                        if msg.subject != reply:
+                            continue  # about an earlier pull
                         if status in ("404", "408"):
                             break
                         if status == "100":
@@ -339,7 +345,7 @@ class WorkQueues:
                 self._on_orphan(stream, pulled)
 
         with nats_errors("subscribe a pull inbox"):
-            inbox.sub = await nc.subscribe(inbox.subject, cb=deliver)
+            inbox.sub = await nc.subscribe(inbox.subject + ".*", cb=deliver)
         return inbox
 
     def _abandon(self, inbox: _Inbox, linger: float) -> None:
