@@ -67,6 +67,9 @@ class Outbox(Generic[T]):
             if self.closed:
                 return None
             self._wakeup.clear()
+            if timeout is None:  # the hot path of a writer: no timer to arm and cancel per message
+                await self._wakeup.wait()
+                continue
             try:
                 async with asyncio.timeout(timeout):
                     await self._wakeup.wait()

@@ -8,6 +8,7 @@ from gateway.app import create_app
 from gateway.embedded_nats import EmbeddedNatsError, find_nats_server
 from gateway.settings import Settings
 from protocols.ws.protocol import max_frame_bytes
+from protocols.ws.transport import PROTOCOL_CLASS as WS_PROTOCOL
 
 
 def preflight(settings: Settings) -> None:
@@ -27,7 +28,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         port=settings.http_port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        ws=WS_PROTOCOL,  # uvicorn's websockets-sansio, plus batched frame writes for /ws (protocols/ws/transport.py)
         ws_per_message_deflate=False,
         ws_max_size=max_frame_bytes(settings.max_message_bytes) + 1024 * 1024,  # larger frames: close 1009
         ws_ping_interval=settings.ws_ping_seconds,

@@ -179,3 +179,14 @@ def test_ack_frame() -> None:
 def test_every_close_code_is_documented() -> None:
     assert set(CLOSE_REASONS) == set(CloseCode)
     assert CloseCode.SLOW_CONSUMER == 4008 and CloseCode.UNAUTHORIZED == 4401
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_direct_text_frames_match_the_websockets_serializer(size: int) -> None:
+    from websockets.frames import Frame, Opcode
+
+    from protocols.ws.transport import text_frames
+
+    payloads = [b"a" * size, b'{"x":1}']
+    expected = b"".join(Frame(Opcode.TEXT, p).serialize(mask=False, extensions=[]) for p in payloads)
+    assert text_frames(payloads) == expected

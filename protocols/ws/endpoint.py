@@ -61,6 +61,7 @@ from protocols.ws.protocol import (
     render_message,
     token_expiring_frame,
 )
+from protocols.ws.transport import EXTENSION, DirectWriter
 
 log = logging.getLogger("flowgate.ws")
 
@@ -108,8 +109,9 @@ class WsEndpoint:
             await send({"type": "websocket.close", "code": CloseCode.PAYMENT_REQUIRED, "reason": _reason(exc.message)})
             return
         structlog.contextvars.bind_contextvars(conn=next(_ids), user=claims.user_id, app=claims.app, protocol="ws")
+        direct = scope.get("extensions", {}).get(EXTENSION)
         try:
-            await Connection(services, claims, send).run(receive)
+            await Connection(services, claims, send, direct).run(receive)
         finally:
             lease.close()
 
@@ -127,10 +129,11 @@ class _Subscription:
 
 
 class Connection:
-    def __init__(self, services: Services, claims: Claims, send: Send) -> None:
+    def __init__(self, services: Services, claims: Claims, send: Send, direct: DirectWriter | None = None) -> None:
         self.services = services
         self.claims = claims
         self._send = send
+        self._direct = direct
         settings = services.settings
         self._max_frame = max_frame_bytes(settings.max_message_bytes)
         self.outbox: Outbox[tuple[object, Delivery]] = Outbox(settings.outbound_queue_size, self._overflowed)
@@ -196,6 +199,8 @@ class Connection:
                 await self._send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
         except (TimeoutError, OSError):
             log.info("websocket closed without a closing handshake (%d)", code)
+            if self._direct is not None:
+                self._direct.abort()  # the peer stopped reading: free the socket now
 
     # -- the three tasks -------------------------------------------------------------------------
 
@@ -211,8 +216,9 @@ class Connection:
             await self._handle(parse_frame(data, max_frame_bytes=self._max_frame))
 
     async def _write(self) -> None:
+        """Drain the outbox in batches: one write per batch when the server offers it, else one send per frame."""
         outbox = self.outbox
-        send = self._send
+        send, direct = self._send, self._direct
         delivered = self.services.metrics.delivered.labels(PROTOCOL)
         guard, namespace = self.services.guard, self.claims.namespace
         while True:
@@ -222,15 +228,21 @@ class Connection:
                 return  # _overflowed already ends the connection
             if item is None:
                 return
-            sent = 0
-            for tag, delivery in (item, *outbox.drain(BATCH - 1)):
-                if not tag.active:  # type: ignore[attr-defined]
-                    continue  # unsubscribed while queued
-                text = delivery.frame(FRAME_NAME, render_message).decode()
-                guard.record_delivery(namespace)  # billed per message handed to the client
-                await send({"type": "websocket.send", "text": text})
-                sent += 1
-            delivered.inc(sent)
+            frames = [
+                delivery.frame(FRAME_NAME, render_message)
+                for tag, delivery in (item, *outbox.drain(BATCH - 1))
+                if tag.active  # type: ignore[attr-defined]  # else unsubscribed while queued
+            ]
+            if not frames:
+                continue
+            if direct is not None:
+                await direct.drained()  # backpressure: a client that stops reading fills its outbox
+                direct.write(frames)
+            else:
+                for frame in frames:
+                    await send({"type": "websocket.send", "text": frame.decode()})
+            guard.record_delivery(namespace, len(frames))  # billed per message handed to the client
+            delivered.inc(len(frames))
 
     async def _watch_token(self) -> None:
         """Warn shortly before the token expires; close with 4401 when it does, unless refreshed."""
