@@ -8,12 +8,17 @@ browser sees why (a refused upgrade only shows it a 1006).
 One ``Connection`` runs three tasks: a reader that carries out client frames in
 order (each publish is stored before the next frame is read, so a connection's
 messages keep their order), a writer that drains the connection's bounded
-``Outbox`` into text frames, and a timer for the token's lifetime. Every
-subscription feeds the one outbox through a ``FilteredSink`` tagged with the
-subscription; live ones share the process's fan-out hub, ``since`` ones read
-their own ordered consumer (``gateway.feeds``). When the outbox overflows the
-client is not reading: its subscriptions are released at once and it is closed
-with 4008 (counted in ``flowgate_slow_consumers_closed{protocol="ws"}``).
+``Outbox`` into text frames (a whole batch per socket write through
+``protocols.ws.transport`` when the server offers it, else one ASGI send per
+frame), and a timer for the token's lifetime. Every subscription feeds the one
+outbox through a ``FilteredSink`` tagged with the subscription; live ones share
+the process's fan-out hub, ``since`` ones read their own ordered consumer
+(``gateway.feeds``). Each message is rendered once for all connections
+(``Delivery.frame``). When the outbox overflows the client is not reading: its
+subscriptions are released at once and it is closed with 4008 (counted in
+``flowgate_slow_consumers_closed{protocol="ws"}``); the close frame waits behind
+what is already in the socket, and a peer that still reads nothing for
+``CLOSE_TIMEOUT`` is cut off.
 
 Billing (``gateway.billing``): a connection counts against the plan's
 concurrent connections; when the quota and balance are spent or all of them

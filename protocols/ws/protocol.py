@@ -50,27 +50,23 @@ class CloseCode(IntEnum):
     """Every code the gateway closes a WebSocket with (the one table; see ``CLOSE_REASONS``)."""
 
     NORMAL = 1000
-    GOING_AWAY = 1001
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     SLOW_CONSUMER = 4008
     UNAUTHORIZED = 4401
     PAYMENT_REQUIRED = 4402
-    FORBIDDEN = 4403
 
 
 CLOSE_REASONS: dict[CloseCode, str] = {
-    CloseCode.NORMAL: "normal closure (the client closed, or the server is done)",
-    CloseCode.GOING_AWAY: "the server is shutting down; reconnect",
-    CloseCode.MESSAGE_TOO_BIG: "a frame exceeded the WebSocket frame limit (16 MiB); reconnect",
-    CloseCode.INTERNAL_ERROR: "unexpected server error; reconnect",
-    CloseCode.SERVICE_RESTART: "the server restarts; reconnect (subscribe with since=<last seq> to resume)",
+    CloseCode.NORMAL: "normal closure (the client closed)",
+    CloseCode.MESSAGE_TOO_BIG: "a frame far beyond the 413 limit (6 x FLOWGATE_MAX_MESSAGE_BYTES + 1 MiB); reconnect",
+    CloseCode.INTERNAL_ERROR: "unexpected server error, or no pong to the server's ping in time; reconnect",
+    CloseCode.SERVICE_RESTART: "the server shuts down or restarts; reconnect (subscribe with since=<last seq> to resume)",
     CloseCode.SLOW_CONSUMER: "slow consumer: the connection's outbound buffer was full; reconnect with since=<last seq>",
     CloseCode.UNAUTHORIZED: "missing, invalid or expired token; get a new token and reconnect",
     CloseCode.PAYMENT_REQUIRED: "quota and balance spent, or all the plan's connections open (billing guard); "
     "top up or close a connection, then reconnect",
-    CloseCode.FORBIDDEN: "the token is not allowed to connect",
 }
 
 
