@@ -16,7 +16,7 @@ from typing import Any
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bus, PubAck
-from gateway.errors import BadRequest, Forbidden, PayloadTooLarge, Unavailable
+from gateway.errors import BadRequest, Forbidden, PayloadTooLarge
 from gateway.metrics import Metrics
 from gateway.payload import Payload
 from gateway.settings import Settings
@@ -58,11 +58,12 @@ class Publisher:
         headers: dict[str, str] | None = None,
     ) -> Published:
         """Store ``payload`` on topic ``name`` for ``protocol``'s client; ``headers`` travel with it (e.g. MQTT QoS)."""
-        submitted = await self.submit(
+        topic, submitted = await self._submit(
             claims, name, payload, protocol=protocol, idempotency_key=idempotency_key, headers=headers
         )
         assert submitted is not None
-        return await submitted
+        ack = await submitted
+        return Published(topic, claims.namespace.full(topic), ack.seq, ack.duplicate)
 
     async def submit(
         self,
@@ -74,13 +75,35 @@ class Publisher:
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
         acknowledged: bool = True,
-    ) -> asyncio.Future[Published] | None:
+    ) -> asyncio.Future[PubAck] | None:
         """``publish`` for pipelining front-ends (MQTT): every check happens (and raises) here, then the
         message is sent and the returned future resolves once JetStream stored it.
 
         With ``acknowledged=False`` (MQTT QoS 0) JetStream is not asked for an
         acknowledgement at all and ``None`` is returned once the message is sent.
         """
+        _, future = await self._submit(
+            claims,
+            name,
+            payload,
+            protocol=protocol,
+            idempotency_key=idempotency_key,
+            headers=headers,
+            acknowledged=acknowledged,
+        )
+        return future
+
+    async def _submit(
+        self,
+        claims: Claims,
+        name: str,
+        payload: Payload,
+        *,
+        protocol: str,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        acknowledged: bool = True,
+    ) -> tuple[str, asyncio.Future[PubAck] | None]:
         topic = self.resolve(claims, name)
         if len(payload.body) > self._max_bytes:
             raise PayloadTooLarge(f"message is {len(payload.body)} bytes; the limit is {self._max_bytes}")
@@ -100,28 +123,22 @@ class Publisher:
             if not acknowledged:
                 await self._bus.emit(namespace.subject(topic), payload, headers=headers)
                 counter.inc()
-                return None
+                return topic, None
             acked = await self._bus.send(namespace.subject(topic), payload, msg_id=msg_id, headers=headers)
         except BaseException:
             if guard is not None:
                 guard.refund(claims)
             raise
-        result: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
 
         def done(future: asyncio.Future[PubAck]) -> None:
-            if result.done():
-                return
-            error = None if future.cancelled() else future.exception()
-            if future.cancelled() or error is not None:
+            # Runs first among the future's callbacks: metrics and billing, no second future per message.
+            if future.cancelled() or future.exception() is not None:
                 if guard is not None:
                     guard.refund(claims)  # not stored: not billed
-                result.set_exception(error or Unavailable("publish cancelled"))
                 return
-            ack = future.result()
-            if ack.duplicate and guard is not None:
+            if future.result().duplicate and guard is not None:
                 guard.refund(claims)  # a retry of a message already stored and billed
             counter.inc()
-            result.set_result(Published(topic, namespace.full(topic), ack.seq, ack.duplicate))
 
         acked.add_done_callback(done)
-        return result
+        return topic, acked

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -66,6 +67,8 @@ class Bus:
         self._inbox = ""
         self._tokens = itertools.count(1)
         self._pending: dict[int, asyncio.Future[PubAck]] = {}
+        self._deadlines: deque[tuple[float, int]] = deque()  # (loop time, token) of sent publishes, oldest first
+        self._sweeper: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[BusState], None]] = []
         self._ready = False
 
@@ -123,6 +126,10 @@ class Bus:
 
     async def close(self) -> None:
         self._ready = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._deadlines.clear()
         self._fail_pending(Unavailable("gateway shutting down"))
         if self._nc is not None and not self._nc.is_closed:
             try:
@@ -248,8 +255,11 @@ class Bus:
         except BaseException:
             self._pending.pop(token, None)
             raise
-        timer = loop.call_later(self.settings.publish_timeout_seconds, self._expire, token)
-        future.add_done_callback(lambda _: timer.cancel())
+        # One timer sweeps every publish's deadline (a timer per message costs more than the publish).
+        deadline = loop.time() + self.settings.publish_timeout_seconds
+        self._deadlines.append((deadline, token))
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadline, self._sweep)
         return future
 
     async def emit(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> None:
@@ -263,10 +273,21 @@ class Bus:
         with nats_errors(f"publish to {subject}"):
             await nc.publish(subject, payload.body, headers=headers)
 
-    def _expire(self, token: int) -> None:
-        future = self._pending.pop(token, None)
-        if future is not None and not future.done():
-            future.set_exception(Unavailable("message bus did not acknowledge in time; retry"))
+    def _sweep(self) -> None:
+        """Fail the publishes whose acknowledgement is overdue, then wait for the next deadline."""
+        self._sweeper = None
+        deadlines = self._deadlines
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while deadlines and deadlines[0][0] <= now:
+            _, token = deadlines.popleft()
+            future = self._pending.pop(token, None)
+            if future is not None and not future.done():
+                future.set_exception(Unavailable("message bus did not acknowledge in time; retry"))
+        while deadlines and deadlines[0][1] not in self._pending:
+            deadlines.popleft()  # acknowledged already
+        if deadlines:
+            self._sweeper = loop.call_at(max(deadlines[0][0], now + 0.05), self._sweep)
 
     async def _on_ack(self, msg: Msg) -> None:
         token = int(msg.subject.rsplit(".", 1)[1])
