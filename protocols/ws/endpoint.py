@@ -5,12 +5,12 @@ The token comes in ``?token=`` (browsers cannot set headers on a WebSocket) or
 expired token is then closed at once with 4401 before any message flows, so a
 browser sees why (a refused upgrade only shows it a 1006).
 
-One ``Connection`` runs three tasks: a reader that carries out client frames in
+One ``Connection`` runs two tasks: a reader that carries out client frames in
 order (each publish is stored before the next frame is read, so a connection's
 messages keep their order), a writer that drains the connection's bounded
 ``Outbox`` into text frames (a whole batch per socket write through
 ``protocols.ws.transport`` when the server offers it, else one ASGI send per
-frame), and a timer for the token's lifetime. Every subscription feeds the one
+frame); two timers watch the token's lifetime. Every subscription feeds the one
 outbox through a ``FilteredSink`` tagged with the subscription; live ones share
 the process's fan-out hub, ``since`` ones read their own ordered consumer
 (``gateway.feeds``). Each message is rendered once for all connections
@@ -144,23 +144,24 @@ class Connection:
         self.outbox: Outbox[tuple[object, Delivery]] = Outbox(settings.outbound_queue_size, self._overflowed)
         self.subscriptions: dict[str, _Subscription] = {}
         self._done: asyncio.Future[tuple[int, str] | None] = asyncio.get_running_loop().create_future()
-        self._refreshed = asyncio.Event()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._notices: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def run(self, receive: Receive) -> None:
         metrics = self.services.metrics
         metrics.connections.labels(PROTOCOL).inc()
-        tasks = [
-            asyncio.create_task(self._read(receive)),
-            asyncio.create_task(self._write()),
-            asyncio.create_task(self._watch_token()),
-        ]
+        self._arm_token_timers()
+        tasks = [asyncio.create_task(self._read(receive)), asyncio.create_task(self._write())]
         for task in tasks:
             task.add_done_callback(self._task_done)
         try:
             close = await self._done
         finally:
+            for handle in self._timers:
+                handle.cancel()
+            tasks += self._notices
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
@@ -207,7 +208,7 @@ class Connection:
             if self._direct is not None:
                 self._direct.abort()  # the peer stopped reading: free the socket now
 
-    # -- the three tasks -------------------------------------------------------------------------
+    # -- the two tasks and the token timers ----------------------------------------------------
 
     async def _read(self, receive: Receive) -> None:
         while True:
@@ -249,30 +250,23 @@ class Connection:
             guard.record_delivery(namespace, len(frames))  # billed per message handed to the client
             delivered.inc(len(frames))
 
-    async def _watch_token(self) -> None:
-        """Warn shortly before the token expires; close with 4401 when it does, unless refreshed."""
-        notice_seconds = self.services.settings.token_expiry_notice_seconds
-        while True:
-            self._refreshed.clear()
-            claims = self.claims
-            notice = min(notice_seconds, (claims.expires_at - claims.issued_at) / 2)
-            if await self._refresh_within(claims.expires_at - notice - time.time()):
-                continue
-            await self._send_frame(token_expiring_frame(claims.expires_at))
-            if await self._refresh_within(claims.expires_at - time.time()):
-                continue
-            self.finish(CloseCode.UNAUTHORIZED, "token expired")
-            return
+    def _arm_token_timers(self) -> None:
+        """Warn shortly before the token expires and close with 4401 when it does (re-armed by a refresh)."""
+        for handle in self._timers:
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        claims = self.claims
+        notice = min(self.services.settings.token_expiry_notice_seconds, (claims.expires_at - claims.issued_at) / 2)
+        expires_in = claims.expires_at - time.time()  # exp is wall-clock time; timers run on the loop's clock
+        self._timers = [
+            loop.call_later(max(0.0, expires_in - notice), self._warn_expiring, claims.expires_at),
+            loop.call_later(max(0.0, expires_in), self.finish, CloseCode.UNAUTHORIZED, "token expired"),
+        ]
 
-    async def _refresh_within(self, seconds: float) -> bool:
-        if seconds <= 0:
-            return self._refreshed.is_set()
-        try:
-            async with asyncio.timeout(seconds):
-                await self._refreshed.wait()
-        except TimeoutError:
-            return False
-        return True
+    def _warn_expiring(self, expires_at: int) -> None:
+        task = asyncio.create_task(self._send_frame(token_expiring_frame(expires_at)))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     # -- client frames ---------------------------------------------------------------------------
 
@@ -371,7 +365,7 @@ class Connection:
                 await self._drop(subscription)
                 refused = Forbidden(f"the refreshed token may not subscribe to {topic_filter!r}")
                 await self._send_frame(error_frame(refused, topic=topic_filter))
-        self._refreshed.set()
+        self._arm_token_timers()
         await self._ack(command.id, expires_at=claims.expires_at)
 
     async def _ack(self, frame_id: FrameId, **fields: Any) -> None:
