@@ -8,7 +8,9 @@ paused when it fills (or while the client is rate limited).
 
 Publishing is pipelined: a PUBLISH is sent to JetStream and the next packet is
 read at once; acknowledgements (PUBACK, PUBREC) go out in order, each only after
-JetStream stored its message. Deliveries are written to a buffer flushed once
+JetStream stored its message. QoS 0 is fire-and-track: JetStream acknowledges
+one QoS 0 publish in ``TRACK_EVERY``, which bounds how far a client runs ahead
+and surfaces store failures (logged, counted as rejected). Deliveries are written to a buffer flushed once
 per event-loop iteration; QoS 1/2 deliveries occupy an in-flight window and
 wait in a bounded backlog beyond it; a client whose backlog overflows is a slow
 consumer and is disconnected.
@@ -39,7 +41,7 @@ from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.topics import topic_matches
-from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode
+from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode, encode_publish
 from protocols.mqtt.errors import PublishReaction, connack_code, publish_reaction, reject_reason, retry_after
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
@@ -108,7 +110,7 @@ class _Closing(Exception):
 def _render_qos0(full: bool) -> Callable[[Delivery], bytes]:
     def render(delivery: Delivery) -> bytes:
         topic = delivery.namespace.full(delivery.topic) if full else delivery.topic
-        return encode(Publish(topic, delivery.payload.body))
+        return encode_publish(topic, delivery.payload.body)
 
     return render
 
@@ -724,14 +726,14 @@ class MqttConnection:
 
     def _send_out(self, item: Outgoing) -> None:
         if item.qos == 0:
-            self._write(encode(Publish(item.topic, item.body, 0, item.retain)))
+            self._write(encode_publish(item.topic, item.body, 0, item.retain))
             if item.ack_subject is not None and self._consumer is not None:
                 self._consumer.ack(item.ack_subject)
             return
         packet_id = item.packet_id if item.packet_id is not None else self._window.allocate()
         assert packet_id is not None
         self._window.add(packet_id, item.qos, item)
-        self._write(encode(Publish(item.topic, item.body, item.qos, item.retain, item.dup, packet_id)))
+        self._write(encode_publish(item.topic, item.body, item.qos, item.retain, item.dup, packet_id))
 
     def _pump_backlog(self) -> None:
         backlog = self._backlog
