@@ -266,7 +266,7 @@ async def run(args: argparse.Namespace) -> None:
         ]
         for target in targets:  # warm-up
             await fanout(target, 10, 200)
-        counts = [int(n) for n in args.subscribers.split(",")]
+        counts = [int(n) for n in args.subscribers.split(",") if n.strip()]
         results: dict[tuple[str, int], float] = {}
         for count in counts:
             for target in targets:
@@ -285,6 +285,9 @@ async def run(args: argparse.Namespace) -> None:
     for count in counts:
         b, g = results[bare_name, count], results[gw_name, count]
         print(f"| {count:,} | {b:,.0f} | {g:,.0f} | {g / b:.2f} |")
+    if 1 in counts:
+        print("\n(1 subscriber is bound by the publisher: each WebSocket publish is stored in JetStream before")
+        print(" the connection's next frame is read; the bare server stores nothing.)")
     print(f"\nMemory per idle connection ({args.idle:,} connections, each subscribed)\n")
     print("| server | KB per connection | RSS MB with them open |\n|---|---:|---:|")
     for name in (bare_name, gw_name):
