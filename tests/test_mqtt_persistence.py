@@ -8,6 +8,7 @@ reconnect [MQTT-4.4.0-1] with DUP set [MQTT-3.3.1-1].
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +32,10 @@ async def http_publish(gateway: Gateway, token: str, topic: str, message: Any) -
     assert answer.status_code == 200, answer.text
 
 
-async def receive(client: RawClient, count: int, *, ack: bool = True) -> list[Publish]:
+async def receive(client: RawClient, count: int, *, ack: bool = True, timeout: float = 10) -> list[Publish]:
     got: list[Publish] = []
     while len(got) < count:
-        packet = await client.recv()
+        packet = await client.recv(timeout)
         if isinstance(packet, Publish):
             got.append(packet)
             if ack and packet.qos == 1:
@@ -186,3 +187,36 @@ async def test_session_survives_gateway_restart_and_moves_between_replicas(repli
     [g] = await receive(other, 1)
     assert g.payload == b"on the third"
     await goodbye(other)
+
+
+async def test_nats_outage_closes_publishers_unacknowledged_then_recovers(
+    make_nats: Callable[[], NatsServer], make_gateway: Callable[..., Gateway]
+) -> None:
+    """A QoS 1 publish NATS cannot store gets no PUBACK (the connection closes, the client re-sends later);
+    after NATS returns, clean and persistent subscribers receive again."""
+    nats = make_nats()
+    gw = make_gateway(nats.url)
+    _, token = gw.user_token()
+    live, _ = await RawClient.connect(gw.mqtt_port, token, client_id="live")
+    await live.subscribe(("out/#", 1))
+    durable, _ = await RawClient.connect(gw.mqtt_port, token, client_id="durable", clean=False)
+    await durable.subscribe(("out/#", 1))
+    pub, _ = await RawClient.connect(gw.mqtt_port, token, client_id="pub")
+    await pub.publish("out/before", b"before", 1)
+    assert (await receive(live, 1))[0].payload == b"before"
+    assert (await receive(durable, 1))[0].payload == b"before"
+    nats.stop()
+    await pub.send(Publish("out/during", b"during", 1, False, False, 77))
+    assert await pub.closed_by_server(timeout=15)  # no PUBACK for a message that was not stored
+    nats.start()
+    async with asyncio.timeout(30):
+        while True:  # the client reconnects until the gateway can take sessions again
+            pub, connack = await RawClient.connect(gw.mqtt_port, token, client_id="pub")
+            if connack.return_code == 0:
+                break
+            await asyncio.sleep(0.5)
+    await pub.publish("out/during", b"during", 1)  # the re-send
+    assert (await receive(live, 1, timeout=30))[0].payload == b"during"
+    assert (await receive(durable, 1, timeout=30))[0].payload == b"during"
+    for c in (live, durable, pub):
+        await c.close()
