@@ -363,3 +363,45 @@ async def test_metrics_count_ws_connections_and_deliveries(gateway: Gateway, con
         metrics = (await http.get(gateway.base_url + "/metrics")).text
     assert 'flowgate_connections{protocol="ws"}' in metrics
     assert 'flowgate_messages_delivered_total{protocol="ws"}' in metrics
+
+
+async def test_shutdown_closes_with_1012(nats_server: Any, make_gateway: Any) -> None:
+    own: Gateway = make_gateway(nats_server.url)
+    _, token = own.user_token()
+    async with websockets.connect(f"{own.ws_url}/ws?token={token}") as ws:
+        await ws.send('{"action": "subscribe", "topic": "t", "id": 1}')
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["action"] == "ack"
+        stopping = asyncio.create_task(asyncio.to_thread(own.stop))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        await stopping
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+
+
+async def test_server_pings_keep_idle_connections_and_drop_dead_ones(nats_server: Any, make_gateway: Any) -> None:
+    own: Gateway = make_gateway(nats_server.url, env={"FLOWGATE_WS_PING_SECONDS": "1"})
+    _, token = own.user_token()
+    # A live client (websockets answers pings by itself) idles through several ping intervals.
+    async with websockets.connect(f"{own.ws_url}/ws?token={token}", ping_interval=None) as live:
+        # A dead peer: completes the handshake, then never answers anything.
+        reader, writer = await asyncio.open_connection("127.0.0.1", own.http_port)
+        writer.write(
+            (
+                f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        async with asyncio.timeout(TIMEOUT):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101")
+            received = await reader.read()  # until the server gives up on it and closes
+        writer.close()
+        frames, pos = [], 0
+        while pos < len(received):  # short unmasked server frames: opcode, length, payload
+            size = received[pos + 1] & 0x7F
+            frames.append((received[pos] & 0x0F, received[pos + 2 : pos + 2 + size]))
+            pos += 2 + size
+        assert frames[0][0] == 0x9  # a ping came first
+        assert frames[-1][0] == 0x8 and int.from_bytes(frames[-1][1][:2], "big") == 1011  # no pong in time
+        await live.send('{"action": "ping"}')
+        assert orjson.loads(await asyncio.wait_for(live.recv(), TIMEOUT)) == {"action": "pong"}
