@@ -405,3 +405,37 @@ async def test_server_pings_keep_idle_connections_and_drop_dead_ones(nats_server
         assert frames[-1][0] == 0x8 and int.from_bytes(frames[-1][1][:2], "big") == 1011  # no pong in time
         await live.send('{"action": "ping"}')
         assert orjson.loads(await asyncio.wait_for(live.recv(), TIMEOUT)) == {"action": "pong"}
+
+
+async def test_one_bus_subscription_per_subject_released_with_the_last_client(gateway: Gateway, connect: Any) -> None:
+    user, token = gateway.user_token()
+    subject = f"fg.msg.{user}.app.shared"
+    nc = await nats.connect(gateway.environment()["FLOWGATE_NATS_URL"])
+    js = nc.jetstream()
+
+    async def consumers() -> int:
+        infos = await js.consumers_info("FG_MESSAGES")
+        return sum(1 for info in infos if info.config.filter_subject == subject)
+
+    async def settles_at(count: int) -> None:
+        async with asyncio.timeout(30):  # an unsubscribed ephemeral consumer goes when the server expires it
+            while await consumers() != count:  # noqa: ASYNC110 - the state lives in nats-server
+                await asyncio.sleep(0.05)  # polling the server's view; the count is the assertion
+
+    try:
+        clients = [await connect(token) for _ in range(3)]
+        for client in clients:
+            await client.subscribe("shared")
+        await settles_at(1)
+        seq = await http_publish(gateway, token, "shared", "to all three")
+        for client in clients:
+            assert (await client.next())["seq"] == seq
+        for client in clients[:2]:
+            await client.ws.close()
+        seq = await http_publish(gateway, token, "shared", "to the last one")
+        assert (await clients[2].next())["seq"] == seq  # one client left: the subscription stays
+        assert await consumers() == 1
+        await clients[2].ws.close()
+        await settles_at(0)
+    finally:
+        await nc.close()
