@@ -67,6 +67,11 @@ def start_bare() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("bare uvicorn did not start")
 
 
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -107,24 +112,36 @@ def main() -> None:
         ratio = rows[1][1].requests_per_second / rows[0][1].requests_per_second
         print(f"\nflowgate / bare = {ratio:.2f} (req/s)")
         guard: dict[str, list[wrk.WrkResult]] = {"on": [], "off": []}
+        cpu_us: dict[str, list[float]] = {"on": [], "off": []}  # gateway CPU per request: steadier than req/s
         targets = {"on": gateway, "off": gateway_off}
         for name in ("off", "on"):
             wrk.run(targets[name].base_url + "/api/v1/publish", script, seconds=2, connections=args.connections)
         for _ in range(args.rounds):
             for name in ("off", "on"):
                 url = targets[name].base_url + "/api/v1/publish"
-                guard[name].append(wrk.run(url, script, seconds=args.seconds, connections=args.connections))
+                before = _cpu_seconds(targets[name].pid)
+                result = wrk.run(url, script, seconds=args.seconds, connections=args.connections)
+                used = _cpu_seconds(targets[name].pid) - before
+                guard[name].append(result)
+                cpu_us[name].append(used / max(1.0, result.requests_per_second * args.seconds) * 1e6)
         print(f"\nBilling guard, {args.rounds} alternating rounds, medians\n")
-        print("| guard | req/s (each round) | median req/s | median p99 ms | non-2xx |\n|---|---|---:|---:|---:|")
-        medians = {}
+        print(
+            "| guard | req/s (each round) | median req/s | median p99 ms | median gateway CPU µs/request | non-2xx |\n"
+            "|---|---|---:|---:|---:|---:|"
+        )
+        medians, cpu = {}, {}
         for name in ("off", "on"):
             runs = guard[name]
             medians[name] = statistics.median(r.requests_per_second for r in runs)
+            cpu[name] = statistics.median(cpu_us[name])
             each = ", ".join(f"{r.requests_per_second:,.0f}" for r in runs)
             p99 = statistics.median(r.p99_ms for r in runs)
-            print(f"| {name} | {each} | {medians[name]:,.0f} | {p99:.2f} | {sum(r.non_2xx for r in runs)} |")
+            print(
+                f"| {name} | {each} | {medians[name]:,.0f} | {p99:.2f} | {cpu[name]:.0f} | {sum(r.non_2xx for r in runs)} |"
+            )
         overhead = 1 - medians["on"] / medians["off"]
         print(f"\nbilling guard overhead = {overhead:.1%} of req/s (aim: under 5%)")
+        print(f"billing guard overhead = {cpu['on'] / cpu['off'] - 1:.1%} of gateway CPU per request")
         rows += [(f"guard {name}", r, 0.0) for name, runs in guard.items() for r in runs]
         for name, r, _ in rows:
             if r.non_2xx or r.errors:
