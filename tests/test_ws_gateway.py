@@ -439,3 +439,26 @@ async def test_one_bus_subscription_per_subject_released_with_the_last_client(ga
         await settles_at(0)
     finally:
         await nc.close()
+
+
+async def test_since_beyond_retention_says_so_first(make_nats: Any, make_gateway: Any) -> None:
+    from tests.nats_admin import purge_messages
+
+    private = make_nats()  # the purge stands in for retention; keep it away from the shared stream
+    own: Gateway = make_gateway(private.url)
+    _, token = own.user_token()
+    first = await http_publish(own, token, "kept", "gone soon")
+    await purge_messages(private.url)
+    after = await http_publish(own, token, "kept", "after")
+    async with websockets.connect(f"{own.ws_url}/ws?token={token}") as ws:
+        client = Client(ws)
+        await client.subscribe("kept", since=first - 1)
+        frames = [client.backlog.pop(0) if client.backlog else await client.recv() for _ in range(2)]
+    assert frames[0] == {
+        "action": "gap",
+        "topic": "kept",
+        "requested_seq": first,
+        "first_available_seq": after,
+        "reason": "retention",
+    }
+    assert (frames[1]["action"], frames[1]["seq"], frames[1]["data"]) == ("message", after, "after")
