@@ -86,7 +86,7 @@ async def test_a_new_period_restores_service_at_once(bus: Bus) -> None:
     assert refused.value.details["period"] == "2026-11"
     wall.now = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC).timestamp()
     await guard.admit(who, 10, protocol="test")  # no waiting for a sync: the month changed
-    usage = await guard.usage(who)
+    usage = await guard.usage(who.user_id, who.app)
     assert usage["period"]["id"] == "2026-12" and usage["used"] == 1
 
 
@@ -120,7 +120,7 @@ async def test_refunds_deliveries_and_size(bus: Bus) -> None:
     assert guard.exhausted(who.user_id)
     with pytest.raises(PaymentRequired):
         await guard.connect(who, "test")
-    usage = await guard.usage(who)
+    usage = await guard.usage(who.user_id, who.app)
     assert usage["app_usage"] == {"publish": 1, "queue_send": 0, "delivery": 4, "units": 5}
     other = claims()
     with pytest.raises(PayloadTooLarge, match="allows 100"):

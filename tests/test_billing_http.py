@@ -80,7 +80,10 @@ async def test_usage_reports_period_used_quota_balance_and_rate(gw: Gateway) -> 
     assert usage["prices"] == {"publish": 1, "queue_send": 1, "delivery": 1}
     async with client(gw, gw.token(key, app="two")) as http:
         other = (await http.get("/api/v1/usage")).json()
-    assert other["used"] == 3 and other["app_usage"]["units"] == 0  # the quota is the user's, across apps
+    assert other["used"] == 3 and other["app_usage"]["units"] == 0, other  # the quota is the user's, across apps
+    admin_view = gw.admin("GET", f"/api/v1/admin/users/{user_id}/usage").json()
+    assert admin_view["used"] == 3 and admin_view["apps"]["one"]["publish"] == 3 and admin_view["balance"] == 7
+    assert gw.admin("GET", "/api/v1/admin/users/nobody-here/usage").status_code == 404
     async with httpx.AsyncClient(base_url=gw.base_url) as anonymous:
         assert (await anonymous.get("/api/v1/usage")).status_code == 401
 

@@ -608,26 +608,25 @@ class BillingGuard:
             account.state = state
         return state
 
-    async def usage(self, claims: Claims) -> dict[str, Any]:
-        """What ``GET /api/v1/usage`` answers."""
+    async def usage(self, user_id: str, app: str | None = None) -> dict[str, Any]:
+        """What ``GET /api/v1/usage`` answers (``app``: the token's app, whose counts are ``app_usage``)."""
         assert self._ledger is not None and self._meter is not None
-        user_id = claims.user_id
         account = await self._account(user_id)
         limits = account.limits
         period = self.period()
         state = await self._ledger.read(user_id, period.id)
         by_app = await self._meter.stored(period.id, user_id)
-        for app, counts in self._meter.pending(period.id, user_id).items():
-            stored = by_app.setdefault(app, dict.fromkeys(counts, 0))
+        for name_of_app, counts in self._meter.pending(period.id, user_id).items():
+            stored = by_app.setdefault(name_of_app, dict.fromkeys(counts, 0))
             for name, n in counts.items():
                 stored[name] = stored.get(name, 0) + n
         used = sum(counts.get("units", 0) for counts in by_app.values())
-        this_app = by_app.get(claims.app, {})
+        this_app = by_app.get(app or "", {})
         rate = self.limiter.state(user_id, limits.rate, limits.burst) if self.enabled else None
         local_credits = account.credit_units if account.period == period.id else 0
         return {
             "user_id": user_id,
-            "app": claims.app,
+            "app": app,
             "plan": limits.name,
             "period": {"id": period.id, "start": iso(period.start), "end": iso(period.end)},
             "used": used,

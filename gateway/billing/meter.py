@@ -16,7 +16,7 @@ import orjson
 
 from gateway.billing.plans import Operation, Prices
 from gateway.bus import Bucket
-from gateway.errors import Conflict, FlowGateError
+from gateway.errors import Conflict
 
 _CAS_ATTEMPTS = 50
 FIELDS = tuple(op.value for op in Operation)
@@ -50,6 +50,7 @@ class UsageMeter:
         self._bucket = bucket
         self._prices = prices
         self._pending: dict[tuple[str, str, str], list[int]] = {}  # (period, user, app) -> counts by FIELDS
+        self._flushing: dict[tuple[str, str, str], list[int]] = {}  # being written: still counted by ``pending``
 
     def count(self, period: str, user_id: str, app: str, operation: Operation, n: int = 1) -> None:
         key = (period, user_id, app)
@@ -60,11 +61,14 @@ class UsageMeter:
 
     def pending(self, period: str, user_id: str, app: str | None = None) -> dict[str, dict[str, int]]:
         """Counts not flushed yet, by app."""
-        out: dict[str, dict[str, int]] = {}
-        for (p, u, a), counts in self._pending.items():
-            if p == period and u == user_id and (app is None or a == app):
-                out[a] = self._as_usage(counts)
-        return out
+        out: dict[str, list[int]] = {}
+        for source in (self._pending, self._flushing):
+            for (p, u, a), counts in source.items():
+                if p == period and u == user_id and (app is None or a == app):
+                    total = out.setdefault(a, [0] * len(FIELDS))
+                    for i, n in enumerate(counts):
+                        total[i] += n
+        return {a: self._as_usage(counts) for a, counts in out.items()}
 
     def _as_usage(self, counts: list[int]) -> dict[str, int]:
         usage = dict(zip(FIELDS, counts, strict=True))
@@ -74,15 +78,17 @@ class UsageMeter:
     async def flush(self) -> int:
         """Write the pending counts; the number of records written. Failed ones stay pending."""
         pending, self._pending = self._pending, {}
+        self._flushing = pending
         written = 0
-        for index, (key, counts) in enumerate(pending.items()):
-            try:
+        try:
+            for key, counts in list(pending.items()):
                 await self._add(key, self._as_usage(counts))
-            except FlowGateError:
-                for k, c in list(pending.items())[index:]:
-                    self._merge_back(k, c)
-                raise
-            written += 1
+                del pending[key]
+                written += 1
+        finally:
+            self._flushing = {}
+            for key, counts in pending.items():  # not written: go with the next flush
+                self._merge_back(key, counts)
         return written
 
     def _merge_back(self, key: tuple[str, str, str], counts: list[int]) -> None:

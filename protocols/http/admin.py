@@ -94,6 +94,13 @@ async def update_user(user_id: str, body: UserChanges, services: ServicesDep) ->
     return user_view(user)
 
 
+@router.get("/users/{user_id}/usage")
+async def get_usage(user_id: str, services: ServicesDep) -> dict[str, Any]:
+    """A user's usage this period, as ``GET /api/v1/usage`` shows it to the user (``apps`` has the per-app counts)."""
+    await services.accounts.get_user(user_id)
+    return await services.guard.usage(user_id)
+
+
 @router.post("/users/{user_id}/credits")
 async def add_credits(user_id: str, body: Credits, services: ServicesDep) -> dict[str, Any]:
     """Top up the prepaid balance; service resumes at once on every replica."""

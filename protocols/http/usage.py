@@ -36,4 +36,4 @@ async def usage(claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
     per message delivered to a subscriber. Counts from other replicas arrive
     within one sync interval.
     """
-    return await services.guard.usage(claims)
+    return await services.guard.usage(claims.user_id, claims.app)
