@@ -45,6 +45,7 @@ def serve_bare(port: int) -> None:
     """A bare websockets server: /sub joins the broadcast set, each frame sent to /pub is broadcast."""
     import uvloop
     from websockets.asyncio.server import ServerConnection, broadcast, serve
+    from websockets.exceptions import ConnectionClosed
 
     subscribers: set[ServerConnection] = set()
 
@@ -52,16 +53,21 @@ def serve_bare(port: int) -> None:
         assert ws.request is not None
         if ws.request.path.startswith("/pub"):
             seq = 0
-            async for frame in ws:
-                seq += 1
-                message = orjson.loads(frame)["message"]
-                rendered = orjson.dumps({"action": "message", "topic": "bench", "data": message, "seq": seq}).decode()
-                broadcast(subscribers, rendered)
+            try:
+                async for frame in ws:
+                    seq += 1
+                    message = orjson.loads(frame)["message"]
+                    rendered = orjson.dumps({"action": "message", "topic": "bench", "data": message, "seq": seq})
+                    broadcast(subscribers, rendered.decode())
+            except ConnectionClosed:  # the bench drops its clients without a closing handshake
+                pass
             return
         subscribers.add(ws)
         try:
             await ws.send('{"action":"ack","id":1}')
             await ws.wait_closed()
+        except ConnectionClosed:
+            pass
         finally:
             subscribers.discard(ws)
 
