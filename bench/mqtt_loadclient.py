@@ -9,7 +9,9 @@ broker is started; it is given a ``Target`` (host, port, credentials, pids).
 Method: closed loop. One publisher keeps at most ``window`` messages ahead of
 the subscribers (and, at QoS 1, at most ``ack_window`` unacknowledged by the
 broker); every payload starts with the send time, so each delivery yields a
-latency on the same clock. A barrier of probe messages before the measurement
+latency on the same clock. Under that saturating load the latency is mostly
+queueing (about window / rate), so one more scenario paces QoS 1 at 5,000
+messages/s, a load both brokers sustain, for latency without saturation. A barrier of probe messages before the measurement
 makes sure every subscription is live, so nothing is lost to subscription
 propagation. A broker that stops delivering for ``stall_timeout`` seconds ends
 the run and the missing deliveries are reported as lost.
@@ -69,6 +71,7 @@ class Scenario:
     batch: int = 200
     payload_size: int = 100
     stall_timeout: float = 10.0
+    rate: float = 0.0  # > 0: open loop, paced at this many messages/s (for latency at a moderate load)
 
 
 @dataclass(slots=True)
@@ -81,6 +84,8 @@ class Result:
     deliveries: int
     seconds: float
     lost: int
+    out_of_order: int  # deliveries out of sequence at their subscriber: duplicates, gaps, reordering
+    stalled: bool  # the broker stopped reading or delivering for stall_timeout: the rate is not meaningful
     p50_ms: float
     p99_ms: float
     broker_rss_mb: float  # peak during the run, the broker process itself
@@ -109,6 +114,8 @@ class Connection(asyncio.Protocol):
         self.acked = 0  # PUBACK/PUBCOMP for our publishes
         self.latencies: list[int] = []
         self.probe_seq = -1  # sequence number of the last probe seen
+        self.next_seq = 0  # the measured messages' next expected sequence number
+        self.out_of_order = 0  # deliveries that were not the expected next one (loss, duplicate, reordering)
         self.error: BaseException | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._control: asyncio.Queue[Packet] = asyncio.Queue()
@@ -137,6 +144,9 @@ class Connection(asyncio.Protocol):
                     if sent:
                         received += 1
                         latencies.append(now - sent)
+                        if seq != self.next_seq:  # one publisher, one topic: in order [MQTT-4.6.0-5]
+                            self.out_of_order += 1
+                        self.next_seq = seq + 1
                     else:
                         self.probe_seq = seq
                     if packet.qos == 1:
@@ -190,12 +200,17 @@ class Connection(asyncio.Protocol):
             raise ConnectionError(f"connection closed: {self.error!r}")
         self.transport.write(data)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float) -> bool:
+        """Wait while the transport's write buffer is full; False if it stayed full for ``timeout`` seconds."""
         if self._paused:
             self._resumed = asyncio.get_running_loop().create_future()
-            await self._resumed
+            try:
+                await asyncio.wait_for(self._resumed, timeout)
+            except TimeoutError:
+                return False
         if self.closed.done():
             raise ConnectionError(f"connection closed: {self.error!r}")
+        return True
 
     async def expect(self, kind: type, timeout: float = 15.0) -> Packet:
         """The next control packet (CONNACK, SUBACK, ...), which must be of ``kind``."""
@@ -333,6 +348,7 @@ async def run_scenario(target: Target, scenario: Scenario) -> Result:
         for s in subscribers:
             s.received = 0
             s.latencies = []
+            s.next_seq = s.out_of_order = 0
         publisher.acked = 0
         return await _measure(target, scenario, topic, publisher, subscribers, padding)
     finally:
@@ -374,6 +390,10 @@ async def _measure(
                 break
             continue
         count = min(room, scenario.batch, total - sent)
+        if scenario.rate:  # paced: the next batch is due when the schedule says so
+            due = started + sent / scenario.rate - time.perf_counter()
+            if due > 0:
+                await asyncio.sleep(due)
         now = time.perf_counter_ns()
         if qos:
             parts = []
@@ -388,7 +408,9 @@ async def _measure(
                 )
             )
         sent += count
-        await publisher.drain()
+        if not await publisher.drain(scenario.stall_timeout):  # the broker stopped reading
+            stalled = True
+            break
         await asyncio.sleep(0)  # let the subscribers' reads run between batches
     while not stalled and (delivered() < sent * n_subs or (qos and publisher.acked < sent)):
         if not await wait_progress():
@@ -409,6 +431,8 @@ async def _measure(
         deliveries=deliveries,
         seconds=seconds,
         lost=sent * n_subs - deliveries,
+        out_of_order=sum(s.out_of_order for s in subscribers),
+        stalled=stalled,
         p50_ms=_percentile(latencies, 0.50),
         p99_ms=_percentile(latencies, 0.99),
         broker_rss_mb=broker_rss,
@@ -437,4 +461,5 @@ class Suite:
             Scenario("qos0", qos=0, subscribers=1, messages=n(200_000), window=2000),
             Scenario("qos1", qos=1, subscribers=1, messages=n(100_000), window=2000, ack_window=1000),
             Scenario("fanout", qos=0, subscribers=100, messages=n(5_000), window=300, batch=50),
+            Scenario("qos1-5k", qos=1, subscribers=1, messages=n(25_000), window=2000, batch=50, rate=5000),
         )

@@ -99,17 +99,25 @@ def flowgate(env: dict[str, str]) -> Iterator[Target | None]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-async def measure(target: Target, scenarios: tuple[Scenario, ...], repeat: int) -> list[Result]:
-    """Each scenario ``repeat`` times; the run with the median rate is kept."""
-    kept = []
+async def measure(targets: list[Target], scenarios: tuple[Scenario, ...], repeat: int) -> list[Result]:
+    """Each scenario ``repeat`` times on every target, the targets alternating; the median-rate run is kept."""
+    runs: dict[tuple[str, str], list[Result]] = {}
     for scenario in scenarios:
-        runs = []
         for _ in range(repeat):
-            result = await run_scenario(target, scenario)
-            print(f"  {target.name:10} {scenario.name:7} {result.rate:>12,.0f}/s  lost {result.lost}", file=sys.stderr)
-            runs.append(result)
-        runs.sort(key=lambda r: r.rate)
-        kept.append(runs[len(runs) // 2])
+            for target in targets:
+                result = await run_scenario(target, scenario)
+                stall = "  STALLED (broker stopped reading or delivering)" if result.stalled else ""
+                print(
+                    f"  {target.name:10} {scenario.name:7} {result.rate:>12,.0f}/s  p99 {result.p99_ms:7.2f} ms"
+                    f"  lost {result.lost}{stall}",
+                    file=sys.stderr,
+                )
+                runs.setdefault((target.name, scenario.name), []).append(result)
+    kept = []
+    for target in targets:
+        for scenario in scenarios:
+            ordered = sorted(runs[(target.name, scenario.name)], key=lambda r: r.rate)
+            kept.append(ordered[len(ordered) // 2])
     return kept
 
 
@@ -123,25 +131,34 @@ def run_async(coro: object) -> list[Result]:
 
 def table(results: list[Result]) -> str:
     lines = [
-        f"{'scenario':18} {'broker':10} {'rate/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} "
+        f"{'scenario':18} {'broker':10} {'rate/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'lost':>5} {'order':>5} "
         f"{'RSS MB':>7} {'+NATS MB':>8} {'CPU':>5} {'+NATS':>6} {'tool CPU':>8}",
     ]
     for r in results:
-        label = {"qos0": "QoS 0 1->1 msg", "qos1": "QoS 1 1->1 msg"}.get(r.scenario, f"fan-out 1->{r.subscribers} dlv")
+        labels = {"qos0": "QoS 0 1->1 msg", "qos1": "QoS 1 1->1 msg", "qos1-5k": "QoS 1 @5k/s msg"}
+        label = labels.get(r.scenario, f"fan-out 1->{r.subscribers} dlv")
         nats_rss = f"{r.other_rss_mb:8.1f}" if r.other_rss_mb else f"{'-':>8}"
         nats_cpu = f"{r.other_cpu:5.0f}%" if r.other_rss_mb else f"{'-':>6}"
         lines.append(
-            f"{label:18} {r.target:10} {r.rate:11,.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.lost:6d} "
+            f"{label:18} {r.target:10} {r.rate:11,.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.lost:5d} {r.out_of_order:5d} "
             f"{r.broker_rss_mb:7.1f} {nats_rss} {r.broker_cpu:4.0f}% {nats_cpu} {r.tool_cpu:7.0f}%"
+            + ("  STALLED" if r.stalled else "")
         )
     by = {(r.target, r.scenario): r for r in results}
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     if any(t == "flow-gate" for t, _ in by) and any(t == "mosquitto" for t, _ in by):
-        lines += ["", f"{'scenario':18} {'mosquitto':>11} {'flow-gate':>11} {'ratio':>7}"]
+        lines += [
+            "",
+            f"{'flow-gate / mosquitto':22} {'mosquitto/s':>11} {'flow-gate/s':>11} {'ratio':>6}"
+            f" {'p50 ms m / fg':>15} {'p99 ms m / fg':>15}",
+        ]
         for name in scenarios:
             m, g = by.get(("mosquitto", name)), by.get(("flow-gate", name))
             if m and g:
-                lines.append(f"{name:18} {m.rate:11,.0f} {g.rate:11,.0f} {g.rate / m.rate:7.2f}")
+                lines.append(
+                    f"{name:22} {m.rate:11,.0f} {g.rate:11,.0f} {g.rate / m.rate:6.2f}"
+                    f" {m.p50_ms:7.2f}/{g.p50_ms:<7.2f} {m.p99_ms:7.2f}/{g.p99_ms:<7.2f}"
+                )
     return "\n".join(lines)
 
 
@@ -153,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", help="with --connect: password (e.g. a JWT)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the message counts")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; the median is reported")
-    parser.add_argument("--only", help="comma-separated scenarios: qos0, qos1, fanout")
+    parser.add_argument("--only", help="comma-separated scenarios: qos0, qos1, fanout, qos1-5k")
     parser.add_argument(
         "--gateway-env", action="append", default=[], metavar="NAME=VALUE", help="extra gateway setting"
     )
@@ -170,21 +187,26 @@ def main(argv: list[str] | None = None) -> int:
         host, _, port = args.connect.rpartition(":")
         password = args.password.encode() if args.password is not None else None
         target = Target(host or "127.0.0.1", host or "127.0.0.1", int(port), args.username, password)
-        results += run_async(measure(target, scenarios, args.repeat))
+        results += run_async(measure([target], scenarios, args.repeat))
     else:
         brokers = args.brokers.split(",")
-        if "mosquitto" in brokers:
-            with mosquitto() as target:
-                results += run_async(measure(target, scenarios, args.repeat))
-        if "flow-gate" in brokers or "gateway" in brokers:
-            env = dict(item.split("=", 1) for item in args.gateway_env)
-            with flowgate(env) as gw_target:
+        with contextlib.ExitStack() as stack:  # both brokers up at once, measured alternately
+            targets = []
+            if "mosquitto" in brokers:
+                targets.append(stack.enter_context(mosquitto()))
+            if "flow-gate" in brokers or "gateway" in brokers:
+                env = dict(item.split("=", 1) for item in args.gateway_env)
+                gw_target = stack.enter_context(flowgate(env))
                 if gw_target is None:
                     notes.append("flow-gate: the gateway has no MQTT listener on FLOWGATE_MQTT_PORT yet; not measured")
                 else:
-                    results += run_async(measure(gw_target, scenarios, args.repeat))
+                    targets.append(gw_target)
+            if targets:
+                results += run_async(measure(targets, scenarios, args.repeat))
 
-    print(f"MQTT 3.1.1, {scenarios[0].payload_size}-byte payloads, closed-loop publisher; median of {args.repeat}")
+    print(
+        f"MQTT 3.1.1, {scenarios[0].payload_size}-byte payloads, closed-loop publisher; brokers alternating, median of {args.repeat}"
+    )
     if not args.connect and "mosquitto" in args.brokers:
         print("mosquitto: default settings (listener on 127.0.0.1, anonymous, no persistence)")
     if not args.connect and any(b in args.brokers for b in ("flow-gate", "gateway")):
