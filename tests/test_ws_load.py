@@ -93,13 +93,13 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(
     for reader in readers:
         await request(reader, 1, action="subscribe", topic="firehose")
 
-    async def read_all(ws: ClientConnection) -> list[int]:
-        seqs: list[int] = []
-        while len(seqs) < TOTAL:
+    async def read_all(ws: ClientConnection) -> list[tuple[int, int, int]]:
+        got: list[tuple[int, int, int]] = []
+        while len(got) < TOTAL:
             frame = orjson.loads(await ws.recv())
             if frame["action"] == "message":
-                seqs.append(frame["seq"])
-        return seqs
+                got.append((frame["seq"], frame["data"]["p"], frame["data"]["n"]))
+        return got
 
     async def publish(ws: ClientConnection, index: int) -> None:
         share = TOTAL // PUBLISHERS
@@ -127,8 +127,11 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(
     growth = rss.peak - baseline
     print(f"gateway RSS: baseline {baseline / 2**20:.1f} MiB, peak {rss.peak / 2**20:.1f} MiB")
     assert growth < RSS_CEILING, f"RSS grew by {growth / 2**20:.1f} MiB"
-    for seqs in received:  # the others got everything, once, in order
+    for got in received:  # the others got everything, once, in order; each publisher's messages in its order
+        seqs = [seq for seq, _, _ in got]
         assert len(seqs) == TOTAL and len(set(seqs)) == TOTAL and seqs == sorted(seqs)
+        for index in range(PUBLISHERS):
+            assert [n for _, p, n in got if p == index] == list(range(TOTAL // PUBLISHERS))
 
     async with httpx.AsyncClient(timeout=10) as http:
         metrics = (await http.get(gateway.base_url + "/metrics")).text

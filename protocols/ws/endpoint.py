@@ -6,11 +6,12 @@ expired token is then closed at once with 4401 before any message flows, so a
 browser sees why (a refused upgrade only shows it a 1006).
 
 One ``Connection`` runs two tasks: a reader that carries out client frames in
-order (each publish is stored before the next frame is read, so a connection's
-messages keep their order), a writer that drains the connection's bounded
-``Outbox`` into text frames (a whole batch per socket write through
-``protocols.ws.transport`` when the server offers it, else one ASGI send per
-frame); two timers watch the token's lifetime. Every subscription feeds the one
+order (publishes are checked and sent to JetStream in frame order, so a
+connection's messages keep their order, and acknowledged as JetStream answers;
+a ``ping`` is answered once every publish before it has its outcome), a
+writer that drains the connection's bounded ``Outbox`` into text frames (a
+whole batch per socket write through ``protocols.ws.transport`` when the server
+offers it, else one ASGI send per frame); two timers watch the token's lifetime. Every subscription feeds the one
 outbox through a ``FilteredSink`` tagged with the subscription; live ones share
 the process's fan-out hub, ``since`` ones read their own ordered consumer
 (``gateway.feeds``). Each message is rendered once for all connections
@@ -34,12 +35,14 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import structlog
 from starlette.requests import HTTPConnection
 
 from auth.tokens import Claims, bearer
+from gateway.bus import PubAck
 from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound, PaymentRequired, Unauthorized
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
@@ -77,6 +80,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 PROTOCOL = "ws"
 MAX_SUBSCRIPTIONS = 256
+COUNTED_BY_GUARD = ("rate_limited", "payment_required")  # the billing guard counts these refusals itself
+MAX_IN_FLIGHT = 256  # publishes of one connection awaiting JetStream's acknowledgement
 BATCH = 128  # frames written per wake-up of the writer
 CLOSE_TIMEOUT = 60.0  # how long a close frame may wait behind a client that does not read
 
@@ -146,6 +151,12 @@ class Connection:
         self._done: asyncio.Future[tuple[int, str] | None] = asyncio.get_running_loop().create_future()
         self._timers: list[asyncio.TimerHandle] = []
         self._notices: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # publishes sent to JetStream and not yet acknowledged
+        self._room = asyncio.Event()  # set while fewer than MAX_IN_FLIGHT publishes are pending
+        self._room.set()
+        self._settled = asyncio.Event()  # set while no publish is pending
+        self._settled.set()
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -159,6 +170,7 @@ class Connection:
         try:
             close = await self._done
         finally:
+            self._closed = True
             for handle in self._timers:
                 handle.cancel()
             tasks += self._notices
@@ -264,7 +276,16 @@ class Connection:
         ]
 
     def _warn_expiring(self, expires_at: int) -> None:
-        task = asyncio.create_task(self._send_frame(token_expiring_frame(expires_at)))
+        self._emit(token_expiring_frame(expires_at))
+
+    def _emit(self, frame: bytes) -> None:
+        """Send a control frame from a callback: written at once when possible, else by a short task."""
+        if self._closed:
+            return
+        if self._direct is not None:
+            self._direct.write([frame])
+            return
+        task = asyncio.create_task(self._send_frame(frame))
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
 
@@ -288,26 +309,60 @@ class Connection:
             elif isinstance(command, Unsubscribe):
                 await self._unsubscribe(command)
             elif isinstance(command, Ping):
+                await self._settled.wait()  # a pong follows the outcome of every publish sent before the ping
                 await self._send_frame(pong_frame(command.id))
             else:
                 await self._auth(command)
         except FlowGateError as exc:
-            if isinstance(command, Publish):
+            if isinstance(command, Publish) and exc.code not in COUNTED_BY_GUARD:
                 self.services.metrics.rejected.labels(PROTOCOL, exc.code).inc()
             topic = getattr(command, "topic", None)
             await self._send_frame(error_frame(exc, command.id, **({"topic": topic} if topic else {})))
 
     async def _publish(self, command: Publish) -> None:
-        published = await self.services.publisher.publish(
+        """Pipelined: checked and sent in frame order, acknowledged by JetStream later (``_stored``).
+
+        The reader goes on with the next frame at once, so one connection is not
+        bound to one round trip per message; at most ``MAX_IN_FLIGHT`` wait for
+        their acknowledgement, and none is sent while the socket cannot take
+        the answers (a client that publishes but does not read is paused).
+        """
+        await self._room.wait()
+        if self._direct is not None:
+            await self._direct.drained()
+        future = await self.services.publisher.submit(
             self.claims,
             command.topic,
             command.payload,
             protocol=PROTOCOL,
             idempotency_key=command.idempotency_key,
         )
-        if command.id is not None:
-            extra = {"duplicate": True} if published.duplicate else {}
-            await self._send_frame(ack_frame(command.id, seq=published.seq, topic=published.topic, **extra))
+        assert future is not None
+        self._in_flight += 1
+        self._settled.clear()
+        if self._in_flight >= MAX_IN_FLIGHT:
+            self._room.clear()
+        future.add_done_callback(partial(self._stored, command.id, self.claims.namespace.short(command.topic)))
+
+    def _stored(self, frame_id: FrameId, topic: str, future: asyncio.Future[PubAck]) -> None:
+        self._in_flight -= 1
+        self._room.set()
+        if self._in_flight == 0:
+            self._settled.set()
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            if frame_id is not None:
+                ack = future.result()
+                extra = {"duplicate": True} if ack.duplicate else {}
+                self._emit(ack_frame(frame_id, seq=ack.seq, topic=topic, **extra))
+            return
+        if not isinstance(error, FlowGateError):
+            log.error("publish failed", exc_info=error)
+            error = FlowGateError("internal error")
+        self.services.metrics.rejected.labels(PROTOCOL, error.code).inc()
+        self._emit(error_frame(error, frame_id, topic=topic))
 
     async def _subscribe(self, command: Subscribe) -> None:
         namespace = self.claims.namespace
