@@ -84,6 +84,7 @@ INBOX_LOW = 32
 MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged, per connection
 MAX_SUBSCRIPTIONS = 256  # per connection; more get SUBACK 0x80
 TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
+YIELD_EVERY = 32  # packets handled in a row before the reader lets other tasks run
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
 
 
@@ -233,6 +234,7 @@ class MqttConnection:
 
     async def _serve(self) -> None:
         inbox = self._inbox
+        handled = 0
         while True:
             if self._close_reason is not None:
                 return
@@ -253,6 +255,11 @@ class MqttConnection:
             if violation is not None:
                 self._fail(f"protocol error: {violation.reason}")
             await self._dispatch(packet)
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                # Let the bus flush what was sent and take in acknowledgements while a burst is handled,
+                # so storing overlaps with reading instead of alternating with it.
+                await asyncio.sleep(0)
 
     def _fail(self, reason: str, *, will: bool = True) -> NoReturn:
         self._close_reason = self._close_reason or reason
