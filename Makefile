@@ -39,6 +39,8 @@ lint: install-test
 bench: install-test test-system-deps
 	@scripts/ensure-debs wrk=wrk
 	$(BIN)/python bench/http_publish.py
+	$(BIN)/python bench/mqtt_codec.py
+	$(BIN)/python bench/mqtt_throughput.py
 
 clean:
 	rm -rf $(VENV) data
