@@ -106,10 +106,6 @@ _FLAGS: Final = (0, 0, 0, -1, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0)
 _BAD_TOPIC_NAME: Final = re.compile("[+#\x00]").search
 _U16: Final = struct.Struct(">H")
 _B_B_H: Final = struct.Struct(">BBH")
-_B_B_H_H: Final = struct.Struct(">BBHH")
-_B_B_B_H: Final = struct.Struct(">BBBH")
-_B_B_B_H_H: Final = struct.Struct(">BBBHH")
-_B_B: Final = struct.Struct(">BB")
 
 
 class MQTTProtocolError(BadRequest):
