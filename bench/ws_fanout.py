@@ -292,8 +292,9 @@ async def run(args: argparse.Namespace) -> None:
         b, g = results[bare_name, count], results[gw_name, count]
         print(f"| {count:,} | {b:,.0f} | {g:,.0f} | {g / b:.2f} |")
     if 1 in counts:
-        print("\n(1 subscriber is bound by the publisher: each WebSocket publish is stored in JetStream before")
-        print(" the connection's next frame is read; the bare server stores nothing.)")
+        print("\n(1 subscriber is bound by the publish path: every message is stored in JetStream and acknowledged,")
+        print(" pipelined up to 256 per connection; the bare server stores nothing. With many subscribers the gateway")
+        print(" writes each connection's backlog in one socket write, where broadcast() writes once per message.)")
     print(f"\nMemory per idle connection ({args.idle:,} connections, each subscribed)\n")
     print("| server | KB per connection | RSS MB with them open |\n|---|---:|---:|")
     for name in (bare_name, gw_name):
