@@ -462,3 +462,26 @@ async def test_since_beyond_retention_says_so_first(make_nats: Any, make_gateway
         "reason": "retention",
     }
     assert (frames[1]["action"], frames[1]["seq"], frames[1]["data"]) == ("message", after, "after")
+
+
+async def test_nats_outage_is_503_and_the_connection_recovers(make_nats: Any, make_gateway: Any) -> None:
+    private = make_nats()
+    own: Gateway = make_gateway(private.url)
+    _, token = own.user_token()
+    async with websockets.connect(f"{own.ws_url}/ws?token={token}") as ws:
+        client = Client(ws)
+        await client.subscribe("outage")
+        before = await client.request(action="publish", topic="outage", message="before")
+        assert (await client.next())["seq"] == before["seq"]
+        private.stop()
+        refused = await client.request(action="publish", topic="outage", message="during")
+        assert (refused["action"], refused["code"], refused["error"]) == ("error", 503, "unavailable")
+        private.start()
+        async with asyncio.timeout(30):
+            while (answer := await client.request(action="publish", topic="outage", message="after"))[
+                "action"
+            ] != "ack":
+                assert answer["code"] == 503  # until the gateway has reconnected
+                await asyncio.sleep(0.2)  # retrying like a client would
+        message = await client.next(timeout=30)  # the hub's subscription is back too
+        assert (message["data"], message["seq"]) == ("after", answer["seq"])
