@@ -19,10 +19,11 @@ Hot path: a dict lookup, a token bucket and an integer decrement. Units are
 reserved from the KV ledger in chunks (``Ledger.reserve``, compare-and-set) in the
 background when the local allowance runs low; the publish only waits for KV
 when the allowance is empty. Once the ledger has nothing left, refusals come
-from memory and the ledger is asked again at most once per sync interval; so a
-top-up restores service at once on the replica that took it and within one
-sync interval on the others. Plan changes are picked up within
-``LIMITS_REFRESH`` sync intervals.
+from memory and the ledger is asked again at most once per sync interval. A
+top-up or plan change applies at once on the replica that took it and is
+announced to the others at once (``RateShare.announce_change``; should that
+message be lost, they ask the ledger within one sync interval and re-read
+plans within ``LIMITS_REFRESH`` intervals).
 
 Rate limits are per replica buckets that also pay for what the other replicas
 spent (``RateShare``): approximate across replicas, off by at most what the
@@ -44,6 +45,7 @@ from gateway.billing.ledger import BILLING_BUCKET, Ledger, LedgerState
 from gateway.billing.limiter import RateLimiter
 from gateway.billing.meter import Period, UsageMeter, iso
 from gateway.billing.plans import Catalog, Operation, Plan
+from gateway.billing.share import RateShare
 from gateway.bus import Bus
 from gateway.errors import FlowGateError, NotFound, PayloadTooLarge, PaymentRequired, RateLimited, Unauthorized
 from gateway.metrics import Metrics
@@ -129,7 +131,7 @@ class BillingGuard:
         self._price = {op: catalog.prices.of(op) for op in Operation}
         self._current_period = Period.at(wall())
         self._period_bounds = (self._current_period.start.timestamp(), self._current_period.end.timestamp())
-        self.share: Any = None  # RateShare, set by ``open`` when replicas share rate spend
+        self.share: RateShare | None = None  # set by ``open``: replicas share rate spend and connections
 
     @classmethod
     async def open(cls, settings: Settings, bus: Bus, accounts: Accounts, metrics: Metrics) -> BillingGuard:
@@ -140,8 +142,6 @@ class BillingGuard:
         bucket = await bus.bucket(BILLING_BUCKET)
         guard = cls(settings, catalog, accounts, Ledger(bucket), UsageMeter(bucket, catalog.prices), metrics)
         if guard.enabled:
-            from gateway.billing.share import RateShare
-
             guard.share = RateShare(bus, guard)
             await guard.share.start()
         return guard
