@@ -85,8 +85,6 @@ MAX_IN_FLIGHT = 256  # publishes of one connection awaiting JetStream's acknowle
 BATCH = 128  # frames written per wake-up of the writer
 CLOSE_TIMEOUT = 60.0  # how long a close frame may wait behind a client that does not read
 
-_ids = itertools.count(1)
-
 
 def _reason(text: str) -> str:
     """A close reason within the protocol's 123 bytes."""
@@ -96,6 +94,9 @@ def _reason(text: str) -> str:
 
 class WsEndpoint:
     """The ASGI application mounted at ``/ws``."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)  # connection ids for the logs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket" or (await receive())["type"] != "websocket.connect":
@@ -118,7 +119,12 @@ class WsEndpoint:
             await send({"type": "websocket.send", "text": error_frame(exc).decode()})
             await send({"type": "websocket.close", "code": CloseCode.PAYMENT_REQUIRED, "reason": _reason(exc.message)})
             return
-        structlog.contextvars.bind_contextvars(conn=next(_ids), user=claims.user_id, app=claims.app, protocol="ws")
+        except FlowGateError as exc:  # e.g. the bus is unreachable while the account loads
+            code = CloseCode.TRY_AGAIN_LATER if exc.status == 503 else CloseCode.INTERNAL_ERROR
+            await send({"type": "websocket.send", "text": error_frame(exc).decode()})
+            await send({"type": "websocket.close", "code": code, "reason": _reason(exc.message)})
+            return
+        structlog.contextvars.bind_contextvars(conn=next(self._ids), user=claims.user_id, app=claims.app, protocol="ws")
         direct = scope.get("extensions", {}).get(EXTENSION)
         try:
             await Connection(services, claims, send, direct).run(receive)

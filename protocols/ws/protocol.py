@@ -53,6 +53,7 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
     SLOW_CONSUMER = 4008
     UNAUTHORIZED = 4401
     PAYMENT_REQUIRED = 4402
@@ -63,6 +64,7 @@ CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.MESSAGE_TOO_BIG: "a frame far beyond the 413 limit (6 x FLOWGATE_MAX_MESSAGE_BYTES + 1 MiB); reconnect",
     CloseCode.INTERNAL_ERROR: "unexpected server error, or no pong to the server's ping in time; reconnect",
     CloseCode.SERVICE_RESTART: "the server shuts down or restarts; reconnect (subscribe with since=<last seq> to resume)",
+    CloseCode.TRY_AGAIN_LATER: "the message bus is unreachable right now; reconnect shortly",
     CloseCode.SLOW_CONSUMER: "slow consumer: the connection's outbound buffer was full; reconnect with since=<last seq>",
     CloseCode.UNAUTHORIZED: "missing, invalid or expired token; get a new token and reconnect",
     CloseCode.PAYMENT_REQUIRED: "quota and balance spent, or all the plan's connections open (billing guard); "
