@@ -215,3 +215,23 @@ async def test_an_api_key_with_its_own_rate_limit(gw: Gateway) -> None:
     async with client(gw, plain) as http:  # the user's other key is not limited by it
         codes = [(await http.post("/api/v1/publish", json={"topic": "t", "message": i})).status_code for i in range(5)]
         assert codes == [200] * 5
+
+
+async def test_accepted_messages_are_delivered_even_when_deliveries_cross_the_quota(gw: Gateway) -> None:
+    _, key = gw.new_user(plan="tiny")  # 20 units: publishes and deliveries both count
+    token = gw.token(key)
+    async with client(gw, token) as http:
+        async with http.stream("GET", "/api/v1/subscribe", params={"topic": "t"}) as stream:
+            accepted: list[int] = []
+            for i in range(40):
+                answer = await http.post("/api/v1/publish", json={"topic": "t", "message": i})
+                if answer.status_code == 402:
+                    break
+                assert answer.status_code == 200
+                accepted.append(i)
+            assert 10 <= len(accepted) <= 20  # each accepted message also costs its delivery
+            # nothing accepted is refused afterwards: every accepted message reaches the subscriber
+            assert [e.json()["data"] for e in await collect(stream, len(accepted))] == accepted
+        usage = (await http.get("/api/v1/usage")).json()
+    assert usage["app_usage"]["publish"] == len(accepted)
+    assert usage["app_usage"]["delivery"] == len(accepted)
