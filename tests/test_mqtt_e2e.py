@@ -191,6 +191,14 @@ async def test_zero_length_client_id_needs_clean_session(gateway: Gateway) -> No
     await client.close()
 
 
+async def test_foreign_protocol_name_closes_without_connack(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    client = await RawClient.open(gateway.mqtt_port)
+    await client.send(Connect("x", True, 60, "Bearer", token.encode(), None, "hj", 4))
+    with pytest.raises(ConnectionError):
+        await client.recv()  # closed, no CONNACK [MQTT-3.1.2-1]
+
+
 async def test_packet_before_connect_closes(gateway: Gateway) -> None:
     client = await RawClient.open(gateway.mqtt_port)
     await client.send(PingReq())

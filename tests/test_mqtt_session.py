@@ -37,6 +37,7 @@ from protocols.mqtt.session import (
     PacketGate,
     check_connect,
     delivery_qos,
+    foreign_protocol,
     keepalive_deadline,
     packet_id_for_seq,
 )
@@ -97,7 +98,6 @@ def test_nothing_after_disconnect() -> None:
         ({"username": "bearer"}, 0),
         ({"protocol_level": 3, "protocol_name": "MQIsdp"}, 1),  # [MQTT-3.1.2-2]
         ({"protocol_level": 5}, 1),
-        ({"protocol_name": "MQTX"}, 1),
         ({"client_id": "", "clean_session": False}, 2),  # [MQTT-3.1.3-8]
         ({"client_id": "", "clean_session": True}, 0),  # [MQTT-3.1.3-6]
         ({"client_id": "x" * 257}, 2),
@@ -110,6 +110,12 @@ def test_nothing_after_disconnect() -> None:
 )
 def test_connect_return_codes(changes: dict[str, object], code: int) -> None:
     assert check_connect(connect(**changes)) == code
+
+
+def test_foreign_protocol_names_are_closed_without_connack() -> None:
+    assert foreign_protocol(connect(protocol_name="hj"))  # [MQTT-3.1.2-1]: the server may just disconnect
+    assert not foreign_protocol(connect(protocol_name="MQIsdp", protocol_level=3))  # answered with CONNACK 1
+    assert not foreign_protocol(connect())
 
 
 # -- timers and QoS -------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ from protocols.mqtt.session import (
     PacketGate,
     check_connect,
     delivery_qos,
+    foreign_protocol,
     keepalive_deadline,
     packet_id_for_seq,
 )
@@ -303,6 +304,8 @@ class MqttConnection:
     # -- CONNECT -----------------------------------------------------------------------------
 
     async def _on_connect(self, connect: Connect) -> None:
+        if foreign_protocol(connect):
+            self._fail(f"protocol error: unknown protocol name {connect.protocol_name!r} [MQTT-3.1.2-1]", will=False)
         code = check_connect(connect)
         if code != CONNACK_ACCEPTED:
             self._refuse(code, f"CONNECT refused with return code {code}")

@@ -94,6 +94,14 @@ def valid_client_id(client_id: str) -> bool:
     return len(client_id) <= MAX_CLIENT_ID_CHARS
 
 
+KNOWN_PROTOCOL_NAMES = ("MQTT", "MQIsdp")  # 3.1.1 and its predecessor 3.1
+
+
+def foreign_protocol(connect: Connect) -> bool:
+    """A protocol name that is not MQTT's: close without CONNACK, as [MQTT-3.1.2-1] allows."""
+    return connect.protocol_name not in KNOWN_PROTOCOL_NAMES
+
+
 def check_connect(connect: Connect) -> int:
     """The CONNACK return code for ``connect`` before its token is verified (0 = go on)."""
     if connect.protocol_name != "MQTT" or connect.protocol_level != 4:
