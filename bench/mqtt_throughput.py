@@ -40,18 +40,27 @@ from bench.mqtt_loadclient import Result, Scenario, Suite, Target, run_scenario 
 from tests.harness import Gateway, NatsServer, _drain, free_port, wait_for_line  # noqa: E402
 
 MOSQUITTO = "/usr/sbin/mosquitto"
-# Billing off: plan rate limits would throttle the load. A subscriber may be up to
-# `window` messages behind, more than the default 1000-message outbound bound.
+# A subscriber may be up to `window` (2,000) messages behind. mosquitto drops QoS 1/2
+# messages beyond max_queued_messages (default 1,000) per client and the gateway
+# disconnects a subscriber beyond FLOWGATE_OUTBOUND_QUEUE (default 1,000), so both get
+# a 10,000-message queue. Billing off: plan rate limits would throttle the load.
+MOSQUITTO_SETTINGS = {
+    "allow_anonymous": "true",
+    "persistence": "false",
+    "log_dest": "stderr",
+    "max_queued_messages": "10000",
+}
 GATEWAY_ENV = {"FLOWGATE_BILLING": "false", "FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_OUTBOUND_QUEUE": "10000"}
 
 
 @contextlib.contextmanager
 def mosquitto() -> Iterator[Target]:
-    """Debian's mosquitto on a free port, anonymous, no persistence, default queue limits."""
+    """Debian's mosquitto on a free port, anonymous, no persistence; per-client queue as the gateway's."""
     workdir = Path(tempfile.mkdtemp(prefix="fg-mosq-"))
     port = free_port()
     config = workdir / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n")
+    settings = "".join(f"{name} {value}\n" for name, value in MOSQUITTO_SETTINGS.items())
+    config.write_text(f"listener {port} 127.0.0.1\n{settings}")
     process = subprocess.Popen(
         [MOSQUITTO, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         f"MQTT 3.1.1, {scenarios[0].payload_size}-byte payloads, closed-loop publisher; brokers alternating, median of {args.repeat}"
     )
     if not args.connect and "mosquitto" in args.brokers:
-        print("mosquitto: default settings (listener on 127.0.0.1, anonymous, no persistence)")
+        print("mosquitto: " + ", ".join(f"{k} {v}" for k, v in MOSQUITTO_SETTINGS.items() if k != "log_dest"))
     if not args.connect and any(b in args.brokers for b in ("flow-gate", "gateway")):
         gw_env = {**GATEWAY_ENV, **dict(item.split("=", 1) for item in args.gateway_env)}
         print(
