@@ -87,8 +87,8 @@ class WebSocketWire:
         finally:
             try:
                 await self._ws.close()
-            except (RuntimeError, OSError):
-                pass
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                pass  # already closed by the peer or the server
 
     async def receive_loop(self, conn: MqttConnection) -> None:
         try:
