@@ -812,10 +812,11 @@ class MqttConnection:
         self._flush()
         self.wire.close()
         claims = self.claims
+        level = logging.WARNING if reason.startswith(("protocol error", "slow consumer")) else logging.INFO
         if claims is not None:
-            log.info("mqtt %s closed: %s", self.id, reason)
+            log.log(level, "mqtt %s closed: %s", self.id, reason)
         else:
-            log.info("mqtt %s (%s) closed before CONNECT completed: %s", self.id, self.peer, reason)
+            log.log(level, "mqtt %s (%s) closed before CONNECT completed: %s", self.id, self.peer, reason)
         if claims is not None and self._publish_will and self._will is not None and self._will.will is not None:
             await self._send_will(claims, self._will)
         self.ctx.connections.discard(self)
