@@ -650,8 +650,8 @@ class BillingGuard:
 
     # -- for RateShare -----------------------------------------------------------------------------
 
-    def apply_remote(self, replica: str, spent: dict[str, int], connections: dict[str, int]) -> None:
-        """Another replica spent ``spent`` rate tokens per user and holds ``connections``."""
+    def apply_remote(self, replica: str, spent: dict[str, int], connections: dict[str, int] | None) -> None:
+        """Another replica spent ``spent`` rate tokens per user and holds ``connections`` (``None``: unchanged)."""
         for user_id, n in spent.items():
             if n <= 0:
                 continue
@@ -661,6 +661,8 @@ class BillingGuard:
             account = self._accounts.get(user_id)
             if account is not None:
                 self.limiter.charge(user_id, account.limits.rate, account.limits.burst, n)
+        if connections is None:
+            return
         for account in self._accounts.values():
             count = connections.get(account.user_id, 0)
             if count:

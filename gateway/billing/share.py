@@ -33,6 +33,7 @@ log = logging.getLogger("flowgate.billing")
 
 SUBJECT = "billing.share"
 EXPIRE = 4  # sync intervals
+CHUNK = 2000  # users per message (well under NATS's default 1 MB max_payload)
 
 
 class RateShare:
@@ -73,11 +74,18 @@ class RateShare:
         spent = {u: n for u, n in spent.items() if n > 0}
         connections = self._guard.local_connections()
         if spent or connections or self._had_connections:
-            message = {"replica": self.replica, "spent": spent, "connections": connections}
-            try:
-                await broadcast(self._bus, SUBJECT, orjson.dumps(message))
-            except FlowGateError as exc:
-                log.debug("rate share broadcast: %s", exc)
+            # The first message carries the complete connection counts; spend goes in chunks under max_payload.
+            users = list(spent)
+            chunks = [users[i : i + CHUNK] for i in range(0, len(users), CHUNK)] or [[]]
+            for index, chunk in enumerate(chunks):
+                message: dict[str, Any] = {"replica": self.replica, "spent": {u: spent[u] for u in chunk}}
+                if index == 0:
+                    message["connections"] = connections
+                try:
+                    await broadcast(self._bus, SUBJECT, orjson.dumps(message))
+                except FlowGateError as exc:
+                    log.debug("rate share broadcast: %s", exc)
+                    break
         self._had_connections = bool(connections)
         now = self._guard.now()
         for replica, seen in list(self._seen.items()):
@@ -90,7 +98,8 @@ class RateShare:
             message: dict[str, Any] = orjson.loads(data)
             replica = str(message["replica"])
             spent = {str(u): int(n) for u, n in message.get("spent", {}).items()}
-            connections = {str(u): int(n) for u, n in message.get("connections", {}).items()}
+            raw = message.get("connections")
+            connections = None if raw is None else {str(u): int(n) for u, n in raw.items()}
             changed = [str(u) for u in message.get("changed", [])]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("ignoring a malformed rate share message")
