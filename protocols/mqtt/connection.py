@@ -791,7 +791,7 @@ class MqttConnection:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        reason = self._close_reason or "closed"
+        reason = self._close_reason = self._close_reason or "closed"  # from now on nothing is delivered
         if self._counted:
             self.ctx.services.metrics.connections.labels("mqtt").dec()
         if self._lease is not None:
