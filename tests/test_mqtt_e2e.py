@@ -595,3 +595,21 @@ async def test_a_subscriber_that_stops_reading_is_disconnected_alone(gateway: Ga
     assert 'flowgate_slow_consumers_closed_total{protocol="mqtt"}' in metrics
     for c in (healthy, pub):
         await c.close()
+
+
+async def test_subscribing_again_replaces_the_subscription(gateway: Gateway) -> None:
+    """Same filter again: the old subscription is replaced (new QoS), retained messages are re-sent [MQTT-3.8.4-3]."""
+    _, token = gateway.user_token()
+    client, _ = await RawClient.connect(gateway.mqtt_port, token)
+    await client.publish("cfg/led", b"on", 1, retain=True)
+    assert (await client.subscribe(("cfg/#", 0))).return_codes == (0,)
+    [first] = await publishes(client, 1)
+    assert (first.payload, first.qos, first.retain) == (b"on", 0, True)
+    assert (await client.subscribe(("cfg/#", 1))).return_codes == (1,)
+    [again] = await publishes(client, 1)
+    assert (again.payload, again.qos, again.retain) == (b"on", 1, True)
+    await client.publish("cfg/led", b"off", 1)
+    [live] = await publishes(client, 1)
+    assert (live.payload, live.qos, live.retain) == (b"off", 1, False)  # one copy, at the new QoS
+    await quiet(client, 0.5)
+    await client.close()
