@@ -14,12 +14,15 @@ import gateway
 from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
+from protocols.http.fastpath import FastPath
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
 from protocols.ws.endpoint import WsEndpoint
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> FastPath:
+    """The ASGI app: the FastAPI app with every route, behind the dispatcher for the hot ones."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_services(settings) as services:
@@ -48,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
-    return app
+    return FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
 
 
 def _document_raw_routes(app: FastAPI, paths: dict[str, dict[str, Any]]) -> None:

@@ -1,14 +1,14 @@
-"""Request-scoped access to the services and the caller's credentials."""
+"""Request-scoped access to the services, the caller's credentials and the request body."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends
-from starlette.requests import HTTPConnection
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 
 from auth.tokens import Claims, bearer
-from gateway.errors import Unauthorized
+from gateway.errors import PayloadTooLarge, Unauthorized
 from gateway.services import Services
 
 
@@ -17,9 +17,41 @@ def services_of(conn: HTTPConnection) -> Services:
     return services
 
 
+def header(conn: HTTPConnection, name: bytes) -> str | None:
+    """A request header straight from the ASGI scope; ``name`` in lower case, as servers give them."""
+    for key, value in conn.scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body; 413 from ``Content-Length`` before reading it, or as soon as it grows past ``limit``.
+
+    It reads the ASGI messages itself: call it instead of ``request.body()``, once per request.
+    """
+    declared = header(request, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 def claims_of(conn: HTTPConnection, *, allow_query: bool = False) -> Claims:
     """The verified token of a request: ``Authorization: Bearer`` or, where allowed, ``?token=``."""
-    token = bearer(conn.headers.get("authorization"))
+    token = bearer(header(conn, b"authorization"))
     if token is None and allow_query:
         token = conn.query_params.get("token")
     if not token:

@@ -37,12 +37,21 @@ def error_response(
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-async def _flowgate_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, FlowGateError)
+def flowgate_error_response(exc: FlowGateError) -> Response:
     if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc.message)
     body = exc.to_dict()
     return error_response(exc.status, body.pop("code"), body.pop("message"), exc.headers, **body)
+
+
+def unexpected_error_response(exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal", "internal server error")
+
+
+async def _flowgate_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FlowGateError)
+    return flowgate_error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -57,8 +66,7 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal", "internal server error")
+    return unexpected_error_response(exc)
 
 
 def install(app: FastAPI) -> None:

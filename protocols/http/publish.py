@@ -1,7 +1,8 @@
-"""``POST /api/v1/publish``: the hot path, a lean Starlette endpoint with orjson.
+"""``POST /api/v1/publish``: the hot path, a lean endpoint with orjson.
 
 FastAPI's per-request model handling costs about four times a raw handler (see
-PERFORMANCE.md), so this route skips it; its schema is still in ``/docs``.
+PERFORMANCE.md), so this route skips it, and ``protocols.http.fastpath`` calls it
+without the framework's middleware; its schema is still in ``/docs``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest
 from gateway.payload import Payload
-from protocols.http.deps import claims_of, services_of
+from protocols.http.deps import claims_of, header, read_body, services_of
 
 JSON_OVERHEAD = 64 * 1024  # room for the envelope and JSON escaping around a maximal message
 
@@ -45,12 +46,7 @@ async def publish(request: Request) -> Response:
     services = services_of(request)
     claims = claims_of(request)
     limit = services.settings.max_message_bytes * 6 + JSON_OVERHEAD  # a JSON string may escape each byte
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    body = await request.body()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    body = await read_body(request, limit)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -62,7 +58,7 @@ async def publish(request: Request) -> Response:
         document["topic"],
         Payload.from_value(document["message"]),
         protocol="http",
-        idempotency_key=request.headers.get("idempotency-key"),
+        idempotency_key=header(request, b"idempotency-key"),
     )
     answer = {"topic": published.full_name, "seq": published.seq, "duplicate": published.duplicate}
     return Response(orjson.dumps(answer), media_type="application/json")

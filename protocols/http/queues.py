@@ -17,14 +17,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from auth.tokens import Claims
-from gateway.errors import BadRequest, FlowGateError, PayloadTooLarge
+from gateway.errors import BadRequest, FlowGateError
 from gateway.payload import Payload
 from gateway.queues import QueueEngine, QueueInfo, ReceivedMessage, SendEntry, Sent
 from gateway.queues.attributes import MAX_DELAY_SECONDS, int_in
 from gateway.queues.catalog import QueueRecord
 from gateway.queues.errors import TooManyEntries
 from gateway.queues.messages import MAX_BATCH, validate_attributes, validate_entry_ids
-from protocols.http.deps import claims_of, services_of
+from protocols.http.deps import claims_of, read_body, services_of
 
 JSON_OVERHEAD = 64 * 1024
 PREFIX = "/api/v1/queues"
@@ -44,13 +44,7 @@ def _context(request: Request) -> tuple[QueueEngine, Claims]:
 
 async def _body(request: Request, *, batch: int = 1, optional: bool = False) -> dict[str, Any]:
     """The request's JSON object, refusing oversized bodies before reading them."""
-    limit = (services_of(request).settings.max_message_bytes * 6 + JSON_OVERHEAD) * batch
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    raw = await read_body(request, (services_of(request).settings.max_message_bytes * 6 + JSON_OVERHEAD) * batch)
     if optional and not raw.strip():
         return {}
     try:
