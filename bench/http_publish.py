@@ -87,7 +87,9 @@ def main() -> None:
     gateway = Gateway(
         nats.url, data, env={"FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_PLANS_FILE": str(plans)}, **shared
     ).start()
-    gateway_off = Gateway(nats.url, data_off, env={"FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_BILLING": "off"}, **shared)
+    gateway_off = Gateway(
+        nats.url, data_off, env={"FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_BILLING": "off"}, **shared
+    )
     gateway_off.start()
     bare, bare_url = start_bare()
     try:

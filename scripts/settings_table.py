@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.settings import Settings  # noqa: E402
+from gateway.settings import Settings
 
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 

@@ -49,7 +49,9 @@ def reader(response: httpx.Response) -> AsyncIterator[Event]:
     return iterator
 
 
-async def collect(response: httpx.Response, count: int, timeout: float = 10, kinds: tuple[str, ...] = ("message",)) -> list[Event]:
+async def collect(
+    response: httpx.Response, count: int, timeout: float = 10, kinds: tuple[str, ...] = ("message",)
+) -> list[Event]:
     """The next ``count`` events of the given kinds (fails after ``timeout``)."""
     found: list[Event] = []
     async with asyncio.timeout(timeout):

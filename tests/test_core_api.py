@@ -51,7 +51,9 @@ def test_token_from_every_credential_place(gateway: Gateway, http: httpx.Client)
 )
 def test_token_rejects_bad_requests(gateway: Gateway, http: httpx.Client, body: object, status: int) -> None:
     _, key = gateway.new_user()
-    assert_error(http.post("/token", headers={"X-API-Key": key}, json=body), status, "bad_request" if status == 400 else None)
+    assert_error(
+        http.post("/token", headers={"X-API-Key": key}, json=body), status, "bad_request" if status == 400 else None
+    )
 
 
 def test_token_rejects_bad_credentials(gateway: Gateway, http: httpx.Client) -> None:
@@ -100,7 +102,7 @@ def test_admin_user_lifecycle(gateway: Gateway, http: httpx.Client) -> None:
 
 def test_users_manage_their_own_keys(gateway: Gateway, http: httpx.Client) -> None:
     _, token = gateway.user_token()
-    other_user, other_key = gateway.new_user()
+    _, other_key = gateway.new_user()
     auth = {"Authorization": f"Bearer {token}"}
     assert_error(http.get("/api/v1/keys"), 401)
     created = http.post("/api/v1/keys", headers=auth, json={"name": "laptop"})

@@ -22,7 +22,9 @@ async def client(gateway: Gateway) -> httpx.AsyncClient:
 
 
 async def publish(client: httpx.AsyncClient, token: str, topic: str, message: object, **headers: str) -> dict:
-    response = await client.post("/api/v1/publish", headers=auth(token) | headers, json={"topic": topic, "message": message})
+    response = await client.post(
+        "/api/v1/publish", headers=auth(token) | headers, json={"topic": topic, "message": message}
+    )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -52,14 +54,18 @@ async def test_last_event_id_resumes_without_gap_or_duplicate(gateway: Gateway, 
     later = [await publish(client, token, "feed", i) for i in range(5, 10)]
     await publish(client, token, "other", "noise")
     last_id = seen[-1].id
-    async with client.stream("GET", "/api/v1/subscribe", params=params, headers={"Last-Event-ID": last_id or ""}) as stream:
+    async with client.stream(
+        "GET", "/api/v1/subscribe", params=params, headers={"Last-Event-ID": last_id or ""}
+    ) as stream:
         resumed = await collect(stream, 7)
         live = await publish(client, token, "feed", 10)
         resumed += await collect(stream, 1)
     assert [e.json()["data"] for e in seen + resumed] == list(range(11))
     assert [int(e.id or 0) for e in seen + resumed] == [a["seq"] for a in [*first, *later, live]]
     # the query parameter works the same as the header
-    async with client.stream("GET", "/api/v1/subscribe", params=params | {"last_event_id": str(later[-1]["seq"])}) as stream:
+    async with client.stream(
+        "GET", "/api/v1/subscribe", params=params | {"last_event_id": str(later[-1]["seq"])}
+    ) as stream:
         assert [e.json()["data"] for e in await collect(stream, 1)] == [10]
 
 
@@ -82,7 +88,9 @@ async def test_idempotent_retry_returns_the_same_seq(gateway: Gateway, client: h
     # keys are scoped to the namespace: another user's same key is a new message
     theirs = await publish(client, other, "orders", {"id": 1}, **{"Idempotency-Key": "order-1"})
     assert theirs["duplicate"] is False and theirs["seq"] != first["seq"]
-    async with client.stream("GET", "/api/v1/subscribe", params={"topic": "orders", "token": token, "last_event_id": str(first["seq"] - 1)}) as s:
+    async with client.stream(
+        "GET", "/api/v1/subscribe", params={"topic": "orders", "token": token, "last_event_id": str(first["seq"] - 1)}
+    ) as s:
         marker = await publish(client, token, "orders", "marker")
         got = await collect(s, 2)
     assert [int(e.id or 0) for e in got] == [first["seq"], marker["seq"]]
@@ -96,7 +104,9 @@ async def test_namespaces_are_isolated(gateway: Gateway, client: httpx.AsyncClie
         mine = await publish(client, bob_token, f"{alice}_chat_room", "from bob")
         assert mine["topic"] == f"{bob}_chat_{alice}_chat_room"
         # alice subscribing to bob's full name gets her own namespace's topic of that name
-        async with client.stream("GET", "/api/v1/subscribe", params={"topic": f"{bob}_chat_room", "token": alice_token}) as s2:
+        async with client.stream(
+            "GET", "/api/v1/subscribe", params={"topic": f"{bob}_chat_room", "token": alice_token}
+        ) as s2:
             await publish(client, bob_token, "room", "bob only")
             marker = await publish(client, alice_token, f"{bob}_chat_room", "alice marker")
             got = await collect(s2, 1)
@@ -108,8 +118,16 @@ async def test_namespaces_are_isolated(gateway: Gateway, client: httpx.AsyncClie
 
 async def test_permissions_narrow_a_token(gateway: Gateway, client: httpx.AsyncClient) -> None:
     _, key = gateway.new_user()
-    token = gateway.token(key, permissions={"publish": {"allow": ["sensors/#"]}, "subscribe": {"allow": ["sensors/#"], "deny": ["sensors/secret/#"]}})
-    assert (await client.post("/api/v1/publish", headers=auth(token), json={"topic": "admin", "message": 1})).status_code == 403
+    token = gateway.token(
+        key,
+        permissions={
+            "publish": {"allow": ["sensors/#"]},
+            "subscribe": {"allow": ["sensors/#"], "deny": ["sensors/secret/#"]},
+        },
+    )
+    assert (
+        await client.post("/api/v1/publish", headers=auth(token), json={"topic": "admin", "message": 1})
+    ).status_code == 403
     assert (await client.get("/api/v1/subscribe", params={"topic": "#", "token": token})).status_code == 403
     async with client.stream("GET", "/api/v1/subscribe", params={"topic": "sensors/#", "token": token}) as stream:
         await publish(client, token, "sensors/secret/key", "hidden")
@@ -118,7 +136,9 @@ async def test_permissions_narrow_a_token(gateway: Gateway, client: httpx.AsyncC
     assert int(got[0].id or 0) == visible["seq"]
 
 
-@pytest.mark.parametrize("name", ["with.dots", "with space", "ünïcødé/日本語", "$SYS/stats", "a//b", "/lead", "star*/gt>", "100%"])
+@pytest.mark.parametrize(
+    "name", ["with.dots", "with space", "ünïcødé/日本語", "$SYS/stats", "a//b", "/lead", "star*/gt>", "100%"]
+)
 async def test_names_round_trip(gateway: Gateway, client: httpx.AsyncClient, name: str) -> None:
     user_id, token = gateway.user_token(app="names")
     async with client.stream("GET", "/api/v1/subscribe", params={"topic": name, "token": token}) as stream:
@@ -140,7 +160,9 @@ async def test_names_round_trip(gateway: Gateway, client: httpx.AsyncClient, nam
         (b"[]", 400),
     ],
 )
-async def test_publish_rejects_bad_bodies(gateway: Gateway, client: httpx.AsyncClient, body: bytes, status: int) -> None:
+async def test_publish_rejects_bad_bodies(
+    gateway: Gateway, client: httpx.AsyncClient, body: bytes, status: int
+) -> None:
     _, token = gateway.user_token()
     response = await client.post("/api/v1/publish", headers=auth(token), content=body)
     assert response.status_code == status and response.json()["error"]["code"] in ("bad_request", "invalid_name")
@@ -154,7 +176,9 @@ async def test_oversized_message_is_413_and_not_stored(gateway: Gateway, client:
     response = await client.post("/api/v1/publish", headers=auth(token), json={"topic": "big", "message": big})
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
     fits = await publish(client, token, "big", "x" * (1024 * 1024 - 10))
-    async with client.stream("GET", "/api/v1/subscribe", params={"topic": "big", "token": token, "last_event_id": "0"}) as s:
+    async with client.stream(
+        "GET", "/api/v1/subscribe", params={"topic": "big", "token": token, "last_event_id": "0"}
+    ) as s:
         got = await collect(s, 1)
     assert int(got[0].id or 0) == fits["seq"]
 
@@ -190,7 +214,9 @@ async def test_resume_after_retention_says_so(make_gateway, nats_server) -> None
 
         await purge_messages(nats_server.url)
         after = await publish(c, token, "t", "after")
-        async with c.stream("GET", "/api/v1/subscribe", params={"topic": "t", "token": token, "last_event_id": str(ack["seq"] - 1)}) as s:
+        async with c.stream(
+            "GET", "/api/v1/subscribe", params={"topic": "t", "token": token, "last_event_id": str(ack["seq"] - 1)}
+        ) as s:
             found = []
             async for event in events(s):
                 found.append(event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -19,6 +20,11 @@ async def test_nats_outage_is_503_fast_then_recovers_without_losing_acknowledged
     statuses: list[tuple[int, float]] = []  # (status, seconds taken)
     counter = iter(range(10**9))
     stop = asyncio.Event()
+    answered = asyncio.Condition()
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        async with answered:
+            await answered.wait_for(predicate)
 
     async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as client:
 
@@ -26,22 +32,24 @@ async def test_nats_outage_is_503_fast_then_recovers_without_losing_acknowledged
             while not stop.is_set():
                 n = next(counter)
                 started = time.monotonic()
-                r = await client.post("/api/v1/publish", headers=headers | {"Idempotency-Key": f"m{n}"}, json={"topic": "t", "message": n})
+                r = await client.post(
+                    "/api/v1/publish", headers=headers | {"Idempotency-Key": f"m{n}"}, json={"topic": "t", "message": n}
+                )
                 statuses.append((r.status_code, time.monotonic() - started))
                 if r.status_code == 200:
                     acknowledged[n] = r.json()["seq"]
-                else:
+                async with answered:
+                    answered.notify_all()
+                if r.status_code != 200:
                     assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # a client's back-off before retrying
 
         tasks = [asyncio.create_task(publisher()) for _ in range(4)]
-        while len(acknowledged) < 200:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(acknowledged) >= 200)
 
         nats.stop()
         stopped_at = time.monotonic()
-        while not any(s == 503 for s, _ in statuses[-4:]):
-            await asyncio.sleep(0.01)
+        await until(lambda: any(s == 503 for s, _ in statuses[-4:]))
         assert time.monotonic() - stopped_at < 1.0, "503 not within a second of NATS stopping"
         assert (await client.get("/readyz")).status_code == 503
         outage_count = len(statuses)
@@ -51,8 +59,7 @@ async def test_nats_outage_is_503_fast_then_recovers_without_losing_acknowledged
         nats.start()
         acked_before_recovery = len(acknowledged)
         async with asyncio.timeout(20):
-            while len(acknowledged) < acked_before_recovery + 200:
-                await asyncio.sleep(0.01)
+            await until(lambda: len(acknowledged) >= acked_before_recovery + 200)
         stop.set()
         await asyncio.gather(*tasks)
         assert (await client.get("/readyz")).status_code == 200
@@ -61,7 +68,9 @@ async def test_nats_outage_is_503_fast_then_recovers_without_losing_acknowledged
         # every acknowledged message is in the stream, with its number, exactly once
         # (the stream may also hold a few messages that were stored but answered 503: their clients retry)
         by_seq: dict[int, int] = {}
-        async with client.stream("GET", "/api/v1/subscribe", params={"topic": "t", "token": token, "last_event_id": "0"}) as s:
+        async with client.stream(
+            "GET", "/api/v1/subscribe", params={"topic": "t", "token": token, "last_event_id": "0"}
+        ) as s:
             while max(by_seq, default=0) < max(acknowledged.values()):
                 event = (await collect(s, 1, timeout=30))[0]
                 by_seq[int(event.id or 0)] = event.json()["data"]

@@ -127,7 +127,9 @@ def test_keepalive_deadline_is_one_and_a_half_times() -> None:
     assert keepalive_deadline(1, 0.0) == 1.5
 
 
-@pytest.mark.parametrize(("published", "granted", "out"), [(0, 2, 0), (1, 2, 1), (2, 2, 2), (2, 1, 1), (2, 0, 0), (1, 0, 0)])
+@pytest.mark.parametrize(
+    ("published", "granted", "out"), [(0, 2, 0), (1, 2, 1), (2, 2, 2), (2, 1, 1), (2, 0, 0), (1, 0, 0)]
+)
 def test_delivery_at_the_lower_qos(published: int, granted: int, out: int) -> None:
     assert delivery_qos(published, granted) == out  # [MQTT-3.8.4-6]
 

@@ -52,7 +52,9 @@ def test_issue_and_verify_round_trip() -> None:
     perms = Permissions(publish=Rule(allow=("a/#",)))
     token, claims = service.issue(NS, permissions=perms)
     verified = service.verify(token)
-    assert verified.namespace == NS and verified.permissions == perms and verified.expires_at - verified.issued_at == 900
+    assert (
+        verified.namespace == NS and verified.permissions == perms and verified.expires_at - verified.issued_at == 900
+    )
     assert claims.jti == verified.jti
 
 
@@ -75,11 +77,15 @@ def test_ttl_bounds(ttl: int) -> None:
 def test_alg_none_wrong_key_and_tampering_are_refused() -> None:
     service = TokenService(KEY, default_ttl=900, max_ttl=3600)
     token, _ = service.issue(NS)
-    header, payload, signature = token.split(".")
+    header, _, signature = token.split(".")
     unsigned = jwt.encode({"sub": "alice", "app": "app", "iat": 1, "exp": 2**31, "jti": "x"}, None, algorithm="none")
-    forged = jwt.encode({"sub": "alice", "app": "app", "iat": 1, "exp": 2**31, "jti": "x"}, b"w" * 32, algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "alice", "app": "app", "iat": 1, "exp": 2**31, "jti": "x"}, b"w" * 32, algorithm="HS256"
+    )
     other_user = jwt.decode(token, KEY, algorithms=["HS256"]) | {"sub": "mallory"}
-    tampered = ".".join([header, jwt.utils.base64url_encode(jwt.api_jws.json.dumps(other_user).encode()).decode(), signature])
+    tampered = ".".join(
+        [header, jwt.utils.base64url_encode(jwt.api_jws.json.dumps(other_user).encode()).decode(), signature]
+    )
     for bad in (unsigned, forged, tampered, "not-a-jwt", token + "x"):
         with pytest.raises(Unauthorized):
             service.verify(bad)

@@ -56,14 +56,20 @@ def test_invalid_setting_stops_start_up_with_one_line() -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["flowgate: invalid setting: FLOWGATE_HTTP_PORT='not-a-port': invalid literal for int() with base 10: 'not-a-port'"]
+    assert result.stderr.strip().splitlines() == [
+        "flowgate: invalid setting: FLOWGATE_HTTP_PORT='not-a-port': invalid literal for int() with base 10: 'not-a-port'"
+    ]
 
 
 def test_missing_nats_server_is_one_clear_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "FLOWGATE_DATA_DIR": str(tmp_path), "FLOWGATE_NATS_SERVER_BIN": "no-such-nats-server"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FLOWGATE_DATA_DIR": str(tmp_path),
+            "FLOWGATE_NATS_SERVER_BIN": "no-such-nats-server",
+        },
         capture_output=True,
         text=True,
         timeout=30,

@@ -22,7 +22,21 @@ NS = Namespace("alice", "myapp")
 
 @pytest.mark.parametrize(
     "name",
-    ["a", "a/b/c", "with.dots", "with space", "ünïcødé/日本", "$SYS/x", "a//b", "/leading", "trailing/", "*star", ">gt", "%41", "/"],
+    [
+        "a",
+        "a/b/c",
+        "with.dots",
+        "with space",
+        "ünïcødé/日本",
+        "$SYS/x",
+        "a//b",
+        "/leading",
+        "trailing/",
+        "*star",
+        ">gt",
+        "%41",
+        "/",
+    ],
 )
 def test_every_valid_name_round_trips_through_its_subject(name: str) -> None:
     subject = NS.subject(validate_topic(name))
@@ -31,7 +45,13 @@ def test_every_valid_name_round_trips_through_its_subject(name: str) -> None:
     assert (namespace, topic) == (NS, name)
 
 
-@given(st.lists(st.text(st.characters(blacklist_characters="\x00+#/", blacklist_categories=("Cs",)), max_size=8), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.text(st.characters(blacklist_characters="\x00+#/", blacklist_categories=("Cs",)), max_size=8),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_random_names_round_trip(levels: list[str]) -> None:
     name = "/".join(levels)
     if not name:

@@ -83,5 +83,5 @@ class Bucket:
                         break
                     keys.append(entry.key)
             finally:
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]
         return keys

@@ -367,12 +367,12 @@ class MqttConnection:
             self.transport_name,
         )  # fmt: skip
         self._schedule_keepalive()
-        self._timers.append(
-            self._loop.call_later(max(0.0, claims.expires_at - time.time()), self._token_expired)
-        )
+        self._timers.append(self._loop.call_later(max(0.0, claims.expires_at - time.time()), self._token_expired))
         if record is not None:
             for stored in record.subscriptions:
-                self._subs[stored.topic_filter] = Subscription(stored.topic_filter, stored.qos, stored.full, stored.since)
+                self._subs[stored.topic_filter] = Subscription(
+                    stored.topic_filter, stored.qos, stored.full, stored.since
+                )
             self._inbound.restore(record.inbound)
             for packet_id in record.pubrel:
                 # PUBREC came before the disconnect: re-send PUBREL with the original id [MQTT-4.4.0-1].
@@ -674,7 +674,9 @@ class MqttConnection:
             return
         qos = delivery.qos if delivery.qos < subscription.qos else subscription.qos
         if qos == 0 and not self._write_paused and not self._backlog:
-            frame = delivery.frame("mqtt0f" if subscription.full else "mqtt0", _RENDER_FULL if subscription.full else _RENDER_SHORT)
+            frame = delivery.frame(
+                "mqtt0f" if subscription.full else "mqtt0", _RENDER_FULL if subscription.full else _RENDER_SHORT
+            )
             self._write(frame)
         else:
             topic = delivery.namespace.full(delivery.topic) if subscription.full else delivery.topic

@@ -120,9 +120,7 @@ async def mqtt_over_websocket(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=chosen)
     wire = WebSocketWire(websocket)
     client = websocket.client
-    conn = MqttConnection(
-        mqtt.ctx, wire, f"{client.host}:{client.port}" if client else "?", transport_name="websocket"
-    )
+    conn = MqttConnection(mqtt.ctx, wire, f"{client.host}:{client.port}" if client else "?", transport_name="websocket")
     wire.conn = conn
     sender = asyncio.get_running_loop().create_task(wire.send_loop())
     try:
