@@ -145,19 +145,19 @@ def cut(data: bytes, points: list[int]) -> list[bytes]:
 # -- round trips --------------------------------------------------------------------------
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(client_packets)
 def test_client_packets_round_trip(packet: Packet) -> None:
     assert decode_stream([encode(packet)]) == [packet]
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(server_packets)
 def test_server_packets_round_trip(packet: Packet) -> None:
     assert decode_stream([encode(packet)], server_side=False) == [packet]
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(client_packets, min_size=1, max_size=8), st.lists(st.integers(0, 1 << 20), max_size=12))
 def test_streams_decode_the_same_in_any_chunking(packets: list[Packet], points: list[int]) -> None:
     stream = b"".join(map(encode, packets))
@@ -231,7 +231,7 @@ def amqtt_comparable(packet: Packet) -> bool:
     return True
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(client_packets, server_packets))
 def test_amqtt_encodes_what_we_encode_and_decodes_it_the_same(packet: Packet) -> None:
     if not amqtt_comparable(packet):
