@@ -4,15 +4,18 @@ Measures, with the asyncio load client in ``bench/mqtt_loadclient.py`` (built on
 our own codec), QoS 0 and QoS 1 end-to-end messages/s (1 publisher -> 1
 subscriber, 100-byte payloads) and fan-out deliveries/s (1 -> 100 subscribers),
 with p50/p99 latency and the broker's peak RSS and CPU, then prints the
-Flow-Gate / mosquitto ratio.
+Flow-Gate / mosquitto and Flow-Gate / nats-server-MQTT ratios. The brokers run
+side by side and are measured alternately, scenario by scenario.
 
-    .venv/bin/python bench/mqtt_throughput.py                     # mosquitto and the gateway
-    .venv/bin/python bench/mqtt_throughput.py --brokers mosquitto  # one of them
+    .venv/bin/python bench/mqtt_throughput.py                     # mosquitto, nats-mqtt and the gateway
+    .venv/bin/python bench/mqtt_throughput.py --brokers mosquitto  # any subset
     .venv/bin/python bench/mqtt_throughput.py --connect 127.0.0.1:1883 --username Bearer --password "$JWT"
     .venv/bin/python bench/mqtt_throughput.py --scale 0.2 --repeat 3 --json out.json
 
 mosquitto is started as ``/usr/sbin/mosquitto -c <tiny config>`` on a free
-127.0.0.1 port; the gateway with a private ``nats-server -js`` through
+127.0.0.1 port; nats-server 2.9's own MQTT listener (``mqtt { listen: ... }``,
+JetStream-backed like ours) anonymous on another; the gateway with a private
+``nats-server -js`` through
 ``tests/harness.py`` (billing off so plan rate limits do not throttle the run),
 logging in as an MQTT device does: user name ``Bearer``, password = a JWT.
 """
@@ -37,6 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.mqtt_loadclient import Result, Scenario, Suite, Target, run_scenario  # noqa: E402
+from gateway.embedded_nats import find_nats_server  # noqa: E402
 from tests.harness import Gateway, NatsServer, _drain, free_port, wait_for_line  # noqa: E402
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -79,6 +83,33 @@ def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def nats_mqtt() -> Iterator[Target]:
+    """nats-server's own MQTT listener (JetStream-backed, like ours), anonymous, on free ports."""
+    binary = find_nats_server("nats-server")
+    if binary is None:
+        raise RuntimeError("nats-server is not installed")
+    workdir = Path(tempfile.mkdtemp(prefix="fg-natsmqtt-"))
+    port, mqtt_port = free_port(), free_port()
+    config = workdir / "nats.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\nserver_name: fg_bench_mqtt\n"
+        f'jetstream {{ store_dir: "{workdir / "js"}" }}\nmqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n'
+    )
+    process = subprocess.Popen(
+        [binary, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stderr is not None
+        wait_for_line(process.stderr, "Server is ready", 20)
+        _drain(process.stderr)
+        yield Target("nats-mqtt", "127.0.0.1", mqtt_port, pids=(process.pid,))
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -155,14 +186,15 @@ def table(results: list[Result]) -> str:
         )
     by = {(r.target, r.scenario): r for r in results}
     scenarios = list(dict.fromkeys(r.scenario for r in results))
-    if any(t == "flow-gate" for t, _ in by) and any(t == "mosquitto" for t, _ in by):
+    names = list(dict.fromkeys(r.target for r in results))
+    for baseline in [n for n in names if n != "flow-gate"] if "flow-gate" in names else []:
         lines += [
             "",
-            f"{'flow-gate / mosquitto':22} {'mosquitto/s':>11} {'flow-gate/s':>11} {'ratio':>6}"
-            f" {'p50 ms m / fg':>15} {'p99 ms m / fg':>15}",
+            f"{'flow-gate / ' + baseline:22} {baseline + '/s':>11} {'flow-gate/s':>11} {'ratio':>6}"
+            f" {'p50 ms base/fg':>15} {'p99 ms base/fg':>15}",
         ]
         for name in scenarios:
-            m, g = by.get(("mosquitto", name)), by.get(("flow-gate", name))
+            m, g = by.get((baseline, name)), by.get(("flow-gate", name))
             if m and g:
                 lines.append(
                     f"{name:22} {m.rate:11,.0f} {g.rate:11,.0f} {g.rate / m.rate:6.2f}"
@@ -173,7 +205,9 @@ def table(results: list[Result]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--brokers", default="mosquitto,flow-gate", help="comma-separated: mosquitto, flow-gate")
+    parser.add_argument(
+        "--brokers", default="mosquitto,nats-mqtt,flow-gate", help="comma-separated: mosquitto, nats-mqtt, flow-gate"
+    )
     parser.add_argument("--connect", metavar="HOST:PORT", help="measure this already running broker instead")
     parser.add_argument("--username", help="with --connect: user name (e.g. Bearer)")
     parser.add_argument("--password", help="with --connect: password (e.g. a JWT)")
@@ -199,10 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         results += run_async(measure([target], scenarios, args.repeat))
     else:
         brokers = args.brokers.split(",")
-        with contextlib.ExitStack() as stack:  # both brokers up at once, measured alternately
+        with contextlib.ExitStack() as stack:  # all brokers up at once, measured alternately
             targets = []
             if "mosquitto" in brokers:
                 targets.append(stack.enter_context(mosquitto()))
+            if "nats-mqtt" in brokers:
+                targets.append(stack.enter_context(nats_mqtt()))
             if "flow-gate" in brokers or "gateway" in brokers:
                 env = dict(item.split("=", 1) for item in args.gateway_env)
                 gw_target = stack.enter_context(flowgate(env))
