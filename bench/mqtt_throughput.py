@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.connect and "mosquitto" in args.brokers:
         print("mosquitto: " + ", ".join(f"{k} {v}" for k, v in MOSQUITTO_SETTINGS.items() if k != "log_dest"))
+    if not args.connect and "nats-mqtt" in args.brokers:
+        print("nats-mqtt: nats-server's mqtt { } listener, JetStream file store, default settings, anonymous")
     if not args.connect and any(b in args.brokers for b in ("flow-gate", "gateway")):
         gw_env = {**GATEWAY_ENV, **dict(item.split("=", 1) for item in args.gateway_env)}
         print(
