@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.routing import WebSocketRoute
 
 import gateway
+from gateway.draining import Draining
 from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
@@ -20,12 +21,15 @@ from protocols.mqtt.websocket import mqtt_over_websocket
 from protocols.ws.endpoint import WsEndpoint
 
 
-def create_app(settings: Settings) -> FastPath:
-    """The ASGI app: the FastAPI app with every route, behind the dispatcher for the hot ones."""
+def create_app(settings: Settings, draining: Draining | None = None) -> FastPath:
+    """The ASGI app: the FastAPI app with every route, behind the dispatcher for the hot ones.
+
+    ``draining`` is how the server tells long-lived streams that shutdown has begun.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_services(settings) as services:
+        async with running_services(settings, draining) as services:
             app.state.services = services
             mqtt = await MqttServer.open(services)
             await mqtt.start()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
 
 from gateway.app import create_app
+from gateway.draining import Draining
 from gateway.embedded_nats import EmbeddedNatsError, find_nats_server
 from gateway.settings import Settings
 from protocols.ws.protocol import max_frame_bytes
@@ -21,9 +24,21 @@ def preflight(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, telling long-lived streams to end as soon as shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, draining: Draining) -> None:
+        super().__init__(config)
+        self.draining = draining
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.draining.begin()
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, draining),
         host=settings.host,
         port=settings.http_port,
         loop="uvloop",
@@ -43,6 +58,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 
 def serve(settings: Settings) -> int:
     preflight(settings)
-    server = uvicorn.Server(uvicorn_config(settings))
+    draining = Draining()
+    server = GatewayServer(uvicorn_config(settings, draining), draining)
     server.run()
     return 0 if server.started else 1

@@ -18,6 +18,7 @@ from auth.secrets import ServerSecrets
 from auth.tokens import TokenService
 from gateway.billing import BillingGuard
 from gateway.bus import Bus
+from gateway.draining import Draining
 from gateway.embedded_nats import EmbeddedNats
 from gateway.hub import Hub
 from gateway.metrics import Metrics
@@ -41,10 +42,11 @@ class Services:
     nats_url: str
     guard: BillingGuard
     queues: QueueEngine
+    draining: Draining
 
 
 @asynccontextmanager
-async def running_services(settings: Settings) -> AsyncIterator[Services]:
+async def running_services(settings: Settings, draining: Draining | None = None) -> AsyncIterator[Services]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secrets = ServerSecrets.load(settings)
     if secrets.admin_key_generated:
@@ -77,6 +79,7 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
             nats_url=url,
             guard=guard,
             queues=queues,
+            draining=draining or Draining(),
         )
         guard.start()
         try:

@@ -99,6 +99,7 @@ class SseStream:
         self.namespace = namespace  # deliveries are billed to it
         self.lease = lease  # the connection counted against the plan
         self.feed = Feed(services.hub, services.bus, subject, sink, since)
+        self._forget_drain = services.draining.on_drain(sink.outbox.close)  # end the stream at shutdown
         self._preamble = b"retry: 2000\n: connected\n\n"
 
     async def open(self) -> None:
@@ -118,6 +119,7 @@ class SseStream:
     async def close(self) -> None:
         """Release the subscription; idempotent (runs from the generator and as the response's background task)."""
         self.sink.outbox.close()
+        self._forget_drain()
         if self.lease is not None:
             self.lease.close()
         await self.feed.close()
