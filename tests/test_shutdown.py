@@ -24,7 +24,9 @@ async def test_sigterm_with_every_kind_of_client_connected(nats_server, make_gat
             async with websockets.connect(f"{gw.ws_url}/ws?token={token}") as ws:
                 await ws.send('{"action": "subscribe", "topic": "t", "id": 1}')
                 await ws.recv()
-                await client.post("/api/v1/publish", headers={"Authorization": f"Bearer {token}"}, json={"topic": "t", "message": 1})
+                await client.post(
+                    "/api/v1/publish", headers={"Authorization": f"Bearer {token}"}, json={"topic": "t", "message": 1}
+                )
                 await collect(sse, 1)
                 process = gw.process
                 started = time.monotonic()
