@@ -42,6 +42,8 @@ bench: install-test test-system-deps
 	$(BIN)/python bench/http_publish.py
 	$(BIN)/python bench/mqtt_codec.py
 	$(BIN)/python bench/mqtt_throughput.py
+	$(BIN)/python bench/ws_fanout.py
+	$(BIN)/python bench/queue_throughput.py
 
 clean:
 	rm -rf $(VENV) data
