@@ -5,7 +5,8 @@ connection, streams and publishing, ``Bucket`` for KV, ``LiveSubscription`` for
 ordered delivery from a stream sequence.
 """
 
-from gateway.bus.core import Bus, BusState, PubAck, StreamBounds
+from gateway.bus.acks import PubAck
+from gateway.bus.core import Bus, BusState, StreamBounds
 from gateway.bus.kv import Bucket, Entry
 from gateway.bus.subscriptions import LiveSubscription
 

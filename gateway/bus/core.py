@@ -2,8 +2,9 @@
 
 Publishing is pipelined: each message is a core NATS publish with a reply
 subject under one wildcard inbox, and JetStream's acknowledgements resolve
-futures by token. Many publishes share one connection in flight, which is
-what makes acknowledged publishing fast in Python (see PERFORMANCE.md).
+futures by token, straight from nats-py's parser (``acks.py``). Many publishes
+share one connection in flight, which is what makes acknowledged publishing
+fast in Python (see PERFORMANCE.md).
 A publish is answered only after JetStream stored the message; while NATS is
 unreachable it fails at once with ``Unavailable`` instead of queueing.
 """
@@ -18,18 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-import nats
 import nats.errors
 import nats.js.errors
-import orjson
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from gateway.bus.acks import AckClient, AckInbox, PubAck
 from gateway.bus.kv import Bucket
 from gateway.bus.subscriptions import LiveSubscription, OnDelivery
 from gateway.bus.translate import nats_errors
-from gateway.errors import BadRequest, FlowGateError, PayloadTooLarge, Unavailable
+from gateway.errors import FlowGateError, PayloadTooLarge, Unavailable
 from gateway.payload import Payload
 from gateway.settings import Settings
 from gateway.topics import MESSAGE_SUBJECT_ROOT
@@ -43,12 +42,6 @@ _ERR_STREAM_NAME_IN_USE = 10058
 class BusState(Enum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
-
-
-@dataclass(frozen=True, slots=True)
-class PubAck:
-    seq: int
-    duplicate: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +59,7 @@ class Bus:
         self._js: JetStreamContext | None = None
         self._inbox = ""
         self._tokens = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[PubAck]] = {}
+        self._acks = AckInbox()  # pending publishes by token
         self._deadlines: deque[tuple[float, int]] = deque()  # (loop time, token) of sent publishes, oldest first
         self._sweeper: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[BusState], None]] = []
@@ -79,11 +72,12 @@ class Bus:
         deadline = asyncio.get_running_loop().time() + attempts_timeout
         while True:
             try:
-                self._nc = await nats.connect(
+                nc = AckClient()
+                await nc.connect(
                     servers=servers,
                     name=name,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as seconds
                     connect_timeout=2,
                     ping_interval=10,
                     max_outstanding_pings=2,
@@ -92,6 +86,7 @@ class Bus:
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
                 )
+                self._nc = nc
                 break
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
@@ -100,8 +95,10 @@ class Bus:
                 await asyncio.sleep(0.5)
         self._js = self._nc.jetstream(timeout=5)
         self._inbox = self._nc.new_inbox()
+        self._acks.set_prefix(self._inbox + ".")
         with nats_errors("subscribe to acknowledgements"):
-            await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
+            ack_sub = await nc.subscribe(self._inbox + ".*")
+        nc.route_acks(ack_sub._id, self._acks.on_message)
         await self.ensure_stream(
             api.StreamConfig(
                 name=MESSAGES_STREAM,
@@ -179,10 +176,7 @@ class Bus:
         log.warning("NATS error: %s", exc)
 
     def _fail_pending(self, error: FlowGateError) -> None:
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
+        self._acks.fail_all(error)
 
     # -- streams and buckets ---------------------------------------------------------
 
@@ -248,12 +242,13 @@ class Bus:
         token = next(self._tokens)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PubAck] = loop.create_future()
-        self._pending[token] = future
+        pending = self._acks.pending
+        pending[token] = future
         try:
             with nats_errors(f"publish to {subject}"):
                 await nc.publish(subject, payload.body, reply=f"{self._inbox}.{token}", headers=headers)
         except BaseException:
-            self._pending.pop(token, None)
+            pending.pop(token, None)
             raise
         # One timer sweeps every publish's deadline (a timer per message costs more than the publish).
         deadline = loop.time() + self.settings.publish_timeout_seconds
@@ -277,35 +272,18 @@ class Bus:
         """Fail the publishes whose acknowledgement is overdue, then wait for the next deadline."""
         self._sweeper = None
         deadlines = self._deadlines
+        pending = self._acks.pending
         loop = asyncio.get_running_loop()
         now = loop.time()
         while deadlines and deadlines[0][0] <= now:
             _, token = deadlines.popleft()
-            future = self._pending.pop(token, None)
+            future = pending.pop(token, None)
             if future is not None and not future.done():
                 future.set_exception(Unavailable("message bus did not acknowledge in time; retry"))
-        while deadlines and deadlines[0][1] not in self._pending:
+        while deadlines and deadlines[0][1] not in pending:
             deadlines.popleft()  # acknowledged already
         if deadlines:
             self._sweeper = loop.call_at(max(deadlines[0][0], now + 0.05), self._sweep)
-
-    async def _on_ack(self, msg: Msg) -> None:
-        token = int(msg.subject.rsplit(".", 1)[1])
-        future = self._pending.pop(token, None)
-        if future is None or future.done():
-            return
-        if not msg.data:
-            status = (msg.headers or {}).get("Status", "")
-            future.set_exception(Unavailable(f"no stream accepted the message (status {status or 'empty'})"))
-            return
-        ack = orjson.loads(msg.data)
-        error = ack.get("error")
-        if error is None:
-            future.set_result(PubAck(ack["seq"], ack.get("duplicate", False)))
-        elif error.get("code") == 503:
-            future.set_exception(Unavailable(error.get("description", "JetStream unavailable")))
-        else:
-            future.set_exception(BadRequest(error.get("description", "rejected by JetStream")))
 
     # -- subscribing ---------------------------------------------------------------------
 

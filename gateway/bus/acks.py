@@ -1,0 +1,108 @@
+"""JetStream publish acknowledgements, resolved straight from nats-py's parser.
+
+Pipelined publishing (``Bus.send``) sends each message with a reply subject
+``<inbox>.<token>`` and waits on a future per token. Through an ordinary
+nats-py subscription every acknowledgement would cost a parsed header dict, a
+``Msg``, a put on the subscription's queue, a wake-up of its task and an
+awaited callback: most of the cost of an acknowledged publish in Python.
+
+``AckClient`` is nats-py's ``Client`` with one change: messages for the one
+subscription id registered with ``route_acks`` are handed, as raw bytes, to a
+plain function instead. Everything else (other subscriptions, reconnects,
+which re-subscribe under the same id, draining) is nats-py's own behaviour.
+``AckInbox`` keeps the pending futures and resolves them from those bytes:
+orjson for the body, the token from the subject, the inline status line for
+"no responders" (503), all without a task or a ``Msg`` per acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import orjson
+from nats.aio.client import Client
+
+from gateway.errors import BadRequest, FlowGateError, Unavailable
+
+AckHandler = Callable[[bytes, bytes, bytes | None], None]  # (subject, body, raw header block or None)
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    seq: int
+    duplicate: bool
+
+
+class AckClient(Client):
+    """nats-py's client, with acknowledgements for one subscription id dispatched synchronously."""
+
+    _ack_sid = -1
+    _ack_handler: AckHandler | None = None
+
+    def route_acks(self, sid: int, handler: AckHandler) -> None:
+        """Hand every message of subscription ``sid`` to ``handler`` instead of the subscription."""
+        self._ack_sid = sid
+        self._ack_handler = handler
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        if sid == self._ack_sid and self._ack_handler is not None:
+            self._ack_handler(subject, data, headers)
+            return
+        await super()._process_msg(sid, subject, reply, data, cast(bytes, headers))  # annotated bytes, may be None
+
+
+def _status(headers: bytes | None) -> str:
+    """The inline status of a header block (``NATS/1.0 503\\r\\n...``), or ``""``."""
+    if not headers:
+        return ""
+    line = headers.split(b"\r\n", 1)[0]
+    return line[9:12].decode("ascii", "replace") if line[8:9] == b" " else ""
+
+
+class AckInbox:
+    """Pending acknowledged publishes by token, resolved from raw acknowledgement messages."""
+
+    __slots__ = ("_prefix_len", "pending", "prefix")
+
+    def __init__(self, prefix: str = "") -> None:
+        self.pending: dict[int, asyncio.Future[PubAck]] = {}
+        self.prefix = prefix  # the reply subjects are "<prefix><token>"
+        self._prefix_len = len(prefix)
+
+    def set_prefix(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._prefix_len = len(prefix)
+
+    def on_message(self, subject: bytes, body: bytes, headers: bytes | None) -> None:
+        """One acknowledgement from JetStream (or a status message); unknown or late tokens are ignored."""
+        try:
+            token = int(subject[self._prefix_len :])
+        except ValueError:
+            return
+        future = self.pending.pop(token, None)
+        if future is None or future.done():
+            return  # timed out, failed at a disconnect, or a duplicate acknowledgement
+        if not body:
+            status = _status(headers)
+            future.set_exception(Unavailable(f"no stream accepted the message (status {status or 'empty'})"))
+            return
+        try:
+            ack = orjson.loads(body)
+            error = ack.get("error")
+            if error is None:
+                future.set_result(PubAck(ack["seq"], ack.get("duplicate", False)))
+            elif error.get("code") == 503:
+                future.set_exception(Unavailable(error.get("description", "JetStream unavailable")))
+            else:
+                future.set_exception(BadRequest(error.get("description", "rejected by JetStream")))
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            future.set_exception(Unavailable(f"unreadable acknowledgement from JetStream: {body[:100]!r}"))
+
+    def fail_all(self, error: FlowGateError) -> None:
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
