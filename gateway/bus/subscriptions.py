@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, InvalidName
-from gateway.payload import QOS_HEADER, Delivery, Payload
+from gateway.payload import KIND_HEADER, QOS_HEADER, Delivery, Kind, Payload
 from gateway.topics import parse_subject
 
 log = logging.getLogger("flowgate.bus")
@@ -24,22 +25,38 @@ log = logging.getLogger("flowgate.bus")
 OnDelivery = Callable[[Delivery], None]
 
 
+_KINDS = {kind.value: kind for kind in Kind}
+_QOS = {"0": 0, "1": 1, "2": 2}
+
+
 def to_delivery(msg: Msg) -> Delivery:
-    meta = msg.metadata
+    """The ``Delivery`` of a stream message, read from its subject, headers and ack reply subject."""
+    seq, published_at = _position(msg.reply)
     namespace, topic = parse_subject(msg.subject)
-    return Delivery(
-        seq=meta.sequence.stream,
-        namespace=namespace,
-        topic=topic,
-        payload=Payload.from_headers(msg.data, msg.headers),
-        published_at=meta.timestamp,
-        qos=_qos(msg.headers),
-    )
+    headers = msg.headers
+    if headers:
+        kind = headers.get(KIND_HEADER)
+        payload = Payload(msg.data, _KINDS[kind]) if kind in _KINDS else Payload.from_headers(msg.data, headers)
+        qos = _QOS.get(headers.get(QOS_HEADER, ""), 1)
+    else:
+        payload, qos = Payload.from_bytes(msg.data), 1
+    return Delivery(seq=seq, namespace=namespace, topic=topic, payload=payload, published_at=published_at, qos=qos)
 
 
-def _qos(headers: dict[str, str] | None) -> int:
-    raw = headers.get(QOS_HEADER) if headers else None
-    return int(raw) if raw in ("0", "1", "2") else 1
+def _position(reply: str) -> tuple[int, datetime]:
+    """Stream sequence and store time from a JetStream reply subject (what ``msg.metadata`` builds, minus the rest).
+
+    v1: ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>``;
+    v2 adds ``<domain>.<account hash>`` after ``$JS.ACK`` and may end with a random token.
+    """
+    tokens = reply.split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        seq, stamp = tokens[5], tokens[7]
+    elif len(tokens) >= 11 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        seq, stamp = tokens[7], tokens[9]
+    else:
+        raise ValueError(f"not a JetStream reply subject: {reply!r}")
+    return int(seq), datetime.fromtimestamp(int(stamp) / 1e9, UTC)
 
 
 class LiveSubscription:
