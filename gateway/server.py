@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 
 import uvicorn
@@ -56,8 +57,16 @@ def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvic
     )
 
 
+# Every message makes a few short-lived objects (futures, callbacks, deliveries); with the default
+# 700-allocation threshold the cyclic collector runs hundreds of times a second under load (about 9%
+# of MQTT throughput measured).
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
 def serve(settings: Settings) -> int:
     preflight(settings)
+    gc.freeze()  # what start-up imported is permanent: later collections do not scan it
+    gc.set_threshold(*GC_THRESHOLDS)
     draining = Draining()
     server = GatewayServer(uvicorn_config(settings, draining), draining)
     server.run()
