@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from gateway.bus import Bus, PubAck
-from gateway.bus.acks import AckInbox
+from gateway.bus.acks import HEADER_CACHE_SIZE, AckClient, AckInbox
 from gateway.errors import BadRequest, Unavailable
 from gateway.payload import Delivery, Payload
 from gateway.settings import Settings
@@ -87,6 +87,20 @@ async def test_fail_all_fails_every_pending_future_once() -> None:
     assert futures[2].result() == PubAck(1, False)
     assert inbox.pending == {}
     inbox.on_message(*_ack(1, b'{"seq":5}'))  # a late acknowledgement after the failure changes nothing
+
+
+async def test_header_blocks_are_parsed_once_and_handed_out_as_copies() -> None:
+    client = AckClient()
+    block = b"NATS/1.0\r\nFg-Type: text\r\nFg-QoS: 1\r\n\r\n"
+    first = await client._process_headers(block)
+    assert first == {"Fg-Type": "text", "Fg-QoS": "1"}
+    first["Fg-QoS"] = "2"  # a receiver changing its copy changes nothing for the next message
+    assert await client._process_headers(block) == {"Fg-Type": "text", "Fg-QoS": "1"}
+    assert await client._process_headers(b"NATS/1.0 503\r\n\r\n") == {"Status": "503"}
+    assert await client._process_headers(None) is None
+    for i in range(HEADER_CACHE_SIZE + 10):  # distinct blocks (message ids): the cache stays bounded
+        assert await client._process_headers(b"NATS/1.0\r\nNats-Msg-Id: %d\r\n\r\n" % i) == {"Nats-Msg-Id": str(i)}
+    assert len(client._header_cache) <= HEADER_CACHE_SIZE
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ nats-py subscription every acknowledgement would cost a parsed header dict, a
 ``Msg``, a put on the subscription's queue, a wake-up of its task and an
 awaited callback: most of the cost of an acknowledged publish in Python.
 
-``AckClient`` is nats-py's ``Client`` with one change: messages for the one
+``AckClient`` is nats-py's ``Client`` with two changes: messages for the one
 subscription id registered with ``route_acks`` are handed, as raw bytes, to a
-plain function instead. Everything else (other subscriptions, reconnects,
+plain function instead, and parsed header blocks are remembered (the stream's
+messages repeat a few). Everything else (other subscriptions, reconnects,
 which re-subscribe under the same id, draining) is nats-py's own behaviour.
 ``AckInbox`` keeps the pending futures and resolves them from those bytes:
 orjson for the body, the token from the subject, the inline status line for
@@ -36,11 +37,23 @@ class PubAck:
     duplicate: bool
 
 
+HEADER_CACHE_SIZE = 256
+
+
 class AckClient(Client):
-    """nats-py's client, with acknowledgements for one subscription id dispatched synchronously."""
+    """nats-py's client, with acknowledgements for one subscription id dispatched synchronously.
+
+    It also remembers parsed header blocks: the stream's messages carry a
+    handful of distinct ones (``Fg-Type`` and ``Fg-QoS``), so most messages
+    get a copy of an already parsed dict instead of a parse.
+    """
 
     _ack_sid = -1
     _ack_handler: AckHandler | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._header_cache: dict[bytes, dict[str, str]] = {}
 
     def route_acks(self, sid: int, handler: AckHandler) -> None:
         """Hand every message of subscription ``sid`` to ``handler`` instead of the subscription."""
@@ -52,6 +65,20 @@ class AckClient(Client):
             self._ack_handler(subject, data, headers)
             return
         await super()._process_msg(sid, subject, reply, data, cast(bytes, headers))  # annotated bytes, may be None
+
+    async def _process_headers(self, headers: bytes | None) -> dict[str, str] | None:
+        if not headers:
+            return None
+        cache = self._header_cache
+        parsed = cache.get(headers)
+        if parsed is not None:
+            return parsed.copy()  # a copy: a receiver may change its message's headers
+        parsed = await super()._process_headers(headers)
+        if parsed is not None:
+            if len(cache) >= HEADER_CACHE_SIZE:
+                cache.clear()  # e.g. per-message ids or heartbeats: start over rather than grow
+            cache[headers] = parsed.copy()
+        return parsed
 
 
 def _status(headers: bytes | None) -> str:
