@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
+from gateway.bus.direct import deliver_directly
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, InvalidName
 from gateway.payload import KIND_HEADER, QOS_HEADER, Delivery, Kind, Payload
@@ -78,14 +79,20 @@ class LiveSubscription:
             self._sub = await js.subscribe(
                 self.subject_filter,
                 stream=stream,
-                cb=self._on_msg,
+                cb=self._on_queued,
                 ordered_consumer=True,
                 deliver_policy=policy,
                 config=config,
                 idle_heartbeat=2.0,
             )
+        # Messages go to _on_msg as nats-py parses them, not through its queue and task (direct.py).
+        deliver_directly(self._sub._sub, self._on_msg)
 
-    async def _on_msg(self, msg: Msg) -> None:
+    async def _on_queued(self, msg: Msg) -> None:
+        """Messages nats-py's task handled before ``deliver_directly`` took over (consumer creation)."""
+        self._on_msg(msg)
+
+    def _on_msg(self, msg: Msg) -> None:
         try:
             delivery = to_delivery(msg)
         except (InvalidName, ValueError):
