@@ -78,8 +78,8 @@ class RssSampler:
 async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(
     nats_server: NatsServer, make_gateway: Callable[..., Gateway]
 ) -> None:
-    gateway = make_gateway(nats_server.url)
-    _, key = gateway.new_user(plan="pro")  # the free plan's publish rate would refuse the load
+    gateway = make_gateway(nats_server.url, env={"FLOWGATE_BILLING": "false"})  # a load test, not a billing test
+    _, key = gateway.new_user(plan="pro")
     token = gateway.token(key, ttl=3600)
 
     # The slow client: a tiny receive buffer, and it never calls recv() until the end.
@@ -155,8 +155,8 @@ async def test_a_thousand_subscribers_receive_every_message_of_a_burst(
 ) -> None:
     subscribers_count, burst = 1000, 200
     raise_fd_limit(4096)  # before the gateway starts: it inherits the limit
-    gateway = make_gateway(nats_server.url)
-    _, key = gateway.new_user(plan="pro")  # the free plan's publish rate would refuse the load
+    gateway = make_gateway(nats_server.url, env={"FLOWGATE_BILLING": "false"})  # a load test, not a billing test
+    _, key = gateway.new_user(plan="pro")
     token = gateway.token(key, ttl=3600)
 
     gate = asyncio.Semaphore(64)
