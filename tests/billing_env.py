@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import orjson
+
+from tests.harness import Gateway
+from tests.sse_client import collect
 
 GENEROUS = {"quota": 10_000_000, "rate": 10_000, "burst": 10_000, "max_connections": 100, "max_message_bytes": 1 << 20}
 PLANS = {
@@ -27,3 +31,14 @@ def billing_env(directory: Path, **extra: str) -> dict[str, str]:
     path = directory / "plans.json"
     path.write_bytes(orjson.dumps({"plans": PLANS}))
     return {"FLOWGATE_PLANS_FILE": str(path), "FLOWGATE_BILLING_SYNC_INTERVAL": str(SYNC_INTERVAL), **extra}
+
+
+async def stored(gw: Gateway, token: str, count: int) -> list[object]:
+    """The data of the first ``count`` messages stored in the token's namespace (replayed over SSE)."""
+    async with httpx.AsyncClient(
+        base_url=gw.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as http:
+        params = {"topic": "#", "last_event_id": "0"}
+        async with http.stream("GET", "/api/v1/subscribe", params=params) as response:
+            assert response.status_code == 200
+            return [e.json()["data"] for e in await collect(response, count)]

@@ -10,10 +10,9 @@ import httpx
 import pytest
 
 from protocols.mqtt.packets import Publish
-from tests.billing_env import PLANS, billing_env
+from tests.billing_env import PLANS, billing_env, stored
 from tests.harness import Gateway, NatsServer, temp_dir
 from tests.mqtt_client import RawClient
-from tests.sse_client import collect
 
 NOT_AUTHORIZED = 5
 
@@ -25,16 +24,6 @@ def gw(nats_server: NatsServer) -> Iterator[Gateway]:
     yield gateway
     gateway.stop()
     shutil.rmtree(data, ignore_errors=True)
-
-
-async def stored(gw: Gateway, token: str, count: int) -> list[object]:
-    async with httpx.AsyncClient(
-        base_url=gw.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ) as http:
-        params = {"topic": "#", "last_event_id": "0"}
-        async with http.stream("GET", "/api/v1/subscribe", params=params) as response:
-            assert response.status_code == 200
-            return [e.json()["data"] for e in await collect(response, count)]
 
 
 async def test_connack_5_when_spent_and_a_top_up_restores(gw: Gateway) -> None:

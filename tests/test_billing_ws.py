@@ -9,9 +9,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.billing_env import billing_env
+from tests.billing_env import billing_env, stored
 from tests.harness import Gateway, NatsServer, temp_dir
-from tests.sse_client import collect
 from tests.test_ws_gateway import Client
 
 
@@ -26,16 +25,6 @@ def gw(nats_server: NatsServer) -> Iterator[Gateway]:
 
 def url(gw: Gateway, token: str) -> str:
     return f"{gw.ws_url}/ws?token={token}"
-
-
-async def stored(gw: Gateway, token: str, count: int) -> list[object]:
-    async with httpx.AsyncClient(
-        base_url=gw.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ) as http:
-        params = {"topic": "#", "last_event_id": "0"}
-        async with http.stream("GET", "/api/v1/subscribe", params=params) as response:
-            assert response.status_code == 200
-            return [e.json()["data"] for e in await collect(response, count)]
 
 
 async def test_quota_gives_error_frames_402_without_closing_and_a_top_up_restores(gw: Gateway) -> None:
