@@ -10,6 +10,11 @@ batched (10) operations it measures messages/s of three phases, each with
 - receive: ``GET .../messages?max=1`` (or ``max=10``) until all were received (visibility 300 s);
 - delete: ``DELETE .../messages/{handle}`` (or ``.../messages/batch-delete``) for every one.
 
+For each phase it prints messages/s, the p50 and p99 latency of one operation
+as the client sees it (one HTTP request, or one nats-py call or batch of 10
+concurrent calls; calls that found nothing left, which end a phase, are not
+counted), and the gateway's RSS (psutil) right after the gateway's phase.
+
 The baseline does the same with nats-py on a work-queue stream with a durable
 pull consumer (the gateway's own layout): acknowledged publishes, pull fetches
 of 1 or 10, and synchronous acks. The HTTP client is a minimal keep-alive
@@ -29,6 +34,7 @@ from typing import Any
 
 import nats
 import orjson
+import psutil
 from nats.js import api
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,24 +75,49 @@ class Http:
             self.writer.close()
 
 
-async def run_phase(workers: int, step: Callable[[int], Awaitable[int]], total: int) -> float:
-    """Run ``step(worker)`` (returning messages handled) in ``workers`` loops until ``total``; messages/s."""
+Phase = tuple[float, float, float]  # messages/s, p50 ms, p99 ms
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (NaN if empty)."""
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+async def run_phase(workers: int, step: Callable[[int], Awaitable[int]], total: int) -> Phase:
+    """Run ``step(worker)`` (returning messages handled) in ``workers`` loops until ``total``.
+
+    Returns messages/s and the p50 and p99 duration of the steps that handled messages, in ms.
+    """
     done = 0
+    latencies: list[float] = []
 
     async def loop(worker: int) -> None:
         nonlocal done
         while done < total:
+            began = time.perf_counter()
             handled = await step(worker)
             if handled == 0:
                 return
+            latencies.append(time.perf_counter() - began)
             done += handled
 
     started = time.perf_counter()
     await asyncio.gather(*(loop(w) for w in range(workers)))
-    return done / (time.perf_counter() - started)
+    rate = done / (time.perf_counter() - started)
+    latencies.sort()
+    return rate, percentile(latencies, 0.50) * 1000, percentile(latencies, 0.99) * 1000
 
 
-async def gateway_rates(gateway: Gateway, token: str, messages: int, concurrency: int, batch: int) -> dict[str, float]:
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+async def gateway_rates(
+    gateway: Gateway, token: str, messages: int, concurrency: int, batch: int
+) -> tuple[dict[str, Phase], dict[str, float]]:
+    """The gateway's figures per phase, and its RSS in MB right after each phase."""
     queue = f"bench-{batch}"
     path = f"/api/v1/queues/{queue}"
     port = gateway.http_port
@@ -125,17 +156,17 @@ async def gateway_rates(gateway: Gateway, token: str, messages: int, concurrency
         assert status == 200 and not answer["failed"], answer
         return len(take)
 
-    rates = {
-        "send": await run_phase(concurrency, send, messages),
-        "receive": await run_phase(concurrency, receive, messages),
-        "delete": await run_phase(concurrency, delete, messages),
-    }
+    phases: dict[str, Phase] = {}
+    rss: dict[str, float] = {}
+    for op, step in (("send", send), ("receive", receive), ("delete", delete)):
+        phases[op] = await run_phase(concurrency, step, messages)
+        rss[op] = rss_mb(gateway.pid)
     for conn in conns:
         conn.close()
-    return rates
+    return phases, rss
 
 
-async def jetstream_rates(nats_url: str, messages: int, concurrency: int, batch: int) -> dict[str, float]:
+async def jetstream_rates(nats_url: str, messages: int, concurrency: int, batch: int) -> dict[str, Phase]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     stream = f"BENCH_Q{batch}"
@@ -172,14 +203,14 @@ async def jetstream_rates(nats_url: str, messages: int, concurrency: int, batch:
         await asyncio.gather(*(m.ack_sync() for m in take))
         return len(take)
 
-    rates = {
+    phases = {
         "send": await run_phase(concurrency, send, messages),
         "receive": await run_phase(concurrency, receive, messages),
         "delete": await run_phase(concurrency, delete, messages),
     }
     await js.delete_stream(stream)
     await nc.close()
-    return rates
+    return phases
 
 
 def main() -> None:
@@ -198,15 +229,23 @@ def main() -> None:
     try:
         _, token = gateway.user_token(app="bench")
         print(
-            f"\nQueue throughput, {args.messages:,} messages of 100 bytes, {args.concurrency} clients in flight\n\n"
-            "| pattern | operation | flowgate HTTP msg/s | JetStream nats-py msg/s | ratio |\n|---|---|---:|---:|---:|"
+            f"\nQueue throughput, {args.messages:,} messages of 100 bytes, {args.concurrency} clients in flight; "
+            f"gateway RSS at start {rss_mb(gateway.pid):.0f} MB\n"
+            "(latency: one request or one batch, as the client sees it; RSS: the gateway, right after its phase)\n\n"
+            "| pattern | operation | flowgate HTTP msg/s | JetStream nats-py msg/s | ratio "
+            "| flowgate p50 / p99 ms | JetStream p50 / p99 ms | gateway RSS MB |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|"
         )
         for batch in (1, 10):
-            ours = asyncio.run(gateway_rates(gateway, token, args.messages, args.concurrency, batch))
+            ours, rss = asyncio.run(gateway_rates(gateway, token, args.messages, args.concurrency, batch))
             theirs = asyncio.run(jetstream_rates(server.url, args.messages, args.concurrency, batch))
             label = "single" if batch == 1 else f"batch of {batch}"
             for op in ("send", "receive", "delete"):
-                print(f"| {label} | {op} | {ours[op]:,.0f} | {theirs[op]:,.0f} | {ours[op] / theirs[op]:.2f} |")
+                (rate, p50, p99), (base, base_p50, base_p99) = ours[op], theirs[op]
+                print(
+                    f"| {label} | {op} | {rate:,.0f} | {base:,.0f} | {rate / base:.2f} "
+                    f"| {p50:.2f} / {p99:.2f} | {base_p50:.2f} / {base_p99:.2f} | {rss[op]:.0f} |"
+                )
     finally:
         gateway.stop()
         server.stop()
