@@ -5,13 +5,24 @@
 Starts a real nats-server -js, the gateway, and a bare ``websockets`` server
 (uvloop, ``broadcast()``, one rendered frame per message, no storage) on free
 ports. For each subscriber count, one publisher sends ``--messages`` messages
-(100-byte strings) as fast as it can and the subscribers count frames; the
-figure is deliveries per second from the first publish to the last delivery.
+(100-byte strings) as fast as it can and the subscribers count frames. Per
+server and subscriber count the table shows:
+
+- deliveries per second from the first publish to the last delivery;
+- p50 and p99 delivery latency: each message starts with the publisher's
+  ``time.perf_counter_ns()`` (19 digits; same host, same clock), and a sample
+  of the subscribers (every k-th, at most 100 of them, all their messages)
+  subtracts it from the receive time of the socket read that carried the
+  frame. The publisher sends as fast as it can, so this is latency at
+  saturation and includes queueing behind the earlier messages of the burst;
+- the server process's peak RSS during the run (sampled every 10 ms).
+
 Then ``--idle`` connections (each subscribed, then idle) are opened and the RSS
 growth of the server process per connection is reported.
 
-The clients are minimal raw asyncio protocols (frame counting, no JSON parsing)
-so that the server, not the client, is measured.
+The clients are minimal raw asyncio protocols (frame counting; the sampled ones
+also find ``"data":"`` in each frame and parse the 19 digits after it, no JSON
+parsing) so that the server, not the client, is measured.
 """
 
 from __future__ import annotations
@@ -35,7 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.harness import Gateway, NatsServer, free_port, temp_dir
 
-MESSAGE = "x" * 100
+STAMP = b"0" * 19  # placeholder for the send time, perf_counter_ns zero-padded to 19 digits
+MESSAGE = STAMP.decode() + "x" * 81  # 100 characters
+DATA = b'"data":"'  # both servers render the message as ..."data":"<MESSAGE>"...
 
 
 # -- the bare baseline server ---------------------------------------------------------------------
@@ -109,6 +122,7 @@ class RawClient(asyncio.Protocol):
         self.open = False
         self.frames = 0
         self.target = 0
+        self.latencies: list[int] | None = None  # ns per data frame, on sampled clients only
         self.ready: asyncio.Future[None] = loop.create_future()
         self.reached: asyncio.Future[float] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -147,6 +161,8 @@ class RawClient(asyncio.Protocol):
             self.open = True
             self.ready.set_result(None)
         pos, size = 0, len(buf)
+        latencies = self.latencies
+        now = time.perf_counter_ns() if latencies is not None else 0
         while size - pos >= 2:
             length, header = buf[pos + 1] & 0x7F, 2
             if length == 126:
@@ -162,6 +178,11 @@ class RawClient(asyncio.Protocol):
             opcode = buf[pos] & 0x0F
             if opcode in (1, 2):
                 self.frames += 1
+                if latencies is not None:
+                    start = pos + header
+                    at = buf.find(DATA, start, start + length)
+                    if at >= 0:
+                        latencies.append(now - int(buf[at + 8 : at + 27]))
             elif opcode == 9 and self.transport is not None:
                 self.transport.write(_masked_frame(bytes(buf[pos + header : pos + header + length]), opcode=10))
             pos += header + length
@@ -177,7 +198,15 @@ class Target:
     sub_path: str
     pub_path: str
     subscribe: bytes | None  # the frame a subscriber sends (answered by one ack frame)
-    publish: bytes
+    publish: bytes  # contains STAMP once, replaced by the send time
+
+
+@dataclass
+class FanoutResult:
+    rate: float  # deliveries per second
+    p50_ms: float
+    p99_ms: float
+    rss_mb: float  # the server's peak RSS during the run
 
 
 async def open_clients(target: Target, count: int, path: str, *, subscriber: bool = True) -> list[RawClient]:
@@ -208,21 +237,55 @@ async def close_clients(clients: list[RawClient]) -> None:
     await asyncio.gather(*(c.closed for c in clients))
 
 
-async def fanout(target: Target, subscribers: int, messages: int) -> float:
-    """Deliveries per second of ``messages`` from one publisher to ``subscribers``."""
+def percentile(ordered: list[int], fraction: float) -> int:
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def peak_rss(pid: int, stop: asyncio.Event) -> int:
+    """The highest RSS of ``pid`` seen, sampled every 10 ms until ``stop`` is set."""
+    process, peak = psutil.Process(pid), 0
+    while True:
+        peak = max(peak, process.memory_info().rss)
+        if stop.is_set():
+            return peak
+        try:
+            await asyncio.wait_for(stop.wait(), 0.01)
+        except TimeoutError:
+            pass
+
+
+async def fanout(target: Target, subscribers: int, messages: int) -> FanoutResult:
+    """Deliveries/s, delivery latency and server RSS for ``messages`` from one publisher to ``subscribers``."""
     subs = await open_clients(target, subscribers, target.sub_path)
     (publisher,) = await open_clients(target, 1, target.pub_path, subscriber=False)
+    sampled = subs[:: max(1, subscribers // 100)]
     for client in subs:
         client.reached = asyncio.get_running_loop().create_future()
         client.expect(1 + messages)
+    for client in sampled:
+        client.latencies = []
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(peak_rss(target.pid, stop))
+    await asyncio.sleep(0)  # first RSS sample before the burst
+    head, tail = target.publish.split(STAMP)
     start = time.perf_counter()
     for _ in range(messages):
-        publisher.send_text(target.publish)
+        publisher.send_text(b"%s%019d%s" % (head, time.perf_counter_ns(), tail))
     async with asyncio.timeout(300):
         ends = await asyncio.gather(*(c.reached for c in subs))
     elapsed = max(ends) - start
+    stop.set()
+    rss = await sampler
     await close_clients([*subs, publisher])
-    return subscribers * messages / elapsed
+    latencies = sorted(ns for c in sampled for ns in c.latencies or ())
+    if len(latencies) != len(sampled) * messages:
+        raise RuntimeError(f"{target.name}: {len(latencies)} latency samples, expected {len(sampled) * messages}")
+    return FanoutResult(
+        subscribers * messages / elapsed,
+        percentile(latencies, 0.50) / 1e6,
+        percentile(latencies, 0.99) / 1e6,
+        rss / 2**20,
+    )
 
 
 async def idle_rss(target: Target, count: int) -> tuple[float, float]:
@@ -273,7 +336,7 @@ async def run(args: argparse.Namespace) -> None:
         for target in targets:  # warm-up
             await fanout(target, 10, 200)
         counts = [int(n) for n in args.subscribers.split(",") if n.strip()]
-        results: dict[tuple[str, int], float] = {}
+        results: dict[tuple[str, int], FanoutResult] = {}
         for count in counts:
             for target in targets:
                 results[target.name, count] = await fanout(target, count, args.messages)
@@ -287,10 +350,22 @@ async def run(args: argparse.Namespace) -> None:
 
     bare_name, gw_name = targets[0].name, targets[1].name
     print(f"\nWebSocket fan-out: 1 publisher, {args.messages} messages of {len(MESSAGE)} bytes, deliveries/s\n")
-    print(f"| subscribers | {bare_name} | {gw_name} | ratio |\n|---:|---:|---:|---:|")
+    print("(latency: publish to receipt in ms, every message at up to 100 sampled subscribers, at saturation: the")
+    print(" burst is sent at once, so it includes queueing behind earlier messages; RSS: the server's peak during")
+    print(" the run; ratios are flowgate / bare)\n")
+    print(
+        f"| subscribers | {bare_name} | {gw_name} | ratio "
+        "| bare p50 | bare p99 | flowgate p50 | flowgate p99 | p99 ratio "
+        "| bare RSS MB | flowgate RSS MB | RSS ratio |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for count in counts:
         b, g = results[bare_name, count], results[gw_name, count]
-        print(f"| {count:,} | {b:,.0f} | {g:,.0f} | {g / b:.2f} |")
+        print(
+            f"| {count:,} | {b.rate:,.0f} | {g.rate:,.0f} | {g.rate / b.rate:.2f} "
+            f"| {b.p50_ms:.1f} | {b.p99_ms:.1f} | {g.p50_ms:.1f} | {g.p99_ms:.1f} | {g.p99_ms / b.p99_ms:.2f} "
+            f"| {b.rss_mb:.0f} | {g.rss_mb:.0f} | {g.rss_mb / b.rss_mb:.2f} |"
+        )
     if 1 in counts:
         print("\n(1 subscriber is bound by the publish path: every message is stored in JetStream and acknowledged,")
         print(" pipelined up to 256 per connection; the bare server stores nothing. With many subscribers the gateway")
