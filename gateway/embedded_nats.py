@@ -7,14 +7,19 @@ ready when it logs "Server is ready", and is stopped with the gateway.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import shutil
+import signal
 import socket
+import sys
 from pathlib import Path
 
 from gateway.settings import Settings
 
 log = logging.getLogger("flowgate.nats")
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class EmbeddedNatsError(RuntimeError):
@@ -24,6 +29,12 @@ class EmbeddedNatsError(RuntimeError):
 def find_nats_server(name: str) -> str | None:
     """The nats-server binary: on PATH, or in the sbin directories Debian installs it to."""
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: on Linux, ask for SIGTERM when the gateway dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -67,7 +78,12 @@ class EmbeddedNats:
         self.port = free_port()
         config = self._write_config(store)
         self._process = await asyncio.create_subprocess_exec(
-            binary, "-c", str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            binary,
+            "-c",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_stop_with_parent,
         )
         assert self._process.stderr is not None
         stderr = self._process.stderr

@@ -52,3 +52,12 @@ def test_embedded_nats_lifecycle_and_generated_admin_key(make_gateway) -> None: 
     gw.start()
     assert not any(admin_key in line for line in gw.log[printed_before:])
     assert httpx.post(gw.base_url + "/token", headers={"X-API-Key": api_key}, json={"app": "x"}).status_code == 200
+
+
+def test_embedded_nats_does_not_outlive_a_killed_gateway(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw = make_gateway(None)
+    (child,) = [p for p in psutil.Process(gw.pid).children() if "nats-server" in p.name()]
+    gw.process.kill()
+    gw.process.wait(10)
+    child.wait(10)  # raises psutil.TimeoutExpired if the child stayed behind
+    assert not child.is_running()
