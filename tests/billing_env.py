@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import orjson
 
-from tests.harness import Gateway
+from tests.harness import Gateway, temp_dir
 from tests.sse_client import collect
 
 GENEROUS = {"quota": 10_000_000, "rate": 10_000, "burst": 10_000, "max_connections": 100, "max_message_bytes": 1 << 20}
@@ -31,6 +34,18 @@ def billing_env(directory: Path, **extra: str) -> dict[str, str]:
     path = directory / "plans.json"
     path.write_bytes(orjson.dumps({"plans": PLANS}))
     return {"FLOWGATE_PLANS_FILE": str(path), "FLOWGATE_BILLING_SYNC_INTERVAL": str(SYNC_INTERVAL), **extra}
+
+
+@contextmanager
+def billing_gateway(nats_url: str, prefix: str) -> Iterator[Gateway]:
+    """A gateway with the test plans on ``nats_url``, its data dir removed afterwards."""
+    data = temp_dir(prefix)
+    gateway = Gateway(nats_url, data, env=billing_env(data)).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 async def stored(gw: Gateway, token: str, count: int) -> list[object]:

@@ -6,7 +6,7 @@ import asyncio
 from typing import TypeVar
 
 from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode
-from protocols.mqtt.packets import ConnAck, Connect, Packet, Publish, PubRel, SubAck, Subscribe, Will
+from protocols.mqtt.packets import ConnAck, Connect, Packet, PubComp, Publish, PubRel, SubAck, Subscribe, Will
 
 P = TypeVar("P")
 
@@ -138,3 +138,14 @@ class RawClient:
             await self.writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+async def quiet(client: RawClient, within: float = 0.5) -> None:
+    """No further PUBLISH within ``within`` seconds (pending PUBRELs are completed)."""
+    while True:
+        try:
+            packet = await client.recv(within)
+        except TimeoutError:
+            return
+        assert isinstance(packet, PubRel), f"unexpected {packet!r}"
+        await client.send(PubComp(packet.packet_id))

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from tests.billing_env import billing_env
+from tests.billing_env import billing_env, billing_gateway
 from tests.harness import Gateway, NatsServer, temp_dir
 from tests.sse_client import collect
 
 
 @pytest.fixture(scope="module")
 def gw(nats_server: NatsServer) -> Iterator[Gateway]:
-    data = temp_dir("fg-billing-")
-    gateway = Gateway(nats_server.url, data, env=billing_env(data)).start()
-    yield gateway
-    gateway.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    with billing_gateway(nats_server.url, "fg-billing-") as gateway:
+        yield gateway
 
 
 def next_month() -> str:

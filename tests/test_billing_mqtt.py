@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -10,8 +9,8 @@ import httpx
 import pytest
 
 from protocols.mqtt.packets import Publish
-from tests.billing_env import PLANS, billing_env, stored
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.billing_env import PLANS, billing_gateway, stored
+from tests.harness import Gateway, NatsServer
 from tests.mqtt_client import RawClient
 
 NOT_AUTHORIZED = 5
@@ -19,11 +18,8 @@ NOT_AUTHORIZED = 5
 
 @pytest.fixture(scope="module")
 def gw(nats_server: NatsServer) -> Iterator[Gateway]:
-    data = temp_dir("fg-billing-mqtt-")
-    gateway = Gateway(nats_server.url, data, env=billing_env(data)).start()
-    yield gateway
-    gateway.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    with billing_gateway(nats_server.url, "fg-billing-mqtt-") as gateway:
+        yield gateway
 
 
 async def test_connack_5_when_spent_and_a_top_up_restores(gw: Gateway) -> None:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from tests.billing_env import billing_env
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.billing_env import billing_gateway
+from tests.harness import Gateway, NatsServer
 from tests.queue_client import QueueClient
 
 
 @pytest.fixture(scope="module")
 def gw(nats_server: NatsServer) -> Iterator[Gateway]:
-    data = temp_dir("fg-billing-q-")
-    gateway = Gateway(nats_server.url, data, env=billing_env(data)).start()
-    yield gateway
-    gateway.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    with billing_gateway(nats_server.url, "fg-billing-q-") as gateway:
+        yield gateway
 
 
 def drain(client: QueueClient, queue: str) -> list[object]:

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import websockets
 
-from tests.billing_env import billing_env, stored
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.billing_env import billing_gateway, stored
+from tests.harness import Gateway, NatsServer
 from tests.test_ws_gateway import Client
 
 
 @pytest.fixture(scope="module")
 def gw(nats_server: NatsServer) -> Iterator[Gateway]:
-    data = temp_dir("fg-billing-ws-")
-    gateway = Gateway(nats_server.url, data, env=billing_env(data)).start()
-    yield gateway
-    gateway.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    with billing_gateway(nats_server.url, "fg-billing-ws-") as gateway:
+        yield gateway
 
 
 def url(gw: Gateway, token: str) -> str:

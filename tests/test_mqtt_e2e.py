@@ -36,7 +36,7 @@ from protocols.mqtt.packets import (
     Will,
 )
 from tests.harness import Gateway
-from tests.mqtt_client import RawClient
+from tests.mqtt_client import RawClient, quiet
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,17 +72,6 @@ async def publishes(client: RawClient, count: int, timeout: float = 10) -> list[
         elif isinstance(packet, PubRel):
             await client.send(PubComp(packet.packet_id))
     return got
-
-
-async def quiet(client: RawClient, within: float = 0.5) -> None:
-    """No further PUBLISH within ``within`` seconds (pending PUBRELs are completed)."""
-    while True:
-        try:
-            packet = await client.recv(within)
-        except TimeoutError:
-            return
-        assert isinstance(packet, PubRel), f"unexpected {packet!r}"
-        await client.send(PubComp(packet.packet_id))
 
 
 # -- the documented snippet ---------------------------------------------------------------------

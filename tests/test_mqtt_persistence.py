@@ -17,7 +17,7 @@ import pytest
 
 from protocols.mqtt.packets import Disconnect, PingReq, PingResp, PubAck, PubComp, Publish, PubRec, PubRel
 from tests.harness import Gateway, NatsServer
-from tests.mqtt_client import RawClient
+from tests.mqtt_client import RawClient, quiet
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,17 +47,6 @@ async def receive(client: RawClient, count: int, *, ack: bool = True, timeout: f
         elif isinstance(packet, PubRel):
             await client.send(PubComp(packet.packet_id))
     return got
-
-
-async def quiet(client: RawClient, within: float) -> None:
-    """No further PUBLISH within ``within`` seconds (PUBRELs are completed)."""
-    while True:
-        try:
-            packet = await client.recv(within)
-        except TimeoutError:
-            return
-        assert isinstance(packet, PubRel), f"unexpected {packet!r}"
-        await client.send(PubComp(packet.packet_id))
 
 
 async def goodbye(client: RawClient) -> None:

@@ -231,12 +231,7 @@ class Bus:
         message, or fails with ``Unavailable`` when the bus drops or the
         acknowledgement does not come within the publish timeout.
         """
-        nc = self._nc
-        if nc is None or not nc.is_connected:
-            raise Unavailable("message bus unavailable; retry shortly")
-        if len(payload.body) > self.settings.max_message_bytes:
-            raise PayloadTooLarge(f"message is larger than {self.settings.max_message_bytes} bytes")
-        headers = payload.headers if headers is None else {**headers, **payload.headers}
+        nc, headers = self._outgoing(payload, headers)
         if msg_id is not None:
             headers["Nats-Msg-Id"] = msg_id
         token = next(self._tokens)
@@ -259,14 +254,18 @@ class Bus:
 
     async def emit(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> None:
         """Send one message to the stream without asking for an acknowledgement (MQTT QoS 0)."""
+        nc, headers = self._outgoing(payload, headers)
+        with nats_errors(f"publish to {subject}"):
+            await nc.publish(subject, payload.body, headers=headers)
+
+    def _outgoing(self, payload: Payload, headers: dict[str, str] | None) -> tuple[Client, dict[str, str]]:
+        """The connection to publish on (failing fast while NATS is away) and the message's headers."""
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise Unavailable("message bus unavailable; retry shortly")
         if len(payload.body) > self.settings.max_message_bytes:
             raise PayloadTooLarge(f"message is larger than {self.settings.max_message_bytes} bytes")
-        headers = payload.headers if headers is None else {**headers, **payload.headers}
-        with nats_errors(f"publish to {subject}"):
-            await nc.publish(subject, payload.body, headers=headers)
+        return nc, (payload.headers if headers is None else {**headers, **payload.headers})
 
     def _sweep(self) -> None:
         """Fail the publishes whose acknowledgement is overdue, then wait for the next deadline."""
