@@ -207,7 +207,7 @@ class Bus:
                 kv = await js.create_key_value(
                     bucket=name, history=history, ttl=ttl, replicas=self.settings.replicas, storage=api.StorageType.FILE
                 )
-        return Bucket(name, kv)
+        return Bucket(name, kv, js)
 
     async def stream_bounds(self, stream: str = MESSAGES_STREAM) -> StreamBounds:
         with nats_errors(f"read stream {stream}"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from gateway.bus.translate import nats_errors
@@ -22,9 +23,10 @@ class Entry:
 
 
 class Bucket:
-    def __init__(self, name: str, kv: KeyValue) -> None:
+    def __init__(self, name: str, kv: KeyValue, js: JetStreamContext) -> None:
         self.name = name
         self._kv = kv
+        self._js = js
 
     async def get(self, key: str) -> Entry | None:
         """The current value, or ``None`` when the key is absent or deleted."""
@@ -72,16 +74,13 @@ class Bucket:
     async def keys(self, pattern: str = ">") -> list[str]:
         """Keys matching a NATS-style pattern (``*`` one token, ``>`` the rest), filtered by the server.
 
-        (nats-py's own ``keys(filters=...)`` matches substrings on the client.)
+        The answer may include keys deleted since (their delete marker is still
+        stored): callers read each key with ``get``, which returns ``None`` for
+        those. One stream-info request, no consumer: nats-py's ``keys()`` matches
+        substrings on the client, and its watcher can signal "no more keys"
+        before delivering the first one when a key arrives during its set-up.
         """
-        keys: list[str] = []
+        prefix = f"$KV.{self.name}."
         with nats_errors(f"list {self.name}"):
-            watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
-            try:
-                async for entry in watcher:
-                    if entry is None:
-                        break
-                    keys.append(entry.key)
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
-        return keys
+            info = await self._js.stream_info(f"KV_{self.name}", subjects_filter=prefix + pattern)
+        return [subject[len(prefix) :] for subject in (info.state.subjects or {})]
