@@ -6,11 +6,17 @@ nats-py subscription every acknowledgement would cost a parsed header dict, a
 ``Msg``, a put on the subscription's queue, a wake-up of its task and an
 awaited callback: most of the cost of an acknowledged publish in Python.
 
-``AckClient`` is nats-py's ``Client`` with two changes: messages for the one
-subscription id registered with ``route_acks`` are handed, as raw bytes, to a
-plain function instead, and parsed header blocks are remembered (the stream's
-messages repeat a few). Everything else (other subscriptions, reconnects,
-which re-subscribe under the same id, draining) is nats-py's own behaviour.
+``AckClient`` is nats-py's ``Client`` with ``FastParser`` (parser.py) as its
+parser and a synchronous ``_dispatch_fast`` that it tries first for each
+message: messages for the one subscription id registered with ``route_acks``
+are handed, as raw bytes, to a plain function, and the data messages of
+subscriptions delivered raw (``deliver_directly`` with a ``raw`` handler) go
+to that handler after exactly the bookkeeping nats-py's ``_process_msg`` does
+for them (statistics, ordered consumer sequences, flow control tracking).
+Everything else (status messages such as heartbeats and flow control, a
+sequence gap, other subscriptions, reconnects, which re-subscribe under the
+same id, draining) is nats-py's own behaviour, and its parsed header blocks are
+remembered (the stream's messages repeat a few).
 ``AckInbox`` keeps the pending futures and resolves them from those bytes:
 orjson for the body, the token from the subject, the inline status line for
 "no responders" (503), all without a task or a ``Msg`` per acknowledgement.
@@ -26,6 +32,8 @@ from typing import cast
 import orjson
 from nats.aio.client import Client
 
+from gateway.bus.direct import DirectQueue
+from gateway.bus.parser import FastParser
 from gateway.errors import BadRequest, FlowGateError, Unavailable
 
 AckHandler = Callable[[bytes, bytes, bytes | None], None]  # (subject, body, raw header block or None)
@@ -53,12 +61,63 @@ class AckClient(Client):
 
     def __init__(self) -> None:
         super().__init__()
+        self._ps = FastParser(self)
         self._header_cache: dict[bytes, dict[str, str]] = {}
 
     def route_acks(self, sid: int, handler: AckHandler) -> None:
         """Hand every message of subscription ``sid`` to ``handler`` instead of the subscription."""
         self._ack_sid = sid
         self._ack_handler = handler
+
+    def _dispatch_fast(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> bool:
+        """Handle a message synchronously if nats-py would do nothing more than count and deliver it.
+
+        False leaves the message to ``_process_msg``, untouched: status messages
+        (heartbeats, flow control), a consumer sequence gap (nats-py resets the
+        ordered consumer), subscriptions not delivered raw, auto-unsubscribing
+        or request subscriptions, anything unexpected.
+        """
+        if sid == self._ack_sid:
+            handler = self._ack_handler
+            if handler is None:
+                return False
+            handler(subject, data, headers)
+            return True
+        sub = self._subs.get(sid)
+        if sub is None:
+            return False
+        queue = sub._pending_queue
+        if type(queue) is not DirectQueue or queue.raw is None or sub._max_msgs > 0 or sub._future is not None:
+            return False
+        if headers is not None and (not data or headers[8:9] == b" "):
+            return False  # an inline status (NATS/1.0 100 ...) or what nats-py could take for a control message
+        size = len(data)
+        if 0 < sub._pending_bytes_limit <= size:
+            return False  # nats-py reports the slow consumer
+        jsi = sub._jsi
+        if jsi is not None:
+            tokens = reply.split(b".")
+            if len(tokens) != 9 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
+                return False
+            try:
+                cmeta = reply.decode()
+                if jsi._ordered:
+                    dseq = int(tokens[6])
+                    if dseq != jsi._dseq:
+                        return False  # a gap: nats-py recreates the consumer
+                    jsi._sseq = int(tokens[5])
+                    jsi._dseq = dseq + 1
+            except ValueError:
+                return False
+            jsi._active = True
+            jsi._fciseq += 1  # JetStreamContext._JSI.track_sequences
+            jsi._cmeta = cmeta
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += size
+        sub._received += 1
+        queue.deliver_raw(subject, reply, data, headers)
+        return True
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if sid == self._ack_sid and self._ack_handler is not None:

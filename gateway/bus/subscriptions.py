@@ -4,6 +4,14 @@ A ``LiveSubscription`` is a JetStream ordered consumer (ephemeral, in memory,
 flow-controlled, heartbeated). nats-py recreates it from the next expected
 stream sequence when it detects a gap or missed heartbeats, which is also how
 it survives a NATS restart: the subscriber sees every message once, in order.
+
+Its data messages arrive as the parser's bytes (``deliver_directly`` with a
+raw handler) and become a ``Delivery`` without a ``Msg``: the subject's
+namespace and topic and the header block's kind and QoS come from small
+bounded caches (a stream carries a few subjects and header blocks over and
+over), the sequence and store time from the reply subject. Messages nats-py
+dispatches itself still come as a ``Msg`` through ``to_delivery``, which
+reads them the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
@@ -19,12 +28,14 @@ from gateway.bus.direct import deliver_directly
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, InvalidName
 from gateway.payload import KIND_HEADER, QOS_HEADER, Delivery, Kind, Payload
-from gateway.topics import parse_subject
+from gateway.topics import Namespace, parse_subject
 
 log = logging.getLogger("flowgate.bus")
 
 OnDelivery = Callable[[Delivery], None]
 
+SUBJECT_CACHE_SIZE = 4096
+HEADER_CACHE_SIZE = 64
 
 _KINDS = {kind.value: kind for kind in Kind}
 _QOS = {"0": 0, "1": 1, "2": 2}
@@ -42,6 +53,21 @@ def to_delivery(msg: Msg) -> Delivery:
     else:
         payload, qos = Payload.from_bytes(msg.data), 1
     return Delivery(seq=seq, namespace=namespace, topic=topic, payload=payload, published_at=published_at, qos=qos)
+
+
+def _header_meta(block: bytes) -> tuple[Kind | None, int]:
+    """Payload kind (``None``: sniff the body) and QoS of a raw header block, by ``to_delivery``'s rules.
+
+    Parsed as nats-py parses a block without an inline status (the only kind the raw path is given).
+    """
+    headers = Client._parse_header_lines(block[10:]) if len(block) > 10 else None
+    if not headers:
+        return None, 1
+    kind = headers.get(KIND_HEADER)
+    qos = _QOS.get(headers.get(QOS_HEADER, ""), 1)
+    if kind in _KINDS:
+        return _KINDS[kind], qos
+    return (Kind.BINARY if kind else None), qos  # as Payload.from_headers: an unknown kind is binary
 
 
 def _position(reply: str) -> tuple[int, datetime]:
@@ -66,6 +92,8 @@ class LiveSubscription:
         self._on_delivery = on_delivery
         self._sub: JetStreamContext.PushSubscription | None = None
         self.last_seq = 0
+        self._places: dict[bytes, tuple[Namespace, str]] = {}  # subject -> parse_subject()
+        self._metas: dict[bytes, tuple[Kind | None, int]] = {}  # header block -> _header_meta()
 
     async def start(self, js: JetStreamContext, stream: str, start_seq: int | None) -> None:
         """Begin at ``start_seq`` (inclusive), or with the next new message when ``None``."""
@@ -86,7 +114,7 @@ class LiveSubscription:
                 idle_heartbeat=2.0,
             )
         # Messages go to _on_msg as nats-py parses them, not through its queue and task (direct.py).
-        deliver_directly(self._sub._sub, self._on_msg)
+        deliver_directly(self._sub._sub, self._on_msg, self._on_raw)
 
     async def _on_queued(self, msg: Msg) -> None:
         """Messages nats-py's task handled before ``deliver_directly`` took over (consumer creation)."""
@@ -100,6 +128,42 @@ class LiveSubscription:
             return
         self.last_seq = delivery.seq
         self._on_delivery(delivery)
+
+    def _on_raw(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        place = self._places.get(subject)
+        tokens = reply.split(b".")
+        try:
+            if len(tokens) == 9 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
+                seq, stamp = int(tokens[5]), int(tokens[7])
+            elif len(tokens) >= 11 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
+                seq, stamp = int(tokens[7]), int(tokens[9])
+            else:
+                raise ValueError(f"not a JetStream reply subject: {reply!r}")
+            if place is None:
+                place = parse_subject(subject.decode())
+                if len(self._places) >= SUBJECT_CACHE_SIZE:
+                    self._places.clear()  # many distinct topics: start over rather than grow
+                self._places[subject] = place
+        except (InvalidName, ValueError):
+            log.warning("skipping message with unparseable subject %r", subject)
+            return
+        if headers is None:
+            kind, qos = None, 1
+        else:
+            meta = self._metas.get(headers)
+            if meta is None:
+                meta = _header_meta(headers)
+                if len(self._metas) >= HEADER_CACHE_SIZE:
+                    self._metas.clear()
+                self._metas[headers] = meta
+            kind, qos = meta
+        payload = Payload.from_bytes(data) if kind is None else Payload(data, kind)
+        namespace, topic = place
+        published_at = datetime.fromtimestamp(stamp / 1e9, UTC)
+        self.last_seq = seq
+        self._on_delivery(
+            Delivery(seq=seq, namespace=namespace, topic=topic, payload=payload, published_at=published_at, qos=qos)
+        )
 
     async def stop(self) -> None:
         sub, self._sub = self._sub, None
