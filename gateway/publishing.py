@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bus, PubAck
 from gateway.errors import BadRequest, Forbidden, PayloadTooLarge
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, Tally
 from gateway.payload import Payload
 from gateway.settings import Settings
 
@@ -32,12 +31,24 @@ class Published:
     duplicate: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a name published to goes: its validated topic (publish permission checked) and NATS subject."""
+
+    topic: str
+    subject: str
+
+
+class AdmitLater(Exception):
+    """``submit_now`` could not decide without waiting (the billing guard must ask NATS): use ``submit``."""
+
+
 class Publisher:
     def __init__(self, settings: Settings, bus: Bus, metrics: Metrics, *, guard: BillingGuard | None = None) -> None:
         self._bus = bus
         self._metrics = metrics
         self._max_bytes = settings.max_message_bytes
-        self._counters: dict[str, Any] = {}  # prometheus children per protocol, looked up once
+        self._counters: dict[str, Tally] = {}  # published messages per protocol
         self._guard = guard  # quota, balance and rate limit (gateway.billing); refused messages are never sent
 
     def resolve(self, claims: Claims, name: str) -> str:
@@ -46,6 +57,11 @@ class Publisher:
         if not claims.permissions.publish.permits_topic(topic):
             raise Forbidden(f"this token may not publish to {topic!r}")
         return topic
+
+    def route(self, claims: Claims, name: str) -> Route:
+        """``resolve`` plus the NATS subject: what a connection may keep for the names it publishes to often."""
+        topic = self.resolve(claims, name)
+        return Route(topic, claims.namespace.subject(topic))
 
     async def publish(
         self,
@@ -58,17 +74,18 @@ class Publisher:
         headers: dict[str, str] | None = None,
     ) -> Published:
         """Store ``payload`` on topic ``name`` for ``protocol``'s client; ``headers`` travel with it (e.g. MQTT QoS)."""
-        topic, submitted = await self._submit(
-            claims, name, payload, protocol=protocol, idempotency_key=idempotency_key, headers=headers
+        route = self.route(claims, name)
+        submitted = await self.submit(
+            claims, route, payload, protocol=protocol, idempotency_key=idempotency_key, headers=headers
         )
         assert submitted is not None
         ack = await submitted
-        return Published(topic, claims.namespace.full(topic), ack.seq, ack.duplicate)
+        return Published(route.topic, claims.namespace.full(route.topic), ack.seq, ack.duplicate)
 
     async def submit(
         self,
         claims: Claims,
-        name: str,
+        route: Route | str,
         payload: Payload,
         *,
         protocol: str,
@@ -76,55 +93,77 @@ class Publisher:
         headers: dict[str, str] | None = None,
         acknowledged: bool = True,
     ) -> asyncio.Future[PubAck] | None:
-        """``publish`` for pipelining front-ends (MQTT): every check happens (and raises) here, then the
-        message is sent and the returned future resolves once JetStream stored it.
+        """``publish`` for pipelining front-ends (WebSocket, MQTT): every check happens (and raises) here, then
+        the message is sent and the returned future resolves once JetStream stored it.
 
-        With ``acknowledged=False`` (MQTT QoS 0) JetStream is not asked for an
-        acknowledgement at all and ``None`` is returned once the message is sent.
+        ``route`` is a name or a ``Route`` from ``route()``. With ``acknowledged=False``
+        (MQTT QoS 0) JetStream is not asked for an acknowledgement at all and
+        ``None`` is returned once the message is sent.
         """
-        _, future = await self._submit(
-            claims,
-            name,
-            payload,
-            protocol=protocol,
-            idempotency_key=idempotency_key,
-            headers=headers,
-            acknowledged=acknowledged,
-        )
+        if isinstance(route, str):
+            route = self.route(claims, route)
+        self._check_size(payload)
+        msg_id = self._msg_id(claims, idempotency_key)
+        if self._guard is not None:
+            await self._guard.admit(claims, len(payload.body), protocol=protocol)
+        future, overfull = self._send(claims, route, payload, protocol, msg_id, headers, acknowledged)
+        if overfull:
+            await self._bus.drain()
         return future
 
-    async def _submit(
+    def submit_now(
         self,
         claims: Claims,
-        name: str,
+        route: Route,
         payload: Payload,
         *,
         protocol: str,
-        idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
         acknowledged: bool = True,
-    ) -> tuple[str, asyncio.Future[PubAck] | None]:
-        topic = self.resolve(claims, name)
+    ) -> tuple[asyncio.Future[PubAck] | None, bool]:
+        """``submit`` without a coroutine, for a front-end's hot path.
+
+        Returns the future (``None`` unacknowledged) and whether the bus wants a
+        ``drain()`` now. Raises ``AdmitLater``, having sent nothing, when the
+        billing guard must wait for NATS first: then call ``submit``.
+        """
+        self._check_size(payload)
+        if self._guard is not None and not self._guard.admit_now(claims, len(payload.body), protocol=protocol):
+            raise AdmitLater
+        return self._send(claims, route, payload, protocol, None, headers, acknowledged)
+
+    def _msg_id(self, claims: Claims, idempotency_key: str | None) -> str | None:
+        if idempotency_key is None:
+            return None
+        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise BadRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        return claims.namespace.prefix + idempotency_key
+
+    def _check_size(self, payload: Payload) -> None:
         if len(payload.body) > self._max_bytes:
             raise PayloadTooLarge(f"message is {len(payload.body)} bytes; the limit is {self._max_bytes}")
-        msg_id = None
-        if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-                raise BadRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
-            msg_id = claims.namespace.prefix + idempotency_key
-        namespace = claims.namespace
+
+    def _send(
+        self,
+        claims: Claims,
+        route: Route,
+        payload: Payload,
+        protocol: str,
+        msg_id: str | None,
+        headers: dict[str, str] | None,
+        acknowledged: bool,
+    ) -> tuple[asyncio.Future[PubAck] | None, bool]:
+        """Send an admitted message; refund it when it is not sent, not stored, or a duplicate."""
         guard = self._guard
-        if guard is not None:
-            await guard.admit(claims, len(payload.body), protocol=protocol)
         counter = self._counters.get(protocol)
         if counter is None:
-            counter = self._counters[protocol] = self._metrics.published.labels(protocol)
+            counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
         try:
             if not acknowledged:
-                await self._bus.emit(namespace.subject(topic), payload, headers=headers)
-                counter.inc()
-                return topic, None
-            acked = await self._bus.send(namespace.subject(topic), payload, msg_id=msg_id, headers=headers)
+                overfull = self._bus.emit_now(route.subject, payload, headers=headers)
+                counter.add()
+                return None, overfull
+            acked, overfull = self._bus.send_now(route.subject, payload, msg_id=msg_id, headers=headers)
         except BaseException:
             if guard is not None:
                 guard.refund(claims)
@@ -138,7 +177,7 @@ class Publisher:
                 return
             if future.result().duplicate and guard is not None:
                 guard.refund(claims)  # a retry of a message already stored and billed
-            counter.inc()
+            counter.add()
 
         acked.add_done_callback(done)
-        return topic, acked
+        return acked, overfull

@@ -316,12 +316,47 @@ class BillingGuard:
         """Let one message of ``size`` bytes through, or raise; the unit is then reserved for it."""
         if not self.enabled:
             return
-        namespace = claims.namespace
-        user_id = namespace.user_id
+        user_id = claims.namespace.user_id
         account = self._accounts.get(user_id)
         now = self._clock()
         if account is None or account.changed or now - account.loaded_at > self._refresh:
             account = await self._current(user_id)
+        if self._admit(account, claims, size, protocol, operation, now):
+            return
+        # The local reservation is spent: several messages may wait for one refill that covers only some of
+        # them; the others ask again until the ledger says nothing is left (_refill_now raises PaymentRequired).
+        key_bucket = self._take_rate(claims, account.limits, protocol)
+        period = self.period()
+        price = self._price[operation]
+        try:
+            while True:
+                await self._refill_now(account, period)
+                if self._spend(account, price, period.id, self._clock()):
+                    break
+        except FlowGateError as exc:
+            self._return_rate(user_id, key_bucket)
+            if isinstance(exc, PaymentRequired):
+                self._metrics.rejected.labels(protocol, "payment_required").inc()
+            raise
+        self._count(claims, key_bucket, period.id, operation)
+
+    def admit_now(
+        self, claims: Claims, size: int, *, protocol: str, operation: Operation = Operation.PUBLISH
+    ) -> bool:
+        """``admit`` without waiting: True when admitted (or raises as ``admit`` does); False when the
+        account must first be loaded or its reservation refilled, which only ``admit`` can do."""
+        if not self.enabled:
+            return True
+        account = self._accounts.get(claims.namespace.user_id)
+        now = self._clock()
+        if account is None or account.changed or now - account.loaded_at > self._refresh:
+            return False
+        return self._admit(account, claims, size, protocol, operation, now)
+
+    def _admit(
+        self, account: _Account, claims: Claims, size: int, protocol: str, operation: Operation, now: float
+    ) -> bool:
+        """Size, rate and a unit of the local reservation; False (nothing taken) when the reservation is spent."""
         limits = account.limits
         if size > limits.max_message_bytes:
             self._metrics.rejected.labels(protocol, "payload_too_large").inc()
@@ -329,52 +364,50 @@ class BillingGuard:
                 f"message is {size} bytes; the {limits.name} plan allows {limits.max_message_bytes}",
                 details={"limit": "max_message_bytes", "max_message_bytes": limits.max_message_bytes},
             )
-        key = user_id
-        wait = self.limiter.take(key, limits.rate, limits.burst)
-        if wait:
+        key_bucket = self._take_rate(claims, limits, protocol)
+        period = self.period()
+        if not self._spend(account, self._price[operation], period.id, now):
+            self._return_rate(account.user_id, key_bucket)
+            return False
+        self._count(claims, key_bucket, period.id, operation)
+        return True
+
+    def _take_rate(self, claims: Claims, limits: Plan, protocol: str) -> str:
+        """One token of the user's bucket and of the API key's own bucket, if it has one (its name, else "")."""
+        key = claims.namespace.user_id
+        if self.limiter.take(key, limits.rate, limits.burst):
             self._metrics.rejected.labels(protocol, "rate_limited").inc()
             raise self.rate_limited(key, limits.rate, limits.burst, f"{limits.rate:g} messages per second", "rate")
         key_limit = claims.key_limit
-        key_bucket = ""
-        if key_limit is not None:  # the API key behind the token has its own, stricter limit
-            key_bucket = f"pub:{claims.key_id}"
-            if self.limiter.take(key_bucket, *key_limit):
-                self.limiter.give_back(key)
-                self._metrics.rejected.labels(protocol, "rate_limited").inc()
-                raise self.rate_limited(
-                    key_bucket,
-                    key_limit[0],
-                    key_limit[1],
-                    f"{key_limit[0]:g} messages per second for this API key",
-                    "api_key_rate",
-                )
+        if key_limit is None:
+            return ""
+        key_bucket = f"pub:{claims.key_id}"
+        if self.limiter.take(key_bucket, *key_limit):
+            self.limiter.give_back(key)
+            self._metrics.rejected.labels(protocol, "rate_limited").inc()
+            raise self.rate_limited(
+                key_bucket,
+                key_limit[0],
+                key_limit[1],
+                f"{key_limit[0]:g} messages per second for this API key",
+                "api_key_rate",
+            )
+        return key_bucket
+
+    def _return_rate(self, key: str, key_bucket: str) -> None:
+        self.limiter.give_back(key)
+        if key_bucket:
+            self.limiter.give_back(key_bucket)
+
+    def _count(self, claims: Claims, key_bucket: str, period: str, operation: Operation) -> None:
+        """An admitted message: tell the other replicas' rate limiters and the usage meter."""
+        namespace = claims.namespace
         if self.share is not None:
-            self.share.spent(key)
+            self.share.spent(namespace.user_id)
             if key_bucket:
                 self.share.spent(key_bucket)
-        price = self._price[operation]
-        period = self.period()
-        if not self._spend(account, price, period.id, now):
-            try:
-                # Several messages may wait for one reservation that covers only some of them: the others ask
-                # again until the ledger says nothing is left (then _refill_now raises PaymentRequired).
-                while True:
-                    await self._refill_now(account, period)
-                    if self._spend(account, price, period.id, self._clock()):
-                        break
-            except FlowGateError as exc:
-                self.limiter.give_back(key)
-                if key_bucket:
-                    self.limiter.give_back(key_bucket)
-                if self.share is not None:
-                    self.share.spent(key, -1)
-                    if key_bucket:
-                        self.share.spent(key_bucket, -1)
-                if isinstance(exc, PaymentRequired):
-                    self._metrics.rejected.labels(protocol, "payment_required").inc()
-                raise
         if self._meter is not None:
-            self._meter.count(period.id, user_id, namespace.app, operation)
+            self._meter.count(period, namespace.user_id, namespace.app, operation)
 
     def refund(self, claims: Claims, *, operation: Operation = Operation.PUBLISH) -> None:
         """Give back the unit of an admitted message that was not stored after all (or was a duplicate)."""

@@ -26,6 +26,7 @@ from nats.js import JetStreamContext, api
 
 from gateway.bus.acks import AckClient, AckInbox, PubAck
 from gateway.bus.kv import Bucket
+from gateway.bus.outgoing import OutgoingFrames
 from gateway.bus.subscriptions import LiveSubscription, OnDelivery
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, PayloadTooLarge, Unavailable
@@ -64,6 +65,9 @@ class Bus:
         self._sweeper: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[BusState], None]] = []
         self._ready = False
+        self._frames = OutgoingFrames()
+        self._max_bytes = settings.max_message_bytes
+        self._publish_timeout = settings.publish_timeout_seconds
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -231,41 +235,59 @@ class Bus:
         message, or fails with ``Unavailable`` when the bus drops or the
         acknowledgement does not come within the publish timeout.
         """
-        nc, headers = self._outgoing(payload, headers)
-        if msg_id is not None:
-            headers["Nats-Msg-Id"] = msg_id
+        future, overfull = self.send_now(subject, payload, msg_id=msg_id, headers=headers)
+        if overfull:
+            await self._drain()
+        return future
+
+    def send_now(
+        self, subject: str, payload: Payload, *, msg_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[asyncio.Future[PubAck], bool]:
+        """``send`` without a coroutine: the future, and whether the outgoing buffer needs a ``drain()`` now."""
+        nc = self._connection(payload)
         token = next(self._tokens)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PubAck] = loop.create_future()
-        pending = self._acks.pending
-        pending[token] = future
-        try:
-            with nats_errors(f"publish to {subject}"):
-                await nc.publish(subject, payload.body, reply=f"{self._inbox}.{token}", headers=headers)
-        except BaseException:
-            pending.pop(token, None)
-            raise
+        self._acks.pending[token] = future
+        block = self._frames.header_block(payload.kind, headers, msg_id)
+        overfull = self._frames.queue(nc, subject, f"{self._inbox}.{token}", block, payload.body)
         # One timer sweeps every publish's deadline (a timer per message costs more than the publish).
-        deadline = loop.time() + self.settings.publish_timeout_seconds
+        deadline = loop.time() + self._publish_timeout
         self._deadlines.append((deadline, token))
         if self._sweeper is None:
             self._sweeper = loop.call_at(deadline, self._sweep)
-        return future
+        return future, overfull
 
     async def emit(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> None:
         """Send one message to the stream without asking for an acknowledgement (MQTT QoS 0)."""
-        nc, headers = self._outgoing(payload, headers)
-        with nats_errors(f"publish to {subject}"):
-            await nc.publish(subject, payload.body, headers=headers)
+        if self.emit_now(subject, payload, headers=headers):
+            await self._drain()
 
-    def _outgoing(self, payload: Payload, headers: dict[str, str] | None) -> tuple[Client, dict[str, str]]:
-        """The connection to publish on (failing fast while NATS is away) and the message's headers."""
+    def emit_now(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> bool:
+        """``emit`` without a coroutine; True when the outgoing buffer needs a ``drain()`` now."""
+        nc = self._connection(payload)
+        block = self._frames.header_block(payload.kind, headers)
+        return self._frames.queue(nc, subject, "", block, payload.body)
+
+    async def drain(self) -> None:
+        """Wait until the outgoing buffer was written (after ``send_now``/``emit_now`` said it is overfull)."""
+        await self._drain()
+
+    async def _drain(self) -> None:
+        nc = self._nc
+        if nc is not None:
+            with nats_errors("flush"):
+                await self._frames.drain(nc)
+
+    def _connection(self, payload: Payload) -> Client:
+        """The connection to publish on, failing fast while NATS is away or the message is too large."""
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise Unavailable("message bus unavailable; retry shortly")
-        if len(payload.body) > self.settings.max_message_bytes:
-            raise PayloadTooLarge(f"message is larger than {self.settings.max_message_bytes} bytes")
-        return nc, (payload.headers if headers is None else {**headers, **payload.headers})
+        size = len(payload.body)
+        if size > self._max_bytes or size > nc._max_payload:
+            raise PayloadTooLarge(f"message is larger than {min(self._max_bytes, nc._max_payload)} bytes")
+        return nc
 
     def _sweep(self) -> None:
         """Fail the publishes whose acknowledgement is overdue, then wait for the next deadline."""

@@ -30,7 +30,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import structlog
 
@@ -40,6 +40,7 @@ from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_na
 from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
 from gateway.payload import QOS_HEADER, Delivery, Payload
+from gateway.publishing import AdmitLater, Route
 from gateway.topics import topic_matches
 from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode, encode_publish
 from protocols.mqtt.errors import PublishReaction, connack_code, publish_reaction, reject_reason, retry_after
@@ -85,6 +86,7 @@ INBOX_LOW = 32
 MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged, per connection
 MAX_SUBSCRIPTIONS = 256  # per connection; more get SUBACK 0x80
 TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
+ROUTE_CACHE = 256  # topic names whose routes a connection keeps
 YIELD_EVERY = 32  # packets handled in a row before the reader lets other tasks run
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
 
@@ -149,6 +151,8 @@ class MqttConnection:
         self._backlog: deque[Outgoing] = deque()
         self._acks: deque[tuple[asyncio.Future[object] | None, Packet | None, int]] = deque()
         self._acks_drained = asyncio.Event()
+        self._overfull = False  # the bus's outgoing buffer wants a drain before more is sent
+        self._routes: dict[str, Route] = {}  # topic names published to -> their routes (publishing.Route)
         # session
         self.claims: Claims | None = None
         self.client_id = ""
@@ -255,7 +259,17 @@ class MqttConnection:
             violation = self._gate.admit(packet)
             if violation is not None:
                 self._fail(f"protocol error: {violation.reason}")
-            await self._dispatch(packet)
+            if type(packet) is Publish and packet.qos < 2 and not packet.retain:
+                try:
+                    sent = self._publish_now(packet)
+                except FlowGateError as exc:
+                    sent = await self._refused(packet, exc)  # when False, _on_publish tries it again
+                if sent:
+                    await self._settle()
+                else:
+                    await self._on_publish(packet)
+            else:
+                await self._dispatch(packet)
             handled += 1
             if handled % YIELD_EVERY == 0:
                 # Let the bus flush what was sent and take in acknowledgements while a burst is handled,
@@ -413,6 +427,40 @@ class MqttConnection:
 
     # -- PUBLISH from the client ---------------------------------------------------------------
 
+    def _publish_now(self, packet: Publish) -> bool:
+        """The hot path of a QoS 0/1 PUBLISH: sent without awaiting anything, or False for ``_on_publish``.
+
+        The route (topic and subject, permission checked) of each name is kept
+        per connection; the billing guard decides from memory or defers.
+        """
+        claims = self.claims
+        assert claims is not None
+        services = self.ctx.services
+        route = self._routes.get(packet.topic)
+        if route is None:
+            try:
+                route = services.publisher.route(claims, packet.topic)
+            except FlowGateError:
+                return False  # refused: _on_publish reports it
+            if len(self._routes) >= ROUTE_CACHE:
+                self._routes.clear()
+            self._routes[packet.topic] = route
+        qos = packet.qos
+        try:
+            future, overfull = services.publisher.submit_now(
+                claims,
+                route,
+                Payload.from_bytes(packet.payload),
+                protocol="mqtt",
+                headers=_QOS_HEADERS[qos],
+                acknowledged=qos > 0 or self._qos0_sent % TRACK_EVERY == 0,
+            )
+        except AdmitLater:
+            return False
+        self._published(packet, future)
+        self._overfull = overfull
+        return True
+
     async def _on_publish(self, packet: Publish) -> None:
         qos = packet.qos
         packet_id = packet.packet_id or 0
@@ -436,25 +484,43 @@ class MqttConnection:
                     claims, packet.topic, payload, protocol="mqtt", headers=_QOS_HEADERS[qos], acknowledged=tracked
                 )
             except FlowGateError as exc:
-                reaction = publish_reaction(exc)
-                if reaction is PublishReaction.RETRY_LATER:
-                    await self._throttle(retry_after(exc))
-                    continue
-                if reaction is PublishReaction.DROP_AND_ACK:
-                    services.metrics.rejected.labels("mqtt", reject_reason(exc)).inc()
-                    log.warning("mqtt %s: publish to %r dropped: %s", self.id, packet.topic, exc.message)
-                    self._queue_ack(None, self._publish_ack(qos, packet_id))
+                if await self._refused(packet, exc):
                     return
-                self._fail(f"publish to {packet.topic!r} failed: {exc.code}: {exc.message}")
+                continue
             break
+        self._published(packet, future)
+        await self._settle()
+
+    async def _refused(self, packet: Publish, exc: FlowGateError) -> bool:
+        """React to a publish the gateway refused: True when done with it, False to try it again."""
+        reaction = publish_reaction(exc)
+        if reaction is PublishReaction.RETRY_LATER:
+            await self._throttle(retry_after(exc))
+            return False
+        if reaction is PublishReaction.DROP_AND_ACK:
+            self.ctx.services.metrics.rejected.labels("mqtt", reject_reason(exc)).inc()
+            log.warning("mqtt %s: publish to %r dropped: %s", self.id, packet.topic, exc.message)
+            self._queue_ack(None, self._publish_ack(packet.qos, packet.packet_id or 0))
+            return True
+        self._fail(f"publish to {packet.topic!r} failed: {exc.code}: {exc.message}")
+
+    def _published(self, packet: Publish, future: asyncio.Future[Any] | None) -> None:
+        """A PUBLISH went to JetStream: its acknowledgement, if any, follows the store's."""
+        qos = packet.qos
         if qos == 0:
             self._qos0_sent += 1
             if future is None:
                 return
         elif qos == 2:
-            self._inbound.stored(packet_id)
+            self._inbound.stored(packet.packet_id or 0)
             self._mark_dirty()
-        self._queue_ack(future, self._publish_ack(qos, packet_id), qos)  # type: ignore[arg-type]
+        self._queue_ack(future, self._publish_ack(qos, packet.packet_id or 0), qos)
+
+    async def _settle(self) -> None:
+        """Wait while the bus's outgoing buffer is overfull or too many publishes await their acknowledgement."""
+        if self._overfull:
+            self._overfull = False
+            await self.ctx.services.bus.drain()
         if len(self._acks) >= MAX_PENDING_ACKS:
             self._acks_drained.clear()
             await self._acks_drained.wait()

@@ -1,0 +1,69 @@
+"""Publish frames written straight into nats-py's outgoing buffer, without a coroutine per message.
+
+``Client.publish`` is a chain of three coroutines that validates the subject,
+encodes the header dict key by key and formats the command with an f-string,
+for every message. The gateway's messages carry a handful of distinct header
+sets (``Fg-Type`` and ``Fg-QoS``), and its subjects are built by
+``gateway.topics``, valid by construction. ``OutgoingFrames`` keeps each header
+set's encoded block, appends one ``HPUB`` command to the client's pending
+buffer and wakes nats-py's flusher task exactly as ``Client.publish`` does, so
+both kinds of publish share one ordered buffer and one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client
+
+from gateway.payload import KIND_HEADER
+
+_HEADER_LINE = b"NATS/1.0\r\n"
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+HEADER_BLOCK_CACHE = 64
+
+
+class OutgoingFrames:
+    """Encodes and queues ``HPUB`` commands on one nats-py client."""
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self) -> None:
+        self._blocks: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+
+    def header_block(self, kind: str, headers: dict[str, str] | None, msg_id: str | None = None) -> bytes:
+        """The encoded headers of a payload of ``kind`` plus ``headers``; a message id is appended per message."""
+        key = (kind, tuple(headers.items()) if headers else ())
+        block = self._blocks.get(key)
+        if block is None:
+            if len(self._blocks) >= HEADER_BLOCK_CACHE:
+                self._blocks.clear()
+            fields = {**(headers or {}), KIND_HEADER: kind}
+            block = self._blocks[key] = _HEADER_LINE + b"".join(
+                f"{name}: {value.strip().translate(_NEWLINES)}\r\n".encode() for name, value in fields.items()
+            )
+        if msg_id is None:
+            return block + b"\r\n"
+        return block + b"Nats-Msg-Id: " + msg_id.strip().translate(_NEWLINES).encode() + b"\r\n\r\n"
+
+    @staticmethod
+    def queue(nc: Client, subject: str, reply: str, block: bytes, body: bytes) -> bool:
+        """Append one publish to ``nc``'s pending buffer; True when the buffer is over its limit (drain it)."""
+        head_size = len(block)
+        target = f"{subject} {reply}" if reply else subject
+        command = b"HPUB %b %d %d\r\n%b%b\r\n" % (target.encode(), head_size, head_size + len(body), block, body)
+        nc._pending.append(command)
+        nc._pending_data_size += len(command)
+        stats = nc.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += len(body)
+        flush_queue = nc._flush_queue
+        if flush_queue is not None and flush_queue.empty():
+            # What Client._flush_pending does: one wake-up of the flusher task for everything queued until it runs.
+            flush_queue.put_nowait(asyncio.get_running_loop().create_future())
+        return 0 < nc._max_pending_size < nc._pending_data_size
+
+    @staticmethod
+    async def drain(nc: Client) -> None:
+        """Force the pending buffer out, as nats-py does when a publish overfills it."""
+        await nc._flush_pending(force_flush=True)
