@@ -165,6 +165,19 @@ async def test_many_messages_in_three_chunks() -> None:
     assert counts == [0, 500]  # all of them through _dispatch_fast
 
 
+async def test_acknowledgements_as_the_server_writes_them_take_the_fast_path() -> None:
+    # nats-server writes a message without a reply subject with two spaces: "MSG <subject> <sid>  <size>".
+    acks = [b'{"stream":"FG", "seq":%d}' % i for i in range(1, 301)]
+    stream = b"".join(
+        b"MSG _INBOX.abc.%d 1  %d\r\n%s\r\n" % (i, len(ack), ack)
+        + _hmsg(b"fg.msg.u1.app.t", 3, b"$JS.ACK.FG.c.1.%d.%d.1.0" % (i, i), HEADERS, b"x" * 100)
+        for i, ack in enumerate(acks, 1)
+    )
+    stock, ours = await _both([stream[:5000], stream[5000:]])
+    assert ours == stock and len(stock[0]) == 600
+    assert counts == [0, 600]
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -340,9 +340,7 @@ class BillingGuard:
             raise
         self._count(claims, key_bucket, period.id, operation)
 
-    def admit_now(
-        self, claims: Claims, size: int, *, protocol: str, operation: Operation = Operation.PUBLISH
-    ) -> bool:
+    def admit_now(self, claims: Claims, size: int, *, protocol: str, operation: Operation = Operation.PUBLISH) -> bool:
         """``admit`` without waiting: True when admitted (or raises as ``admit`` does); False when the
         account must first be loaded or its reservation refilled, which only ``admit`` can do."""
         if not self.enabled:

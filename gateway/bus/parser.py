@@ -9,10 +9,9 @@ the buffer is compacted once per chunk, and each message is first offered to
 the client's synchronous ``_dispatch_fast`` (``AckClient``); only when that
 declines is ``_process_msg`` awaited.
 
-Only canonical lines take that path: ``MSG``/``HMSG`` with single-space
+Only canonical lines take that path: ``MSG``/``HMSG`` with whitespace
 separated arguments ending in digits, and bare ``PING``, ``PONG``, ``+OK``.
-Anything else (``INFO``, ``-ERR``, unusual whitespace, malformed or unknown
-lines, an oversized partial line) is handed, with the rest of the buffer, to
+Anything else (``INFO``, ``-ERR``, malformed or unknown lines, an oversized partial line) is handed, with the rest of the buffer, to
 nats-py's own ``Parser.parse``, so its results and its ``ProtocolError`` cases
 are nats-py's by construction. The parser state between calls (``buf``,
 ``state``, ``needed``, ``header_needed``, ``msg_arg``) means what it means in
@@ -76,11 +75,9 @@ class FastParser(Parser):
                     line = raw[pos:eol]
                     tokens = line.split()
                     count = len(tokens)
-                    if (
-                        line.count(b" ") != count - 1  # other whitespace than single spaces
-                        or raw[eol - 1] not in _DIGITS
-                        or not tokens[-1].isdigit()
-                    ):
+                    # Any run of whitespace separates arguments, as in nats-py's patterns: the server
+                    # writes "MSG <subject> <sid>  <size>" (two spaces) for a message without a reply.
+                    if raw[eol - 1] not in _DIGITS or not tokens[-1].isdigit():
                         break
                     if first == _M:
                         if tokens[0] != _MSG or not 4 <= count <= 5:
