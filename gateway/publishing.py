@@ -10,6 +10,7 @@ Front-ends only translate their wire format into a ``Payload`` and the result ba
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from auth.tokens import Claims
@@ -92,13 +93,16 @@ class Publisher:
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
         acknowledged: bool = True,
+        then: Callable[[asyncio.Future[PubAck]], None] | None = None,
     ) -> asyncio.Future[PubAck] | None:
         """``publish`` for pipelining front-ends (WebSocket, MQTT): every check happens (and raises) here, then
         the message is sent and the returned future resolves once JetStream stored it.
 
         ``route`` is a name or a ``Route`` from ``route()``. With ``acknowledged=False``
         (MQTT QoS 0) JetStream is not asked for an acknowledgement at all and
-        ``None`` is returned once the message is sent.
+        ``None`` is returned once the message is sent. ``then`` is called with the
+        future once it resolved, after the publisher's own accounting (one callback
+        per message instead of two).
         """
         if isinstance(route, str):
             route = self.route(claims, route)
@@ -106,7 +110,7 @@ class Publisher:
         msg_id = self._msg_id(claims, idempotency_key)
         if self._guard is not None:
             await self._guard.admit(claims, len(payload.body), protocol=protocol)
-        future, overfull = self._send(claims, route, payload, protocol, msg_id, headers, acknowledged)
+        future, overfull = self._send(claims, route, payload, protocol, msg_id, headers, acknowledged, then)
         if overfull:
             await self._bus.drain()
         return future
@@ -120,6 +124,7 @@ class Publisher:
         protocol: str,
         headers: dict[str, str] | None = None,
         acknowledged: bool = True,
+        then: Callable[[asyncio.Future[PubAck]], None] | None = None,
     ) -> tuple[asyncio.Future[PubAck] | None, bool]:
         """``submit`` without a coroutine, for a front-end's hot path.
 
@@ -130,7 +135,7 @@ class Publisher:
         self._check_size(payload)
         if self._guard is not None and not self._guard.admit_now(claims, len(payload.body), protocol=protocol):
             raise AdmitLater
-        return self._send(claims, route, payload, protocol, None, headers, acknowledged)
+        return self._send(claims, route, payload, protocol, None, headers, acknowledged, then)
 
     def _msg_id(self, claims: Claims, idempotency_key: str | None) -> str | None:
         if idempotency_key is None:
@@ -152,6 +157,7 @@ class Publisher:
         msg_id: str | None,
         headers: dict[str, str] | None,
         acknowledged: bool,
+        then: Callable[[asyncio.Future[PubAck]], None] | None,
     ) -> tuple[asyncio.Future[PubAck] | None, bool]:
         """Send an admitted message; refund it when it is not sent, not stored, or a duplicate."""
         guard = self._guard
@@ -174,10 +180,12 @@ class Publisher:
             if future.cancelled() or future.exception() is not None:
                 if guard is not None:
                     guard.refund(claims)  # not stored: not billed
-                return
-            if future.result().duplicate and guard is not None:
-                guard.refund(claims)  # a retry of a message already stored and billed
-            counter.add()
+            else:
+                if future.result().duplicate and guard is not None:
+                    guard.refund(claims)  # a retry of a message already stored and billed
+                counter.add()
+            if then is not None:
+                then(future)
 
         acked.add_done_callback(done)
         return acked, overfull

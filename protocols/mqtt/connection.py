@@ -259,7 +259,9 @@ class MqttConnection:
             violation = self._gate.admit(packet)
             if violation is not None:
                 self._fail(f"protocol error: {violation.reason}")
-            if type(packet) is Publish and packet.qos < 2 and not packet.retain:
+            if type(packet) is PubAck:  # the commonest packet of a QoS 1 subscriber: no coroutine for it
+                self._complete(self._window.puback(packet.packet_id))
+            elif type(packet) is Publish and packet.qos < 2 and not packet.retain:
                 try:
                     sent = self._publish_now(packet)
                 except FlowGateError as exc:
@@ -454,6 +456,7 @@ class MqttConnection:
                 protocol="mqtt",
                 headers=_QOS_HEADERS[qos],
                 acknowledged=qos > 0 or self._qos0_sent % TRACK_EVERY == 0,
+                then=self._on_stored,
             )
         except AdmitLater:
             return False
@@ -481,7 +484,13 @@ class MqttConnection:
                 # which bounds how far a client runs ahead and surfaces store failures in the log and metrics.
                 tracked = qos > 0 or self._qos0_sent % TRACK_EVERY == 0
                 future = await services.publisher.submit(
-                    claims, packet.topic, payload, protocol="mqtt", headers=_QOS_HEADERS[qos], acknowledged=tracked
+                    claims,
+                    packet.topic,
+                    payload,
+                    protocol="mqtt",
+                    headers=_QOS_HEADERS[qos],
+                    acknowledged=tracked,
+                    then=self._on_stored,
                 )
             except FlowGateError as exc:
                 if await self._refused(packet, exc):
@@ -551,19 +560,21 @@ class MqttConnection:
             self.wire.resume_reading()
 
     def _queue_ack(self, future: asyncio.Future[object] | None, packet: Packet | None, qos: int = 1) -> None:
-        """Send ``packet`` once ``future`` (the store) resolved, after every earlier acknowledgement [MQTT-4.6.0-2]."""
+        """Send ``packet`` once ``future`` (the store) resolved, after every earlier acknowledgement [MQTT-4.6.0-2].
+
+        The publisher calls ``_on_stored`` when a future resolves (``then=``): one callback per message.
+        """
         if future is None and not self._acks:
             if packet is not None:
                 self._send(packet)
             return
         self._acks.append((future, packet, qos))
-        if future is not None:
-            future.add_done_callback(self._on_stored)
-        else:
+        if future is None:
             self._drain_acks()
 
-    def _on_stored(self, _: asyncio.Future[object]) -> None:
-        self._drain_acks()
+    def _on_stored(self, _: asyncio.Future[Any]) -> None:
+        if self._acks:
+            self._drain_acks()
 
     def _drain_acks(self) -> None:
         acks = self._acks
