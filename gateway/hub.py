@@ -70,7 +70,11 @@ class Hub:
 
     @staticmethod
     def _fan_out(entry: _Entry, delivery: Delivery) -> None:
-        for sink in tuple(entry.sinks):
+        sinks = entry.sinks
+        if len(sinks) == 1:
+            next(iter(sinks)).deliver(delivery)
+            return
+        for sink in tuple(sinks):  # a copy: a sink may leave while it is handed the message
             sink.deliver(delivery)
 
     async def close(self) -> None:

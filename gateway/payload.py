@@ -50,10 +50,14 @@ class Payload:
     @classmethod
     def from_bytes(cls, body: bytes) -> Payload:
         """Raw bytes (MQTT): a JSON object or array is JSON, other UTF-8 is text, the rest binary."""
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return cls(body, Kind.BINARY)
+        if body.isascii():
+            text = body.decode("ascii")
+        else:
+            # No exception for the common binary case: invalid UTF-8 decodes to more replacement
+            # characters than the body spells out (U+FFFD is EF BF BD, which nothing else can absorb).
+            text = body.decode("utf-8", "replace")
+            if "\ufffd" in text and text.count("\ufffd") != body.count(b"\xef\xbf\xbd"):
+                return cls(body, Kind.BINARY)
         stripped = text.lstrip()
         if stripped[:1] in ("{", "["):
             try:

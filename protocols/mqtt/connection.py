@@ -87,7 +87,7 @@ MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged,
 MAX_SUBSCRIPTIONS = 256  # per connection; more get SUBACK 0x80
 TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
 ROUTE_CACHE = 256  # topic names whose routes a connection keeps
-YIELD_EVERY = 32  # packets handled in a row before the reader lets other tasks run
+YIELD_EVERY = 256  # packets handled in a row before the reader lets other tasks run
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
 
 
@@ -757,7 +757,14 @@ class MqttConnection:
             self._write(frame)
         else:
             topic = delivery.namespace.full(delivery.topic) if subscription.full else delivery.topic
-            self._queue_out(Outgoing(topic, delivery.payload.body, qos))
+            item = Outgoing(topic, delivery.payload.body, qos)
+            window = self._window
+            packet_id = window.allocate() if not self._backlog and not self._write_paused else None
+            if packet_id is None:
+                self._queue_out(item)
+            else:  # _send_out's path, inlined for the common case of a window with room
+                window.add(packet_id, qos, item)
+                self._write(encode_publish(topic, item.body, qos, False, False, packet_id))
         self._delivered_count += 1
         self._guard.record_delivery(delivery.namespace)
 
