@@ -99,11 +99,14 @@ class Delivery:
     payload: Payload
     published_at: datetime
     qos: int = 1  # the MQTT publish QoS (``Fg-QoS`` header); other protocols' messages count as QoS 1
-    _frames: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _frames: dict[str, bytes] | None = field(default=None, repr=False)  # made on the first frame rendered
 
     def frame(self, name: str, render: Callable[[Delivery], bytes]) -> bytes:
         """Render this delivery once per frame format and reuse it for every subscriber."""
-        cached = self._frames.get(name)
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = {}
+        cached = frames.get(name)
         if cached is None:
-            cached = self._frames[name] = render(self)
+            cached = frames[name] = render(self)
         return cached

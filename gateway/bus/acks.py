@@ -94,9 +94,9 @@ class AckClient(Client):
         size = len(data)
         if 0 < sub._pending_bytes_limit <= size:
             return False  # nats-py reports the slow consumer
+        tokens = reply.split(b".")
         jsi = sub._jsi
         if jsi is not None:
-            tokens = reply.split(b".")
             if len(tokens) != 9 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
                 return False
             try:
@@ -116,7 +116,7 @@ class AckClient(Client):
         stats["in_msgs"] += 1
         stats["in_bytes"] += size
         sub._received += 1
-        queue.deliver_raw(subject, reply, data, headers)
+        queue.deliver_raw(subject, tokens, data, headers)
         return True
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:

@@ -32,7 +32,7 @@ from nats.aio.subscription import Subscription
 log = logging.getLogger("flowgate.bus")
 
 MsgHandler = Callable[[Msg], None]
-RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]  # (subject, reply, body, header block or None)
+RawHandler = Callable[[bytes, list[bytes], bytes, bytes | None], None]  # (subject, reply split at ".", body, headers)
 
 
 class DirectQueue(asyncio.Queue[Msg]):
@@ -51,8 +51,8 @@ class DirectQueue(asyncio.Queue[Msg]):
         except Exception:  # a bug in a handler: keep the connection and the other subscriptions going
             log.exception("delivery handler failed for a message on %s", item.subject)
 
-    def deliver_raw(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
-        """A message as parsed, counted by the client already (``AckClient._dispatch_fast``)."""
+    def deliver_raw(self, subject: bytes, reply: list[bytes], data: bytes, headers: bytes | None) -> None:
+        """A message as parsed (its reply subject split at dots), counted already (``AckClient._dispatch_fast``)."""
         raw = self.raw
         if raw is None:
             return

@@ -129,16 +129,15 @@ class LiveSubscription:
         self.last_seq = delivery.seq
         self._on_delivery(delivery)
 
-    def _on_raw(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+    def _on_raw(self, subject: bytes, tokens: list[bytes], data: bytes, headers: bytes | None) -> None:
         place = self._places.get(subject)
-        tokens = reply.split(b".")
         try:
             if len(tokens) == 9 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
                 seq, stamp = int(tokens[5]), int(tokens[7])
             elif len(tokens) >= 11 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
                 seq, stamp = int(tokens[7]), int(tokens[9])
             else:
-                raise ValueError(f"not a JetStream reply subject: {reply!r}")
+                raise ValueError(f"not a JetStream reply subject: {b'.'.join(tokens)!r}")
             if place is None:
                 place = parse_subject(subject.decode())
                 if len(self._places) >= SUBJECT_CACHE_SIZE:
