@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -88,6 +89,8 @@ MAX_SUBSCRIPTIONS = 256  # per connection; more get SUBACK 0x80
 TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
 ROUTE_CACHE = 256  # topic names whose routes a connection keeps
 YIELD_EVERY = 256  # packets handled in a row before the reader lets other tasks run
+_ACK_HEADER = struct.Struct(">BBH")  # PUBACK: type, remaining length 2, packet id
+PUBACK_BYTE = 0x40
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
 
 
@@ -149,7 +152,7 @@ class MqttConnection:
         self._write_paused = False
         self._window: OutboundWindow[Outgoing] = OutboundWindow(ctx.config.window)
         self._backlog: deque[Outgoing] = deque()
-        self._acks: deque[tuple[asyncio.Future[object] | None, Packet | None, int]] = deque()
+        self._acks: deque[tuple[asyncio.Future[object] | None, bytes | None, int]] = deque()
         self._acks_drained = asyncio.Event()
         self._overfull = False  # the bus's outgoing buffer wants a drain before more is sent
         self._routes: dict[str, Route] = {}  # topic names published to -> their routes (publishing.Route)
@@ -302,7 +305,7 @@ class MqttConnection:
             if packet.packet_id in self._inbound:
                 self._inbound.release(packet.packet_id)
                 self._mark_dirty()
-            self._queue_ack(None, PubComp(packet.packet_id))
+            self._queue_ack(None, encode(PubComp(packet.packet_id)))
         elif type(packet) is PingReq:
             self._send(PingResp())  # [MQTT-3.12.4-1]
         elif type(packet) is Subscribe:
@@ -469,7 +472,7 @@ class MqttConnection:
         packet_id = packet.packet_id or 0
         if qos == 2 and packet_id in self._inbound:
             # Already stored, PUBREL not yet received: acknowledge again, store nothing [MQTT-4.3.3-2].
-            self._queue_ack(None, PubRec(packet_id))
+            self._queue_ack(None, encode(PubRec(packet_id)))
             return
         claims = self.claims
         assert claims is not None
@@ -535,11 +538,12 @@ class MqttConnection:
             await self._acks_drained.wait()
 
     @staticmethod
-    def _publish_ack(qos: int, packet_id: int) -> Packet | None:
+    def _publish_ack(qos: int, packet_id: int) -> bytes | None:
+        """PUBACK or PUBREC, encoded: the hot path of a QoS 1 publisher builds no packet object for it."""
         if qos == 1:
-            return PubAck(packet_id)
+            return _ACK_HEADER.pack(PUBACK_BYTE, 2, packet_id)
         if qos == 2:
-            return PubRec(packet_id)
+            return encode(PubRec(packet_id))
         return None
 
     async def _throttle(self, seconds: float) -> None:
@@ -559,14 +563,14 @@ class MqttConnection:
             self._reading_paused = False
             self.wire.resume_reading()
 
-    def _queue_ack(self, future: asyncio.Future[object] | None, packet: Packet | None, qos: int = 1) -> None:
+    def _queue_ack(self, future: asyncio.Future[object] | None, packet: bytes | None, qos: int = 1) -> None:
         """Send ``packet`` once ``future`` (the store) resolved, after every earlier acknowledgement [MQTT-4.6.0-2].
 
         The publisher calls ``_on_stored`` when a future resolves (``then=``): one callback per message.
         """
         if future is None and not self._acks:
             if packet is not None:
-                self._send(packet)
+                self._write(packet)
             return
         self._acks.append((future, packet, qos))
         if future is None:
@@ -596,7 +600,7 @@ class MqttConnection:
                     break
             acks.popleft()
             if packet is not None:
-                self._send(packet)
+                self._write(packet)
         if len(acks) < MAX_PENDING_ACKS // 2:
             self._acks_drained.set()
 
