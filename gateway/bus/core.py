@@ -237,7 +237,7 @@ class Bus:
         """
         future, overfull = self.send_now(subject, payload, msg_id=msg_id, headers=headers)
         if overfull:
-            await self._drain()
+            await self.drain()
         return future
 
     def send_now(
@@ -261,7 +261,7 @@ class Bus:
     async def emit(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> None:
         """Send one message to the stream without asking for an acknowledgement (MQTT QoS 0)."""
         if self.emit_now(subject, payload, headers=headers):
-            await self._drain()
+            await self.drain()
 
     def emit_now(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> bool:
         """``emit`` without a coroutine; True when the outgoing buffer needs a ``drain()`` now."""
@@ -271,9 +271,6 @@ class Bus:
 
     async def drain(self) -> None:
         """Wait until the outgoing buffer was written (after ``send_now``/``emit_now`` said it is overfull)."""
-        await self._drain()
-
-    async def _drain(self) -> None:
         nc = self._nc
         if nc is not None:
             with nats_errors("flush"):
