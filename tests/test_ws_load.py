@@ -78,7 +78,10 @@ class RssSampler:
 async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(
     nats_server: NatsServer, make_gateway: Callable[..., Gateway]
 ) -> None:
-    gateway = make_gateway(nats_server.url, env={"FLOWGATE_BILLING": "false"})  # a load test, not a billing test
+    # A load test, not a billing test. The two readers share this test process with five publishers,
+    # so under a loaded machine they may fall well behind the gateway; give every connection room for
+    # 5,000 messages (about 2.5 MB, well under the RSS ceiling) so only the client that never reads fills it.
+    gateway = make_gateway(nats_server.url, env={"FLOWGATE_BILLING": "false", "FLOWGATE_OUTBOUND_QUEUE": "5000"})
     _, key = gateway.new_user(plan="pro")
     token = gateway.token(key, ttl=3600)
 
@@ -155,7 +158,10 @@ async def test_a_thousand_subscribers_receive_every_message_of_a_burst(
 ) -> None:
     subscribers_count, burst = 1000, 200
     raise_fd_limit(4096)  # before the gateway starts: it inherits the limit
-    gateway = make_gateway(nats_server.url, env={"FLOWGATE_BILLING": "false"})  # a load test, not a billing test
+    # A load test, not a billing test. The two readers share this test process with five publishers,
+    # so under a loaded machine they may fall well behind the gateway; give every connection room for
+    # 5,000 messages (about 2.5 MB, well under the RSS ceiling) so only the client that never reads fills it.
+    gateway = make_gateway(nats_server.url, env={"FLOWGATE_BILLING": "false", "FLOWGATE_OUTBOUND_QUEUE": "5000"})
     _, key = gateway.new_user(plan="pro")
     token = gateway.token(key, ttl=3600)
 
