@@ -10,13 +10,13 @@ Front-ends only translate their wire format into a ``Payload`` and the result ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
-from gateway.bus import Bus, PubAck
-from gateway.errors import BadRequest, Forbidden, PayloadTooLarge
+from gateway.bus import Bus, PubAck, Settle
+from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge, Unavailable
 from gateway.metrics import Metrics, Tally
 from gateway.payload import Payload
 from gateway.settings import Settings
@@ -93,16 +93,16 @@ class Publisher:
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
         acknowledged: bool = True,
-        then: Callable[[asyncio.Future[PubAck]], None] | None = None,
+        then: Settle | None = None,
     ) -> asyncio.Future[PubAck] | None:
         """``publish`` for pipelining front-ends (WebSocket, MQTT): every check happens (and raises) here, then
         the message is sent and the returned future resolves once JetStream stored it.
 
-        ``route`` is a name or a ``Route`` from ``route()``. With ``acknowledged=False``
-        (MQTT QoS 0) JetStream is not asked for an acknowledgement at all and
-        ``None`` is returned once the message is sent. ``then`` is called with the
-        future once it resolved, after the publisher's own accounting (one callback
-        per message instead of two).
+        ``route`` is a name or a ``Route`` from ``route()``. With ``then``, no
+        future: ``then(ack, None)`` is called once the message is stored, or
+        ``then(None, error)``, after the publisher's own accounting, and ``None``
+        is returned. With ``acknowledged=False`` (MQTT QoS 0) JetStream is not
+        asked for an acknowledgement at all and ``None`` is returned once sent.
         """
         if isinstance(route, str):
             route = self.route(claims, route)
@@ -124,18 +124,20 @@ class Publisher:
         protocol: str,
         headers: dict[str, str] | None = None,
         acknowledged: bool = True,
-        then: Callable[[asyncio.Future[PubAck]], None] | None = None,
-    ) -> tuple[asyncio.Future[PubAck] | None, bool]:
-        """``submit`` without a coroutine, for a front-end's hot path.
+        then: Settle | None = None,
+    ) -> bool:
+        """``submit`` with ``then`` (or unacknowledged), without a coroutine, for a front-end's hot path.
 
-        Returns the future (``None`` unacknowledged) and whether the bus wants a
-        ``drain()`` now. Raises ``AdmitLater``, having sent nothing, when the
-        billing guard must wait for NATS first: then call ``submit``.
+        Returns whether the bus wants a ``drain()`` now. Raises ``AdmitLater``,
+        having sent nothing, when the billing guard must wait for NATS first:
+        then call ``submit``.
         """
-        self._check_size(payload)
-        if self._guard is not None and not self._guard.admit_now(claims, len(payload.body), protocol=protocol):
+        size = len(payload.body)
+        if size > self._max_bytes:
+            self._check_size(payload)  # raises
+        if self._guard is not None and not self._guard.admit_now(claims, size, protocol=protocol):
             raise AdmitLater
-        return self._send(claims, route, payload, protocol, None, headers, acknowledged, then)
+        return self._send(claims, route, payload, protocol, None, headers, acknowledged, then)[1]
 
     def _msg_id(self, claims: Claims, idempotency_key: str | None) -> str | None:
         if idempotency_key is None:
@@ -157,35 +159,51 @@ class Publisher:
         msg_id: str | None,
         headers: dict[str, str] | None,
         acknowledged: bool,
-        then: Callable[[asyncio.Future[PubAck]], None] | None,
+        then: Settle | None,
     ) -> tuple[asyncio.Future[PubAck] | None, bool]:
         """Send an admitted message; refund it when it is not sent, not stored, or a duplicate."""
         guard = self._guard
         counter = self._counters.get(protocol)
         if counter is None:
             counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
-        try:
-            if not acknowledged:
-                overfull = self._bus.emit_now(route.subject, payload, headers=headers)
+        bus = self._bus
+        if not acknowledged:
+            try:
+                overfull = bus.emit_now(route.subject, payload, headers=headers)
+            except BaseException:
+                if guard is not None:
+                    guard.refund(claims)
+                raise
+            counter.add()
+            return None, overfull
+
+        def stored(ack: PubAck | None, error: FlowGateError | None) -> None:
+            # Metrics and billing first, then the caller's callback: one callback per message.
+            if ack is None:
+                if guard is not None:
+                    guard.refund(claims)  # not stored: not billed
+            else:
+                if ack.duplicate and guard is not None:
+                    guard.refund(claims)  # a retry of a message already stored and billed
                 counter.add()
-                return None, overfull
-            acked, overfull = self._bus.send_now(route.subject, payload, msg_id=msg_id, headers=headers)
+            if then is not None:
+                then(ack, error)
+
+        try:
+            if then is not None:
+                return None, bus.send_then(route.subject, payload, stored, msg_id=msg_id, headers=headers)
+            future, overfull = bus.send_now(route.subject, payload, msg_id=msg_id, headers=headers)
         except BaseException:
             if guard is not None:
                 guard.refund(claims)
             raise
 
         def done(future: asyncio.Future[PubAck]) -> None:
-            # Runs first among the future's callbacks: metrics and billing, no second future per message.
-            if future.cancelled() or future.exception() is not None:
-                if guard is not None:
-                    guard.refund(claims)  # not stored: not billed
+            if future.cancelled():
+                stored(None, Unavailable("cancelled"))
             else:
-                if future.result().duplicate and guard is not None:
-                    guard.refund(claims)  # a retry of a message already stored and billed
-                counter.add()
-            if then is not None:
-                then(future)
+                error = future.exception()
+                stored(future.result() if error is None else None, cast(FlowGateError | None, error))
 
-        acked.add_done_callback(done)
-        return acked, overfull
+        future.add_done_callback(done)
+        return future, overfull

@@ -6,7 +6,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from gateway.bus.subscriptions import _position, to_delivery
-from gateway.payload import Kind
+from gateway.payload import Delivery, Kind, Payload
+from gateway.topics import Namespace
 
 REPLIES = [
     "$JS.ACK.FG_MESSAGES.c1.1.42.7.1732571234123456789.3",  # v1
@@ -18,7 +19,10 @@ REPLIES = [
 @pytest.mark.parametrize("reply", REPLIES)
 def test_position_matches_nats_py_metadata(reply: str) -> None:
     meta = Msg(None, subject="x", reply=reply).metadata  # type: ignore[arg-type]
-    assert _position(reply) == (meta.sequence.stream, meta.timestamp)
+    seq, stored_ns = _position(reply)
+    assert seq == meta.sequence.stream
+    delivery = Delivery(seq, Namespace("u1", "app"), "t", Payload(b"", Kind.TEXT), stored_ns)
+    assert delivery.published_at == meta.timestamp
 
 
 @pytest.mark.parametrize("reply", ["", "_INBOX.abc.1", "$JS.ACK.too.short"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 
 import pytest
 from hypothesis import given
@@ -219,6 +219,30 @@ def test_window_never_reuses_an_identifier_in_flight(steps: list[tuple[bool, int
     assert len(window) == len(in_flight)
 
 
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 4)), max_size=300))
+def test_window_put_allocates_like_allocate_and_add(steps: list[tuple[bool, int]]) -> None:
+    window: OutboundWindow[int] = OutboundWindow(20)
+    in_flight: dict[int, int] = {}  # packet id -> qos
+    for send, index in steps:
+        if send:
+            qos = 1 + index % 2
+            packet_id = window.put(qos, qos)
+            if packet_id is None:
+                assert len(in_flight) == 20
+                continue
+            assert packet_id not in in_flight and 1 <= packet_id <= 65535  # [MQTT-2.3.1-2]
+            in_flight[packet_id] = qos
+        elif in_flight:
+            packet_id = list(in_flight)[index % len(in_flight)]
+            qos = in_flight.pop(packet_id)
+            if qos == 1:
+                assert window.pubrec(packet_id) is False and window.puback(packet_id) == 1
+            else:
+                assert window.puback(packet_id) is None and window.pubrec(packet_id) is True
+                assert window.pubcomp(packet_id) == 2
+    assert len(window) == len(in_flight)
+
+
 def test_inbound_qos2_ids() -> None:
     inbound = InboundQoS2()
     inbound.stored(3)
@@ -270,7 +294,7 @@ NS = Namespace("alice", "app")
 
 
 def delivery(topic: str, seq: int = 10, qos: int = 1) -> Delivery:
-    return Delivery(seq, NS, topic, Payload(b"x", Kind.TEXT), datetime.now(UTC), qos)
+    return Delivery(seq, NS, topic, Payload(b"x", Kind.TEXT), time.time_ns(), qos)
 
 
 def test_best_match_takes_the_highest_qos_once() -> None:

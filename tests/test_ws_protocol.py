@@ -30,6 +30,8 @@ from protocols.ws.protocol import (
 
 LIMIT = max_frame_bytes(1024)
 
+STORED_NS = int(datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC).timestamp() * 1e9)
+
 
 def parse(frame: object) -> object:
     return parse_frame(orjson.dumps(frame), max_frame_bytes=LIMIT)
@@ -118,7 +120,7 @@ def test_any_json_message_keeps_its_value(value: object) -> None:
 
 
 def delivery(payload: Payload, topic: str = "sensors/1") -> Delivery:
-    return Delivery(7, Namespace("alice", "myapp"), topic, payload, datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC))
+    return Delivery(7, Namespace("alice", "myapp"), topic, payload, STORED_NS)
 
 
 @pytest.mark.parametrize(

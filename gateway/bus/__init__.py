@@ -5,9 +5,9 @@ connection, streams and publishing, ``Bucket`` for KV, ``LiveSubscription`` for
 ordered delivery from a stream sequence.
 """
 
-from gateway.bus.acks import PubAck
+from gateway.bus.acks import PubAck, Settle
 from gateway.bus.core import Bus, BusState, StreamBounds
 from gateway.bus.kv import Bucket, Entry
 from gateway.bus.subscriptions import LiveSubscription
 
-__all__ = ["Bucket", "Bus", "BusState", "Entry", "LiveSubscription", "PubAck", "StreamBounds"]
+__all__ = ["Bucket", "Bus", "BusState", "Entry", "LiveSubscription", "PubAck", "Settle", "StreamBounds"]

@@ -25,6 +25,7 @@ orjson for the body, the token from the subject, the inline status line for
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -36,13 +37,21 @@ from gateway.bus.direct import DirectQueue
 from gateway.bus.parser import FastParser
 from gateway.errors import BadRequest, FlowGateError, Unavailable
 
+log = logging.getLogger("flowgate.bus")
+
 AckHandler = Callable[[bytes, bytes, bytes | None], None]  # (subject, body, raw header block or None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PubAck:
+    """JetStream stored a message (treat as immutable; not frozen, which costs twice as much per message)."""
+
     seq: int
     duplicate: bool
+
+
+Settle = Callable[[PubAck | None, FlowGateError | None], None]  # (ack, None) once stored, or (None, error)
+Pending = asyncio.Future[PubAck] | Settle
 
 
 HEADER_CACHE_SIZE = 256
@@ -63,6 +72,7 @@ class AckClient(Client):
         super().__init__()
         self._ps = FastParser(self)
         self._header_cache: dict[bytes, dict[str, str]] = {}
+        self._last_replies: dict[int, bytes] = {}  # sid -> reply of the last message dispatched fast
 
     def route_acks(self, sid: int, handler: AckHandler) -> None:
         """Hand every message of subscription ``sid`` to ``handler`` instead of the subscription."""
@@ -86,43 +96,59 @@ class AckClient(Client):
         sub = self._subs.get(sid)
         if sub is None:
             return False
+        jsi = sub._jsi
         queue = sub._pending_queue
-        if type(queue) is not DirectQueue or queue.raw is None or sub._max_msgs > 0 or sub._future is not None:
+        if jsi is None or type(queue) is not DirectQueue or sub._max_msgs > 0 or sub._future is not None:
+            return False
+        raw = queue.raw
+        if raw is None:
             return False
         if headers is not None and (not data or headers[8:9] == b" "):
             return False  # an inline status (NATS/1.0 100 ...) or what nats-py could take for a control message
         size = len(data)
         if 0 < sub._pending_bytes_limit <= size:
             return False  # nats-py reports the slow consumer
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<stamp ns>.<pending>
         tokens = reply.split(b".")
-        jsi = sub._jsi
-        if jsi is not None:
-            if len(tokens) != 9 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
-                return False
-            try:
-                cmeta = reply.decode()
-                if jsi._ordered:
-                    dseq = int(tokens[6])
-                    if dseq != jsi._dseq:
-                        return False  # a gap: nats-py recreates the consumer
-                    jsi._sseq = int(tokens[5])
-                    jsi._dseq = dseq + 1
-            except ValueError:
-                return False
-            jsi._active = True
-            jsi._fciseq += 1  # JetStreamContext._JSI.track_sequences
-            jsi._cmeta = cmeta
+        if len(tokens) != 9 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
+            return False
+        try:
+            sseq = int(tokens[5])
+            dseq = int(tokens[6])
+            stamp = int(tokens[7])
+        except ValueError:
+            return False
+        if jsi._ordered:
+            if dseq != jsi._dseq:
+                return False  # a gap: nats-py recreates the consumer
+            jsi._sseq = sseq
+            jsi._dseq = dseq + 1
+        jsi._active = True
+        jsi._fciseq += 1  # JetStreamContext._JSI.track_sequences, with _cmeta decoded only when read
+        self._last_replies[sid] = reply
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += size
         sub._received += 1
-        queue.deliver_raw(subject, tokens, data, headers)
+        try:
+            raw(subject, sseq, stamp, data, headers)
+        except Exception:  # a bug in a handler: keep the connection and the other subscriptions going
+            log.exception("delivery handler failed for a message on %r", subject)
         return True
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self._last_replies.pop(sid, None)
+        super()._remove_sub(sid, max_msgs)
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if sid == self._ack_sid and self._ack_handler is not None:
             self._ack_handler(subject, data, headers)
             return
+        last_reply = self._last_replies.pop(sid, None)
+        if last_reply is not None:  # nats-py reads _cmeta (the last data message's reply) on a heartbeat
+            sub = self._subs.get(sid)
+            if sub is not None and sub._jsi is not None:
+                sub._jsi._cmeta = last_reply.decode()
         await super()._process_msg(sid, subject, reply, data, cast(bytes, headers))  # annotated bytes, may be None
 
     async def _process_headers(self, headers: bytes | None) -> dict[str, str] | None:
@@ -149,12 +175,17 @@ def _status(headers: bytes | None) -> str:
 
 
 class AckInbox:
-    """Pending acknowledged publishes by token, resolved from raw acknowledgement messages."""
+    """Pending acknowledged publishes by token, resolved from raw acknowledgement messages.
+
+    A pending publish is a future (``Bus.send_now``) or a plain ``Settle``
+    callback (``Bus.send_then``), which is called at once with the result:
+    no future, no scheduled callback, per message on a front-end's hot path.
+    """
 
     __slots__ = ("_prefix_len", "pending", "prefix")
 
     def __init__(self, prefix: str = "") -> None:
-        self.pending: dict[int, asyncio.Future[PubAck]] = {}
+        self.pending: dict[int, Pending] = {}
         self.prefix = prefix  # the reply subjects are "<prefix><token>"
         self._prefix_len = len(prefix)
 
@@ -168,27 +199,45 @@ class AckInbox:
             token = int(subject[self._prefix_len :])
         except ValueError:
             return
-        future = self.pending.pop(token, None)
-        if future is None or future.done():
+        entry = self.pending.pop(token, None)
+        if entry is None:
             return  # timed out, failed at a disconnect, or a duplicate acknowledgement
         if not body:
             status = _status(headers)
-            future.set_exception(Unavailable(f"no stream accepted the message (status {status or 'empty'})"))
+            settle(entry, None, Unavailable(f"no stream accepted the message (status {status or 'empty'})"))
             return
+        result: PubAck | None = None
+        failure: FlowGateError | None = None
         try:
             ack = orjson.loads(body)
             error = ack.get("error")
             if error is None:
-                future.set_result(PubAck(ack["seq"], ack.get("duplicate", False)))
+                result, failure = PubAck(ack["seq"], ack.get("duplicate", False)), None
             elif error.get("code") == 503:
-                future.set_exception(Unavailable(error.get("description", "JetStream unavailable")))
+                result, failure = None, Unavailable(error.get("description", "JetStream unavailable"))
             else:
-                future.set_exception(BadRequest(error.get("description", "rejected by JetStream")))
+                result, failure = None, BadRequest(error.get("description", "rejected by JetStream"))
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-            future.set_exception(Unavailable(f"unreadable acknowledgement from JetStream: {body[:100]!r}"))
+            result, failure = None, Unavailable(f"unreadable acknowledgement from JetStream: {body[:100]!r}")
+        settle(entry, result, failure)
 
     def fail_all(self, error: FlowGateError) -> None:
         pending, self.pending = self.pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
+        for entry in pending.values():
+            settle(entry, None, error)
+
+
+def settle(entry: Pending, ack: PubAck | None, error: FlowGateError | None) -> None:
+    """Resolve one pending publish with its acknowledgement or its error (exactly one of them)."""
+    if isinstance(entry, asyncio.Future):
+        if entry.done():
+            return
+        if error is not None:
+            entry.set_exception(error)
+        elif ack is not None:
+            entry.set_result(ack)
+        return
+    try:
+        entry(ack, error)
+    except Exception:  # a bug in a callback: the other acknowledgements still go through
+        log.exception("acknowledgement callback failed")

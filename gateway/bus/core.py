@@ -24,7 +24,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from gateway.bus.acks import AckClient, AckInbox, PubAck
+from gateway.bus.acks import AckClient, AckInbox, Pending, PubAck, Settle, settle
 from gateway.bus.kv import Bucket
 from gateway.bus.outgoing import OutgoingFrames
 from gateway.bus.subscriptions import LiveSubscription, OnDelivery
@@ -244,19 +244,40 @@ class Bus:
         self, subject: str, payload: Payload, *, msg_id: str | None = None, headers: dict[str, str] | None = None
     ) -> tuple[asyncio.Future[PubAck], bool]:
         """``send`` without a coroutine: the future, and whether the outgoing buffer needs a ``drain()`` now."""
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        return future, self._send_pending(subject, payload, future, msg_id, headers)
+
+    def send_then(
+        self,
+        subject: str,
+        payload: Payload,
+        then: Settle,
+        *,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bool:
+        """``send_now`` with a callback instead of a future: ``then(ack, None)`` once stored, or ``then(None, error)``.
+
+        Called from the bus's reader, synchronously: one callback per message
+        and nothing scheduled. Returns whether the outgoing buffer needs a ``drain()``.
+        """
+        return self._send_pending(subject, payload, then, msg_id, headers)
+
+    def _send_pending(
+        self, subject: str, payload: Payload, entry: Pending, msg_id: str | None, headers: dict[str, str] | None
+    ) -> bool:
         nc = self._connection(payload)
         token = next(self._tokens)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[PubAck] = loop.create_future()
-        self._acks.pending[token] = future
+        self._acks.pending[token] = entry
         block = self._frames.header_block(payload.kind, headers, msg_id)
         overfull = self._frames.queue(nc, subject, f"{self._inbox}.{token}", block, payload.body)
         # One timer sweeps every publish's deadline (a timer per message costs more than the publish).
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + self._publish_timeout
         self._deadlines.append((deadline, token))
         if self._sweeper is None:
             self._sweeper = loop.call_at(deadline, self._sweep)
-        return future, overfull
+        return overfull
 
     async def emit(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> None:
         """Send one message to the stream without asking for an acknowledgement (MQTT QoS 0)."""
@@ -295,9 +316,9 @@ class Bus:
         now = loop.time()
         while deadlines and deadlines[0][0] <= now:
             _, token = deadlines.popleft()
-            future = pending.pop(token, None)
-            if future is not None and not future.done():
-                future.set_exception(Unavailable("message bus did not acknowledge in time; retry"))
+            entry = pending.pop(token, None)
+            if entry is not None:
+                settle(entry, None, Unavailable("message bus did not acknowledge in time; retry"))
         while deadlines and deadlines[0][1] not in pending:
             deadlines.popleft()  # acknowledged already
         if deadlines:

@@ -11,8 +11,9 @@ unchanged; the subscription object, and so the handler, survives an ordered
 consumer reset.
 
 With a ``raw`` handler as well, ``AckClient._dispatch_fast`` (acks.py) hands
-ordinary data messages to it as the parser's bytes (subject, reply, body,
-header block), with no ``Msg`` and no header dict; the messages nats-py has to
+a JetStream subscription's ordinary data messages to it as the parser's bytes
+(subject, body, header block) with the stream sequence and store time read
+from the reply subject, with no ``Msg`` and no header dict; the messages nats-py has to
 look at (heartbeats, flow control, gaps) still come through ``put_nowait``
 once nats-py has built a ``Msg`` for them. Handlers must not block. An
 exception from one is logged, as nats-py reports a failing callback to its
@@ -32,7 +33,7 @@ from nats.aio.subscription import Subscription
 log = logging.getLogger("flowgate.bus")
 
 MsgHandler = Callable[[Msg], None]
-RawHandler = Callable[[bytes, list[bytes], bytes, bytes | None], None]  # (subject, reply split at ".", body, headers)
+RawHandler = Callable[[bytes, int, int, bytes, bytes | None], None]  # (subject, stream seq, stored ns, body, headers)
 
 
 class DirectQueue(asyncio.Queue[Msg]):
@@ -50,16 +51,6 @@ class DirectQueue(asyncio.Queue[Msg]):
             self._handler(item)
         except Exception:  # a bug in a handler: keep the connection and the other subscriptions going
             log.exception("delivery handler failed for a message on %s", item.subject)
-
-    def deliver_raw(self, subject: bytes, reply: list[bytes], data: bytes, headers: bytes | None) -> None:
-        """A message as parsed (its reply subject split at dots), counted already (``AckClient._dispatch_fast``)."""
-        raw = self.raw
-        if raw is None:
-            return
-        try:
-            raw(subject, reply, data, headers)
-        except Exception:  # as in put_nowait
-            log.exception("delivery handler failed for a message on %r", subject)
 
 
 def deliver_directly(sub: Subscription, handler: MsgHandler, raw: RawHandler | None = None) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -43,7 +42,7 @@ _QOS = {"0": 0, "1": 1, "2": 2}
 
 def to_delivery(msg: Msg) -> Delivery:
     """The ``Delivery`` of a stream message, read from its subject, headers and ack reply subject."""
-    seq, published_at = _position(msg.reply)
+    seq, stored_ns = _position(msg.reply)
     namespace, topic = parse_subject(msg.subject)
     headers = msg.headers
     if headers:
@@ -52,7 +51,7 @@ def to_delivery(msg: Msg) -> Delivery:
         qos = _QOS.get(headers.get(QOS_HEADER, ""), 1)
     else:
         payload, qos = Payload.from_bytes(msg.data), 1
-    return Delivery(seq=seq, namespace=namespace, topic=topic, payload=payload, published_at=published_at, qos=qos)
+    return Delivery(seq, namespace, topic, payload, stored_ns, qos)
 
 
 def _header_meta(block: bytes) -> tuple[Kind | None, int]:
@@ -70,8 +69,8 @@ def _header_meta(block: bytes) -> tuple[Kind | None, int]:
     return (Kind.BINARY if kind else None), qos  # as Payload.from_headers: an unknown kind is binary
 
 
-def _position(reply: str) -> tuple[int, datetime]:
-    """Stream sequence and store time from a JetStream reply subject (what ``msg.metadata`` builds, minus the rest).
+def _position(reply: str) -> tuple[int, int]:
+    """Stream sequence and store time (ns) from a JetStream reply subject (what ``msg.metadata`` builds, minus the rest).
 
     v1: ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>``;
     v2 adds ``<domain>.<account hash>`` after ``$JS.ACK`` and may end with a random token.
@@ -83,7 +82,7 @@ def _position(reply: str) -> tuple[int, datetime]:
         seq, stamp = tokens[7], tokens[9]
     else:
         raise ValueError(f"not a JetStream reply subject: {reply!r}")
-    return int(seq), datetime.fromtimestamp(int(stamp) / 1e9, UTC)
+    return int(seq), int(stamp)
 
 
 class LiveSubscription:
@@ -129,23 +128,17 @@ class LiveSubscription:
         self.last_seq = delivery.seq
         self._on_delivery(delivery)
 
-    def _on_raw(self, subject: bytes, tokens: list[bytes], data: bytes, headers: bytes | None) -> None:
+    def _on_raw(self, subject: bytes, seq: int, stamp: int, data: bytes, headers: bytes | None) -> None:
         place = self._places.get(subject)
-        try:
-            if len(tokens) == 9 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
-                seq, stamp = int(tokens[5]), int(tokens[7])
-            elif len(tokens) >= 11 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
-                seq, stamp = int(tokens[7]), int(tokens[9])
-            else:
-                raise ValueError(f"not a JetStream reply subject: {b'.'.join(tokens)!r}")
-            if place is None:
+        if place is None:
+            try:
                 place = parse_subject(subject.decode())
-                if len(self._places) >= SUBJECT_CACHE_SIZE:
-                    self._places.clear()  # many distinct topics: start over rather than grow
-                self._places[subject] = place
-        except (InvalidName, ValueError):
-            log.warning("skipping message with unparseable subject %r", subject)
-            return
+            except (InvalidName, ValueError):
+                log.warning("skipping message with unparseable subject %r", subject)
+                return
+            if len(self._places) >= SUBJECT_CACHE_SIZE:
+                self._places.clear()  # many distinct topics: start over rather than grow
+            self._places[subject] = place
         if headers is None:
             kind, qos = None, 1
         else:
@@ -157,12 +150,8 @@ class LiveSubscription:
                 self._metas[headers] = meta
             kind, qos = meta
         payload = Payload.from_bytes(data) if kind is None else Payload(data, kind)
-        namespace, topic = place
-        published_at = datetime.fromtimestamp(stamp / 1e9, UTC)
         self.last_seq = seq
-        self._on_delivery(
-            Delivery(seq=seq, namespace=namespace, topic=topic, payload=payload, published_at=published_at, qos=qos)
-        )
+        self._on_delivery(Delivery(seq, place[0], place[1], payload, stamp, qos))
 
     async def stop(self) -> None:
         sub, self._sub = self._sub, None

@@ -198,8 +198,10 @@ def encode_publish(
         if rlen < 0x80:  # one struct call for the whole header
             return _B_B_H.pack(first, rlen, tlen) + topic + payload
         return b"".join((bytes((first,)), _length_bytes(rlen), _U16.pack(tlen), topic, payload))
-    _check_qos(qos, "PUBLISH qos")
-    packet_id = _check_id(packet_id)
+    if qos != 1 and qos != 2:
+        _check_qos(qos, "PUBLISH qos")  # raises
+    if packet_id is None or not 0 < packet_id <= 0xFFFF:
+        _check_id(packet_id)  # raises
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     rlen = 4 + tlen + len(payload)
     if rlen < 0x80:

@@ -31,12 +31,13 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import structlog
 
 from auth.tokens import Claims
 from gateway.billing import ConnectionLease
+from gateway.bus import PubAck as StoreAck
 from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_names
 from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
@@ -66,6 +67,7 @@ from protocols.mqtt.packets import (
     Unsubscribe,
 )
 from protocols.mqtt.session import (
+    GateState,
     InboundQoS2,
     OutboundWindow,
     PacketGate,
@@ -92,6 +94,7 @@ YIELD_EVERY = 256  # packets handled in a row before the reader lets other tasks
 _ACK_HEADER = struct.Struct(">BBH")  # PUBACK: type, remaining length 2, packet id
 PUBACK_BYTE = 0x40
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
+_CONNECTED = GateState.CONNECTED
 
 
 class Wire(Protocol):
@@ -108,6 +111,28 @@ class _Violation:
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+class _Stored:
+    """A publish sent to JetStream, and the PUBACK or PUBREC (or nothing, at QoS 0) that waits for its store.
+
+    It is the publisher's ``then`` callback itself: no future and no scheduled callback per message.
+    """
+
+    __slots__ = ("conn", "error", "packet", "qos", "settled")
+
+    def __init__(self, conn: MqttConnection, packet: bytes | None, qos: int) -> None:
+        self.conn = conn
+        self.packet = packet
+        self.qos = qos
+        self.settled = False
+        self.error: FlowGateError | None = None
+
+    def __call__(self, ack: StoreAck | None, error: FlowGateError | None) -> None:
+        self.settled = True
+        self.error = error
+        if self.conn._acks:
+            self.conn._drain_acks()
 
 
 class _Closing(Exception):
@@ -152,7 +177,7 @@ class MqttConnection:
         self._write_paused = False
         self._window: OutboundWindow[Outgoing] = OutboundWindow(ctx.config.window)
         self._backlog: deque[Outgoing] = deque()
-        self._acks: deque[tuple[asyncio.Future[object] | None, bytes | None, int]] = deque()
+        self._acks: deque[_Stored] = deque()  # publishes awaiting the store, in order, with their PUBACK/PUBREC
         self._acks_drained = asyncio.Event()
         self._overfull = False  # the bus's outgoing buffer wants a drain before more is sent
         self._routes: dict[str, Route] = {}  # topic names published to -> their routes (publishing.Route)
@@ -242,6 +267,7 @@ class MqttConnection:
 
     async def _serve(self) -> None:
         inbox = self._inbox
+        gate = self._gate
         handled = 0
         while True:
             if self._close_reason is not None:
@@ -259,9 +285,10 @@ class MqttConnection:
                 self.wire.resume_reading()
             if isinstance(packet, _Violation):
                 self._fail(f"protocol error: {packet.reason}")
-            violation = self._gate.admit(packet)
-            if violation is not None:
-                self._fail(f"protocol error: {violation.reason}")
+            if gate.state is not _CONNECTED or type(packet) is Connect or type(packet) is Disconnect:
+                violation = gate.admit(packet)  # (connected, any other packet: admitted)
+                if violation is not None:
+                    self._fail(f"protocol error: {violation.reason}")
             if type(packet) is PubAck:  # the commonest packet of a QoS 1 subscriber: no coroutine for it
                 self._complete(self._window.puback(packet.packet_id))
             elif type(packet) is Publish and packet.qos < 2 and not packet.retain:
@@ -270,7 +297,8 @@ class MqttConnection:
                 except FlowGateError as exc:
                     sent = await self._refused(packet, exc)  # when False, _on_publish tries it again
                 if sent:
-                    await self._settle()
+                    if self._overfull or len(self._acks) >= MAX_PENDING_ACKS:
+                        await self._settle()
                 else:
                     await self._on_publish(packet)
             else:
@@ -305,7 +333,7 @@ class MqttConnection:
             if packet.packet_id in self._inbound:
                 self._inbound.release(packet.packet_id)
                 self._mark_dirty()
-            self._queue_ack(None, encode(PubComp(packet.packet_id)))
+            self._queue_ready(encode(PubComp(packet.packet_id)))
         elif type(packet) is PingReq:
             self._send(PingResp())  # [MQTT-3.12.4-1]
         elif type(packet) is Subscribe:
@@ -451,19 +479,20 @@ class MqttConnection:
                 self._routes.clear()
             self._routes[packet.topic] = route
         qos = packet.qos
+        pending = self._pending(packet)
         try:
-            future, overfull = services.publisher.submit_now(
+            overfull = services.publisher.submit_now(
                 claims,
                 route,
                 Payload.from_bytes(packet.payload),
                 protocol="mqtt",
                 headers=_QOS_HEADERS[qos],
-                acknowledged=qos > 0 or self._qos0_sent % TRACK_EVERY == 0,
-                then=self._on_stored,
+                acknowledged=pending is not None,
+                then=pending,
             )
         except AdmitLater:
             return False
-        self._published(packet, future)
+        self._published(packet, pending)
         self._overfull = overfull
         return True
 
@@ -472,7 +501,7 @@ class MqttConnection:
         packet_id = packet.packet_id or 0
         if qos == 2 and packet_id in self._inbound:
             # Already stored, PUBREL not yet received: acknowledge again, store nothing [MQTT-4.3.3-2].
-            self._queue_ack(None, encode(PubRec(packet_id)))
+            self._queue_ready(encode(PubRec(packet_id)))
             return
         claims = self.claims
         assert claims is not None
@@ -483,24 +512,22 @@ class MqttConnection:
                 if packet.retain:
                     topic = services.publisher.resolve(claims, packet.topic)
                     await self.ctx.store.retain(claims.namespace, topic, payload, qos)
-                # QoS 0 is fire-and-track: one publish in TRACK_EVERY asks JetStream for an acknowledgement,
-                # which bounds how far a client runs ahead and surfaces store failures in the log and metrics.
-                tracked = qos > 0 or self._qos0_sent % TRACK_EVERY == 0
-                future = await services.publisher.submit(
+                pending = self._pending(packet)
+                await services.publisher.submit(
                     claims,
                     packet.topic,
                     payload,
                     protocol="mqtt",
                     headers=_QOS_HEADERS[qos],
-                    acknowledged=tracked,
-                    then=self._on_stored,
+                    acknowledged=pending is not None,
+                    then=pending,
                 )
             except FlowGateError as exc:
                 if await self._refused(packet, exc):
                     return
                 continue
             break
-        self._published(packet, future)
+        self._published(packet, pending)
         await self._settle()
 
     async def _refused(self, packet: Publish, exc: FlowGateError) -> bool:
@@ -512,21 +539,35 @@ class MqttConnection:
         if reaction is PublishReaction.DROP_AND_ACK:
             self.ctx.services.metrics.rejected.labels("mqtt", reject_reason(exc)).inc()
             log.warning("mqtt %s: publish to %r dropped: %s", self.id, packet.topic, exc.message)
-            self._queue_ack(None, self._publish_ack(packet.qos, packet.packet_id or 0))
+            ack = self._publish_ack(packet.qos, packet.packet_id or 0)
+            if ack is not None:
+                self._queue_ready(ack)
             return True
         self._fail(f"publish to {packet.topic!r} failed: {exc.code}: {exc.message}")
 
-    def _published(self, packet: Publish, future: asyncio.Future[Any] | None) -> None:
-        """A PUBLISH went to JetStream: its acknowledgement, if any, follows the store's."""
+    def _pending(self, packet: Publish) -> _Stored | None:
+        """What waits for JetStream's acknowledgement of ``packet``, or ``None`` when nothing does.
+
+        QoS 0 is fire-and-track: one publish in TRACK_EVERY asks JetStream for an acknowledgement,
+        which bounds how far a client runs ahead and surfaces store failures in the log and metrics.
+        """
+        qos = packet.qos
+        if qos == 0 and self._qos0_sent % TRACK_EVERY:
+            return None
+        return _Stored(self, self._publish_ack(qos, packet.packet_id or 0), qos)
+
+    def _published(self, packet: Publish, pending: _Stored | None) -> None:
+        """A PUBLISH went to JetStream: its acknowledgement, if any, follows the store's [MQTT-4.6.0-2]."""
         qos = packet.qos
         if qos == 0:
             self._qos0_sent += 1
-            if future is None:
-                return
         elif qos == 2:
             self._inbound.stored(packet.packet_id or 0)
             self._mark_dirty()
-        self._queue_ack(future, self._publish_ack(qos, packet.packet_id or 0), qos)
+        if pending is not None:
+            self._acks.append(pending)
+            if pending.settled:
+                self._drain_acks()
 
     async def _settle(self) -> None:
         """Wait while the bus's outgoing buffer is overfull or too many publishes await their acknowledgement."""
@@ -563,44 +604,34 @@ class MqttConnection:
             self._reading_paused = False
             self.wire.resume_reading()
 
-    def _queue_ack(self, future: asyncio.Future[object] | None, packet: bytes | None, qos: int = 1) -> None:
-        """Send ``packet`` once ``future`` (the store) resolved, after every earlier acknowledgement [MQTT-4.6.0-2].
-
-        The publisher calls ``_on_stored`` when a future resolves (``then=``): one callback per message.
-        """
-        if future is None and not self._acks:
-            if packet is not None:
-                self._write(packet)
+    def _queue_ready(self, packet: bytes) -> None:
+        """Send an acknowledgement that waits for no store, after every earlier one [MQTT-4.6.0-2]."""
+        if not self._acks:
+            self._write(packet)
             return
-        self._acks.append((future, packet, qos))
-        if future is None:
-            self._drain_acks()
-
-    def _on_stored(self, _: asyncio.Future[Any]) -> None:
-        if self._acks:
-            self._drain_acks()
+        ready = _Stored(self, packet, 1)
+        ready.settled = True
+        self._acks.append(ready)
 
     def _drain_acks(self) -> None:
         acks = self._acks
         while acks:
-            future, packet, qos = acks[0]
-            if future is not None:
-                if not future.done():
-                    break
-                error = future.exception() if not future.cancelled() else FlowGateError("cancelled")
-                if error is not None:
-                    acks.popleft()
-                    if qos == 0:
-                        self.ctx.services.metrics.rejected.labels("mqtt", "store_failed").inc()
-                        log.warning("mqtt %s: QoS 0 message not stored: %s", self.id, error)
-                        continue
-                    # No acknowledgement: the client re-sends after reconnecting [MQTT-4.4.0-1].
-                    self.abort(f"message not stored: {error}", will=True)
-                    acks.clear()
-                    break
+            stored = acks[0]
+            if not stored.settled:
+                break
             acks.popleft()
-            if packet is not None:
-                self._write(packet)
+            error = stored.error
+            if error is not None:
+                if stored.qos == 0:
+                    self.ctx.services.metrics.rejected.labels("mqtt", "store_failed").inc()
+                    log.warning("mqtt %s: QoS 0 message not stored: %s", self.id, error)
+                    continue
+                # No acknowledgement: the client re-sends after reconnecting [MQTT-4.4.0-1].
+                self.abort(f"message not stored: {error}", will=True)
+                acks.clear()
+                break
+            if stored.packet is not None:
+                self._write(stored.packet)
         if len(acks) < MAX_PENDING_ACKS // 2:
             self._acks_drained.set()
 
@@ -762,12 +793,10 @@ class MqttConnection:
         else:
             topic = delivery.namespace.full(delivery.topic) if subscription.full else delivery.topic
             item = Outgoing(topic, delivery.payload.body, qos)
-            window = self._window
-            packet_id = window.allocate() if not self._backlog and not self._write_paused else None
+            packet_id = self._window.put(qos, item) if not self._backlog and not self._write_paused else None
             if packet_id is None:
                 self._queue_out(item)
             else:  # _send_out's path, inlined for the common case of a window with room
-                window.add(packet_id, qos, item)
                 self._write(encode_publish(topic, item.body, qos, False, False, packet_id))
         self._delivered_count += 1
         self._guard.record_delivery(delivery.namespace)

@@ -187,6 +187,18 @@ class OutboundWindow(Generic[T]):
         self._next = candidate % MAX_PACKET_ID + 1
         return candidate
 
+    def put(self, qos: int, item: T) -> int | None:
+        """``allocate`` and ``add`` in one step (a QoS 1/2 delivery's hot path), or ``None`` while the window is full."""
+        flights = self._flights
+        if len(flights) >= self.size:
+            return None
+        candidate = self._next
+        while candidate in flights:
+            candidate = candidate % MAX_PACKET_ID + 1
+        self._next = candidate % MAX_PACKET_ID + 1
+        flights[candidate] = InFlight(qos, FlowState.AWAIT_PUBACK if qos == 1 else FlowState.AWAIT_PUBREC, item)
+        return candidate
+
     def can_use(self, packet_id: int) -> bool:
         """Whether a given (derived) identifier may be used now."""
         return len(self._flights) < self.size and packet_id not in self._flights
