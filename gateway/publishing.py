@@ -16,6 +16,7 @@ from typing import cast
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bus, PubAck, Settle
+from gateway.bus import Outlet as BusOutlet
 from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge, Unavailable
 from gateway.metrics import Metrics, Tally
 from gateway.payload import Payload
@@ -41,7 +42,7 @@ class Route:
 
 
 class AdmitLater(Exception):
-    """``submit_now`` could not decide without waiting (the billing guard must ask NATS): use ``submit``."""
+    """``Outlet.submit_now`` could not decide without waiting (the billing guard must ask NATS): use ``submit``."""
 
 
 class Publisher:
@@ -115,29 +116,13 @@ class Publisher:
             await self._bus.drain()
         return future
 
-    def submit_now(
-        self,
-        claims: Claims,
-        route: Route,
-        payload: Payload,
-        *,
-        protocol: str,
-        headers: dict[str, str] | None = None,
-        acknowledged: bool = True,
-        then: Settle | None = None,
-    ) -> bool:
-        """``submit`` with ``then`` (or unacknowledged), without a coroutine, for a front-end's hot path.
+    def outlet(self, claims: Claims, name: str, *, protocol: str, headers: dict[str, str] | None = None) -> Outlet:
+        """A topic a connection publishes to again and again, prepared once (``route`` and the bus's ``Outlet``).
 
-        Returns whether the bus wants a ``drain()`` now. Raises ``AdmitLater``,
-        having sent nothing, when the billing guard must wait for NATS first:
-        then call ``submit``.
+        Raises as ``route`` does when the token may not publish there.
         """
-        size = len(payload.body)
-        if size > self._max_bytes:
-            self._check_size(payload)  # raises
-        if self._guard is not None and not self._guard.admit_now(claims, size, protocol=protocol):
-            raise AdmitLater
-        return self._send(claims, route, payload, protocol, None, headers, acknowledged, then)[1]
+        route = self.route(claims, name)
+        return Outlet(self, claims, route.topic, self._bus.outlet(route.subject, headers), self._counter(protocol))
 
     def _msg_id(self, claims: Claims, idempotency_key: str | None) -> str | None:
         if idempotency_key is None:
@@ -163,9 +148,7 @@ class Publisher:
     ) -> tuple[asyncio.Future[PubAck] | None, bool]:
         """Send an admitted message; refund it when it is not sent, not stored, or a duplicate."""
         guard = self._guard
-        counter = self._counters.get(protocol)
-        if counter is None:
-            counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
+        counter = self._counter(protocol)
         bus = self._bus
         if not acknowledged:
             try:
@@ -177,18 +160,7 @@ class Publisher:
             counter.add()
             return None, overfull
 
-        def stored(ack: PubAck | None, error: FlowGateError | None) -> None:
-            # Metrics and billing first, then the caller's callback: one callback per message.
-            if ack is None:
-                if guard is not None:
-                    guard.refund(claims)  # not stored: not billed
-            else:
-                if ack.duplicate and guard is not None:
-                    guard.refund(claims)  # a retry of a message already stored and billed
-                counter.add()
-            if then is not None:
-                then(ack, error)
-
+        stored = self._stored(claims, counter, then)
         try:
             if then is not None:
                 return None, bus.send_then(route.subject, payload, stored, msg_id=msg_id, headers=headers)
@@ -207,3 +179,71 @@ class Publisher:
 
         future.add_done_callback(done)
         return future, overfull
+
+    def _counter(self, protocol: str) -> Tally:
+        counter = self._counters.get(protocol)
+        if counter is None:
+            counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
+        return counter
+
+    def _stored(self, claims: Claims, counter: Tally, then: Settle | None) -> Settle:
+        """The acknowledgement callback of one message: metrics and billing first, then the caller's ``then``."""
+        guard = self._guard
+
+        def stored(ack: PubAck | None, error: FlowGateError | None) -> None:
+            if ack is None:
+                if guard is not None:
+                    guard.refund(claims)  # not stored: not billed
+            else:
+                if ack.duplicate and guard is not None:
+                    guard.refund(claims)  # a retry of a message already stored and billed
+                counter.add()
+            if then is not None:
+                then(ack, error)
+
+        return stored
+
+
+class Outlet:
+    """One topic of one token, prepared for a connection's hot path (``Publisher.outlet``).
+
+    The publish permission was checked once; the NATS subject and header blocks
+    are encoded once (``gateway.bus.Outlet``). Each message still gets the size
+    check and the billing guard's decision.
+    """
+
+    __slots__ = ("_bus_outlet", "_claims", "_counter", "_publisher", "topic")
+
+    def __init__(self, publisher: Publisher, claims: Claims, topic: str, bus_outlet: BusOutlet, counter: Tally) -> None:
+        self._publisher = publisher
+        self._claims = claims
+        self.topic = topic
+        self._bus_outlet = bus_outlet
+        self._counter = counter
+
+    def submit_now(self, payload: Payload, then: Settle | None, *, protocol: str) -> bool:
+        """``Publisher.submit`` without a coroutine: ``then(ack, error)`` once stored, or, with ``then=None``,
+        sent without asking JetStream for an acknowledgement (MQTT QoS 0).
+
+        Returns whether the bus wants a ``drain()`` now. Raises ``AdmitLater``,
+        having sent nothing, when the billing guard must wait for NATS first:
+        then call ``submit``.
+        """
+        publisher = self._publisher
+        size = len(payload.body)
+        if size > publisher._max_bytes:
+            publisher._check_size(payload)  # raises
+        guard = publisher._guard
+        claims = self._claims
+        if guard is not None and not guard.admit_now(claims, size, protocol=protocol):
+            raise AdmitLater
+        try:
+            if then is None:
+                overfull = self._bus_outlet.emit(payload)
+                self._counter.add()
+                return overfull
+            return self._bus_outlet.send_then(payload, publisher._stored(claims, self._counter, then))
+        except BaseException:
+            if guard is not None:
+                guard.refund(claims)
+            raise

@@ -6,8 +6,8 @@ ordered delivery from a stream sequence.
 """
 
 from gateway.bus.acks import PubAck, Settle
-from gateway.bus.core import Bus, BusState, StreamBounds
+from gateway.bus.core import Bus, BusState, Outlet, StreamBounds
 from gateway.bus.kv import Bucket, Entry
 from gateway.bus.subscriptions import LiveSubscription
 
-__all__ = ["Bucket", "Bus", "BusState", "Entry", "LiveSubscription", "PubAck", "Settle", "StreamBounds"]
+__all__ = ["Bucket", "Bus", "BusState", "Entry", "LiveSubscription", "Outlet", "PubAck", "Settle", "StreamBounds"]

@@ -26,7 +26,7 @@ from nats.js import JetStreamContext, api
 
 from gateway.bus.acks import AckClient, AckInbox, Pending, PubAck, Settle, settle
 from gateway.bus.kv import Bucket
-from gateway.bus.outgoing import OutgoingFrames
+from gateway.bus.outgoing import OutgoingFrames, append
 from gateway.bus.subscriptions import LiveSubscription, OnDelivery
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, PayloadTooLarge, Unavailable
@@ -59,6 +59,7 @@ class Bus:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._inbox = ""
+        self._inbox_prefix = b""  # b"<inbox>.": acknowledgements come to <inbox>.<token>
         self._tokens = itertools.count(1)
         self._acks = AckInbox()  # pending publishes by token
         self._deadlines: deque[tuple[float, int]] = deque()  # (loop time, token) of sent publishes, oldest first
@@ -99,6 +100,7 @@ class Bus:
                 await asyncio.sleep(0.5)
         self._js = self._nc.jetstream(timeout=5)
         self._inbox = self._nc.new_inbox()
+        self._inbox_prefix = (self._inbox + ".").encode()
         self._acks.set_prefix(self._inbox + ".")
         with nats_errors("subscribe to acknowledgements"):
             ack_sub = await nc.subscribe(self._inbox + ".*")
@@ -267,17 +269,25 @@ class Bus:
         self, subject: str, payload: Payload, entry: Pending, msg_id: str | None, headers: dict[str, str] | None
     ) -> bool:
         nc = self._connection(payload)
+        token = self._track(entry)
+        block = self._frames.header_block(payload.kind, headers, msg_id)
+        return self._frames.queue(nc, subject, f"{self._inbox}.{token}", block, payload.body)
+
+    def _track(self, entry: Pending) -> int:
+        """Register a publish awaiting its acknowledgement; its token names the reply subject."""
         token = next(self._tokens)
         self._acks.pending[token] = entry
-        block = self._frames.header_block(payload.kind, headers, msg_id)
-        overfull = self._frames.queue(nc, subject, f"{self._inbox}.{token}", block, payload.body)
         # One timer sweeps every publish's deadline (a timer per message costs more than the publish).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._publish_timeout
         self._deadlines.append((deadline, token))
         if self._sweeper is None:
             self._sweeper = loop.call_at(deadline, self._sweep)
-        return overfull
+        return token
+
+    def outlet(self, subject: str, headers: dict[str, str] | None = None) -> Outlet:
+        """``emit_now`` and ``send_then`` for one subject and header set, encoded once (a connection's hot path)."""
+        return Outlet(self, subject, headers)
 
     async def emit(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> None:
         """Send one message to the stream without asking for an acknowledgement (MQTT QoS 0)."""
@@ -333,3 +343,53 @@ class Bus:
         sub = LiveSubscription(subject_filter, on_delivery)
         await sub.start(self.js, MESSAGES_STREAM, start_seq)
         return sub
+
+
+class Outlet:
+    """``Bus.emit_now``/``Bus.send_then`` to one subject with one header set, for a subject used again and again.
+
+    The ``HPUB`` command's subject and each payload kind's header block are
+    encoded once, not per message; the checks and the buffer are the bus's.
+    """
+
+    __slots__ = ("_blocks", "_bus", "_head", "_headers", "subject")
+
+    def __init__(self, bus: Bus, subject: str, headers: dict[str, str] | None) -> None:
+        self._bus = bus
+        self.subject = subject
+        self._headers = dict(headers) if headers else None
+        self._head = f"HPUB {subject} ".encode()
+        self._blocks: dict[str, bytes] = {}  # payload kind -> header block
+
+    def _block(self, kind: str) -> bytes:
+        block = self._blocks.get(kind)
+        if block is None:
+            block = self._blocks[kind] = self._bus._frames.header_block(kind, self._headers)
+        return block
+
+    def emit(self, payload: Payload) -> bool:
+        """``Bus.emit_now`` to this subject: True when the outgoing buffer needs a ``drain()``."""
+        nc = self._bus._connection(payload)
+        block = self._block(payload.kind)
+        body = payload.body
+        size = len(block)
+        return append(nc, b"%b%d %d\r\n%b%b\r\n" % (self._head, size, size + len(body), block, body), len(body))
+
+    def send_then(self, payload: Payload, then: Settle) -> bool:
+        """``Bus.send_then`` to this subject: True when the outgoing buffer needs a ``drain()``."""
+        bus = self._bus
+        nc = bus._connection(payload)
+        token = bus._track(then)
+        block = self._block(payload.kind)
+        body = payload.body
+        size = len(block)
+        command = b"%b%b%d %d %d\r\n%b%b\r\n" % (
+            self._head,
+            bus._inbox_prefix,
+            token,
+            size,
+            size + len(body),
+            block,
+            body,
+        )
+        return append(nc, command, len(body))

@@ -52,18 +52,26 @@ class OutgoingFrames:
         head_size = len(block)
         target = f"{subject} {reply}" if reply else subject
         command = b"HPUB %b %d %d\r\n%b%b\r\n" % (target.encode(), head_size, head_size + len(body), block, body)
-        nc._pending.append(command)
-        nc._pending_data_size += len(command)
-        stats = nc.stats
-        stats["out_msgs"] += 1
-        stats["out_bytes"] += len(body)
-        flush_queue = nc._flush_queue
-        if flush_queue is not None and flush_queue.empty():
-            # What Client._flush_pending does: one wake-up of the flusher task for everything queued until it runs.
-            flush_queue.put_nowait(asyncio.get_running_loop().create_future())
-        return 0 < nc._max_pending_size < nc._pending_data_size
+        return append(nc, command, len(body))
 
     @staticmethod
     async def drain(nc: Client) -> None:
         """Force the pending buffer out, as nats-py does when a publish overfills it."""
         await nc._flush_pending(force_flush=True)
+
+
+def append(nc: Client, command: bytes, body_size: int) -> bool:
+    """Append one encoded command to ``nc``'s pending buffer and wake its flusher, as ``Client.publish`` does.
+
+    True when the buffer is over its limit (drain it).
+    """
+    nc._pending.append(command)
+    nc._pending_data_size += len(command)
+    stats = nc.stats
+    stats["out_msgs"] += 1
+    stats["out_bytes"] += body_size
+    flush_queue = nc._flush_queue
+    if flush_queue is not None and flush_queue.empty():
+        # What Client._flush_pending does: one wake-up of the flusher task for everything queued until it runs.
+        flush_queue.put_nowait(asyncio.get_running_loop().create_future())
+    return 0 < nc._max_pending_size < nc._pending_data_size

@@ -42,7 +42,7 @@ from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_na
 from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
 from gateway.payload import QOS_HEADER, Delivery, Payload
-from gateway.publishing import AdmitLater, Route
+from gateway.publishing import AdmitLater, Outlet
 from gateway.topics import topic_matches
 from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode, encode_publish
 from protocols.mqtt.errors import PublishReaction, connack_code, publish_reaction, reject_reason, retry_after
@@ -89,7 +89,7 @@ INBOX_LOW = 32
 MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged, per connection
 MAX_SUBSCRIPTIONS = 256  # per connection; more get SUBACK 0x80
 TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
-ROUTE_CACHE = 256  # topic names whose routes a connection keeps
+OUTLET_CACHE = 256  # topic names whose outlets a connection keeps, per QoS
 YIELD_EVERY = 256  # packets handled in a row before the reader lets other tasks run
 _ACK_HEADER = struct.Struct(">BBH")  # PUBACK: type, remaining length 2, packet id
 PUBACK_BYTE = 0x40
@@ -180,7 +180,8 @@ class MqttConnection:
         self._acks: deque[_Stored] = deque()  # publishes awaiting the store, in order, with their PUBACK/PUBREC
         self._acks_drained = asyncio.Event()
         self._overfull = False  # the bus's outgoing buffer wants a drain before more is sent
-        self._routes: dict[str, Route] = {}  # topic names published to -> their routes (publishing.Route)
+        # QoS 0 and QoS 1: topic names published to -> their outlets (publishing.Outlet)
+        self._outlets: tuple[dict[str, Outlet], dict[str, Outlet]] = ({}, {})
         # session
         self.claims: Claims | None = None
         self.client_id = ""
@@ -463,33 +464,28 @@ class MqttConnection:
     def _publish_now(self, packet: Publish) -> bool:
         """The hot path of a QoS 0/1 PUBLISH: sent without awaiting anything, or False for ``_on_publish``.
 
-        The route (topic and subject, permission checked) of each name is kept
-        per connection; the billing guard decides from memory or defers.
+        The outlet (topic permission checked, subject and headers encoded) of
+        each name is kept per connection and QoS; the billing guard decides from
+        memory or defers.
         """
-        claims = self.claims
-        assert claims is not None
-        services = self.ctx.services
-        route = self._routes.get(packet.topic)
-        if route is None:
+        qos = packet.qos
+        outlets = self._outlets[qos]
+        outlet = outlets.get(packet.topic)
+        if outlet is None:
+            claims = self.claims
+            assert claims is not None
             try:
-                route = services.publisher.route(claims, packet.topic)
+                outlet = self.ctx.services.publisher.outlet(
+                    claims, packet.topic, protocol="mqtt", headers=_QOS_HEADERS[qos]
+                )
             except FlowGateError:
                 return False  # refused: _on_publish reports it
-            if len(self._routes) >= ROUTE_CACHE:
-                self._routes.clear()
-            self._routes[packet.topic] = route
-        qos = packet.qos
+            if len(outlets) >= OUTLET_CACHE:
+                outlets.clear()
+            outlets[packet.topic] = outlet
         pending = self._pending(packet)
         try:
-            overfull = services.publisher.submit_now(
-                claims,
-                route,
-                Payload.from_bytes(packet.payload),
-                protocol="mqtt",
-                headers=_QOS_HEADERS[qos],
-                acknowledged=pending is not None,
-                then=pending,
-            )
+            overfull = outlet.submit_now(Payload.from_bytes(packet.payload), pending, protocol="mqtt")
         except AdmitLater:
             return False
         self._published(packet, pending)
