@@ -135,6 +135,16 @@ class _Stored:
             self.conn._drain_acks()
 
 
+class _Refused:
+    """A PUBLISH ``data_received`` tried to send and the gateway refused: ``_serve`` reacts to it."""
+
+    __slots__ = ("error", "publish")
+
+    def __init__(self, publish: Publish, error: FlowGateError) -> None:
+        self.publish = publish
+        self.error = error
+
+
 class _Closing(Exception):
     """Internal: stop handling packets; the reason is already recorded."""
 
@@ -160,7 +170,8 @@ class MqttConnection:
         self.id = secrets.token_hex(8)
         self._loop = asyncio.get_running_loop()
         self._decoder = Decoder(ctx.config.max_packet_size)
-        self._inbox: deque[Packet | _Violation] = deque()
+        self._inbox: deque[Packet | _Violation | _Refused] = deque()
+        self._idle = False  # the reader task waits for packets: data_received may handle some itself
         self._wake = asyncio.Event()
         self._gate = PacketGate()
         self._reading_paused = False
@@ -216,7 +227,8 @@ class MqttConnection:
         inbox = self._inbox
         try:
             while (packet := decoder.next_packet()) is not None:
-                inbox.append(packet)
+                if inbox or not self._idle or not self._handled_now(packet):
+                    inbox.append(packet)
         except MQTTProtocolError as exc:
             # Handled in order, after the packets that came before it [MQTT-4.8.0-1].
             inbox.append(_Violation(exc.reason))
@@ -225,6 +237,31 @@ class MqttConnection:
             if len(inbox) >= INBOX_HIGH and not self._reading_paused:
                 self._reading_paused = True
                 self.wire.pause_reading()
+
+    def _handled_now(self, packet: Packet) -> bool:
+        """Handle a PUBACK or a QoS 0/1 PUBLISH at once, in the transport callback; False: queue it for ``_serve``.
+
+        Called only while the reader task waits idle with nothing queued, so
+        packets are still handled one at a time and in order [MQTT-4.6.0-2].
+        """
+        if (
+            self._gate.state is not _CONNECTED
+            or self._close_reason is not None
+            or self._throttled
+            or self._overfull
+            or len(self._acks) >= MAX_PENDING_ACKS
+        ):
+            return False
+        if type(packet) is PubAck:
+            self._complete(self._window.puback(packet.packet_id))
+            return True
+        if type(packet) is Publish and packet.qos < 2 and not packet.retain:
+            try:
+                return self._publish_now(packet)
+            except FlowGateError as exc:
+                self._inbox.append(_Refused(packet, exc))  # _serve reacts (it may wait, so not here)
+                return True
+        return False
 
     def connection_lost(self) -> None:
         """The peer closed or the network failed: finish the packets already received, then clean up."""
@@ -278,9 +315,19 @@ class MqttConnection:
                     self._close_reason = "connection lost"
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                self._idle = True  # data_received may handle the commonest packets itself (_handled_now)
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._idle = False
+                if self._overfull or len(self._acks) >= MAX_PENDING_ACKS:
+                    await self._settle()  # after publishes data_received handled
                 continue
             packet = inbox.popleft()
+            if isinstance(packet, _Refused):  # a publish data_received tried: react to the refusal here
+                if not await self._refused(packet.publish, packet.error):
+                    await self._on_publish(packet.publish)
+                continue
             if self._reading_paused and len(inbox) <= INBOX_LOW and not self._throttled:
                 self._reading_paused = False
                 self.wire.resume_reading()
