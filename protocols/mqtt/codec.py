@@ -425,13 +425,17 @@ def _decode_connack(buf: bytes, pos: int, end: int, flags: int) -> ConnAck:
 
 
 def _id_packet(cls: type[PubAck | PubRec | PubRel | PubComp | UnsubAck], name: str) -> Callable[..., Packet]:
+    set_packet_id = vars(cls)["packet_id"].__set__  # as in _decode_publish: no frozen __init__ per packet
+
     def decode_id_packet(buf: bytes, pos: int, end: int, flags: int) -> Packet:
         if end - pos != 2:
             raise _fail(f"{name}: remaining length must be 2")
         packet_id = buf[pos] << 8 | buf[pos + 1]
         if packet_id == 0:
             raise _fail(f"{name}: packet identifier 0 [MQTT-2.3.1-1]")
-        return cls(packet_id)
+        packet = _new_object(cls)
+        set_packet_id(packet, packet_id)
+        return packet
 
     return decode_id_packet
 
