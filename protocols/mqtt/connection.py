@@ -43,7 +43,7 @@ from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.publishing import AdmitLater, Outlet
-from gateway.topics import topic_matches
+from gateway.topics import Namespace, topic_matches
 from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode, encode_publish
 from protocols.mqtt.errors import PublishReaction, connack_code, publish_reaction, reject_reason, retry_after
 from protocols.mqtt.packets import (
@@ -207,6 +207,8 @@ class MqttConnection:
         self._dirty = False
         self._saver: asyncio.Task[None] | None = None
         self._delivered_count = 0
+        self._billing_namespace: Namespace | None = None  # deliveries are billed once per write batch (_flush):
+        self._unbilled = 0  # this many for that namespace so far
         self._consumer: SessionConsumer | None = None
         self._counted = False
         self._lease: ConnectionLease | None = None  # counted against the plan's connections (billing guard)
@@ -842,7 +844,10 @@ class MqttConnection:
             else:  # _send_out's path, inlined for the common case of a window with room
                 self._write(encode_publish(topic, item.body, qos, False, False, packet_id))
         self._delivered_count += 1
-        self._guard.record_delivery(delivery.namespace)
+        if delivery.namespace is self._billing_namespace:
+            self._unbilled += 1
+        else:
+            self._bill(delivery.namespace)
 
     def _on_session_message(self, message: SessionMessage) -> None:
         """A message from this persistent session's consumer."""
@@ -872,7 +877,10 @@ class MqttConnection:
             )
             self._queue_out(item)
         self._delivered_count += 1
-        self._guard.record_delivery(delivery.namespace)
+        if delivery.namespace is self._billing_namespace:
+            self._unbilled += 1
+        else:
+            self._bill(delivery.namespace)
         self._want_more()
 
     def _want_more(self) -> None:
@@ -923,6 +931,13 @@ class MqttConnection:
             self._consumer.ack(item.ack_subject)
         self._pump_backlog()
 
+    def _bill(self, namespace: Namespace | None) -> None:
+        """Bill the deliveries counted so far, then count for ``namespace`` (one bill per batch, not per message)."""
+        if self._unbilled and self._billing_namespace is not None:
+            self._guard.record_delivery(self._billing_namespace, self._unbilled)
+        self._billing_namespace = namespace
+        self._unbilled = 0 if namespace is None else 1
+
     # -- writing ---------------------------------------------------------------------------------
 
     def _send(self, packet: Packet) -> None:
@@ -939,6 +954,8 @@ class MqttConnection:
         if self._delivered_count:
             self._delivered.inc(self._delivered_count)  # one metrics update per batch, not per message
             self._delivered_count = 0
+        if self._unbilled:
+            self._bill(None)
         if not self._wbuf:
             return
         data = b"".join(self._wbuf) if len(self._wbuf) > 1 else self._wbuf[0]
@@ -950,6 +967,7 @@ class MqttConnection:
 
     async def _cleanup(self) -> None:
         self._gate.close()
+        self._bill(None)  # deliveries not yet billed (still in the backlog)
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
