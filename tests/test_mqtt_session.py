@@ -316,7 +316,7 @@ class Target:
     def __init__(self) -> None:
         self.got: list[tuple[str, str]] = []
 
-    def deliver_live(self, delivery: Delivery, subscription: Subscription) -> None:
+    def deliver_live(self, subscription: Subscription, delivery: Delivery) -> None:
         self.got.append((delivery.topic, subscription.topic_filter))
 
 
@@ -326,7 +326,9 @@ def test_hub_sink_checks_only_what_the_subject_cannot() -> None:
     HubSink(target, Subscription("+/b", 0, False), Rule()).deliver(delivery("a/b"))
     HubSink(target, Subscription("a/b", 0, False), Rule(deny=("a/b",))).deliver(delivery("a/b"))
     HubSink(target, Subscription("#", 0, False), Rule()).deliver(delivery("$SYS/x"))
-    assert target.got == [("a/b", "+/b")]
+    HubSink(target, Subscription("c/d", 0, False), Rule(deny=("x",))).deliver(delivery("c/d"))
+    HubSink(target, Subscription("e/f", 0, False), Rule()).deliver(delivery("e/f"))  # nothing to check
+    assert target.got == [("a/b", "+/b"), ("c/d", "c/d"), ("e/f", "e/f")]
 
 
 def test_window_restores_a_released_qos2_flight() -> None:

@@ -615,6 +615,17 @@ class Decoder:
         if self._error is not None:
             raise self._error
         try:
+            # The commonest packet first: a PUBLISH (allowed both ways) with a one-byte remaining length,
+            # complete in the buffer. Anything else, and any doubt, goes through _next.
+            buf = self._buf
+            pos = self._pos
+            if pos + 2 <= len(buf) and buf[pos] >> 4 == PUBLISH:
+                length = buf[pos + 1]
+                end = pos + 2 + length
+                if length < 0x80 and end <= len(buf) and length <= self._max:
+                    self._pos = end
+                    self._need = 2
+                    return _decode_publish(buf, pos + 2, end, buf[pos] & 0x0F)
             return self._next()
         except MQTTProtocolError as exc:
             self._fail(exc)

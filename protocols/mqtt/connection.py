@@ -825,7 +825,7 @@ class MqttConnection:
 
     # -- deliveries to the client ----------------------------------------------------------------
 
-    def deliver_live(self, delivery: Delivery, subscription: Subscription) -> None:
+    def deliver_live(self, subscription: Subscription, delivery: Delivery) -> None:
         """A message from the hub for one of this (clean) session's subscriptions."""
         if self._close_reason is not None:
             return

@@ -10,8 +10,9 @@ occupying a place in the in-flight window.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from auth.permissions import Rule
@@ -20,7 +21,7 @@ from gateway.topics import topic_matches
 
 
 class DeliveryTarget(Protocol):
-    def deliver_live(self, delivery: Delivery, subscription: Subscription) -> None: ...
+    def deliver_live(self, subscription: Subscription, delivery: Delivery) -> None: ...
 
 
 @dataclass(slots=True)
@@ -37,23 +38,25 @@ class HubSink:
 
     The bus subject already matches the filter exactly, except for the ``$``
     rule of wildcard filters [MQTT-4.7.2-1] and the token's deny filters,
-    which are checked here only when they can apply.
+    which are checked here only when they can apply; otherwise ``deliver`` is
+    the connection's own ``deliver_live`` for this subscription.
     """
 
-    __slots__ = ("_check", "rule", "subscription", "target")
+    __slots__ = ("deliver", "rule", "subscription", "target")
 
     def __init__(self, target: DeliveryTarget, subscription: Subscription, rule: Rule) -> None:
         self.target = target
         self.subscription = subscription
         self.rule = rule
-        self._check = subscription.topic_filter[:1] in ("+", "#") or bool(rule.deny)
+        checked = subscription.topic_filter[:1] in ("+", "#") or bool(rule.deny)
+        self.deliver: Callable[[Delivery], None] = (
+            self._checked if checked else partial(target.deliver_live, subscription)
+        )
 
-    def deliver(self, delivery: Delivery) -> None:
-        if self._check:
-            topic = delivery.topic
-            if not topic_matches(self.subscription.topic_filter, topic) or self.rule.hides(topic):
-                return
-        self.target.deliver_live(delivery, self.subscription)
+    def _checked(self, delivery: Delivery) -> None:
+        topic = delivery.topic
+        if topic_matches(self.subscription.topic_filter, topic) and not self.rule.hides(topic):
+            self.target.deliver_live(self.subscription, delivery)
 
 
 def best_match(subscriptions: Iterable[Subscription], delivery: Delivery, rule: Rule) -> Subscription | None:
