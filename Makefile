@@ -42,7 +42,7 @@ bench: install-test test-system-deps
 	$(BIN)/python bench/http_publish.py
 	$(BIN)/python bench/mqtt_codec.py
 	$(BIN)/python bench/nats_receive.py
-	$(BIN)/python bench/mqtt_throughput.py
+	$(BIN)/python bench/mqtt_throughput.py --repeat 3
 	$(BIN)/python bench/ws_fanout.py
 	$(BIN)/python bench/queue_throughput.py
 

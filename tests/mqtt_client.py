@@ -132,6 +132,15 @@ class RawClient:
             await self._ack(PubComp, packet_id)
         return packet_id
 
+    async def acknowledge(self, packet: Packet) -> None:
+        """Play the receiver's part of a QoS flow: PUBACK or PUBREC for a PUBLISH, PUBCOMP for a PUBREL."""
+        from protocols.mqtt.packets import PubAck, PubRec
+
+        if isinstance(packet, Publish) and packet.qos and packet.packet_id is not None:
+            await self.send(PubAck(packet.packet_id) if packet.qos == 1 else PubRec(packet.packet_id))
+        elif isinstance(packet, PubRel):
+            await self.send(PubComp(packet.packet_id))
+
     async def close(self) -> None:
         self.writer.close()
         try:

@@ -26,7 +26,6 @@ from protocols.mqtt.packets import (
     Connect,
     PingReq,
     PingResp,
-    PubAck,
     PubComp,
     Publish,
     PubRec,
@@ -63,14 +62,7 @@ async def publishes(client: RawClient, count: int, timeout: float = 10) -> list[
         packet = await client.recv(timeout)
         if isinstance(packet, Publish):
             got.append(packet)
-            if packet.qos == 1:
-                assert packet.packet_id is not None
-                await client.send(PubAck(packet.packet_id))
-            elif packet.qos == 2:
-                assert packet.packet_id is not None
-                await client.send(PubRec(packet.packet_id))
-        elif isinstance(packet, PubRel):
-            await client.send(PubComp(packet.packet_id))
+        await client.acknowledge(packet)
     return got
 
 

@@ -43,19 +43,12 @@ async def drive(client: RawClient, *, publishes: int, until: set[tuple[type[Pack
     pending = set(until)
     while len(got) < publishes or pending:
         packet = await client.recv()
+        await client.acknowledge(packet)
         if isinstance(packet, Publish):
             got.append(packet)
-            if packet.qos == 1:
-                assert packet.packet_id is not None
-                await client.send(PubAck(packet.packet_id))
-            elif packet.qos == 2:
-                assert packet.packet_id is not None
-                await client.send(PubRec(packet.packet_id))
             continue
         packet_id = getattr(packet, "packet_id", None)
-        if isinstance(packet, PubRel):
-            await client.send(PubComp(packet.packet_id))
-        elif isinstance(packet, PubRec) and (PubRec, packet.packet_id) in pending:
+        if isinstance(packet, PubRec) and (PubRec, packet.packet_id) in pending:
             await client.send(PubRel(packet.packet_id))
         pending.discard((type(packet), packet_id))  # type: ignore[arg-type]
     return got

@@ -4,7 +4,9 @@ Transport-neutral: TCP (``server.py``) and WebSocket (``websocket.py``) feed it
 bytes with ``data_received`` and give it a ``Wire`` to write to. One reader task
 per connection handles packets strictly in order; nothing spawns a task per
 packet. Incoming packets queue in a short deque and reading from the socket is
-paused when it fills (or while the client is rate limited).
+paused when it fills (or while the client is rate limited). While that task
+waits idle with nothing queued, ``data_received`` handles the commonest packets
+(a PUBACK, a QoS 0/1 PUBLISH that needs no waiting) itself, which keeps the order.
 
 Publishing is pipelined: a PUBLISH is sent to JetStream and the next packet is
 read at once; acknowledgements (PUBACK, PUBREC) go out in order, each only after
@@ -19,7 +21,7 @@ Billing (``gateway.billing``, reactions in ``errors.py``): CONNECT is refused
 with CONNACK 5 when the quota and balance are spent or the plan's connections
 are all open; a publish refused for the quota closes the connection (no
 PUBACK, so the client re-sends after a top-up); a rate-limited publish pauses
-reading for ``retry_after`` and is retried. Deliveries are billed.
+reading for ``retry_after`` and is retried. Deliveries are billed, once per write batch.
 """
 
 from __future__ import annotations
