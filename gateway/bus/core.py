@@ -268,10 +268,7 @@ class Bus:
     def _send_pending(
         self, subject: str, payload: Payload, entry: Pending, msg_id: str | None, headers: dict[str, str] | None
     ) -> bool:
-        nc = self._connection(payload)
-        token = self._track(entry)
-        block = self._frames.header_block(payload.kind, headers, msg_id)
-        return self._frames.queue(nc, subject, f"{self._inbox}.{token}", block, payload.body)
+        return Outlet(self, subject, headers).send_then(payload, entry, msg_id)
 
     def _track(self, entry: Pending) -> int:
         """Register a publish awaiting its acknowledgement; its token names the reply subject."""
@@ -296,9 +293,7 @@ class Bus:
 
     def emit_now(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> bool:
         """``emit`` without a coroutine; True when the outgoing buffer needs a ``drain()`` now."""
-        nc = self._connection(payload)
-        block = self._frames.header_block(payload.kind, headers)
-        return self._frames.queue(nc, subject, "", block, payload.body)
+        return Outlet(self, subject, headers).emit(payload)
 
     async def drain(self) -> None:
         """Wait until the outgoing buffer was written (after ``send_now``/``emit_now`` said it is overfull)."""
@@ -375,12 +370,17 @@ class Outlet:
         size = len(block)
         return append(nc, b"%b%d %d\r\n%b%b\r\n" % (self._head, size, size + len(body), block, body), len(body))
 
-    def send_then(self, payload: Payload, then: Settle) -> bool:
-        """``Bus.send_then`` to this subject: True when the outgoing buffer needs a ``drain()``."""
+    def send_then(self, payload: Payload, then: Pending, msg_id: str | None = None) -> bool:
+        """``Bus.send_then`` (or ``send_now``, given a future) to this subject: True when the outgoing buffer
+        needs a ``drain()``. A message id (``Nats-Msg-Id``) makes the header block this message's own."""
         bus = self._bus
         nc = bus._connection(payload)
         token = bus._track(then)
-        block = self._block(payload.kind)
+        block = (
+            self._block(payload.kind)
+            if msg_id is None
+            else bus._frames.header_block(payload.kind, self._headers, msg_id)
+        )
         body = payload.body
         size = len(block)
         command = b"%b%b%d %d %d\r\n%b%b\r\n" % (

@@ -5,9 +5,10 @@ encodes the header dict key by key and formats the command with an f-string,
 for every message. The gateway's messages carry a handful of distinct header
 sets (``Fg-Type`` and ``Fg-QoS``), and its subjects are built by
 ``gateway.topics``, valid by construction. ``OutgoingFrames`` keeps each header
-set's encoded block, appends one ``HPUB`` command to the client's pending
-buffer and wakes nats-py's flusher task exactly as ``Client.publish`` does, so
-both kinds of publish share one ordered buffer and one writer.
+set's encoded block, and ``append`` adds one ``HPUB`` command (built by
+``gateway.bus.core.Outlet``) to the client's pending buffer and wakes nats-py's
+flusher task exactly as ``Client.publish`` does, so both kinds of publish share
+one ordered buffer and one writer.
 """
 
 from __future__ import annotations
@@ -45,14 +46,6 @@ class OutgoingFrames:
         if msg_id is None:
             return block + b"\r\n"
         return block + b"Nats-Msg-Id: " + msg_id.strip().translate(_NEWLINES).encode() + b"\r\n\r\n"
-
-    @staticmethod
-    def queue(nc: Client, subject: str, reply: str, block: bytes, body: bytes) -> bool:
-        """Append one publish to ``nc``'s pending buffer; True when the buffer is over its limit (drain it)."""
-        head_size = len(block)
-        target = f"{subject} {reply}" if reply else subject
-        command = b"HPUB %b %d %d\r\n%b%b\r\n" % (target.encode(), head_size, head_size + len(body), block, body)
-        return append(nc, command, len(body))
 
     @staticmethod
     async def drain(nc: Client) -> None:

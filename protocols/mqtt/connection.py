@@ -256,16 +256,31 @@ class MqttConnection:
             or len(self._acks) >= MAX_PENDING_ACKS
         ):
             return False
-        if type(packet) is PubAck:
+        done = self._handle_now(packet)
+        if isinstance(done, _Refused):
+            self._inbox.append(done)  # _serve reacts (it may wait, so not here)
+            return True
+        return done
+
+    def _handle_now(self, packet: Packet) -> bool | _Refused:
+        """The synchronous part of handling a packet: True when done, False when it needs ``_dispatch``.
+
+        A PUBACK, and a QoS 0/1 PUBLISH that needs no waiting, are done here; a
+        refused PUBLISH comes back as ``_Refused`` for ``_react``.
+        """
+        if type(packet) is PubAck:  # the commonest packet of a QoS 1 subscriber
             self._complete(self._window.puback(packet.packet_id))
             return True
         if type(packet) is Publish and packet.qos < 2 and not packet.retain:
             try:
-                return self._publish_now(packet)
+                return self._publish_now(packet)  # False: _on_publish (via _dispatch) tries it again
             except FlowGateError as exc:
-                self._inbox.append(_Refused(packet, exc))  # _serve reacts (it may wait, so not here)
-                return True
+                return _Refused(packet, exc)
         return False
+
+    async def _react(self, refused: _Refused) -> None:
+        if not await self._refused(refused.publish, refused.error):  # False: try it again
+            await self._on_publish(refused.publish)
 
     def connection_lost(self) -> None:
         """The peer closed or the network failed: finish the packets already received, then clean up."""
@@ -329,8 +344,7 @@ class MqttConnection:
                 continue
             packet = inbox.popleft()
             if isinstance(packet, _Refused):  # a publish data_received tried: react to the refusal here
-                if not await self._refused(packet.publish, packet.error):
-                    await self._on_publish(packet.publish)
+                await self._react(packet)
                 continue
             if self._reading_paused and len(inbox) <= INBOX_LOW and not self._throttled:
                 self._reading_paused = False
@@ -341,20 +355,13 @@ class MqttConnection:
                 violation = gate.admit(packet)  # (connected, any other packet: admitted)
                 if violation is not None:
                     self._fail(f"protocol error: {violation.reason}")
-            if type(packet) is PubAck:  # the commonest packet of a QoS 1 subscriber: no coroutine for it
-                self._complete(self._window.puback(packet.packet_id))
-            elif type(packet) is Publish and packet.qos < 2 and not packet.retain:
-                try:
-                    sent = self._publish_now(packet)
-                except FlowGateError as exc:
-                    sent = await self._refused(packet, exc)  # when False, _on_publish tries it again
-                if sent:
-                    if self._overfull or len(self._acks) >= MAX_PENDING_ACKS:
-                        await self._settle()
-                else:
-                    await self._on_publish(packet)
-            else:
+            done = self._handle_now(packet)  # no coroutine for the commonest packets
+            if isinstance(done, _Refused):
+                await self._react(done)
+            elif not done:
                 await self._dispatch(packet)
+            elif self._overfull or len(self._acks) >= MAX_PENDING_ACKS:
+                await self._settle()
             handled += 1
             if handled % YIELD_EVERY == 0:
                 # Let the bus flush what was sent and take in acknowledgements while a burst is handled,
