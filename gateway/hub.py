@@ -1,21 +1,40 @@
-"""The fan-out hub: one bus subscription per distinct subject filter per process.
+"""The fan-out hub: one bus subscription per distinct subject filter and tier per process.
 
-Local clients (SSE streams, WebSocket connections, ...) register a ``Sink`` for
-a subject filter; the first one creates the bus subscription, the last one to
-leave removes it. Each delivery is handed to every sink of its filter; sinks
-must not block (they enqueue into their own bounded buffer).
+Local clients (SSE streams, WebSocket connections, MQTT subscriptions) register
+a ``Sink`` for a subject filter; the first one creates the bus subscription,
+the last one to leave removes it. Each delivery is handed to every sink of its
+filter; sinks must not block (they enqueue into their own bounded buffer).
+
+Two tiers:
+
+- **stored** (the default): a JetStream ordered consumer, so every stored
+  message reaches the sink once, in order, with its stream sequence, across
+  NATS reconnects.
+- **at most once** (MQTT subscriptions granted QoS 0, where a message may be
+  lost but is never needed twice): what this process publishes is handed to
+  the sinks right here, by the publisher (``published``), found through a
+  subject index; what other replicas and NATS clients publish comes from a core
+  NATS subscription, which does not echo this process's own messages. NATS
+  then does no consumer work for them and the gateway parses nothing back,
+  which is how nats-server's and mosquitto's QoS 0 work too. A local message
+  sent without an acknowledgement reaches the sinks as it is sent, an
+  acknowledged one once stored (and not as a deduplicated retry); sequence 0,
+  nothing replayed after a NATS reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from gateway.bus import Bus, LiveSubscription
-from gateway.payload import Delivery
+from gateway.bus import Bus, CoreSubscription, LiveSubscription
+from gateway.payload import Delivery, Payload
+from gateway.subject_index import SubjectIndex
+from gateway.topics import Namespace
 
 log = logging.getLogger("flowgate.hub")
 
@@ -27,36 +46,46 @@ class Sink(Protocol):
 @dataclass
 class _Entry:
     sinks: set[Sink] = field(default_factory=set)
-    subscription: LiveSubscription | None = None
+    subscription: LiveSubscription | CoreSubscription | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Hub:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry] = {}  # stored tier, by subject filter
+        self._at_most_once: dict[str, _Entry] = {}  # at-most-once tier, by subject filter
+        self._local: SubjectIndex[_Entry] = SubjectIndex()  # the at-most-once entries with sinks, for ``published``
 
     @property
     def subscription_count(self) -> int:
-        return sum(1 for e in self._entries.values() if e.subscription is not None)
+        entries = (*self._entries.values(), *self._at_most_once.values())
+        return sum(1 for e in entries if e.subscription is not None)
 
-    async def add(self, subject_filter: str, sink: Sink) -> None:
+    async def add(self, subject_filter: str, sink: Sink, *, at_most_once: bool = False) -> None:
+        entries = self._at_most_once if at_most_once else self._entries
         while True:
-            entry = self._entries.setdefault(subject_filter, _Entry())
+            entry = entries.setdefault(subject_filter, _Entry())
             async with entry.lock:
-                if self._entries.get(subject_filter) is not entry:
+                if entries.get(subject_filter) is not entry:
                     continue  # the last sink left while we waited: start over with a fresh entry
                 if entry.subscription is None:
+                    fan_out = partial(self._fan_out, entry)
                     try:
-                        entry.subscription = await self._bus.subscribe(subject_filter, partial(self._fan_out, entry))
+                        if at_most_once:
+                            entry.subscription = await self._bus.subscribe_core(subject_filter, fan_out)
+                            self._local.add(subject_filter, entry)
+                        else:
+                            entry.subscription = await self._bus.subscribe(subject_filter, fan_out)
                     finally:
                         if entry.subscription is None and not entry.sinks:
-                            del self._entries[subject_filter]  # failed or cancelled: leave nothing behind
+                            del entries[subject_filter]  # failed or cancelled: leave nothing behind
                 entry.sinks.add(sink)
                 return
 
-    async def remove(self, subject_filter: str, sink: Sink) -> None:
-        entry = self._entries.get(subject_filter)
+    async def remove(self, subject_filter: str, sink: Sink, *, at_most_once: bool = False) -> None:
+        entries = self._at_most_once if at_most_once else self._entries
+        entry = entries.get(subject_filter)
         if entry is None:
             return
         async with entry.lock:
@@ -64,9 +93,27 @@ class Hub:
             if entry.sinks or entry.subscription is None:
                 return
             subscription, entry.subscription = entry.subscription, None
-            if self._entries.get(subject_filter) is entry:
-                del self._entries[subject_filter]
+            if entries.get(subject_filter) is entry:
+                del entries[subject_filter]
+                if at_most_once:
+                    self._local.remove(subject_filter)
             await subscription.stop()
+
+    def published(self, subject: str, namespace: Namespace, topic: str, payload: Payload, qos: int) -> None:
+        """A message this process just sent to ``subject``: hand it to the at-most-once sinks here."""
+        entries = self._local.match(subject)
+        if not entries:
+            return
+        delivery = Delivery(0, namespace, topic, payload, time.time_ns(), qos)
+        for entry in entries:
+            try:
+                self._fan_out(entry, delivery)
+            except Exception:  # a bug in a sink must not fail the publisher that triggered it
+                log.exception("local delivery failed on %s", subject)
+
+    def has_local(self, subject: str) -> bool:
+        """Whether ``published(subject, ...)`` would reach any sink now."""
+        return bool(self._local.match(subject))
 
     @staticmethod
     def _fan_out(entry: _Entry, delivery: Delivery) -> None:
@@ -78,7 +125,8 @@ class Hub:
             sink.deliver(delivery)
 
     async def close(self) -> None:
-        entries, self._entries = self._entries, {}
-        for entry in entries.values():
+        entries = (*self._entries.values(), *self._at_most_once.values())
+        self._entries, self._at_most_once, self._local = {}, {}, SubjectIndex()
+        for entry in entries:
             if entry.subscription is not None:
                 await entry.subscription.stop()

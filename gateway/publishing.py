@@ -5,13 +5,19 @@ permission and the size limit, lets the billing guard admit the message (plan
 size, rate limit, quota and balance: 413/429/402, nothing refused is sent), and
 stores it in JetStream; a message not stored, or a duplicate, is refunded.
 Front-ends only translate their wire format into a ``Payload`` and the result back.
+
+The hub's at-most-once sinks in this process (``Hub.published``) get each
+message here: an MQTT QoS 0 message as it is sent (acknowledged or not), any
+other once stored and not a duplicate; so each publisher's messages of one QoS
+arrive in the order sent [MQTT-4.6.0-6].
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import cast
+from functools import partial
+from typing import Protocol, cast
 
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
@@ -19,8 +25,9 @@ from gateway.bus import Bus, PubAck, Settle
 from gateway.bus import Outlet as BusOutlet
 from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge, Unavailable
 from gateway.metrics import Metrics, Tally
-from gateway.payload import Payload
+from gateway.payload import QOS_HEADER, Payload
 from gateway.settings import Settings
+from gateway.topics import Namespace
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -41,13 +48,28 @@ class Route:
     subject: str
 
 
+class LocalSinks(Protocol):
+    """Where a message published by this process is handed to local at-most-once subscribers (the hub)."""
+
+    def published(self, subject: str, namespace: Namespace, topic: str, payload: Payload, qos: int) -> None: ...
+
+
 class AdmitLater(Exception):
     """``Outlet.submit_now`` could not decide without waiting (the billing guard must ask NATS): use ``submit``."""
 
 
 class Publisher:
-    def __init__(self, settings: Settings, bus: Bus, metrics: Metrics, *, guard: BillingGuard | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        metrics: Metrics,
+        *,
+        guard: BillingGuard | None = None,
+        local: LocalSinks | None = None,
+    ) -> None:
         self._bus = bus
+        self._local = local
         self._metrics = metrics
         self._max_bytes = settings.max_message_bytes
         self._counters: dict[str, Tally] = {}  # published messages per protocol
@@ -122,7 +144,8 @@ class Publisher:
         Raises as ``route`` does when the token may not publish there.
         """
         route = self.route(claims, name)
-        return Outlet(self, claims, route.topic, self._bus.outlet(route.subject, headers), self._counter(protocol))
+        bus_outlet = self._bus.outlet(route.subject, headers)
+        return Outlet(self, claims, route.topic, bus_outlet, self._counter(protocol), _qos(headers))
 
     def _msg_id(self, claims: Claims, idempotency_key: str | None) -> str | None:
         if idempotency_key is None:
@@ -150,34 +173,25 @@ class Publisher:
         guard = self._guard
         counter = self._counter(protocol)
         bus = self._bus
-        if not acknowledged:
-            try:
-                overfull = bus.emit_now(route.subject, payload, headers=headers)
-            except BaseException:
-                if guard is not None:
-                    guard.refund(claims)
-                raise
-            counter.add()
-            return None, overfull
-
-        stored = self._stored(claims, counter, then)
+        qos = _qos(headers)
+        future: asyncio.Future[PubAck] | None = None
         try:
-            if then is not None:
-                return None, bus.send_then(route.subject, payload, stored, msg_id=msg_id, headers=headers)
-            future, overfull = bus.send_now(route.subject, payload, msg_id=msg_id, headers=headers)
+            if not acknowledged:
+                overfull = bus.emit_now(route.subject, payload, headers=headers)
+                counter.add()
+            else:
+                stored = self._stored(claims, counter, then, route.subject, route.topic, payload, qos)
+                if then is not None:
+                    overfull = bus.send_then(route.subject, payload, stored, msg_id=msg_id, headers=headers)
+                else:
+                    future, overfull = bus.send_now(route.subject, payload, msg_id=msg_id, headers=headers)
+                    future.add_done_callback(partial(_settle_from, stored))
         except BaseException:
             if guard is not None:
                 guard.refund(claims)
             raise
-
-        def done(future: asyncio.Future[PubAck]) -> None:
-            if future.cancelled():
-                stored(None, Unavailable("cancelled"))
-            else:
-                error = future.exception()
-                stored(future.result() if error is None else None, cast(FlowGateError | None, error))
-
-        future.add_done_callback(done)
+        if self._local is not None and (qos == 0 or not acknowledged):  # the others once stored (_stored)
+            self._local.published(route.subject, claims.namespace, route.topic, payload, qos)
         return future, overfull
 
     def _counter(self, protocol: str) -> Tally:
@@ -186,17 +200,31 @@ class Publisher:
             counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
         return counter
 
-    def _stored(self, claims: Claims, counter: Tally, then: Settle | None) -> Settle:
-        """The acknowledgement callback of one message: metrics and billing first, then the caller's ``then``."""
+    def _stored(
+        self,
+        claims: Claims,
+        counter: Tally,
+        then: Settle | None,
+        subject: str,
+        topic: str,
+        payload: Payload,
+        qos: int,
+    ) -> Settle:
+        """The acknowledgement callback of one message: metrics, billing and local at-most-once subscribers
+        first, then the caller's ``then``."""
         guard = self._guard
+        local = self._local
 
         def stored(ack: PubAck | None, error: FlowGateError | None) -> None:
             if ack is None:
                 if guard is not None:
                     guard.refund(claims)  # not stored: not billed
             else:
-                if ack.duplicate and guard is not None:
-                    guard.refund(claims)  # a retry of a message already stored and billed
+                if ack.duplicate:
+                    if guard is not None:
+                        guard.refund(claims)  # a retry of a message already stored and billed
+                elif local is not None and qos:  # QoS 0 went to them as it was sent
+                    local.published(subject, claims.namespace, topic, payload, qos)
                 counter.add()
             if then is not None:
                 then(ack, error)
@@ -212,14 +240,17 @@ class Outlet:
     check and the billing guard's decision.
     """
 
-    __slots__ = ("_bus_outlet", "_claims", "_counter", "_publisher", "topic")
+    __slots__ = ("_bus_outlet", "_claims", "_counter", "_publisher", "_qos", "topic")
 
-    def __init__(self, publisher: Publisher, claims: Claims, topic: str, bus_outlet: BusOutlet, counter: Tally) -> None:
+    def __init__(
+        self, publisher: Publisher, claims: Claims, topic: str, bus_outlet: BusOutlet, counter: Tally, qos: int
+    ) -> None:
         self._publisher = publisher
         self._claims = claims
         self.topic = topic
         self._bus_outlet = bus_outlet
         self._counter = counter
+        self._qos = qos
 
     def submit_now(self, payload: Payload, then: Settle | None, *, protocol: str) -> bool:
         """``Publisher.submit`` without a coroutine: ``then(ack, error)`` once stored, or, with ``then=None``,
@@ -238,12 +269,34 @@ class Outlet:
         if guard is not None and not guard.admit_now(claims, size, protocol=protocol):
             raise AdmitLater
         try:
+            bus_outlet = self._bus_outlet
+            qos = self._qos
             if then is None:
-                overfull = self._bus_outlet.emit(payload)
+                overfull = bus_outlet.emit(payload)
                 self._counter.add()
-                return overfull
-            return self._bus_outlet.send_then(payload, publisher._stored(claims, self._counter, then))
+            else:
+                stored = publisher._stored(claims, self._counter, then, bus_outlet.subject, self.topic, payload, qos)
+                overfull = bus_outlet.send_then(payload, stored)
         except BaseException:
             if guard is not None:
                 guard.refund(claims)
             raise
+        local = publisher._local
+        if qos == 0 and local is not None:  # as sent, tracked or not; others once stored
+            local.published(bus_outlet.subject, claims.namespace, self.topic, payload, qos)
+        return overfull
+
+
+def _settle_from(stored: Settle, future: asyncio.Future[PubAck]) -> None:
+    """``stored`` told the outcome of a publish's future."""
+    if future.cancelled():
+        stored(None, Unavailable("cancelled"))
+    else:
+        error = future.exception()
+        stored(future.result() if error is None else None, cast(FlowGateError | None, error))
+
+
+def _qos(headers: dict[str, str] | None) -> int:
+    """The MQTT QoS a message travels with (``Fg-QoS``); other protocols' messages count as QoS 1."""
+    value = headers.get(QOS_HEADER) if headers else None
+    return int(value) if value in ("0", "1", "2") else 1

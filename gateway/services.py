@@ -74,7 +74,7 @@ async def running_services(settings: Settings, draining: Draining | None = None)
             tokens=TokenService(
                 secrets.token_key, default_ttl=settings.token_default_ttl, max_ttl=settings.token_max_ttl
             ),
-            publisher=Publisher(settings, bus, metrics, guard=guard),
+            publisher=Publisher(settings, bus, metrics, guard=guard, local=hub),
             metrics=metrics,
             nats_url=url,
             guard=guard,

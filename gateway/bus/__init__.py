@@ -2,12 +2,24 @@
 
 Everything else sees only the gateway's own types and errors: ``Bus`` for
 connection, streams and publishing, ``Bucket`` for KV, ``LiveSubscription`` for
-ordered delivery from a stream sequence.
+ordered delivery from a stream sequence, ``CoreSubscription`` for
+at-most-once delivery of what others publish.
 """
 
 from gateway.bus.acks import PubAck, Settle
 from gateway.bus.core import Bus, BusState, Outlet, StreamBounds
 from gateway.bus.kv import Bucket, Entry
-from gateway.bus.subscriptions import LiveSubscription
+from gateway.bus.subscriptions import CoreSubscription, LiveSubscription
 
-__all__ = ["Bucket", "Bus", "BusState", "Entry", "LiveSubscription", "Outlet", "PubAck", "Settle", "StreamBounds"]
+__all__ = [
+    "Bucket",
+    "Bus",
+    "BusState",
+    "CoreSubscription",
+    "Entry",
+    "LiveSubscription",
+    "Outlet",
+    "PubAck",
+    "Settle",
+    "StreamBounds",
+]

@@ -27,7 +27,7 @@ from nats.js import JetStreamContext, api
 from gateway.bus.acks import AckClient, AckInbox, Pending, PubAck, Settle, settle
 from gateway.bus.kv import Bucket
 from gateway.bus.outgoing import OutgoingFrames, append
-from gateway.bus.subscriptions import LiveSubscription, OnDelivery
+from gateway.bus.subscriptions import CoreSubscription, LiveSubscription, OnDelivery
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, PayloadTooLarge, Unavailable
 from gateway.payload import Payload
@@ -87,6 +87,10 @@ class Bus:
                     ping_interval=10,
                     max_outstanding_pings=2,
                     pending_size=8 * 1024 * 1024,
+                    # Core subscriptions (the hub's at-most-once tier) never get this process's own
+                    # publishes back: the hub hands those to its sinks itself. JetStream deliveries,
+                    # acknowledgements and replies come from the server, not as echoes, so are unaffected.
+                    no_echo=True,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
@@ -337,6 +341,12 @@ class Bus:
         """Deliver every stored message matching ``subject_filter``, in order, from ``start_seq`` or from now."""
         sub = LiveSubscription(subject_filter, on_delivery)
         await sub.start(self.js, MESSAGES_STREAM, start_seq)
+        return sub
+
+    async def subscribe_core(self, subject_filter: str, on_delivery: OnDelivery) -> CoreSubscription:
+        """Deliver, at most once, what other replicas and NATS clients publish on ``subject_filter`` from now."""
+        sub = CoreSubscription(subject_filter, on_delivery)
+        await sub.start(self.nc)
         return sub
 
 

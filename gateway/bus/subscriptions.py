@@ -1,4 +1,4 @@
-"""Ordered, gap-free delivery from the message stream, live or from a sequence.
+"""Deliveries from the bus: ordered and gap-free from the message stream, or at most once from core NATS.
 
 A ``LiveSubscription`` is a JetStream ordered consumer (ephemeral, in memory,
 flow-controlled, heartbeated). nats-py recreates it from the next expected
@@ -12,15 +12,23 @@ bounded caches (a stream carries a few subjects and header blocks over and
 over), the sequence and store time from the reply subject. Messages nats-py
 dispatches itself still come as a ``Msg`` through ``to_delivery``, which
 reads them the same way.
+
+A ``CoreSubscription`` is a plain NATS subscription to the stream's subjects:
+messages as NATS routes them, whether or not (or before) JetStream stores them,
+nothing replayed after a reconnect. The bus's connection does not echo this
+process's own publishes to it, so it carries what other replicas and NATS
+clients publish; the hub hands local publishes to at-most-once sinks itself.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
 from gateway.bus.direct import deliver_directly
@@ -43,6 +51,10 @@ _QOS = {"0": 0, "1": 1, "2": 2}
 def to_delivery(msg: Msg) -> Delivery:
     """The ``Delivery`` of a stream message, read from its subject, headers and ack reply subject."""
     seq, stored_ns = _position(msg.reply)
+    return _read(msg, seq, stored_ns)
+
+
+def _read(msg: Msg, seq: int, stored_ns: int) -> Delivery:
     namespace, topic = parse_subject(msg.subject)
     headers = msg.headers
     if headers:
@@ -161,4 +173,39 @@ class LiveSubscription:
             with nats_errors("unsubscribe"):
                 await sub.unsubscribe()
         except FlowGateError:  # the consumer is ephemeral: the server drops it by itself
+            log.debug("unsubscribe of %s failed", self.subject_filter, exc_info=True)
+
+
+class CoreSubscription:
+    """At-most-once deliveries of what others publish on ``subject_filter`` (sequence 0, stored at arrival)."""
+
+    def __init__(self, subject_filter: str, on_delivery: OnDelivery) -> None:
+        self.subject_filter = subject_filter
+        self._on_delivery = on_delivery
+        self._sub: Subscription | None = None
+
+    async def start(self, nc: Client) -> None:
+        with nats_errors(f"subscribe {self.subject_filter}"):
+            self._sub = await nc.subscribe(self.subject_filter, cb=self._on_queued)
+        deliver_directly(self._sub, self._on_msg)
+
+    async def _on_queued(self, msg: Msg) -> None:
+        self._on_msg(msg)
+
+    def _on_msg(self, msg: Msg) -> None:
+        try:
+            delivery = _read(msg, 0, time.time_ns())
+        except (InvalidName, ValueError):
+            log.warning("skipping message with unparseable subject %r", msg.subject)
+            return
+        self._on_delivery(delivery)
+
+    async def stop(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is None:
+            return
+        try:
+            with nats_errors("unsubscribe"):
+                await sub.unsubscribe()
+        except FlowGateError:  # gone with the connection anyway
             log.debug("unsubscribe of %s failed", self.subject_filter, exc_info=True)

@@ -732,26 +732,45 @@ class MqttConnection:
             self._want_more()
             return sub
         if existing is not None:
-            existing.qos = qos
-            existing.full = full
+            old_qos, existing.qos, existing.full = existing.qos, qos, full
+            if (qos == 0) != existing.at_most_once:
+                # Onto the other hub tier: the new sinks first, so the flow is not interrupted [MQTT-3.8.4-3]
+                # (a message may come twice while both are on).
+                old_sinks, old_tier = existing.sinks, existing.at_most_once
+                existing.sinks = []
+                try:
+                    await self._attach(existing, at_most_once=qos == 0)
+                except FlowGateError:
+                    existing.sinks, existing.at_most_once, existing.qos = old_sinks, old_tier, old_qos
+                    raise
+                await self._detach(old_sinks, at_most_once=old_tier)
             return existing
         sub = Subscription(topic_filter, qos, full)
+        await self._attach(sub, at_most_once=qos == 0)
+        self._subs[topic_filter] = sub
+        return sub
+
+    async def _attach(self, sub: Subscription, *, at_most_once: bool) -> None:
+        """Give a clean session's subscription its hub sinks, on the at-most-once tier for QoS 0 (hub.py)."""
+        assert self.claims is not None
         sink = HubSink(self, sub, self.claims.permissions.subscribe)
         hub = self.ctx.services.hub
+        sub.at_most_once = at_most_once
         try:
-            for subject in self.claims.namespace.filter_subjects(topic_filter):
-                await hub.add(subject, sink)
+            for subject in self.claims.namespace.filter_subjects(sub.topic_filter):
+                await hub.add(subject, sink, at_most_once=at_most_once)
                 sub.sinks.append((subject, sink))
         except FlowGateError:
             await self._remove_sinks(sub)
             raise
-        self._subs[topic_filter] = sub
-        return sub
 
     async def _remove_sinks(self, sub: Subscription) -> None:
         sinks, sub.sinks = sub.sinks, []
+        await self._detach(sinks, at_most_once=sub.at_most_once)
+
+    async def _detach(self, sinks: list[tuple[str, HubSink]], *, at_most_once: bool) -> None:
         for subject, sink in sinks:
-            await self.ctx.services.hub.remove(subject, sink)
+            await self.ctx.services.hub.remove(subject, sink, at_most_once=at_most_once)
 
     async def _send_retained(self, sub: Subscription) -> None:
         """Retained messages matching a new subscription, flagged RETAIN [MQTT-3.3.1-6, 3.3.1-8]."""
