@@ -9,17 +9,20 @@ Two tiers:
 
 - **stored** (the default): a JetStream ordered consumer, so every stored
   message reaches the sink once, in order, with its stream sequence, across
-  NATS reconnects.
-- **at most once** (MQTT subscriptions granted QoS 0, where a message may be
-  lost but is never needed twice): what this process publishes is handed to
-  the sinks right here, by the publisher (``published``), found through a
-  subject index; what other replicas and NATS clients publish comes from a core
-  NATS subscription, which does not echo this process's own messages. NATS
-  then does no consumer work for them and the gateway parses nothing back,
-  which is how nats-server's and mosquitto's QoS 0 work too. A local message
-  sent without an acknowledgement reaches the sinks as it is sent, an
-  acknowledged one once stored (and not as a deduplicated retry); sequence 0,
-  nothing replayed after a NATS reconnect.
+  NATS reconnects (SSE, WebSocket, MQTT QoS 2).
+- **core** (MQTT subscriptions granted QoS 0 or 1): what this process publishes
+  is handed to the sinks right here by the publisher (``published``), found
+  through a subject index; what other replicas and NATS clients publish comes
+  from a core NATS subscription, which does not echo this process's own
+  messages. NATS does no consumer work for them and the gateway parses nothing
+  back, which is how mosquitto and EMQX serve clean sessions. A local message
+  sent without an acknowledgement (MQTT QoS 0) reaches the sinks as it is
+  sent, any other once stored (and not as a deduplicated retry); sequence 0.
+  Nothing is replayed after a NATS reconnect: by itself the tier is at most
+  once. The MQTT front-end makes it at least once for QoS 1 by closing a
+  connection with such a subscription when the bus connection drops
+  (``Bus.add_listener``): a clean session ends with its connection, and the
+  client reconnects and subscribes again.
 """
 
 from __future__ import annotations
@@ -54,16 +57,16 @@ class Hub:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._entries: dict[str, _Entry] = {}  # stored tier, by subject filter
-        self._at_most_once: dict[str, _Entry] = {}  # at-most-once tier, by subject filter
-        self._local: SubjectIndex[_Entry] = SubjectIndex()  # the at-most-once entries with sinks, for ``published``
+        self._core: dict[str, _Entry] = {}  # core tier, by subject filter
+        self._local: SubjectIndex[_Entry] = SubjectIndex()  # the core-tier entries, for ``published``
 
     @property
     def subscription_count(self) -> int:
-        entries = (*self._entries.values(), *self._at_most_once.values())
+        entries = (*self._entries.values(), *self._core.values())
         return sum(1 for e in entries if e.subscription is not None)
 
-    async def add(self, subject_filter: str, sink: Sink, *, at_most_once: bool = False) -> None:
-        entries = self._at_most_once if at_most_once else self._entries
+    async def add(self, subject_filter: str, sink: Sink, *, core: bool = False) -> None:
+        entries = self._core if core else self._entries
         while True:
             entry = entries.setdefault(subject_filter, _Entry())
             async with entry.lock:
@@ -72,7 +75,7 @@ class Hub:
                 if entry.subscription is None:
                     fan_out = partial(self._fan_out, entry)
                     try:
-                        if at_most_once:
+                        if core:
                             entry.subscription = await self._bus.subscribe_core(subject_filter, fan_out)
                             self._local.add(subject_filter, entry)
                         else:
@@ -83,8 +86,8 @@ class Hub:
                 entry.sinks.add(sink)
                 return
 
-    async def remove(self, subject_filter: str, sink: Sink, *, at_most_once: bool = False) -> None:
-        entries = self._at_most_once if at_most_once else self._entries
+    async def remove(self, subject_filter: str, sink: Sink, *, core: bool = False) -> None:
+        entries = self._core if core else self._entries
         entry = entries.get(subject_filter)
         if entry is None:
             return
@@ -95,21 +98,23 @@ class Hub:
             subscription, entry.subscription = entry.subscription, None
             if entries.get(subject_filter) is entry:
                 del entries[subject_filter]
-                if at_most_once:
+                if core:
                     self._local.remove(subject_filter)
             await subscription.stop()
 
     def published(self, subject: str, namespace: Namespace, topic: str, payload: Payload, qos: int) -> None:
-        """A message this process just sent to ``subject``: hand it to the at-most-once sinks here."""
+        """A message this process just sent to ``subject``: hand it to the core-tier sinks here."""
         entries = self._local.match(subject)
         if not entries:
             return
         delivery = Delivery(0, namespace, topic, payload, time.time_ns(), qos)
         for entry in entries:
-            try:
-                self._fan_out(entry, delivery)
-            except Exception:  # a bug in a sink must not fail the publisher that triggered it
-                log.exception("local delivery failed on %s", subject)
+            sinks = entry.sinks
+            for sink in sinks if len(sinks) == 1 else tuple(sinks):  # sinks leave only by awaiting remove()
+                try:
+                    sink.deliver(delivery)
+                except Exception:  # a bug in a sink must fail neither the publisher nor the other sinks
+                    log.exception("local delivery failed on %s", subject)
 
     def has_local(self, subject: str) -> bool:
         """Whether ``published(subject, ...)`` would reach any sink now."""
@@ -125,8 +130,8 @@ class Hub:
             sink.deliver(delivery)
 
     async def close(self) -> None:
-        entries = (*self._entries.values(), *self._at_most_once.values())
-        self._entries, self._at_most_once, self._local = {}, {}, SubjectIndex()
+        entries = (*self._entries.values(), *self._core.values())
+        self._entries, self._core, self._local = {}, {}, SubjectIndex()
         for entry in entries:
             if entry.subscription is not None:
                 await entry.subscription.stop()

@@ -6,7 +6,7 @@ size, rate limit, quota and balance: 413/429/402, nothing refused is sent), and
 stores it in JetStream; a message not stored, or a duplicate, is refunded.
 Front-ends only translate their wire format into a ``Payload`` and the result back.
 
-The hub's at-most-once sinks in this process (``Hub.published``) get each
+The hub's core-tier sinks in this process (``Hub.published``) get each
 message here: an MQTT QoS 0 message as it is sent (acknowledged or not), any
 other once stored and not a duplicate; so each publisher's messages of one QoS
 arrive in the order sent [MQTT-4.6.0-6].
@@ -49,7 +49,7 @@ class Route:
 
 
 class LocalSinks(Protocol):
-    """Where a message published by this process is handed to local at-most-once subscribers (the hub)."""
+    """Where a message published by this process is handed to local core-tier subscribers (the hub)."""
 
     def published(self, subject: str, namespace: Namespace, topic: str, payload: Payload, qos: int) -> None: ...
 
@@ -210,7 +210,7 @@ class Publisher:
         payload: Payload,
         qos: int,
     ) -> Settle:
-        """The acknowledgement callback of one message: metrics, billing and local at-most-once subscribers
+        """The acknowledgement callback of one message: metrics, billing and local core-tier subscribers
         first, then the caller's ``then``."""
         guard = self._guard
         local = self._local

@@ -79,9 +79,9 @@ async def publish(parts: Parts, topic: str, body: bytes, qos: int | None = None)
     await parts.publisher.publish(parts.claims, topic, Payload.from_bytes(body), protocol="test", headers=headers)
 
 
-async def test_local_publishes_reach_at_most_once_sinks_once_and_in_order(parts: Parts) -> None:
+async def test_local_publishes_reach_core_sinks_once_and_in_order(parts: Parts) -> None:
     quick, stored = Collector(), Collector()
-    await parts.hub.add(parts.filter("room/+"), quick, at_most_once=True)
+    await parts.hub.add(parts.filter("room/+"), quick, core=True)
     await parts.hub.add(parts.subject("room/a"), stored)
     await publish(parts, "room/a", b"1")
     await publish(parts, "room/a", b"2", qos=0)
@@ -98,7 +98,7 @@ async def test_local_publishes_reach_at_most_once_sinks_once_and_in_order(parts:
 
 async def test_a_deduplicated_retry_is_not_handed_over_twice(parts: Parts) -> None:
     quick = Collector()
-    await parts.hub.add(parts.subject("orders"), quick, at_most_once=True)
+    await parts.hub.add(parts.subject("orders"), quick, core=True)
     for _ in range(2):
         await parts.publisher.publish(
             parts.claims, "orders", Payload.from_bytes(b"o-1"), protocol="test", idempotency_key="k-1"
@@ -109,7 +109,7 @@ async def test_a_deduplicated_retry_is_not_handed_over_twice(parts: Parts) -> No
 
 async def test_other_publishers_arrive_through_core_nats_even_after_a_nats_restart(parts: Parts) -> None:
     quick = Collector()
-    await parts.hub.add(parts.subject("feed"), quick, at_most_once=True)
+    await parts.hub.add(parts.subject("feed"), quick, core=True)
     other = await nats.connect(parts.nats.url)  # another replica, or any NATS client
     try:
         await other.publish(parts.subject("feed"), b"remote", headers={"Fg-Type": "text", "Fg-QoS": "0"})
@@ -139,13 +139,13 @@ async def test_other_publishers_arrive_through_core_nats_even_after_a_nats_resta
 async def test_removing_the_last_sink_ends_local_and_core_delivery(parts: Parts) -> None:
     first, second = Collector(), Collector()
     subject = parts.subject("gone")
-    await parts.hub.add(subject, first, at_most_once=True)
-    await parts.hub.add(subject, second, at_most_once=True)
+    await parts.hub.add(subject, first, core=True)
+    await parts.hub.add(subject, second, core=True)
     assert parts.hub.subscription_count == 1  # one bus subscription per filter and tier
-    await parts.hub.remove(subject, first, at_most_once=True)
+    await parts.hub.remove(subject, first, core=True)
     await publish(parts, "gone", b"x", qos=0)
     assert await second.wait_for(1) == [b"x"] and first.got == []
-    await parts.hub.remove(subject, second, at_most_once=True)
+    await parts.hub.remove(subject, second, core=True)
     assert parts.hub.subscription_count == 0 and not parts.hub.has_local(subject)
     await publish(parts, "gone", b"y", qos=0)
     other = await nats.connect(parts.nats.url)
@@ -154,7 +154,7 @@ async def test_removing_the_last_sink_ends_local_and_core_delivery(parts: Parts)
         await other.flush()
     finally:
         await other.close()
-    await parts.hub.add(subject, witness := Collector(), at_most_once=True)  # a new subscriber sees only new ones
+    await parts.hub.add(subject, witness := Collector(), core=True)  # a new subscriber sees only new ones
     await publish(parts, "gone", b"w", qos=0)
     assert await witness.wait_for(1) == [b"w"]
     assert [d.payload.body for d in second.got] == [b"x"]
@@ -168,8 +168,8 @@ async def test_a_failing_sink_does_not_fail_the_publisher_or_the_others(
             raise RuntimeError("bug in a sink")
 
     healthy = Collector()
-    await parts.hub.add(parts.filter("x/+"), Broken(), at_most_once=True)
-    await parts.hub.add(parts.subject("x/y"), healthy, at_most_once=True)
+    await parts.hub.add(parts.filter("x/+"), Broken(), core=True)
+    await parts.hub.add(parts.subject("x/y"), healthy, core=True)
     await publish(parts, "x/y", b"ok", qos=0)  # does not raise
     assert await healthy.wait_for(1) == [b"ok"]
     assert "local delivery failed" in caplog.text

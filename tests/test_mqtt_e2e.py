@@ -597,53 +597,54 @@ async def test_subscribing_again_replaces_the_subscription(gateway: Gateway) -> 
     await client.close()
 
 
-async def test_qos0_subscribers_get_each_message_once_from_this_and_other_replicas(
+async def test_each_message_once_from_this_and_other_replicas_on_both_hub_tiers(
     make_nats: Callable[[], NatsServer], make_gateway: Callable[..., Gateway]
 ) -> None:
-    """QoS 0 subscriptions are served at most once (hub.py): local publishes directly, other replicas' through
-    core NATS; either way each message arrives once, each publisher's messages of one QoS in order
-    [MQTT-4.6.0-6], at min(publish QoS, granted QoS) [MQTT-3.8.4-6]."""
+    """QoS 0 and 1 subscriptions are served from the hub's core tier (local publishes handed over directly,
+    other replicas' through core NATS), QoS 2 from the stored tier; either way each message arrives once,
+    each publisher's messages of one QoS in order [MQTT-4.6.0-6], at min(publish, granted QoS) [MQTT-3.8.4-6]."""
     nats = make_nats()
     shared = {"secret_key": "s" * 40, "admin_key": "fga_test_" + "k" * 30}
     here, there = make_gateway(nats.url, **shared), make_gateway(nats.url, **shared)
     _, token = here.user_token()
-    sub, _ = await RawClient.connect(here.mqtt_port, token, client_id="q0-sub")
-    assert (await sub.subscribe(("plant/#", 0))).return_codes == (0,)
-    witness, _ = await RawClient.connect(here.mqtt_port, token, client_id="q1-sub")  # the stored tier, alongside
-    assert (await witness.subscribe(("plant/#", 1))).return_codes == (1,)
+    subs = {}
+    for granted in (0, 1, 2):
+        subs[granted], _ = await RawClient.connect(here.mqtt_port, token, client_id=f"sub-{granted}")
+        assert (await subs[granted].subscribe(("plant/#", granted))).return_codes == (granted,)
     local, _ = await RawClient.connect(here.mqtt_port, token, client_id="local-pub")
     remote, _ = await RawClient.connect(there.mqtt_port, token, client_id="remote-pub")
+    sources = [(local, b"local"), (remote, b"remote")]
     for n in range(5):
-        await local.publish("plant/a", b"local-0-%d" % n, 0)
-        await remote.publish("plant/b", b"remote-0-%d" % n, 0)
-        await local.publish("plant/a", b"local-1-%d" % n, 1)
-        await remote.publish("plant/b", b"remote-1-%d" % n, 1)
-    http_publish(there, token, "plant/c", "over http")
-    expected = {b"local-0-%d" % n for n in range(5)} | {b"remote-0-%d" % n for n in range(5)}
-    expected |= {b"local-1-%d" % n for n in range(5)} | {b"remote-1-%d" % n for n in range(5)} | {b"over http"}
-    for client, granted in ((sub, 0), (witness, 1)):
+        for qos in (0, 1, 2):
+            for client, name in sources:
+                await client.publish(f"plant/{name.decode()}", b"%s-%d-%d" % (name, qos, n), qos)
+    http_publish(there, token, "plant/http", "over http")  # counts as QoS 1
+    expected = {b"%s-%d-%d" % (name, qos, n) for _, name in sources for qos in (0, 1, 2) for n in range(5)}
+    expected.add(b"over http")
+    for granted, client in subs.items():
         got = await publishes(client, len(expected))
         bodies = [m.payload for m in got]
         assert sorted(bodies) == sorted(expected)  # each once
-        for source in (b"local-0-", b"remote-0-", b"local-1-", b"remote-1-"):
-            assert [b for b in bodies if b.startswith(source)] == [source + b"%d" % n for n in range(5)]
-        assert {m.qos for m in got if m.payload.startswith((b"local-0", b"remote-0"))} == {0}
-        assert {m.qos for m in got if not m.payload.startswith((b"local-0", b"remote-0"))} == {granted}
+        for _, name in sources:
+            for qos in (0, 1, 2):
+                prefix = b"%s-%d-" % (name, qos)
+                assert [b for b in bodies if b.startswith(prefix)] == [prefix + b"%d" % n for n in range(5)]
+                assert {m.qos for m in got if m.payload.startswith(prefix)} == {min(qos, granted)}
         await quiet(client, 0.5)
-    for client in (sub, witness, local, remote):
+    for client in (*subs.values(), local, remote):
         await client.close()
 
 
-async def test_switching_a_subscription_between_qos0_and_qos1_keeps_it_flowing(gateway: Gateway) -> None:
-    """The same filter again at another QoS moves it between the hub's tiers without a gap [MQTT-3.8.4-3]."""
+async def test_switching_a_subscription_between_qos_levels_keeps_it_flowing(gateway: Gateway) -> None:
+    """The same filter again at another QoS may move it between the hub's tiers: no gap [MQTT-3.8.4-3]."""
     _, token = gateway.user_token()
     client, _ = await RawClient.connect(gateway.mqtt_port, token)
     pub, _ = await RawClient.connect(gateway.mqtt_port, token)
-    for step, granted in enumerate((0, 1, 0, 2, 0)):
+    for step, granted in enumerate((0, 1, 0, 2, 1, 2, 0)):
         assert (await client.subscribe(("dial", granted))).return_codes == (granted,)
-        await pub.publish("dial", b"step-%d" % step, 1)
+        await pub.publish("dial", b"step-%d" % step, 2)
         [got] = await publishes(client, 1)
-        assert (got.payload, got.qos) == (b"step-%d" % step, granted if granted < 2 else 1)
+        assert (got.payload, got.qos) == (b"step-%d" % step, granted)
     await quiet(client, 0.5)
     await pub.publish("dial", b"last", 0)
     [got] = await publishes(client, 1)

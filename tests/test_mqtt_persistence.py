@@ -181,31 +181,43 @@ async def test_session_survives_gateway_restart_and_moves_between_replicas(repli
 async def test_nats_outage_closes_publishers_unacknowledged_then_recovers(
     make_nats: Callable[[], NatsServer], make_gateway: Callable[..., Gateway]
 ) -> None:
-    """A QoS 1 publish NATS cannot store gets no PUBACK (the connection closes, the client re-sends later);
-    after NATS returns, clean and persistent subscribers receive again."""
+    """A QoS 1 publish NATS cannot store gets no PUBACK (the connection closes, the client re-sends later).
+    A clean session with a QoS 1 subscription on the hub's core tier, which replays nothing, is closed when the
+    bus connection drops, rather than miss messages without knowing; QoS 0 (at most once), QoS 2 (stored tier)
+    and persistent subscribers stay, and after NATS returns everyone receives again."""
     nats = make_nats()
     gw = make_gateway(nats.url)
     _, token = gw.user_token()
-    live, _ = await RawClient.connect(gw.mqtt_port, token, client_id="live")
-    await live.subscribe(("out/#", 1))
+    subs = {}
+    for qos in (0, 1, 2):
+        subs[qos], _ = await RawClient.connect(gw.mqtt_port, token, client_id=f"live-{qos}")
+        assert (await subs[qos].subscribe(("out/#", qos))).return_codes == (qos,)
     durable, _ = await RawClient.connect(gw.mqtt_port, token, client_id="durable", clean=False)
     await durable.subscribe(("out/#", 1))
     pub, _ = await RawClient.connect(gw.mqtt_port, token, client_id="pub")
     await pub.publish("out/before", b"before", 1)
-    assert (await receive(live, 1))[0].payload == b"before"
-    assert (await receive(durable, 1))[0].payload == b"before"
+    for client in (*subs.values(), durable):
+        assert (await receive(client, 1))[0].payload == b"before"
     nats.stop()
+    assert await subs[1].closed_by_server(timeout=15)  # its clean session ends with the bus connection
     await pub.send(Publish("out/during", b"during", 1, False, False, 77))
     assert await pub.closed_by_server(timeout=15)  # no PUBACK for a message that was not stored
     nats.start()
-    async with asyncio.timeout(30):
-        while True:  # the client reconnects until the gateway can take sessions again
-            pub, connack = await RawClient.connect(gw.mqtt_port, token, client_id="pub")
-            if connack.return_code == 0:
-                break
-            await asyncio.sleep(0.5)
+
+    async def reconnect(client_id: str) -> RawClient:
+        async with asyncio.timeout(30):
+            while True:  # the client reconnects until the gateway can take sessions again
+                client, connack = await RawClient.connect(gw.mqtt_port, token, client_id=client_id)
+                if connack.return_code == 0:
+                    return client
+                await asyncio.sleep(0.5)
+
+    pub = await reconnect("pub")
+    subs[1] = await reconnect("live-1")
+    assert (await subs[1].subscribe(("out/#", 1))).return_codes == (1,)
     await pub.publish("out/during", b"during", 1)  # the re-send
-    assert (await receive(live, 1, timeout=30))[0].payload == b"during"
-    assert (await receive(durable, 1, timeout=30))[0].payload == b"during"
-    for c in (live, durable, pub):
+    for client in (subs[0], subs[2], durable):
+        assert (await receive(client, 1, timeout=30))[0].payload == b"during"
+    assert (await receive(subs[1], 1, timeout=30))[0].payload == b"during"
+    for c in (*subs.values(), durable, pub):
         await c.close()

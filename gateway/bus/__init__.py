@@ -3,7 +3,7 @@
 Everything else sees only the gateway's own types and errors: ``Bus`` for
 connection, streams and publishing, ``Bucket`` for KV, ``LiveSubscription`` for
 ordered delivery from a stream sequence, ``CoreSubscription`` for
-at-most-once delivery of what others publish.
+what others publish, as NATS routes it.
 """
 
 from gateway.bus.acks import PubAck, Settle

@@ -87,7 +87,7 @@ class Bus:
                     ping_interval=10,
                     max_outstanding_pings=2,
                     pending_size=8 * 1024 * 1024,
-                    # Core subscriptions (the hub's at-most-once tier) never get this process's own
+                    # Core subscriptions (the hub's core tier) never get this process's own
                     # publishes back: the hub hands those to its sinks itself. JetStream deliveries,
                     # acknowledgements and replies come from the server, not as echoes, so are unaffected.
                     no_echo=True,
@@ -344,7 +344,7 @@ class Bus:
         return sub
 
     async def subscribe_core(self, subject_filter: str, on_delivery: OnDelivery) -> CoreSubscription:
-        """Deliver, at most once, what other replicas and NATS clients publish on ``subject_filter`` from now."""
+        """Deliver what other replicas and NATS clients publish on ``subject_filter`` from now (no replay)."""
         sub = CoreSubscription(subject_filter, on_delivery)
         await sub.start(self.nc)
         return sub

@@ -1,4 +1,4 @@
-"""Deliveries from the bus: ordered and gap-free from the message stream, or at most once from core NATS.
+"""Deliveries from the bus: ordered and gap-free from the message stream, or as core NATS routes them.
 
 A ``LiveSubscription`` is a JetStream ordered consumer (ephemeral, in memory,
 flow-controlled, heartbeated). nats-py recreates it from the next expected
@@ -17,7 +17,7 @@ A ``CoreSubscription`` is a plain NATS subscription to the stream's subjects:
 messages as NATS routes them, whether or not (or before) JetStream stores them,
 nothing replayed after a reconnect. The bus's connection does not echo this
 process's own publishes to it, so it carries what other replicas and NATS
-clients publish; the hub hands local publishes to at-most-once sinks itself.
+clients publish; the hub hands local publishes to its core-tier sinks itself.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class LiveSubscription:
 
 
 class CoreSubscription:
-    """At-most-once deliveries of what others publish on ``subject_filter`` (sequence 0, stored at arrival)."""
+    """What others publish on ``subject_filter``, as NATS routes it (sequence 0, stored at arrival)."""
 
     def __init__(self, subject_filter: str, on_delivery: OnDelivery) -> None:
         self.subject_filter = subject_filter
@@ -185,9 +185,11 @@ class CoreSubscription:
         self._sub: Subscription | None = None
 
     async def start(self, nc: Client) -> None:
+        """Subscribe; returns once the server has the subscription (what is published from then on comes)."""
         with nats_errors(f"subscribe {self.subject_filter}"):
             self._sub = await nc.subscribe(self.subject_filter, cb=self._on_queued)
-        deliver_directly(self._sub, self._on_msg)
+            deliver_directly(self._sub, self._on_msg)
+            await nc.flush()
 
     async def _on_queued(self, msg: Msg) -> None:
         self._on_msg(msg)

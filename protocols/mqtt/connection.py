@@ -93,6 +93,7 @@ MAX_SUBSCRIPTIONS = 256  # per connection; more get SUBACK 0x80
 TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
 OUTLET_CACHE = 256  # topic names whose outlets a connection keeps, per QoS
 YIELD_EVERY = 256  # packets handled in a row before the reader lets other tasks run
+CORE_TIER_MAX_QOS = 1  # clean-session subscriptions up to this QoS use the hub's core tier, QoS 2 the stored one
 _ACK_HEADER = struct.Struct(">BBH")  # PUBACK: type, remaining length 2, packet id
 PUBACK_BYTE = 0x40
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
@@ -203,6 +204,7 @@ class MqttConnection:
         self._persistent = False
         self._will: Connect | None = None
         self._subs: dict[str, Subscription] = {}
+        self._bus_bound = False  # a QoS 1 subscription on the hub's core tier: close when the bus drops
         self._inbound = InboundQoS2()
         self._qos0_sent = 0
         self._pubrel: set[int] = set()  # persistent sessions: QoS 2 ids between PUBREC and PUBCOMP
@@ -293,6 +295,16 @@ class MqttConnection:
     def resume_writing(self) -> None:
         self._write_paused = False
         self._pump_backlog()
+
+    def bus_interrupted(self) -> None:
+        """The bus connection dropped: messages for the hub's core tier may have been lost meanwhile.
+
+        A connection that has had a QoS 1 subscription on that tier is closed:
+        its clean session ends, and the client reconnects and subscribes again,
+        rather than miss a message at QoS 1 without knowing (hub.py).
+        """
+        if self._bus_bound:
+            self.abort("message bus connection lost: QoS 1 deliveries may have been missed; reconnect", will=True)
 
     def abort(self, reason: str, *, will: bool = True) -> None:
         """Close from the server side (keepalive, takeover, expiry, overflow, shutdown)."""
@@ -731,34 +743,37 @@ class MqttConnection:
             self._subs[topic_filter] = sub
             self._want_more()
             return sub
+        core = qos <= CORE_TIER_MAX_QOS
+        if qos and core:
+            self._bus_bound = True  # before any delivery on the core tier at QoS 1 (bus_interrupted)
         if existing is not None:
             old_qos, existing.qos, existing.full = existing.qos, qos, full
-            if (qos == 0) != existing.at_most_once:
+            if core != existing.core:
                 # Onto the other hub tier: the new sinks first, so the flow is not interrupted [MQTT-3.8.4-3]
                 # (a message may come twice while both are on).
-                old_sinks, old_tier = existing.sinks, existing.at_most_once
+                old_sinks, old_tier = existing.sinks, existing.core
                 existing.sinks = []
                 try:
-                    await self._attach(existing, at_most_once=qos == 0)
+                    await self._attach(existing, core=core)
                 except FlowGateError:
-                    existing.sinks, existing.at_most_once, existing.qos = old_sinks, old_tier, old_qos
+                    existing.sinks, existing.core, existing.qos = old_sinks, old_tier, old_qos
                     raise
-                await self._detach(old_sinks, at_most_once=old_tier)
+                await self._detach(old_sinks, core=old_tier)
             return existing
         sub = Subscription(topic_filter, qos, full)
-        await self._attach(sub, at_most_once=qos == 0)
+        await self._attach(sub, core=core)
         self._subs[topic_filter] = sub
         return sub
 
-    async def _attach(self, sub: Subscription, *, at_most_once: bool) -> None:
-        """Give a clean session's subscription its hub sinks, on the at-most-once tier for QoS 0 (hub.py)."""
+    async def _attach(self, sub: Subscription, *, core: bool) -> None:
+        """Give a clean session's subscription its hub sinks, on the core tier for QoS 0 and 1 (hub.py)."""
         assert self.claims is not None
         sink = HubSink(self, sub, self.claims.permissions.subscribe)
         hub = self.ctx.services.hub
-        sub.at_most_once = at_most_once
+        sub.core = core
         try:
             for subject in self.claims.namespace.filter_subjects(sub.topic_filter):
-                await hub.add(subject, sink, at_most_once=at_most_once)
+                await hub.add(subject, sink, core=core)
                 sub.sinks.append((subject, sink))
         except FlowGateError:
             await self._remove_sinks(sub)
@@ -766,11 +781,11 @@ class MqttConnection:
 
     async def _remove_sinks(self, sub: Subscription) -> None:
         sinks, sub.sinks = sub.sinks, []
-        await self._detach(sinks, at_most_once=sub.at_most_once)
+        await self._detach(sinks, core=sub.core)
 
-    async def _detach(self, sinks: list[tuple[str, HubSink]], *, at_most_once: bool) -> None:
+    async def _detach(self, sinks: list[tuple[str, HubSink]], *, core: bool) -> None:
         for subject, sink in sinks:
-            await self.ctx.services.hub.remove(subject, sink, at_most_once=at_most_once)
+            await self.ctx.services.hub.remove(subject, sink, core=core)
 
     async def _send_retained(self, sub: Subscription) -> None:
         """Retained messages matching a new subscription, flagged RETAIN [MQTT-3.3.1-6, 3.3.1-8]."""

@@ -4,7 +4,9 @@
 state): it owns the JetStream store of the MQTT front-end, the live
 connections, and the map from session (user, app, client id) to the connection
 holding it, which is how a second connection with the same client id takes the
-session over [MQTT-3.1.4-2], also across replicas. ``MqttServer`` listens on
+session over [MQTT-3.1.4-2], also across replicas. When the bus connection
+drops, it tells every connection (``bus_interrupted``: QoS 1 subscribers on the
+hub's core tier are closed). ``MqttServer`` listens on
 ``FLOWGATE_MQTT_PORT``; each accepted socket gets an ``asyncio.Protocol`` of a
 few lines that forwards bytes to its ``MqttConnection`` and maps the
 transport's flow-control callbacks. Shutdown stops accepting, closes every
@@ -17,6 +19,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from gateway.bus import BusState
 from gateway.bus.mqtt_store import MqttStore
 from gateway.services import Services
 from gateway.settings import Settings
@@ -54,6 +57,7 @@ class MqttContext:
         self.connections: set[MqttConnection] = set()
         self._sessions: dict[str, MqttConnection] = {}
         store.on_takeover(self._on_remote_takeover)
+        services.bus.add_listener(self._on_bus_state)
 
     async def take_over(self, key: str, conn: MqttConnection) -> None:
         """Make ``conn`` the holder of session ``key``; close an older holder here or on any replica."""
@@ -77,6 +81,11 @@ class MqttContext:
         conn = self._sessions.get(key)
         if conn is not None and conn.id != owner:
             conn.abort("session taken over on another replica", will=True)
+
+    def _on_bus_state(self, state: BusState) -> None:
+        if state is BusState.DISCONNECTED:
+            for conn in list(self.connections):
+                conn.bus_interrupted()
 
     async def close(self, grace: float) -> None:
         connections = list(self.connections)

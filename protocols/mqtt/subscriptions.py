@@ -3,7 +3,7 @@
 ``Subscription`` is one topic filter with its granted QoS. For a clean session
 it feeds the connection through ``HubSink``s on the process-wide fan-out hub
 (one bus subscription per distinct subject, shared by every connection; the
-at-most-once tier for a subscription granted QoS 0, the stored one otherwise); for a
+core tier for a subscription granted QoS 0 or 1, the stored one for QoS 2); for a
 persistent session the session consumer's messages are matched against the
 subscriptions here (``best_match``). ``Outgoing`` is one PUBLISH waiting for or
 occupying a place in the in-flight window.
@@ -32,7 +32,7 @@ class Subscription:
     full: bool  # the client used full names: deliveries carry full topic names too
     since: int = 0  # persistent sessions: only messages after this stream sequence match
     sinks: list[tuple[str, HubSink]] = field(default_factory=list)
-    at_most_once: bool = False  # the sinks are on the hub's at-most-once tier (granted QoS 0)
+    core: bool = False  # the sinks are on the hub's core tier (granted QoS 0 or 1)
 
 
 class HubSink:
