@@ -38,10 +38,23 @@ class Kind(StrEnum):
 @dataclass(slots=True)
 class Payload:
     """Bytes and their kind. Treat it as immutable: it is not frozen because a frozen
-    dataclass takes twice as long to build, and one is built per message each way."""
+    dataclass takes twice as long to build, and one is built per message each way.
+
+    A payload made by ``raw`` (an MQTT body) is classified the first time its
+    ``kind`` is asked for, which only a JSON front-end does: MQTT to MQTT never
+    pays for it. It travels without ``Fg-Type``, and a reader classifies it by
+    the same rule (``from_bytes``).
+    """
 
     body: bytes
-    kind: Kind
+    known_kind: Kind | None  # None: not classified yet
+
+    @property
+    def kind(self) -> Kind:
+        kind = self.known_kind
+        if kind is None:
+            kind = self.known_kind = _classify(self.body)
+        return kind
 
     @classmethod
     def from_value(cls, value: Any) -> Payload:
@@ -52,29 +65,19 @@ class Payload:
 
     @classmethod
     def from_bytes(cls, body: bytes) -> Payload:
-        """Raw bytes (MQTT): a JSON object or array is JSON, other UTF-8 is text, the rest binary."""
-        if not body.isascii():  # ASCII is UTF-8: nothing to decode
-            # No exception for the common binary case: invalid UTF-8 decodes to more replacement
-            # characters than the body spells out (U+FFFD is EF BF BD, which nothing else can absorb).
-            text = body.decode("utf-8", "replace")
-            if "\ufffd" in text and text.count("\ufffd") != body.count(b"\xef\xbf\xbd"):
-                return cls(body, Kind.BINARY)
-        # JSON's whitespace is ASCII; any other leading character makes orjson refuse it anyway.
-        first = body.lstrip()[:1]
-        if first == b"{" or first == b"[":
-            try:
-                orjson.loads(body)
-            except orjson.JSONDecodeError:
-                pass
-            else:
-                return cls(body, Kind.JSON)
-        return cls(body, Kind.TEXT)
+        """Raw bytes (MQTT), classified now: a JSON object or array is JSON, other UTF-8 is text, the rest binary."""
+        return cls(body, _classify(body))
+
+    @classmethod
+    def raw(cls, body: bytes) -> Payload:
+        """Raw bytes, classified as ``from_bytes`` does when (if ever) ``kind`` is asked for."""
+        return cls(body, None)
 
     @classmethod
     def from_headers(cls, body: bytes, headers: dict[str, str] | None) -> Payload:
         kind = (headers or {}).get(KIND_HEADER)
         try:
-            return cls(body, Kind(kind)) if kind else cls.from_bytes(body)
+            return cls(body, Kind(kind)) if kind else cls.raw(body)
         except ValueError:
             return cls(body, Kind.BINARY)
 
@@ -89,6 +92,26 @@ class Payload:
         if self.kind is Kind.TEXT:
             return {"data": self.body.decode("utf-8", errors="replace")}
         return {"data": base64.b64encode(self.body).decode("ascii"), "encoding": "base64"}
+
+
+def _classify(body: bytes) -> Kind:
+    """JSON for a JSON object or array, text for other UTF-8, binary for the rest."""
+    if not body.isascii():  # ASCII is UTF-8: nothing to decode
+        # No exception for the common binary case: invalid UTF-8 decodes to more replacement
+        # characters than the body spells out (U+FFFD is EF BF BD, which nothing else can absorb).
+        text = body.decode("utf-8", "replace")
+        if "\ufffd" in text and text.count("\ufffd") != body.count(b"\xef\xbf\xbd"):
+            return Kind.BINARY
+    # JSON's whitespace is ASCII; any other leading character makes orjson refuse it anyway.
+    first = body.lstrip()[:1]
+    if first == b"{" or first == b"[":
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return Kind.JSON
+    return Kind.TEXT
 
 
 @dataclass(slots=True)

@@ -45,3 +45,13 @@ def test_binary_exactly_when_not_utf8(body: bytes) -> None:
     else:
         valid = True
     assert (Payload.from_bytes(body).kind is not Kind.BINARY) is valid
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"a": 1}', b"[1, 2]", b"plain text", "gr\u00fc\u00df".encode(), b"\xff\xfe\x00", b""]
+)
+def test_raw_payloads_are_classified_on_demand_as_from_bytes_does(body: bytes) -> None:
+    payload = Payload.raw(body)
+    assert payload.known_kind is None  # MQTT to MQTT never asks
+    assert payload.kind is Payload.from_bytes(body).kind
+    assert payload.known_kind is payload.kind  # asked once

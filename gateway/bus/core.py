@@ -364,9 +364,9 @@ class Outlet:
         self.subject = subject
         self._headers = dict(headers) if headers else None
         self._head = f"HPUB {subject} ".encode()
-        self._blocks: dict[str, bytes] = {}  # payload kind -> header block
+        self._blocks: dict[str | None, bytes] = {}  # payload kind (None: not classified) -> header block
 
-    def _block(self, kind: str) -> bytes:
+    def _block(self, kind: str | None) -> bytes:
         block = self._blocks.get(kind)
         if block is None:
             block = self._blocks[kind] = self._bus._frames.header_block(kind, self._headers)
@@ -375,7 +375,7 @@ class Outlet:
     def emit(self, payload: Payload) -> bool:
         """``Bus.emit_now`` to this subject: True when the outgoing buffer needs a ``drain()``."""
         nc = self._bus._connection(payload)
-        block = self._block(payload.kind)
+        block = self._block(payload.known_kind)
         body = payload.body
         size = len(block)
         return append(nc, b"%b%d %d\r\n%b%b\r\n" % (self._head, size, size + len(body), block, body), len(body))
@@ -387,9 +387,9 @@ class Outlet:
         nc = bus._connection(payload)
         token = bus._track(then)
         block = (
-            self._block(payload.kind)
+            self._block(payload.known_kind)
             if msg_id is None
-            else bus._frames.header_block(payload.kind, self._headers, msg_id)
+            else bus._frames.header_block(payload.known_kind, self._headers, msg_id)
         )
         body = payload.body
         size = len(block)

@@ -30,16 +30,17 @@ class OutgoingFrames:
     __slots__ = ("_blocks",)
 
     def __init__(self) -> None:
-        self._blocks: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+        self._blocks: dict[tuple[str | None, tuple[tuple[str, str], ...]], bytes] = {}
 
-    def header_block(self, kind: str, headers: dict[str, str] | None, msg_id: str | None = None) -> bytes:
-        """The encoded headers of a payload of ``kind`` plus ``headers``; a message id is appended per message."""
+    def header_block(self, kind: str | None, headers: dict[str, str] | None, msg_id: str | None = None) -> bytes:
+        """The encoded headers of a payload of ``kind`` (``None``: not classified, no ``Fg-Type``; readers
+        classify it) plus ``headers``; a message id is appended per message."""
         key = (kind, tuple(headers.items()) if headers else ())
         block = self._blocks.get(key)
         if block is None:
             if len(self._blocks) >= HEADER_BLOCK_CACHE:
                 self._blocks.clear()
-            fields = {**(headers or {}), KIND_HEADER: kind}
+            fields = {**(headers or {}), KIND_HEADER: kind} if kind is not None else dict(headers or {})
             block = self._blocks[key] = _HEADER_LINE + b"".join(
                 f"{name}: {value.strip().translate(_NEWLINES)}\r\n".encode() for name, value in fields.items()
             )

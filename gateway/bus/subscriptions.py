@@ -62,7 +62,7 @@ def _read(msg: Msg, seq: int, stored_ns: int) -> Delivery:
         payload = Payload(msg.data, _KINDS[kind]) if kind in _KINDS else Payload.from_headers(msg.data, headers)
         qos = _QOS.get(headers.get(QOS_HEADER, ""), 1)
     else:
-        payload, qos = Payload.from_bytes(msg.data), 1
+        payload, qos = Payload.raw(msg.data), 1
     return Delivery(seq, namespace, topic, payload, stored_ns, qos)
 
 
@@ -161,7 +161,7 @@ class LiveSubscription:
                     self._metas.clear()
                 self._metas[headers] = meta
             kind, qos = meta
-        payload = Payload.from_bytes(data) if kind is None else Payload(data, kind)
+        payload = Payload(data, kind)  # kind None: classified if a front-end asks (Payload.kind)
         self.last_seq = seq
         self._on_delivery(Delivery(seq, place[0], place[1], payload, stamp, qos))
 

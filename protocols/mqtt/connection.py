@@ -555,7 +555,7 @@ class MqttConnection:
             outlets[packet.topic] = outlet
         pending = self._pending(packet)
         try:
-            overfull = outlet.submit_now(Payload.from_bytes(packet.payload), pending, protocol="mqtt")
+            overfull = outlet.submit_now(Payload.raw(packet.payload), pending, protocol="mqtt")
         except AdmitLater:
             return False
         self._published(packet, pending)
@@ -572,7 +572,7 @@ class MqttConnection:
         claims = self.claims
         assert claims is not None
         services = self.ctx.services
-        payload = Payload.from_bytes(packet.payload)
+        payload = Payload.raw(packet.payload)
         while True:
             try:
                 if packet.retain:
@@ -1050,7 +1050,7 @@ class MqttConnection:
         will = connect.will
         assert will is not None
         services = self.ctx.services
-        payload = Payload.from_bytes(will.payload)
+        payload = Payload.raw(will.payload)
         try:
             if will.retain:
                 topic = services.publisher.resolve(claims, will.topic)
