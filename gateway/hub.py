@@ -102,12 +102,23 @@ class Hub:
                     self._local.remove(subject_filter)
             await subscription.stop()
 
-    def published(self, subject: str, namespace: Namespace, topic: str, payload: Payload, qos: int) -> None:
-        """A message this process just sent to ``subject``: hand it to the core-tier sinks here."""
+    def published(
+        self,
+        subject: str,
+        namespace: Namespace,
+        topic: str,
+        payload: Payload,
+        qos: int,
+        frames: dict[str, bytes] | None = None,
+    ) -> None:
+        """A message this process just sent to ``subject``: hand it to the core-tier sinks here.
+
+        ``frames``: renderings the publishing front-end already has (``Delivery.frame``).
+        """
         entries = self._local.match(subject)
         if not entries:
             return
-        delivery = Delivery(0, namespace, topic, payload, time.time_ns(), qos)
+        delivery = Delivery(0, namespace, topic, payload, time.time_ns(), qos, frames)
         for entry in entries:
             sinks = entry.sinks
             for sink in sinks if len(sinks) == 1 else tuple(sinks):  # sinks leave only by awaiting remove()

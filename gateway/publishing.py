@@ -51,7 +51,15 @@ class Route:
 class LocalSinks(Protocol):
     """Where a message published by this process is handed to local core-tier subscribers (the hub)."""
 
-    def published(self, subject: str, namespace: Namespace, topic: str, payload: Payload, qos: int) -> None: ...
+    def published(
+        self,
+        subject: str,
+        namespace: Namespace,
+        topic: str,
+        payload: Payload,
+        qos: int,
+        frames: dict[str, bytes] | None = None,
+    ) -> None: ...
 
 
 class AdmitLater(Exception):
@@ -252,13 +260,16 @@ class Outlet:
         self._counter = counter
         self._qos = qos
 
-    def submit_now(self, payload: Payload, then: Settle | None, *, protocol: str) -> bool:
+    def submit_now(
+        self, payload: Payload, then: Settle | None, *, protocol: str, frames: dict[str, bytes] | None = None
+    ) -> bool:
         """``Publisher.submit`` without a coroutine: ``then(ack, error)`` once stored, or, with ``then=None``,
         sent without asking JetStream for an acknowledgement (MQTT QoS 0).
 
         Returns whether the bus wants a ``drain()`` now. Raises ``AdmitLater``,
         having sent nothing, when the billing guard must wait for NATS first:
-        then call ``submit``.
+        then call ``submit``. ``frames``: renderings of the message the front-end
+        already has, for local subscribers (``Hub.published``).
         """
         publisher = self._publisher
         size = len(payload.body)
@@ -283,7 +294,7 @@ class Outlet:
             raise
         local = publisher._local
         if qos == 0 and local is not None:  # as sent, tracked or not; others once stored
-            local.published(bus_outlet.subject, claims.namespace, self.topic, payload, qos)
+            local.published(bus_outlet.subject, claims.namespace, self.topic, payload, qos, frames)
         return overfull
 
 

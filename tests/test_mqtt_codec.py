@@ -688,3 +688,21 @@ def test_encode_publish_refuses_what_encode_refuses() -> None:
         encode_publish("t", b"", 1)
     with pytest.raises(ValueError):
         encode_publish(b"t" * 65536, b"")
+
+
+def test_a_short_publish_in_one_piece_keeps_its_own_bytes_for_forwarding() -> None:
+    """``raw`` is the packet as received when the decoder had it whole; it takes no part in equality."""
+    short = encode_publish("a/b", b"x" * 20)
+    qos1 = encode_publish("a/b", b"y", 1, packet_id=7)
+    large = encode_publish("a/b", b"z" * 300)  # a two-byte remaining length: the general path
+    decoder = Decoder(10_000)
+    decoder.feed(short + qos1 + large + short[:5])
+    first, second, third = decoder.next_packet(), decoder.next_packet(), decoder.next_packet()
+    assert isinstance(first, Publish) and first.raw == short and first == Publish("a/b", b"x" * 20)
+    assert isinstance(second, Publish) and second.raw == qos1
+    assert isinstance(third, Publish) and third.raw is None and third.payload == b"z" * 300
+    assert decoder.next_packet() is None
+    decoder.feed(short[5:])
+    split = decoder.next_packet()  # completed across two feeds: the general path
+    assert isinstance(split, Publish) and split.payload == b"x" * 20
+    assert split.raw in (None, short)

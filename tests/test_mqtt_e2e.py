@@ -651,3 +651,30 @@ async def test_switching_a_subscription_between_qos_levels_keeps_it_flowing(gate
     assert (got.payload, got.qos) == (b"last", 0)
     await client.close()
     await pub.close()
+
+
+async def test_qos0_forwarded_as_received_only_to_subscribers_who_spell_the_topic_the_same_way(
+    gateway: Gateway,
+) -> None:
+    """A QoS 0 PUBLISH goes on as received when the subscriber's copy would be the same bytes; a subscriber
+    using the other spelling (short or full name) still gets its own [MQTT-3.3.2-3], at its own QoS."""
+    user_id, token = gateway.user_token()
+    full_prefix = f"{user_id}_app_"
+    pub, _ = await RawClient.connect(gateway.mqtt_port, token)
+    short_sub, _ = await RawClient.connect(gateway.mqtt_port, token)
+    full_sub, _ = await RawClient.connect(gateway.mqtt_port, token)
+    qos1_sub, _ = await RawClient.connect(gateway.mqtt_port, token)
+    assert (await short_sub.subscribe(("fw/+", 0))).return_codes == (0,)
+    assert (await full_sub.subscribe((full_prefix + "fw/+", 0))).return_codes == (0,)
+    assert (await qos1_sub.subscribe(("fw/+", 1))).return_codes == (1,)
+    await pub.publish("fw/short", b"s", 0)
+    await pub.publish(full_prefix + "fw/full", b"f", 0)
+    for client, spell in ((short_sub, ""), (full_sub, full_prefix), (qos1_sub, "")):
+        got = await publishes(client, 2)
+        assert [(m.topic, m.payload, m.qos) for m in got] == [
+            (spell + "fw/short", b"s", 0),
+            (spell + "fw/full", b"f", 0),
+        ]
+        await quiet(client, 0.3)
+    for client in (pub, short_sub, full_sub, qos1_sub):
+        await client.close()

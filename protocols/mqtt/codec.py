@@ -491,8 +491,8 @@ def _empty(packet: Packet, name: str) -> Callable[..., Packet]:
 
 
 _new_object: Final = object.__new__
-_set_topic, _set_payload, _set_qos, _set_retain, _set_dup, _set_packet_id = (
-    vars(Publish)[name].__set__ for name in ("topic", "payload", "qos", "retain", "dup", "packet_id")
+_set_topic, _set_payload, _set_qos, _set_retain, _set_dup, _set_packet_id, _set_raw = (
+    vars(Publish)[name].__set__ for name in ("topic", "payload", "qos", "retain", "dup", "packet_id", "raw")
 )
 
 
@@ -536,6 +536,7 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
     _set_retain(packet, bool(flags & 1))
     _set_dup(packet, bool(flags & 8))
     _set_packet_id(packet, packet_id)
+    _set_raw(packet, None)
     return packet
 
 
@@ -625,7 +626,9 @@ class Decoder:
                 if length < 0x80 and end <= len(buf) and length <= self._max:
                     self._pos = end
                     self._need = 2
-                    return _decode_publish(buf, pos + 2, end, buf[pos] & 0x0F)
+                    packet = _decode_publish(buf, pos + 2, end, buf[pos] & 0x0F)
+                    _set_raw(packet, buf[pos:end])
+                    return packet
             return self._next()
         except MQTTProtocolError as exc:
             self._fail(exc)

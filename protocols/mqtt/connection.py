@@ -162,6 +162,7 @@ def _render_qos0(full: bool) -> Callable[[Delivery], bytes]:
 
 _RENDER_SHORT = _render_qos0(False)
 _RENDER_FULL = _render_qos0(True)
+_FRAME_SHORT, _FRAME_FULL = "mqtt0", "mqtt0f"  # Delivery.frame names: a QoS 0 PUBLISH, short or full topic name
 
 
 class MqttConnection:
@@ -554,8 +555,11 @@ class MqttConnection:
                 outlets.clear()
             outlets[packet.topic] = outlet
         pending = self._pending(packet)
+        raw = packet.raw
+        # A QoS 0 PUBLISH is what a QoS 0 subscriber who spells the topic the same way gets: forwarded as is.
+        frames = None if qos or raw is None else {_FRAME_SHORT if packet.topic == outlet.topic else _FRAME_FULL: raw}
         try:
-            overfull = outlet.submit_now(Payload.raw(packet.payload), pending, protocol="mqtt")
+            overfull = outlet.submit_now(Payload.raw(packet.payload), pending, protocol="mqtt", frames=frames)
         except AdmitLater:
             return False
         self._published(packet, pending)
@@ -875,7 +879,7 @@ class MqttConnection:
         qos = delivery.qos if delivery.qos < subscription.qos else subscription.qos
         if qos == 0 and not self._write_paused and not self._backlog:
             frame = delivery.frame(
-                "mqtt0f" if subscription.full else "mqtt0", _RENDER_FULL if subscription.full else _RENDER_SHORT
+                _FRAME_FULL if subscription.full else _FRAME_SHORT, _RENDER_FULL if subscription.full else _RENDER_SHORT
             )
             self._write(frame)
         else:

@@ -7,7 +7,7 @@ may appear on the wire lives in the codec, protocol rules in the session layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "CONNACK_ACCEPTED",
@@ -82,7 +82,11 @@ class ConnAck:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """PUBLISH (type 3), both directions; ``packet_id`` is set exactly when ``qos`` > 0."""
+    """PUBLISH (type 3), both directions; ``packet_id`` is set exactly when ``qos`` > 0.
+
+    ``raw``: the packet's own bytes, when the decoder had them at hand (a short
+    packet in one piece), so that a QoS 0 message can be forwarded as received.
+    """
 
     topic: str
     payload: bytes
@@ -90,6 +94,7 @@ class Publish:
     retain: bool = False
     dup: bool = False
     packet_id: int | None = None
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
