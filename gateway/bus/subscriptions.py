@@ -51,10 +51,10 @@ _QOS = {"0": 0, "1": 1, "2": 2}
 def to_delivery(msg: Msg) -> Delivery:
     """The ``Delivery`` of a stream message, read from its subject, headers and ack reply subject."""
     seq, stored_ns = _position(msg.reply)
-    return _read(msg, seq, stored_ns)
+    return _delivery_of(msg, seq, stored_ns)
 
 
-def _read(msg: Msg, seq: int, stored_ns: int) -> Delivery:
+def _delivery_of(msg: Msg, seq: int, stored_ns: int) -> Delivery:
     namespace, topic = parse_subject(msg.subject)
     headers = msg.headers
     if headers:
@@ -97,7 +97,40 @@ def _position(reply: str) -> tuple[int, int]:
     return int(seq), int(stamp)
 
 
-class LiveSubscription:
+class _BusSubscription:
+    """What both kinds share: a nats-py subscription, messages read into deliveries, ``stop``."""
+
+    subject_filter: str
+    _on_delivery: OnDelivery
+    _sub: Subscription | None
+
+    async def _on_queued(self, msg: Msg) -> None:
+        """Messages nats-py's task handled before ``deliver_directly`` took over."""
+        self._on_msg(msg)
+
+    def _on_msg(self, msg: Msg) -> None:
+        try:
+            delivery = self._read(msg)
+        except (InvalidName, ValueError):
+            log.warning("skipping message with unparseable subject %r", msg.subject)
+            return
+        self._on_delivery(delivery)
+
+    def _read(self, msg: Msg) -> Delivery:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is None:
+            return
+        try:
+            with nats_errors("unsubscribe"):
+                await sub.unsubscribe()
+        except FlowGateError:  # an ephemeral consumer, or the connection's subscription: gone by itself
+            log.debug("unsubscribe of %s failed", self.subject_filter, exc_info=True)
+
+
+class LiveSubscription(_BusSubscription):
     def __init__(self, subject_filter: str, on_delivery: OnDelivery) -> None:
         self.subject_filter = subject_filter
         self._on_delivery = on_delivery
@@ -127,18 +160,10 @@ class LiveSubscription:
         # Messages go to _on_msg as nats-py parses them, not through its queue and task (direct.py).
         deliver_directly(self._sub._sub, self._on_msg, self._on_raw)
 
-    async def _on_queued(self, msg: Msg) -> None:
-        """Messages nats-py's task handled before ``deliver_directly`` took over (consumer creation)."""
-        self._on_msg(msg)
-
-    def _on_msg(self, msg: Msg) -> None:
-        try:
-            delivery = to_delivery(msg)
-        except (InvalidName, ValueError):
-            log.warning("skipping message with unparseable subject %r", msg.subject)
-            return
+    def _read(self, msg: Msg) -> Delivery:
+        delivery = to_delivery(msg)
         self.last_seq = delivery.seq
-        self._on_delivery(delivery)
+        return delivery
 
     def _on_raw(self, subject: bytes, seq: int, stamp: int, data: bytes, headers: bytes | None) -> None:
         place = self._places.get(subject)
@@ -165,18 +190,8 @@ class LiveSubscription:
         self.last_seq = seq
         self._on_delivery(Delivery(seq, place[0], place[1], payload, stamp, qos))
 
-    async def stop(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is None:
-            return
-        try:
-            with nats_errors("unsubscribe"):
-                await sub.unsubscribe()
-        except FlowGateError:  # the consumer is ephemeral: the server drops it by itself
-            log.debug("unsubscribe of %s failed", self.subject_filter, exc_info=True)
 
-
-class CoreSubscription:
+class CoreSubscription(_BusSubscription):
     """What others publish on ``subject_filter``, as NATS routes it (sequence 0, stored at arrival)."""
 
     def __init__(self, subject_filter: str, on_delivery: OnDelivery) -> None:
@@ -191,23 +206,5 @@ class CoreSubscription:
             deliver_directly(self._sub, self._on_msg)
             await nc.flush()
 
-    async def _on_queued(self, msg: Msg) -> None:
-        self._on_msg(msg)
-
-    def _on_msg(self, msg: Msg) -> None:
-        try:
-            delivery = _read(msg, 0, time.time_ns())
-        except (InvalidName, ValueError):
-            log.warning("skipping message with unparseable subject %r", msg.subject)
-            return
-        self._on_delivery(delivery)
-
-    async def stop(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is None:
-            return
-        try:
-            with nats_errors("unsubscribe"):
-                await sub.unsubscribe()
-        except FlowGateError:  # gone with the connection anyway
-            log.debug("unsubscribe of %s failed", self.subject_filter, exc_info=True)
+    def _read(self, msg: Msg) -> Delivery:
+        return _delivery_of(msg, 0, time.time_ns())
