@@ -13,13 +13,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import nats
 import pytest
+from nats.aio.msg import Msg
 from nats.errors import ProtocolError
 from nats.protocol.parser import AWAITING_MSG_PAYLOAD, MAX_CONTROL_LINE_SIZE, Parser
 
 from gateway.bus import Bus
 from gateway.bus.acks import AckClient
 from gateway.bus.parser import FastParser
+from gateway.bus.subscriptions import _delivery_of
 from gateway.payload import Delivery, Kind, Payload
 from gateway.settings import Settings
 from tests.harness import NatsServer
@@ -343,4 +346,42 @@ async def test_flow_control_and_heartbeats_go_through_nats_py(bus: Bus) -> None:
             await seen.done.wait()
         assert seen.items[-1].seq == last
     finally:
+        await sub.stop()
+
+
+async def test_core_subscription_messages_come_through_the_fast_path_as_nats_py_would_deliver_them(
+    bus: Bus,
+) -> None:
+    """What another NATS client publishes reaches a core subscription raw: the same deliveries as nats-py's
+    ``Msg`` path gives (with and without headers, a reply subject or none), and nats-py's counters move."""
+    client = _client(bus)
+    counts = _count_fast(client)
+    raw_seen, msg_seen = _Seen(4), _Seen(4)
+    sub = await bus.subscribe_core("fg.msg.u1.app.>", raw_seen)
+    assert client.connected_url is not None
+    other = await nats.connect(client.connected_url.geturl())
+    try:
+        messages = [
+            ("fg.msg.u1.app.a", b'{"x": 1}', {"Fg-Type": "json", "Fg-QoS": "1"}, ""),
+            ("fg.msg.u1.app.b.c", b"\xff\x00", {"Fg-QoS": "0"}, "_INBOX.elsewhere.7"),
+            ("fg.msg.u1.app.d", b"plain", None, ""),
+            ("fg.msg.u1.app.%25", b"", {"Fg-Type": "text", "Fg-QoS": "2"}, ""),
+        ]
+        before = client.stats["in_msgs"]
+        for subject, body, headers, reply in messages:
+            await other.publish(subject, body, reply=reply, headers=headers)
+        await other.flush()
+        async with asyncio.timeout(10):
+            await raw_seen.done.wait()
+        assert counts[0] >= 3  # the empty body with headers goes through nats-py (it could be a status)
+        assert client.stats["in_msgs"] - before == 4
+        for subject, body, headers, reply in messages:  # nats-py's own path, for comparison
+            msg_seen(_delivery_of(Msg(client, subject=subject, reply=reply, data=body, headers=headers), 0, 0))
+        got = [(d.seq, d.namespace, d.topic, d.payload.body, d.payload.kind, d.qos) for d in raw_seen.items]
+        want = [(d.seq, d.namespace, d.topic, d.payload.body, d.payload.kind, d.qos) for d in msg_seen.items]
+        assert all(d.stored_ns > 0 for d in raw_seen.items)  # arrival time
+        assert got == want
+        assert [d.topic for d in raw_seen.items] == ["a", "b/c", "d", "%"]
+    finally:
+        await other.close()
         await sub.stop()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -96,9 +97,8 @@ class AckClient(Client):
         sub = self._subs.get(sid)
         if sub is None:
             return False
-        jsi = sub._jsi
         queue = sub._pending_queue
-        if jsi is None or type(queue) is not DirectQueue or sub._max_msgs > 0 or sub._future is not None:
+        if type(queue) is not DirectQueue or sub._max_msgs > 0 or sub._future is not None:
             return False
         raw = queue.raw
         if raw is None:
@@ -108,24 +108,28 @@ class AckClient(Client):
         size = len(data)
         if 0 < sub._pending_bytes_limit <= size:
             return False  # nats-py reports the slow consumer
-        # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<stamp ns>.<pending>
-        tokens = reply.split(b".")
-        if len(tokens) != 9 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
-            return False
-        try:
-            sseq = int(tokens[5])
-            dseq = int(tokens[6])
-            stamp = int(tokens[7])
-        except ValueError:
-            return False
-        if jsi._ordered:
-            if dseq != jsi._dseq:
-                return False  # a gap: nats-py recreates the consumer
-            jsi._sseq = sseq
-            jsi._dseq = dseq + 1
-        jsi._active = True
-        jsi._fciseq += 1  # JetStreamContext._JSI.track_sequences, with _cmeta decoded only when read
-        self._last_replies[sid] = reply
+        jsi = sub._jsi
+        if jsi is None:  # a core subscription: no stream position, "stored" as it arrives
+            sseq, stamp = 0, time.time_ns()
+        else:
+            # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<stamp ns>.<pending>
+            tokens = reply.split(b".")
+            if len(tokens) != 9 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
+                return False
+            try:
+                sseq = int(tokens[5])
+                dseq = int(tokens[6])
+                stamp = int(tokens[7])
+            except ValueError:
+                return False
+            if jsi._ordered:
+                if dseq != jsi._dseq:
+                    return False  # a gap: nats-py recreates the consumer
+                jsi._sseq = sseq
+                jsi._dseq = dseq + 1
+            jsi._active = True
+            jsi._fciseq += 1  # JetStreamContext._JSI.track_sequences, with _cmeta decoded only when read
+            self._last_replies[sid] = reply
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += size

@@ -11,9 +11,10 @@ unchanged; the subscription object, and so the handler, survives an ordered
 consumer reset.
 
 With a ``raw`` handler as well, ``AckClient._dispatch_fast`` (acks.py) hands
-a JetStream subscription's ordinary data messages to it as the parser's bytes
-(subject, body, header block) with the stream sequence and store time read
-from the reply subject, with no ``Msg`` and no header dict; the messages nats-py has to
+a subscription's ordinary data messages to it as the parser's bytes (subject,
+body, header block) with the stream sequence and store time read from the
+reply subject (for a core subscription: 0 and the arrival time), with no
+``Msg`` and no header dict; the messages nats-py has to
 look at (heartbeats, flow control, gaps) still come through ``put_nowait``
 once nats-py has built a ``Msg`` for them. Handlers must not block. An
 exception from one is logged, as nats-py reports a failing callback to its

@@ -100,9 +100,14 @@ def _position(reply: str) -> tuple[int, int]:
 class _BusSubscription:
     """What both kinds share: a nats-py subscription, messages read into deliveries, ``stop``."""
 
-    subject_filter: str
-    _on_delivery: OnDelivery
     _sub: Subscription | None
+
+    def __init__(self, subject_filter: str, on_delivery: OnDelivery) -> None:
+        self.subject_filter = subject_filter
+        self._on_delivery = on_delivery
+        self.last_seq = 0  # of the last message delivered (0 on the core tier, which has no position)
+        self._places: dict[bytes, tuple[Namespace, str]] = {}  # subject -> parse_subject()
+        self._metas: dict[bytes, tuple[Kind | None, int]] = {}  # header block -> _header_meta()
 
     async def _on_queued(self, msg: Msg) -> None:
         """Messages nats-py's task handled before ``deliver_directly`` took over."""
@@ -119,6 +124,31 @@ class _BusSubscription:
     def _read(self, msg: Msg) -> Delivery:
         raise NotImplementedError
 
+    def _on_raw(self, subject: bytes, seq: int, stamp: int, data: bytes, headers: bytes | None) -> None:
+        place = self._places.get(subject)
+        if place is None:
+            try:
+                place = parse_subject(subject.decode())
+            except (InvalidName, ValueError):
+                log.warning("skipping message with unparseable subject %r", subject)
+                return
+            if len(self._places) >= SUBJECT_CACHE_SIZE:
+                self._places.clear()  # many distinct topics: start over rather than grow
+            self._places[subject] = place
+        if headers is None:
+            kind, qos = None, 1
+        else:
+            meta = self._metas.get(headers)
+            if meta is None:
+                meta = _header_meta(headers)
+                if len(self._metas) >= HEADER_CACHE_SIZE:
+                    self._metas.clear()
+                self._metas[headers] = meta
+            kind, qos = meta
+        payload = Payload(data, kind)  # kind None: classified if a front-end asks (Payload.kind)
+        self.last_seq = seq
+        self._on_delivery(Delivery(seq, place[0], place[1], payload, stamp, qos))
+
     async def stop(self) -> None:
         sub, self._sub = self._sub, None
         if sub is None:
@@ -132,12 +162,8 @@ class _BusSubscription:
 
 class LiveSubscription(_BusSubscription):
     def __init__(self, subject_filter: str, on_delivery: OnDelivery) -> None:
-        self.subject_filter = subject_filter
-        self._on_delivery = on_delivery
+        super().__init__(subject_filter, on_delivery)
         self._sub: JetStreamContext.PushSubscription | None = None
-        self.last_seq = 0
-        self._places: dict[bytes, tuple[Namespace, str]] = {}  # subject -> parse_subject()
-        self._metas: dict[bytes, tuple[Kind | None, int]] = {}  # header block -> _header_meta()
 
     async def start(self, js: JetStreamContext, stream: str, start_seq: int | None) -> None:
         """Begin at ``start_seq`` (inclusive), or with the next new message when ``None``."""
@@ -165,45 +191,19 @@ class LiveSubscription(_BusSubscription):
         self.last_seq = delivery.seq
         return delivery
 
-    def _on_raw(self, subject: bytes, seq: int, stamp: int, data: bytes, headers: bytes | None) -> None:
-        place = self._places.get(subject)
-        if place is None:
-            try:
-                place = parse_subject(subject.decode())
-            except (InvalidName, ValueError):
-                log.warning("skipping message with unparseable subject %r", subject)
-                return
-            if len(self._places) >= SUBJECT_CACHE_SIZE:
-                self._places.clear()  # many distinct topics: start over rather than grow
-            self._places[subject] = place
-        if headers is None:
-            kind, qos = None, 1
-        else:
-            meta = self._metas.get(headers)
-            if meta is None:
-                meta = _header_meta(headers)
-                if len(self._metas) >= HEADER_CACHE_SIZE:
-                    self._metas.clear()
-                self._metas[headers] = meta
-            kind, qos = meta
-        payload = Payload(data, kind)  # kind None: classified if a front-end asks (Payload.kind)
-        self.last_seq = seq
-        self._on_delivery(Delivery(seq, place[0], place[1], payload, stamp, qos))
-
 
 class CoreSubscription(_BusSubscription):
     """What others publish on ``subject_filter``, as NATS routes it (sequence 0, stored at arrival)."""
 
     def __init__(self, subject_filter: str, on_delivery: OnDelivery) -> None:
-        self.subject_filter = subject_filter
-        self._on_delivery = on_delivery
+        super().__init__(subject_filter, on_delivery)
         self._sub: Subscription | None = None
 
     async def start(self, nc: Client) -> None:
         """Subscribe; returns once the server has the subscription (what is published from then on comes)."""
         with nats_errors(f"subscribe {self.subject_filter}"):
             self._sub = await nc.subscribe(self.subject_filter, cb=self._on_queued)
-            deliver_directly(self._sub, self._on_msg)
+            deliver_directly(self._sub, self._on_msg, self._on_raw)
             await nc.flush()
 
     def _read(self, msg: Msg) -> Delivery:
