@@ -9,6 +9,7 @@ reconnect [MQTT-4.4.0-1] with DUP set [MQTT-3.3.1-1].
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -221,3 +222,58 @@ async def test_nats_outage_closes_publishers_unacknowledged_then_recovers(
     assert (await receive(subs[1], 1, timeout=30))[0].payload == b"during"
     for c in (*subs.values(), durable, pub):
         await c.close()
+
+
+def test_a_paho_device_rides_out_a_nats_restart_by_reconnecting(
+    make_nats: Callable[[], NatsServer], make_gateway: Callable[..., Gateway]
+) -> None:
+    """What a device sees when the gateway's NATS goes away under a clean-session QoS 1 subscription: the
+    gateway closes the connection (hub.py), paho reconnects by itself, subscribes again in ``on_connect``
+    as clean-session clients do, and receives what is published after that, at QoS 1."""
+    import paho.mqtt.client as paho
+
+    nats = make_nats()
+    gw = make_gateway(nats.url)
+    _, token = gw.user_token()
+    connects: list[int] = []
+    subscribed = threading.Event()
+    dropped = threading.Event()
+    got: list[Any] = []
+    arrived = threading.Condition()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="paho-device", protocol=paho.MQTTv311)
+    client.username_pw_set("Bearer", token)
+    client.reconnect_delay_set(min_delay=1, max_delay=2)
+
+    def on_connect(c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        connects.append(reason.value)
+        if reason.value == 0:
+            c.subscribe("dev/cmd", qos=1)
+
+    def on_message(_c: Any, _u: Any, message: Any) -> None:
+        with arrived:
+            got.append(message)
+            arrived.notify_all()
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_disconnect = lambda *a: dropped.set()
+    client.on_message = on_message
+    client.connect("127.0.0.1", gw.mqtt_port, keepalive=30)
+    client.loop_start()
+    try:
+        assert subscribed.wait(10)
+        subscribed.clear()
+        nats.stop()
+        assert dropped.wait(15)  # closed by the gateway: its QoS 1 subscription could miss messages now
+        nats.start()
+        assert subscribed.wait(60)  # reconnected (after CONNACK 3 while the gateway waited for NATS)
+        assert connects[0] == 0 and connects[-1] == 0 and len(connects) >= 2
+        token_client = httpx.Client(base_url=gw.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        with token_client, arrived:
+            answer = token_client.post("/api/v1/publish", json={"topic": "dev/cmd", "message": "after the restart"})
+            assert answer.status_code == 200, answer.text
+            assert arrived.wait_for(lambda: bool(got), timeout=15)
+        assert (got[0].topic, got[0].payload, got[0].qos) == ("dev/cmd", b"after the restart", 1)
+    finally:
+        client.disconnect()
+        client.loop_stop()
