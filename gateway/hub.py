@@ -120,25 +120,16 @@ class Hub:
             return
         delivery = Delivery(0, namespace, topic, payload, time.time_ns(), qos, frames)
         for entry in entries:
-            sinks = entry.sinks
-            for sink in sinks if len(sinks) == 1 else tuple(sinks):  # sinks leave only by awaiting remove()
-                try:
-                    sink.deliver(delivery)
-                except Exception:  # a bug in a sink must fail neither the publisher nor the other sinks
-                    log.exception("local delivery failed on %s", subject)
-
-    def has_local(self, subject: str) -> bool:
-        """Whether ``published(subject, ...)`` would reach any sink now."""
-        return bool(self._local.match(subject))
+            self._fan_out(entry, delivery)
 
     @staticmethod
     def _fan_out(entry: _Entry, delivery: Delivery) -> None:
         sinks = entry.sinks
-        if len(sinks) == 1:
-            next(iter(sinks)).deliver(delivery)
-            return
-        for sink in tuple(sinks):  # a copy: a sink may leave while it is handed the message
-            sink.deliver(delivery)
+        for sink in sinks if len(sinks) == 1 else tuple(sinks):  # a copy: a sink may leave while handed it
+            try:
+                sink.deliver(delivery)
+            except Exception:  # a bug in a sink must fail neither the publisher nor the other sinks
+                log.exception("local delivery failed for %s", delivery.namespace.full(delivery.topic))
 
     async def close(self) -> None:
         entries = (*self._entries.values(), *self._core.values())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
@@ -27,7 +27,9 @@ from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge
 from gateway.metrics import Metrics, Tally
 from gateway.payload import QOS_HEADER, Payload
 from gateway.settings import Settings
-from gateway.topics import Namespace
+
+if TYPE_CHECKING:
+    from gateway.hub import Hub
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -48,20 +50,6 @@ class Route:
     subject: str
 
 
-class LocalSinks(Protocol):
-    """Where a message published by this process is handed to local core-tier subscribers (the hub)."""
-
-    def published(
-        self,
-        subject: str,
-        namespace: Namespace,
-        topic: str,
-        payload: Payload,
-        qos: int,
-        frames: dict[str, bytes] | None = None,
-    ) -> None: ...
-
-
 class AdmitLater(Exception):
     """``Outlet.submit_now`` could not decide without waiting (the billing guard must ask NATS): use ``submit``."""
 
@@ -74,7 +62,7 @@ class Publisher:
         metrics: Metrics,
         *,
         guard: BillingGuard | None = None,
-        local: LocalSinks | None = None,
+        local: Hub | None = None,  # its core-tier sinks get this process's publishes (Hub.published)
     ) -> None:
         self._bus = bus
         self._local = local
@@ -293,7 +281,7 @@ class Outlet:
                 guard.refund(claims)
             raise
         local = publisher._local
-        if qos == 0 and local is not None:  # as sent, tracked or not; others once stored
+        if local is not None and (qos == 0 or then is None):  # as sent; the others once stored (_stored)
             local.published(bus_outlet.subject, claims.namespace, self.topic, payload, qos, frames)
         return overfull
 
