@@ -9,20 +9,25 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp
 
 import gateway
 from gateway.draining import Draining
+from gateway.proxies import TrustedProxies
 from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
+from protocols.http.client_address import RealClient
+from protocols.http.cors import Cors
 from protocols.http.fastpath import FastPath
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
 from protocols.ws.endpoint import WsEndpoint
 
 
-def create_app(settings: Settings, draining: Draining | None = None) -> FastPath:
-    """The ASGI app: the FastAPI app with every route, behind the dispatcher for the hot ones.
+def create_app(settings: Settings, draining: Draining | None = None) -> ASGIApp:
+    """The ASGI app: the FastAPI app with every route, behind the dispatcher for the hot ones
+    (and, when configured, CORS and the real client address around both).
 
     ``draining`` is how the server tells long-lived streams that shutdown has begun.
     """
@@ -55,7 +60,12 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastPath
     for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
-    return FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
+    asgi: ASGIApp = FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
+    if settings.cors_origins:
+        asgi = Cors(asgi, settings.cors_origins)  # preflights on every route, headers on every answer
+    if settings.trusted_proxies:
+        asgi = RealClient(asgi, TrustedProxies(settings.trusted_proxies))  # the client behind a trusted proxy
+    return asgi
 
 
 def _document_raw_routes(app: FastAPI, paths: dict[str, dict[str, Any]]) -> None:

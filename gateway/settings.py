@@ -93,10 +93,12 @@ class Settings:
     http_port: int = _setting(
         "FLOWGATE_HTTP_PORT",
         8080,
-        _int(0, 65535),
-        "HTTP port: REST API, SSE, WebSocket (`/ws`), MQTT over WebSocket (`/mqtt`). 0 picks a free port.",
+        _int(-1, 65535),
+        "HTTP port: REST API, SSE, WebSocket (`/ws`), MQTT over WebSocket (`/mqtt`). 0 picks a free port, -1 = off.",
     )
-    mqtt_port: int = _setting("FLOWGATE_MQTT_PORT", 1883, _int(0, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port.")
+    mqtt_port: int = _setting(
+        "FLOWGATE_MQTT_PORT", 1883, _int(-1, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port, -1 = off."
+    )
     mqtt_inflight: int = _setting(
         "FLOWGATE_MQTT_INFLIGHT",
         1024,
@@ -231,6 +233,45 @@ class Settings:
         "`POST /token` requests per second per API key (burst: 10 s worth).",
     )
 
+    https_port: int = _setting(
+        "FLOWGATE_HTTPS_PORT",
+        8443,
+        _int(-1, 65535),
+        "HTTPS and WSS port (everything the HTTP port serves), when a TLS certificate is set. -1 = off.",
+    )
+    mqtts_port: int = _setting(
+        "FLOWGATE_MQTTS_PORT", 8883, _int(-1, 65535), "MQTT over TLS port, when a TLS certificate is set. -1 = off."
+    )
+    tls_cert_file: Path | None = _setting(
+        "FLOWGATE_TLS_CERT_FILE",
+        None,
+        lambda raw: _optional_path(raw),
+        "PEM certificate chain (server certificate first) for the TLS listeners; reloaded when the file changes.",
+    )
+    tls_key_file: Path | None = _setting(
+        "FLOWGATE_TLS_KEY_FILE", None, lambda raw: _optional_path(raw), "PEM private key of the TLS certificate."
+    )
+    tls_client_ca_file: Path | None = _setting(
+        "FLOWGATE_TLS_CLIENT_CA_FILE",
+        None,
+        lambda raw: _optional_path(raw),
+        "PEM CA certificates: MQTT-over-TLS clients must present a certificate they signed (HTTPS is unaffected).",
+    )
+    cors_origins: tuple[str, ...] = _setting(
+        "FLOWGATE_CORS_ORIGINS",
+        (),
+        lambda raw: _origins(raw),
+        "Browser origins allowed to call the HTTP API and SSE and to open WebSockets "
+        "(comma-separated `https://app.example.com`, or `*`); unset = no CORS, no Origin check.",
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        "FLOWGATE_TRUSTED_PROXIES",
+        (),
+        lambda raw: _networks(raw),
+        "Proxy addresses or CIDRs (comma-separated) whose `Forwarded`/`X-Forwarded-For` headers and PROXY protocol "
+        "headers name the real client.",
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every setting from ``environ`` (default ``os.environ``); keyword overrides win."""
@@ -249,6 +290,15 @@ class Settings:
         settings = cls(**values, **overrides)
         if settings.token_default_ttl > settings.token_max_ttl:
             raise SettingsError("FLOWGATE_TOKEN_DEFAULT_TTL must not exceed FLOWGATE_TOKEN_MAX_TTL")
+        if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+            raise SettingsError("FLOWGATE_TLS_CERT_FILE and FLOWGATE_TLS_KEY_FILE must be set together")
+        if settings.tls_cert_file is not None:
+            from gateway.tls import TlsError, check_files  # a broken file stops start-up with one line
+
+            try:
+                check_files(settings)
+            except TlsError as exc:
+                raise SettingsError(str(exc)) from None
         return settings
 
     @classmethod
@@ -256,7 +306,7 @@ class Settings:
         """(variable, default, description) for every setting, for the README table."""
         rows = []
         for f in dataclasses.fields(cls):
-            default = "unset" if f.default is None else str(f.default)
+            default = "unset" if f.default is None or f.default == () else str(f.default)
             rows.append((f.metadata["env"], default, f.metadata["doc"]))
         return rows
 
@@ -277,3 +327,31 @@ def _bool(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("must be true or false")
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw) if raw else None
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    if "*" in origins:
+        if len(origins) > 1:
+            raise ValueError("`*` allows every origin and cannot be combined with others")
+        return origins
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest or any(c.isspace() for c in rest):
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com[:port]")
+    return origins
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    networks = []
+    for item in raw.split(","):
+        if item.strip():
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{item.strip()!r} is not an IP address or CIDR") from None
+    return tuple(networks)

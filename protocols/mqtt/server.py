@@ -9,7 +9,11 @@ drops, it tells every connection (``bus_interrupted``: QoS 1 subscribers on the
 hub's core tier are closed). ``MqttServer`` listens on
 ``FLOWGATE_MQTT_PORT``; each accepted socket gets an ``asyncio.Protocol`` of a
 few lines that forwards bytes to its ``MqttConnection`` and maps the
-transport's flow-control callbacks. Shutdown stops accepting, closes every
+transport's flow-control callbacks. With a TLS certificate it also listens on
+``FLOWGATE_MQTTS_PORT`` (``gateway.tls``: reloaded certificates, optional client
+certificates); a plain port of -1 is off. A peer in ``FLOWGATE_TRUSTED_PROXIES``
+may start with a PROXY protocol header (``proxy_protocol``), whose client
+address then names the connection. Shutdown stops accepting, closes every
 connection and waits for them up to the grace period.
 """
 
@@ -21,9 +25,12 @@ from dataclasses import dataclass
 
 from gateway.bus import BusState
 from gateway.bus.mqtt_store import MqttStore
+from gateway.proxies import TrustedProxies
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.tls import CertificateReloader, TlsFiles
 from protocols.mqtt.connection import MqttConnection, Wire
+from protocols.mqtt.proxy_protocol import ProxyHeaderReader, ProxyProtocolError
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -55,6 +62,7 @@ class MqttContext:
         self.store = store
         self.config = config
         self.connections: set[MqttConnection] = set()
+        self.proxies = TrustedProxies(services.settings.trusted_proxies)
         self._sessions: dict[str, MqttConnection] = {}
         store.on_takeover(self._on_remote_takeover)
         services.bus.add_listener(self._on_bus_state)
@@ -102,25 +110,61 @@ class MqttContext:
 
 
 class _TcpProtocol(asyncio.Protocol):
-    __slots__ = ("_conn", "_ctx")
+    __slots__ = ("_conn", "_ctx", "_proxy", "_proxy_timer", "_transport")
 
     def __init__(self, ctx: MqttContext) -> None:
         self._ctx = ctx
         self._conn: MqttConnection | None = None
+        self._proxy: ProxyHeaderReader | None = None  # reading a trusted proxy's PROXY header
+        self._transport: asyncio.BaseTransport | None = None
+        self._proxy_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
+        if peer and self._ctx.proxies.trusts(peer[0]):
+            self._transport = transport
+            self._proxy = ProxyHeaderReader()
+            self._proxy_timer = asyncio.get_running_loop().call_later(self._ctx.config.connect_timeout, transport.close)
+            return
+        self._connect(transport, f"{peer[0]}:{peer[1]}" if peer else "?")
+
+    def _connect(self, transport: asyncio.BaseTransport, peer: str) -> None:
         wire: Wire = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
-        self._conn = MqttConnection(self._ctx, wire, f"{peer[0]}:{peer[1]}" if peer else "?")
+        self._conn = MqttConnection(self._ctx, wire, peer)
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy is not None:
+            self._proxy_data(data)
+            return
         assert self._conn is not None
         self._conn.data_received(data)
+
+    def _proxy_data(self, data: bytes) -> None:
+        assert self._proxy is not None and self._transport is not None and self._proxy_timer is not None
+        peer = self._transport.get_extra_info("peername")
+        try:
+            result = self._proxy.feed(data)
+        except ProxyProtocolError as exc:
+            log.warning("mqtt connection from proxy %s closed: %s", peer[0], exc)
+            self._proxy_timer.cancel()
+            self._transport.close()
+            return
+        if result is None:
+            return
+        header, rest = result
+        self._proxy = None
+        self._proxy_timer.cancel()
+        client = header.source if header is not None and header.source is not None else peer
+        self._connect(self._transport, f"{client[0]}:{client[1]}")
+        if rest:
+            self.data_received(rest)
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
         if self._conn is not None:
             self._conn.connection_lost()
 
@@ -139,6 +183,7 @@ class MqttServer:
     def __init__(self, ctx: MqttContext) -> None:
         self.ctx = ctx
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
 
     @classmethod
     async def open(cls, services: Services) -> MqttServer:
@@ -153,16 +198,29 @@ class MqttServer:
     async def start(self) -> None:
         settings = self.ctx.services.settings
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _TcpProtocol(self.ctx), host=settings.host, port=settings.mqtt_port, backlog=1024
-        )
-        log.info("MQTT listening on %s:%d", settings.host, self.port)
+        if settings.mqtt_port != -1:
+            self._server = await loop.create_server(
+                lambda: _TcpProtocol(self.ctx), host=settings.host, port=settings.mqtt_port, backlog=1024
+            )
+            log.info("MQTT listening on %s:%d", settings.host, self.port)
+        if settings.tls_cert_file is not None and settings.mqtts_port != -1:
+            tls = CertificateReloader(TlsFiles.from_settings(settings, verify_clients=True))
+            self._tls_server = await loop.create_server(
+                lambda: _TcpProtocol(self.ctx),
+                host=settings.host,
+                port=settings.mqtts_port,
+                backlog=1024,
+                ssl=tls.context,
+            )
+            port = self._tls_server.sockets[0].getsockname()[1]
+            log.info("MQTT over TLS listening on %s:%d", settings.host, port)
 
     async def stop(self) -> None:
         """Stop accepting, close every connection, wait up to the shutdown grace period."""
-        if self._server is not None:
-            self._server.close()
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        for server in servers:
+            server.close()
         await self.ctx.close(self.ctx.services.settings.shutdown_grace_seconds)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for server in servers:
+            await server.wait_closed()
+        self._server = self._tls_server = None

@@ -1,0 +1,97 @@
+"""Which peers are trusted proxies, and who the client behind them is.
+
+``FLOWGATE_TRUSTED_PROXIES`` lists addresses and CIDRs. Only a connection from
+one of them may name another client: in HTTP with ``Forwarded`` (RFC 7239) or
+``X-Forwarded-For``, on MQTT with a PROXY protocol header. The proxy chain is
+read from the nearest hop backwards while the hops are trusted; the first
+untrusted hop is the client (what a client writes into the header itself sits
+further left and is ignored). No I/O here: the HTTP middleware
+(``protocols.http.client_address``) and the MQTT listener call it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedProxies:
+    """A set of networks; ``client`` resolves the real address of a request that came through them."""
+
+    __slots__ = ("_networks",)
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self._networks: tuple[Network, ...] = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def trusts(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
+    def client(self, peer: str, forwarded: str | None, x_forwarded_for: str | None) -> tuple[str, int] | None:
+        """The (host, port) a trusted ``peer`` forwarded for (port 0 if unknown), or None to keep the peer.
+
+        ``Forwarded`` wins over ``X-Forwarded-For`` when both are present.
+        """
+        if not self.trusts(peer):
+            return None
+        if forwarded is not None:
+            hops = forwarded_for(forwarded)
+        elif x_forwarded_for is not None:
+            hops = [(h.strip(), 0) for h in x_forwarded_for.split(",") if h.strip()]
+        else:
+            return None
+        for hop in reversed(hops):
+            if not self.trusts(hop[0]):
+                return hop
+        return hops[0] if hops else None
+
+
+def forwarded_for(value: str) -> list[tuple[str, int]]:
+    """The ``for=`` node of each element of a ``Forwarded`` header, nearest hop last (``unknown`` if absent)."""
+    hops: list[tuple[str, int]] = []
+    for element in _split_outside_quotes(value, ","):
+        node = "unknown"
+        for pair in _split_outside_quotes(element, ";"):
+            key, _, raw = pair.strip().partition("=")
+            if key.strip().lower() == "for":
+                node = raw.strip().strip('"')
+        hops.append(_host_port(node))
+    return hops
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    """``192.0.2.1``, ``192.0.2.1:80``, ``[2001:db8::1]:80`` or an obfuscated name -> (host, port)."""
+    if node.startswith("["):
+        host, _, rest = node[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif node.count(":") == 1:
+        host, _, port = node.partition(":")
+    else:
+        host, port = node, ""
+    return host, int(port) if port.isdigit() and int(port) < 65536 else 0
+
+
+def _split_outside_quotes(value: str, separator: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p for p in parts if p.strip()]
