@@ -463,3 +463,49 @@ async def test_proxy_protocol_on_mqtt_from_trusted_and_untrusted_peers(edge: Edg
     # the untrusted peer is still served as itself
     assert await mqtt_from(edge, "127.0.0.2", connect_packet(token, "honest")) == CONNACK_ACCEPTED
     await wait_for_log(edge.gateway, "connected", "client_id='honest'", "peer=127.0.0.2:")
+
+
+def test_tls_only_with_the_plain_ports_off(nats_server: NatsServer, certs: Certs) -> None:
+    https_port, mqtts_port = free_port(), free_port()
+    gateway = Gateway(
+        nats_server.url,
+        temp_dir("fg-gw-"),
+        env={
+            "FLOWGATE_HTTP_PORT": "-1",
+            "FLOWGATE_MQTT_PORT": "-1",
+            "FLOWGATE_HTTPS_PORT": str(https_port),
+            "FLOWGATE_MQTTS_PORT": str(mqtts_port),
+            "FLOWGATE_TLS_CERT_FILE": str(certs.server.cert),
+            "FLOWGATE_TLS_KEY_FILE": str(certs.server.key),
+        },
+    )
+    gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    gateway.process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        cwd=ROOT,
+        env=gateway.environment(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    gateway._pump()
+    context = ssl.create_default_context(cafile=certs.ca.path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert gateway.process.poll() is None, "".join(gateway.log)
+            try:
+                if httpx.get(f"https://127.0.0.1:{https_port}/readyz", verify=context, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "".join(gateway.log)
+            time.sleep(0.05)
+        assert served_serial(mqtts_port, context) == certs.server.serial  # no client CA here: no certificate asked
+        for port in (gateway.http_port, gateway.mqtt_port):  # the ports the plain listeners would have had
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
+        assert not any("MQTT listening" in line or "Uvicorn running" in line for line in gateway.log)
+    finally:
+        gateway.stop()
+        shutil.rmtree(gateway.data_dir, ignore_errors=True)
