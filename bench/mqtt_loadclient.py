@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import ssl
 import struct
 import time
 from collections.abc import Iterable
@@ -58,6 +59,7 @@ class Target:
     username: str | None = None
     password: bytes | None = None
     pids: tuple[int, ...] = ()  # broker processes whose RSS and CPU are reported (first = the broker itself)
+    tls: ssl.SSLContext | None = None  # connect over TLS with this client context
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +242,7 @@ class Connection(asyncio.Protocol):
 
 async def connect(target: Target, client_id: str, progress: asyncio.Event, *, clean: bool = True) -> Connection:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: Connection(progress), target.host, target.port)
+    _, conn = await loop.create_connection(lambda: Connection(progress), target.host, target.port, ssl=target.tls)
     conn.write(encode(Connect(client_id, clean, 120, target.username, target.password)))
     ack = await conn.expect(ConnAck)
     assert isinstance(ack, ConnAck)
