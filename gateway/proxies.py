@@ -13,8 +13,19 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One address in a forwarding chain: host (an IP, or a name such as ``unknown``), port (0 if not given),
+    and the scheme that hop used, when ``Forwarded: proto=`` says."""
+
+    host: str
+    port: int = 0
+    proto: str | None = None
 
 
 class TrustedProxies:
@@ -37,8 +48,8 @@ class TrustedProxies:
             address = address.ipv4_mapped
         return any(address in network for network in self._networks)
 
-    def client(self, peer: str, forwarded: str | None, x_forwarded_for: str | None) -> tuple[str, int] | None:
-        """The (host, port) a trusted ``peer`` forwarded for (port 0 if unknown), or None to keep the peer.
+    def client(self, peer: str, forwarded: str | None, x_forwarded_for: str | None) -> Hop | None:
+        """The client a trusted ``peer`` forwarded for, or None to keep the peer.
 
         ``Forwarded`` wins over ``X-Forwarded-For`` when both are present.
         """
@@ -47,25 +58,29 @@ class TrustedProxies:
         if forwarded is not None:
             hops = forwarded_for(forwarded)
         elif x_forwarded_for is not None:
-            hops = [(h.strip(), 0) for h in x_forwarded_for.split(",") if h.strip()]
+            hops = [Hop(h.strip()) for h in x_forwarded_for.split(",") if h.strip()]
         else:
             return None
         for hop in reversed(hops):
-            if not self.trusts(hop[0]):
+            if not self.trusts(hop.host):
                 return hop
         return hops[0] if hops else None
 
 
-def forwarded_for(value: str) -> list[tuple[str, int]]:
-    """The ``for=`` node of each element of a ``Forwarded`` header, nearest hop last (``unknown`` if absent)."""
-    hops: list[tuple[str, int]] = []
+def forwarded_for(value: str) -> list[Hop]:
+    """Each element of a ``Forwarded`` header as a hop, nearest last (host ``unknown`` without ``for=``)."""
+    hops: list[Hop] = []
     for element in _split_outside_quotes(value, ","):
-        node = "unknown"
+        node, proto = "unknown", None
         for pair in _split_outside_quotes(element, ";"):
             key, _, raw = pair.strip().partition("=")
-            if key.strip().lower() == "for":
+            key = key.strip().lower()
+            if key == "for":
                 node = raw.strip().strip('"')
-        hops.append(_host_port(node))
+            elif key == "proto":
+                proto = raw.strip().strip('"').lower() or None
+        host, port = _host_port(node)
+        hops.append(Hop(host, port, proto))
     return hops
 
 

@@ -292,6 +292,8 @@ class Settings:
             raise SettingsError("FLOWGATE_TOKEN_DEFAULT_TTL must not exceed FLOWGATE_TOKEN_MAX_TTL")
         if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
             raise SettingsError("FLOWGATE_TLS_CERT_FILE and FLOWGATE_TLS_KEY_FILE must be set together")
+        if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
+            raise SettingsError("FLOWGATE_TLS_CLIENT_CA_FILE needs FLOWGATE_TLS_CERT_FILE and FLOWGATE_TLS_KEY_FILE")
         if settings.tls_cert_file is not None:
             from gateway.tls import TlsError, check_files  # a broken file stops start-up with one line
 

@@ -161,19 +161,23 @@ async def wait_for_log(gateway: Gateway, *needles: str, timeout: float = TIMEOUT
 
 
 @pytest.mark.parametrize(
-    ("cert", "key", "variable", "why"),
+    ("cert", "key", "ca", "variable", "why"),
     [
-        ("server.crt", "missing.key", "FLOWGATE_TLS_KEY_FILE", "cannot read it"),
-        ("server.crt", "device.key", "FLOWGATE_TLS_KEY_FILE", "does not match"),
-        ("server.key", "server.key", "FLOWGATE_TLS_CERT_FILE", "not a PEM certificate"),
+        ("server.crt", "missing.key", "", "FLOWGATE_TLS_KEY_FILE", "cannot read it"),
+        ("server.crt", "device.key", "", "FLOWGATE_TLS_KEY_FILE", "does not match"),
+        ("server.key", "server.key", "", "FLOWGATE_TLS_CERT_FILE", "not a PEM certificate"),
+        ("server.crt", "server.key", "server.key", "FLOWGATE_TLS_CLIENT_CA_FILE", "not PEM CA certificates"),
+        ("", "", "server.crt", "FLOWGATE_TLS_CLIENT_CA_FILE", "needs FLOWGATE_TLS_CERT_FILE"),
     ],
 )
 def test_unusable_tls_files_stop_start_up_naming_the_setting(
-    certs: Certs, cert: str, key: str, variable: str, why: str
+    certs: Certs, cert: str, key: str, ca: str, variable: str, why: str
 ) -> None:
     directory = certs.server.cert.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWGATE_")}
-    env.update(FLOWGATE_TLS_CERT_FILE=str(directory / cert), FLOWGATE_TLS_KEY_FILE=str(directory / key))
+    for name, file in (("CERT", cert), ("KEY", key), ("CLIENT_CA", ca)):
+        if file:
+            env[f"FLOWGATE_TLS_{name}_FILE"] = str(directory / file)
     done = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
     )
@@ -373,9 +377,11 @@ async def test_preflight_on_every_route_and_websocket_origin_check(edge: Edge) -
                 f"{edge.gateway.ws_url}{path}?token={token}", origin="https://evil.example", subprotocols=subprotocols
             )
         assert refused_ws.value.response.status_code == 403
-    async with websockets.connect(f"{edge.gateway.ws_url}/ws?token={token}", origin=origin) as ws:
-        await ws.send(json.dumps({"action": "ping"}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["action"] == "pong"
+    own = f"http://127.0.0.1:{edge.gateway.http_port}"  # a page the gateway serves itself (same origin)
+    for allowed in (origin, own):
+        async with websockets.connect(f"{edge.gateway.ws_url}/ws?token={token}", origin=allowed) as ws:
+            await ws.send(json.dumps({"action": "ping"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["action"] == "pong"
 
 
 # -- the client's real address --------------------------------------------------------------------------

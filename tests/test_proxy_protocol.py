@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from gateway.proxies import TrustedProxies, forwarded_for
+from gateway.proxies import Hop, TrustedProxies, forwarded_for
 from protocols.mqtt.proxy_protocol import (
     V2_SIGNATURE,
     ProxyHeader,
@@ -95,18 +95,23 @@ PROXIES = TrustedProxies(["10.0.0.0/8", "2001:db8:ff::/48", "127.0.0.1"])
 
 CLIENTS = [
     # peer, Forwarded, X-Forwarded-For, client
-    ("10.1.2.3", None, "203.0.113.5", ("203.0.113.5", 0)),
-    ("10.1.2.3", None, "198.51.100.1, 203.0.113.5", ("203.0.113.5", 0)),  # what the client wrote is left of it
-    ("10.1.2.3", None, "203.0.113.5, 10.9.9.9", ("203.0.113.5", 0)),  # through two trusted proxies
-    ("10.1.2.3", None, "10.8.8.8, 10.9.9.9", ("10.8.8.8", 0)),  # all trusted: the farthest
+    ("10.1.2.3", None, "203.0.113.5", Hop("203.0.113.5", 0)),
+    ("10.1.2.3", None, "198.51.100.1, 203.0.113.5", Hop("203.0.113.5", 0)),  # what the client wrote is left of it
+    ("10.1.2.3", None, "203.0.113.5, 10.9.9.9", Hop("203.0.113.5", 0)),  # through two trusted proxies
+    ("10.1.2.3", None, "10.8.8.8, 10.9.9.9", Hop("10.8.8.8", 0)),  # all trusted: the farthest
     ("10.1.2.3", None, None, None),
-    ("10.1.2.3", "for=192.0.2.60;proto=https;by=10.1.2.3", "203.0.113.5", ("192.0.2.60", 0)),  # Forwarded wins
-    ("10.1.2.3", 'for="[2001:db8:cafe::17]:4711"', None, ("2001:db8:cafe::17", 4711)),
-    ("10.1.2.3", "for=192.0.2.43:80, for=10.3.3.3", None, ("192.0.2.43", 80)),
-    ("10.1.2.3", 'for="_hidden", for=10.3.3.3', None, ("_hidden", 0)),
-    ("10.1.2.3", "proto=https", None, ("unknown", 0)),
-    ("::ffff:10.1.2.3", None, "203.0.113.5", ("203.0.113.5", 0)),  # IPv4-mapped peer
-    ("2001:db8:ff::1", None, "2001:db8::5", ("2001:db8::5", 0)),
+    (
+        "10.1.2.3",
+        "for=192.0.2.60;proto=https;by=10.1.2.3",
+        "203.0.113.5",
+        Hop("192.0.2.60", 0, "https"),
+    ),  # Forwarded wins
+    ("10.1.2.3", 'for="[2001:db8:cafe::17]:4711"', None, Hop("2001:db8:cafe::17", 4711)),
+    ("10.1.2.3", "for=192.0.2.43:80, for=10.3.3.3", None, Hop("192.0.2.43", 80)),
+    ("10.1.2.3", 'for="_hidden", for=10.3.3.3', None, Hop("_hidden", 0)),
+    ("10.1.2.3", "proto=https", None, Hop("unknown", 0, "https")),
+    ("::ffff:10.1.2.3", None, "203.0.113.5", Hop("203.0.113.5", 0)),  # IPv4-mapped peer
+    ("2001:db8:ff::1", None, "2001:db8::5", Hop("2001:db8::5", 0)),
     ("203.0.113.9", None, "198.51.100.1", None),  # untrusted peer: its claim is ignored
     ("203.0.113.9", "for=198.51.100.1", None, None),
     ("127.0.0.2", None, "198.51.100.1", None),
@@ -114,13 +119,11 @@ CLIENTS = [
 
 
 @pytest.mark.parametrize(("peer", "forwarded", "xff", "client"), CLIENTS)
-def test_client_behind_proxies(
-    peer: str, forwarded: str | None, xff: str | None, client: tuple[str, int] | None
-) -> None:
+def test_client_behind_proxies(peer: str, forwarded: str | None, xff: str | None, client: Hop | None) -> None:
     assert PROXIES.client(peer, forwarded, xff) == client
 
 
 def test_forwarded_keeps_quoted_separators() -> None:
-    assert forwarded_for('for="a,b;c";proto=http, for=1.2.3.4') == [("a,b;c", 0), ("1.2.3.4", 0)]
+    assert forwarded_for('for="a,b;c";proto=HTTP, for=1.2.3.4') == [Hop("a,b;c", 0, "http"), Hop("1.2.3.4")]
     assert not TrustedProxies([])
     assert not PROXIES.trusts("not-an-address")

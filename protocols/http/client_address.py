@@ -4,7 +4,7 @@ An ASGI middleware in front of the whole app (installed only when
 ``FLOWGATE_TRUSTED_PROXIES`` is set): when the peer is a trusted proxy, the
 scope's ``client`` becomes the address its ``Forwarded`` / ``X-Forwarded-For``
 header names, and its ``scheme`` what ``Forwarded: proto=`` / ``X-Forwarded-Proto``
-says. Everything downstream (the ``/token`` throttle, logs, MQTT over WebSocket)
+says (``Forwarded``: the client's own hop). Everything downstream (the ``/token`` throttle, logs, MQTT over WebSocket)
 reads ``scope["client"]`` as usual. Headers from any other peer are ignored, so
 a client cannot pick its own address. uvicorn's own proxy handling is off
 (``proxy_headers=False`` in ``gateway.server``): it trusts 127.0.0.1 by default
@@ -40,18 +40,13 @@ class RealClient:
         xff = ", ".join(values[b"x-forwarded-for"]) if b"x-forwarded-for" in values else None
         real = self.proxies.client(peer, forwarded, xff)
         if real is not None:
-            scope["client"] = real
-        proto = None
+            scope["client"] = (real.host, real.port)
         if forwarded is not None:
-            for element in reversed(forwarded.split(",")):  # the nearest proxy's view of the scheme
-                for pair in element.split(";"):
-                    key, _, value = pair.strip().partition("=")
-                    if key.lower() == "proto":
-                        proto = value.strip('"').lower()
-                if proto:
-                    break
+            proto = real.proto if real is not None else None  # the scheme the client used with the first proxy
         elif b"x-forwarded-proto" in values:
-            proto = values[b"x-forwarded-proto"][-1].split(",")[-1].strip().lower()
+            proto = values[b"x-forwarded-proto"][-1].split(",")[-1].strip().lower()  # the nearest proxy's word
+        else:
+            proto = None
         scheme = _SCHEMES[scope["type"]].get(proto or "")
         if scheme is not None:
             scope["scheme"] = scheme

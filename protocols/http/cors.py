@@ -7,8 +7,9 @@ mapping or an SSE stream starts carries the CORS headers. Installed only when
 ``FLOWGATE_CORS_ORIGINS`` is set; requests without ``Origin`` pass straight
 through. HTTP is Starlette's ``CORSMiddleware`` (public API) configured with
 the headers Flow-Gate clients send and read. WebSocket handshakes (``/ws``,
-``/mqtt``) whose ``Origin`` is not allowed are refused with 403 before the
-endpoint runs; clients that send no ``Origin`` (devices, servers) are not
+``/mqtt``) whose ``Origin`` is neither allowed nor the gateway's own (the
+``Host`` the request was sent to) are refused with 403 before the endpoint
+runs; clients that send no ``Origin`` (devices, servers) are not
 browsers and are not checked.
 """
 
@@ -47,20 +48,23 @@ class Cors:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
-            origin = _origin(scope)
+            origin, host = _origin_and_host(scope)
             if origin is not None:
                 if kind == "http":
                     await self.http(scope, receive, send)
                     return
-                if not self.allows(origin):
+                if not self.allows(origin) and origin.partition("://")[2] != host:
                     log.info("websocket %s refused: origin %r not allowed", scope["path"], origin)
                     await send({"type": "websocket.close", "code": 1008, "reason": "origin not allowed"})
                     return
         await self.app(scope, receive, send)
 
 
-def _origin(scope: Scope) -> str | None:
+def _origin_and_host(scope: Scope) -> tuple[str | None, str | None]:
+    origin = host = None
     for name, value in scope["headers"]:
         if name == b"origin":
-            return str(value.decode("latin-1"))
-    return None
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    return origin, host
