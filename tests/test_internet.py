@@ -413,6 +413,19 @@ async def test_token_limit_counts_the_client_behind_a_trusted_proxy_only(edge: E
     assert await ask({"Forwarded": "for=203.0.113.22"}, untrusted) == 429
 
 
+async def test_websocket_logs_name_the_client_behind_a_trusted_proxy(edge: Edge) -> None:
+    url = f"{edge.gateway.ws_url}/ws?token={edge.token()}"
+    async with websockets.connect(url, additional_headers={"X-Forwarded-For": "203.0.113.50"}) as ws:
+        await ws.send(json.dumps({"action": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["action"] == "pong"
+    await wait_for_log(edge.gateway, '203.0.113.50:0 - "WebSocket /ws', "accepted")
+    claim = {"X-Forwarded-For": "203.0.113.51"}
+    async with websockets.connect(url, additional_headers=claim, local_addr=("127.0.0.2", 0)):  # untrusted
+        pass
+    await wait_for_log(edge.gateway, "127.0.0.2:", '- "WebSocket /ws', "accepted")
+    assert not any("203.0.113.51" in line for line in edge.gateway.log)
+
+
 def connect_packet(token: str, client_id: str) -> bytes:
     return encode(
         Connect(client_id=client_id, clean_session=True, keepalive=30, username="Bearer", password=token.encode())

@@ -124,7 +124,10 @@ class WsEndpoint:
             await send({"type": "websocket.send", "text": error_frame(exc).decode()})
             await send({"type": "websocket.close", "code": code, "reason": _reason(exc.message)})
             return
-        structlog.contextvars.bind_contextvars(conn=next(self._ids), user=claims.user_id, app=claims.app, protocol="ws")
+        peer = f"{request.client.host}:{request.client.port}" if request.client else "?"  # behind proxies: the client
+        structlog.contextvars.bind_contextvars(
+            conn=next(self._ids), user=claims.user_id, app=claims.app, protocol="ws", peer=peer
+        )
         direct = scope.get("extensions", {}).get(EXTENSION)
         try:
             await Connection(services, claims, send, direct).run(receive)
