@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import socket
@@ -12,8 +11,8 @@ import uvicorn
 from gateway.app import create_app
 from gateway.draining import Draining
 from gateway.embedded_nats import EmbeddedNatsError, find_nats_server
+from gateway.https import HttpsListener
 from gateway.settings import Settings
-from gateway.tls import CertificateReloader, TlsFiles
 from protocols.ws.protocol import max_frame_bytes
 from protocols.ws.transport import PROTOCOL_CLASS as WS_PROTOCOL
 
@@ -35,39 +34,20 @@ class GatewayServer(uvicorn.Server):
         super().__init__(config)
         self.draining = draining
         self.https = https
+        self.failed = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and self.https is not None:  # one more listener, same app and connections, closed alike
-            self.servers.append(await self.https.start(self))
+            try:
+                self.servers.append(await self.https.start(self))
+            except OSError as exc:  # e.g. the port is taken: stop what started, exit non-zero
+                logging.getLogger("flowgate.http").error("HTTPS listener on port %d: %s", self.https.port, exc)
+                self.should_exit = self.failed = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.draining.begin()
         await super().shutdown(sockets)
-
-
-class HttpsListener:
-    """HTTPS and WSS beside uvicorn's plain listener: its protocol class, its server state, our TLS context."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.host = settings.host
-        self.port = settings.https_port
-        self.tls = CertificateReloader(TlsFiles.from_settings(settings, verify_clients=False))
-
-    async def start(self, server: uvicorn.Server) -> asyncio.Server:
-        config, loop = server.config, asyncio.get_running_loop()
-
-        def protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]  # as uvicorn's Server.startup builds it
-                config=config, server_state=server.server_state, app_state=server.lifespan.state, _loop=loop
-            )
-
-        listener = await loop.create_server(
-            protocol, host=self.host, port=self.port, ssl=self.tls.context, backlog=config.backlog
-        )
-        port = listener.sockets[0].getsockname()[1]
-        logging.getLogger("flowgate.http").info("HTTPS listening on %s:%d", self.host, port)
-        return listener
 
 
 def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvicorn.Config:
@@ -105,4 +85,4 @@ def serve(settings: Settings) -> int:
     https = HttpsListener(settings) if settings.tls_cert_file is not None and settings.https_port != -1 else None
     server = GatewayServer(uvicorn_config(settings, draining), draining, https)
     server.run(sockets=[] if settings.http_port == -1 else None)  # no sockets: no plain HTTP listener
-    return 0 if server.started else 1
+    return 0 if server.started and not server.failed else 1
