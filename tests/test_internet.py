@@ -135,6 +135,7 @@ def edge(nats_server: NatsServer, certs: Certs, page_server: int) -> Iterator[Ed
     _, api_key = gateway.new_user()
     yield Edge(gateway, certs, https_port, mqtts_port, page_server, api_key)
     gateway.stop()
+    assert not [line for line in gateway.log if "Traceback" in line or "[error" in line], "".join(gateway.log)
     shutil.rmtree(data, ignore_errors=True)
 
 
@@ -528,3 +529,38 @@ def test_tls_only_with_the_plain_ports_off(nats_server: NatsServer, certs: Certs
     finally:
         gateway.stop()
         shutil.rmtree(gateway.data_dir, ignore_errors=True)
+
+
+async def mqtts_from(edge: Edge, local: str, header: bytes, token: str, client_id: str) -> bytes:
+    """``header`` in clear, then TLS with the device certificate and CONNECT; the CONNACK (or b"" if refused)."""
+    raw = socket.create_connection(("127.0.0.1", edge.mqtts_port), timeout=TIMEOUT, source_address=(local, 0))
+    raw.sendall(header)
+    raw.setblocking(False)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(sock=raw, ssl=edge.client_context(edge.certs.device), server_hostname="localhost"),
+            TIMEOUT,
+        )
+    except (ssl.SSLError, ConnectionError):
+        return b""
+    try:
+        writer.write(connect_packet(token, client_id))
+        return await asyncio.wait_for(reader.readexactly(4), TIMEOUT)
+    finally:
+        writer.close()
+
+
+async def test_proxy_protocol_in_front_of_mqtt_over_tls(edge: Edge) -> None:
+    token = edge.token()
+    v1 = b"PROXY TCP4 198.51.100.10 127.0.0.1 4444 8883\r\n"
+    assert await mqtts_from(edge, "127.0.0.1", v1, token, "tls-v1") == CONNACK_ACCEPTED
+    await wait_for_log(edge.gateway, "connected", "client_id='tls-v1'", "peer=198.51.100.10:4444")
+    assert await mqtts_from(edge, "127.0.0.1", proxy_v2("198.51.100.11", 5555), token, "tls-v2") == CONNACK_ACCEPTED
+    await wait_for_log(edge.gateway, "connected", "client_id='tls-v2'", "peer=198.51.100.11:5555")
+    assert await mqtts_from(edge, "127.0.0.1", b"", token, "tls-direct") == CONNACK_ACCEPTED
+    await wait_for_log(edge.gateway, "connected", "client_id='tls-direct'", "peer=127.0.0.1:")
+    # from an untrusted peer the header is not TLS: the handshake fails
+    assert await mqtts_from(edge, "127.0.0.2", v1, token, "tls-spoofer") == b""
+    await wait_for_log(edge.gateway, "mqtts connection from 127.0.0.2:", "failed before MQTT")
+    assert await mqtts_from(edge, "127.0.0.2", b"", token, "tls-honest") == CONNACK_ACCEPTED
+    await wait_for_log(edge.gateway, "connected", "client_id='tls-honest'", "peer=127.0.0.2:")

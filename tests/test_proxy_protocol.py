@@ -127,3 +127,13 @@ def test_forwarded_keeps_quoted_separators() -> None:
     assert forwarded_for('for="a,b;c";proto=HTTP, for=1.2.3.4') == [Hop("a,b;c", 0, "http"), Hop("1.2.3.4")]
     assert not TrustedProxies([])
     assert not PROXIES.trusts("not-an-address")
+
+
+@pytest.mark.parametrize(("data", "expected"), GOOD)
+def test_reading_what_it_wants_never_reads_past_the_header(data: bytes, expected: ProxyHeader) -> None:
+    """How the TLS listener reads a header in front of a handshake: ``wanted()`` bytes at a time."""
+    stream, reader, result = data + b"\x16\x03\x01", ProxyHeaderReader(), None
+    while result is None:
+        chunk, stream = stream[: reader.wanted()], stream[reader.wanted() :]
+        result = reader.feed(chunk)
+    assert result == (expected, b"") and stream == b"\x16\x03\x01"

@@ -45,6 +45,15 @@ class ProxyHeaderReader:
     def __init__(self) -> None:
         self._buffer = b""
 
+    def wanted(self) -> int:
+        """Bytes the header surely still has (1 while a v1 line is open): reading no more never reads past it."""
+        buffer = self._buffer
+        if buffer.startswith(V2_SIGNATURE) and len(buffer) >= V2_HEADER:
+            return max(1, V2_HEADER + int.from_bytes(buffer[14:16], "big") - len(buffer))
+        if buffer and V2_SIGNATURE.startswith(buffer[:12]) and not buffer.startswith(b"P"):
+            return V2_HEADER - len(buffer)
+        return 1
+
     def feed(self, data: bytes) -> tuple[ProxyHeader | None, bytes] | None:
         buffer = self._buffer = self._buffer + data
         if buffer.startswith(V2_SIGNATURE):

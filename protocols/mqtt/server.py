@@ -11,9 +11,10 @@ hub's core tier are closed). ``MqttServer`` listens on
 few lines that forwards bytes to its ``MqttConnection`` and maps the
 transport's flow-control callbacks. With a TLS certificate it also listens on
 ``FLOWGATE_MQTTS_PORT`` (``gateway.tls``: reloaded certificates, optional client
-certificates); a plain port of -1 is off. A peer in ``FLOWGATE_TRUSTED_PROXIES``
-may start with a PROXY protocol header (``proxy_protocol``), whose client
-address then names the connection. Shutdown stops accepting, closes every
+certificates, ``tls_listener``); a plain port of -1 is off. A peer in
+``FLOWGATE_TRUSTED_PROXIES`` may start with a PROXY protocol header
+(``proxy_protocol``; on the TLS port before the handshake), whose client address
+then names the connection. Shutdown stops accepting, closes every
 connection and waits for them up to the grace period.
 """
 
@@ -31,6 +32,7 @@ from gateway.settings import Settings
 from gateway.tls import CertificateReloader, TlsFiles
 from protocols.mqtt.connection import MqttConnection, Wire
 from protocols.mqtt.proxy_protocol import ProxyHeaderReader, ProxyProtocolError
+from protocols.mqtt.tls_listener import TlsListener
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -110,16 +112,20 @@ class MqttContext:
 
 
 class _TcpProtocol(asyncio.Protocol):
-    __slots__ = ("_conn", "_ctx", "_proxy", "_proxy_timer", "_transport")
+    __slots__ = ("_conn", "_ctx", "_peer", "_proxy", "_proxy_timer", "_transport")
 
-    def __init__(self, ctx: MqttContext) -> None:
+    def __init__(self, ctx: MqttContext, peer: str | None = None) -> None:
         self._ctx = ctx
+        self._peer = peer  # known already (the TLS listener read any PROXY header): no header is read here
         self._conn: MqttConnection | None = None
         self._proxy: ProxyHeaderReader | None = None  # reading a trusted proxy's PROXY header
         self._transport: asyncio.BaseTransport | None = None
         self._proxy_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._peer is not None:
+            self._connect(transport, self._peer)
+            return
         peer = transport.get_extra_info("peername")
         if peer and self._ctx.proxies.trusts(peer[0]):
             self._transport = transport
@@ -183,7 +189,7 @@ class MqttServer:
     def __init__(self, ctx: MqttContext) -> None:
         self.ctx = ctx
         self._server: asyncio.Server | None = None
-        self._tls_server: asyncio.Server | None = None
+        self._tls_listener: TlsListener | None = None
 
     @classmethod
     async def open(cls, services: Services) -> MqttServer:
@@ -205,22 +211,22 @@ class MqttServer:
             log.info("MQTT listening on %s:%d", settings.host, self.port)
         if settings.tls_cert_file is not None and settings.mqtts_port != -1:
             tls = CertificateReloader(TlsFiles.from_settings(settings, verify_clients=True))
-            self._tls_server = await loop.create_server(
-                lambda: _TcpProtocol(self.ctx),
-                host=settings.host,
-                port=settings.mqtts_port,
-                backlog=1024,
-                ssl=tls.context,
+            self._tls_listener = TlsListener(
+                lambda peer: _TcpProtocol(self.ctx, peer),
+                tls.context,
+                self.ctx.proxies,
+                self.ctx.config.connect_timeout,
             )
-            port = self._tls_server.sockets[0].getsockname()[1]
-            log.info("MQTT over TLS listening on %s:%d", settings.host, port)
+            await self._tls_listener.start(settings.host, settings.mqtts_port)
+            log.info("MQTT over TLS listening on %s:%d", settings.host, self._tls_listener.port)
 
     async def stop(self) -> None:
         """Stop accepting, close every connection, wait up to the shutdown grace period."""
-        servers = [s for s in (self._server, self._tls_server) if s is not None]
-        for server in servers:
-            server.close()
+        if self._server is not None:
+            self._server.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         await self.ctx.close(self.ctx.services.settings.shutdown_grace_seconds)
-        for server in servers:
-            await server.wait_closed()
-        self._server = self._tls_server = None
+        if self._server is not None:
+            await self._server.wait_closed()
+        self._server = self._tls_listener = None
