@@ -22,11 +22,10 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-
-from gateway.settings import Settings
 
 log = logging.getLogger("flowgate.tls")
 
@@ -38,6 +37,17 @@ class TlsError(ValueError):
     """A TLS file cannot be used; the message names the setting."""
 
 
+class TlsSettings(Protocol):
+    """The part of ``gateway.settings.Settings`` read here (settings imports this module to check the files)."""
+
+    @property
+    def tls_cert_file(self) -> Path | None: ...
+    @property
+    def tls_key_file(self) -> Path | None: ...
+    @property
+    def tls_client_ca_file(self) -> Path | None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class TlsFiles:
     cert: Path
@@ -45,7 +55,7 @@ class TlsFiles:
     client_ca: Path | None = None  # clients must present a certificate signed by one of these
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, verify_clients: bool) -> TlsFiles:
+    def from_settings(cls, settings: TlsSettings, *, verify_clients: bool) -> TlsFiles:
         assert settings.tls_cert_file is not None and settings.tls_key_file is not None
         return cls(
             cert=settings.tls_cert_file,
@@ -65,7 +75,7 @@ class TlsFiles:
         return tuple(stats)
 
 
-def check_files(settings: Settings) -> None:
+def check_files(settings: TlsSettings) -> None:
     """Raise ``TlsError`` naming the variable if the configured files cannot make a server context."""
     build_context(TlsFiles.from_settings(settings, verify_clients=True))
 
