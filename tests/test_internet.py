@@ -289,6 +289,17 @@ async def test_certificate_replaced_on_disk_is_served_to_the_next_connection(edg
     await wait_for_log(edge.gateway, "TLS certificate reloaded")
 
 
+async def test_a_half_written_renewal_keeps_the_previous_certificate(edge: Edge) -> None:
+    current, pending = edge.certs.server, edge.certs.ca.issue("next", server=True)
+    shutil.copyfile(pending.cert, current.cert)  # the new certificate, the old key: they do not match
+    assert served_serial(edge.https_port, edge.client_context()) == current.serial
+    await wait_for_log(edge.gateway, "TLS certificate not reloaded", "FLOWGATE_TLS_KEY_FILE", "does not match")
+    shutil.copyfile(pending.key, current.key)  # the renewal completes
+    assert served_serial(edge.https_port, edge.client_context()) == pending.serial
+    assert served_serial(edge.mqtts_port, edge.client_context(edge.certs.device)) == pending.serial
+    edge.certs.server = Issued(current.cert, current.key, pending.serial)
+
+
 # -- CORS ---------------------------------------------------------------------------------------------------
 
 BROWSER_SCRIPT = """
