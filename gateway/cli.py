@@ -32,7 +32,8 @@ def _admin_request(
             return 2
         key = key_file.read_text().strip()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    base = url or f"http://{host}:{settings.http_port}"
+    plain = settings.http_port != -1  # else the HTTPS listener, its certificate checked against the system's CAs
+    base = url or (f"http://{host}:{settings.http_port}" if plain else f"https://{host}:{settings.https_port}")
     try:
         response = httpx.request(method, base + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
     except httpx.HTTPError as exc:
