@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
 
 from gateway.billing.plans import Operation, Prices
 from gateway.bus import Bucket
 from gateway.errors import Conflict
+
+if TYPE_CHECKING:
+    from gateway.billing.history import UsageHistory
 
 _CAS_ATTEMPTS = 50
 FIELDS = tuple(op.value for op in Operation)
@@ -46,9 +50,10 @@ def empty_usage() -> dict[str, int]:
 
 
 class UsageMeter:
-    def __init__(self, bucket: Bucket, prices: Prices) -> None:
+    def __init__(self, bucket: Bucket, prices: Prices, history: UsageHistory | None = None) -> None:
         self._bucket = bucket
         self._prices = prices
+        self.history = history  # units per hour, added from what each flush wrote
         self._pending: dict[tuple[str, str, str], list[int]] = {}  # (period, user, app) -> counts by FIELDS
         self._flushing: dict[tuple[str, str, str], list[int]] = {}  # being written: still counted by ``pending``
 
@@ -82,13 +87,18 @@ class UsageMeter:
         written = 0
         try:
             for key, counts in list(pending.items()):
-                await self._add(key, self._as_usage(counts))
+                usage = self._as_usage(counts)
+                await self._add(key, usage)
                 del pending[key]
                 written += 1
+                if self.history is not None:
+                    self.history.add(key[1], usage["units"])
         finally:
             self._flushing = {}
             for key, counts in pending.items():  # not written: go with the next flush
                 self._merge_back(key, counts)
+        if self.history is not None:
+            await self.history.flush()
         return written
 
     def _merge_back(self, key: tuple[str, str, str], counts: list[int]) -> None:
