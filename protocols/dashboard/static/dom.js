@@ -43,10 +43,18 @@ export function fill(el, ...children) {
   return el;
 }
 
-/** A labelled control: <label><span>Label</span><input ...></label>. */
+let nextId = 0;
+
+/** A labelled control: <label for> plus the control, with an optional hint tied by aria-describedby. */
 export function field(label, control, hint) {
-  return h('label', { class: 'field' }, h('span', { class: 'label' }, label), control,
-    hint ? h('small', { class: 'hint' }, hint) : null);
+  nextId += 1;
+  if (!control.id) control.id = `f${nextId}`;
+  let note = null;
+  if (hint) {
+    note = h('small', { class: 'hint', id: `${control.id}-hint` }, hint);
+    control.setAttribute('aria-describedby', note.id);
+  }
+  return h('div', { class: 'field' }, h('label', { class: 'label', for: control.id }, label), control, note);
 }
 
 export function input(props = {}) {
