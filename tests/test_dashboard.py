@@ -13,6 +13,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from unittest.mock import ANY
 
 import httpx
 import orjson
@@ -246,6 +247,18 @@ async def test_console_sees_every_protocol_within_a_second_and_publishes_to_mqtt
     await expect(entry).to_contain_text("sensors/mqtt")
     await expect(entry).to_contain_text("seq ")
     await expect(entry).to_contain_text("text")
+    seq = re.search(r"seq (\d+)", await entry.inner_text())
+    assert seq is not None
+    await page.get_by_label("Topic filter").fill("sensors/mqtt")  # replay from a seq: the message comes again
+    await page.get_by_label("Replay from seq (optional)").fill(seq.group(1))
+    await page.get_by_role("button", name="Subscribe", exact=True).click()
+    await expect(log.get_by_text("from mosquitto")).to_have_count(2)
+    await page.get_by_role("button", name="Pause").click()
+    await publish(gw, token, "sensors/held", "held back")
+    await expect(page.get_by_text("1 held while paused")).to_be_visible()
+    await expect(log.get_by_text("held back")).to_have_count(0)
+    await page.get_by_role("button", name="Resume").click()
+    await expect(log.get_by_text("held back")).to_be_visible()
 
     sub = await asyncio.create_subprocess_exec(
         *LINE_BUFFERED,
@@ -311,9 +324,20 @@ async def test_queue_create_send_receive_delete(tab: Tab, gw: Gateway) -> None:
     token = gw.token(key, "app")
     info = await get_json(gw, token, "/api/v1/queues/jobs")
     assert isinstance(info, dict) and (info["approximate_visible"], info["approximate_in_flight"]) == (0, 0)
+    await page.get_by_label("Queue name").fill("jobs-dlq")
+    await page.get_by_role("button", name="Create queue").click()
+    await expect(page.get_by_role("heading", name="Queue jobs-dlq")).to_be_visible()
+    await page.get_by_role("button", name="Open queue jobs", exact=True).click()
+    await expect(page.get_by_role("heading", name="Queue jobs", exact=True)).to_be_visible()
+    await page.get_by_label("Dead-letter queue").fill("jobs-dlq")
+    await page.get_by_label("Max receives before dead-lettering").fill("3")
+    await page.get_by_role("button", name="Save attributes").click()
+    await expect(page.get_by_text("Attributes of jobs saved.")).to_be_visible()
+    info = await get_json(gw, token, "/api/v1/queues/jobs")
+    assert isinstance(info, dict) and info["attributes"]["redrive_policy"]["max_receive_count"] == 3
     await page.get_by_role("button", name="Delete queue").click()
     await expect(page.get_by_text("Queue jobs deleted.")).to_be_visible()
-    assert await get_json(gw, token, "/api/v1/queues") == {"queues": []}
+    assert await get_json(gw, token, "/api/v1/queues") == {"queues": [{"queue": ANY, "name": "jobs-dlq"}]}
     tab.assert_clean()
 
 

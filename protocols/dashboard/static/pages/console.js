@@ -77,7 +77,7 @@ export function render(ctx) {
 
   const subscribeFrame = (filter, since) => {
     const frame = { action: 'subscribe', topic: filter };
-    if (since) frame.since = since;
+    if (since !== null && since !== undefined) frame.since = since; // the server resumes after `since`
     return frame;
   };
 
@@ -143,7 +143,7 @@ export function render(ctx) {
     socket.addEventListener('open', () => {
       attempt = 0;
       setStatus('Connected', 'ok');
-      for (const f of filters.keys()) sendFrame(subscribeFrame(f, lastSeq ? lastSeq + 1 : null));
+      for (const f of filters.keys()) sendFrame(subscribeFrame(f, lastSeq || null)); // resume after the last seen
     });
     socket.addEventListener('message', (event) => {
       let frame;
@@ -179,12 +179,13 @@ export function render(ctx) {
   const subscribeForm = form({ class: 'card inline-form', 'aria-label': 'Subscribe' }, async () => {
     const f = filterInput.value.trim();
     if (!f) { ctx.fail('Enter a topic filter, e.g. sensors/# or sensors/+/temp.'); return; }
-    const since = sinceInput.value ? Number(sinceInput.value) : null;
-    if (filters.has(f) && since) sendFrame({ action: 'unsubscribe', topic: f });
+    const from = sinceInput.value ? Number(sinceInput.value) : null;
+    if (from !== null && (!Number.isInteger(from) || from < 1)) { ctx.fail('Replay from a seq of 1 or more.'); return; }
+    const since = from === null ? null : from - 1; // the protocol's since is the last seq already seen
     filters.set(f, since);
     renderSubs();
     if (!sendFrame(subscribeFrame(f, since))) ctx.notify(`Subscribed to ${f} once the console is connected.`);
-    else ctx.notify(`Subscribed to ${f}${since ? ` from seq ${since}` : ''}.`);
+    else ctx.notify(`Subscribed to ${f}${from !== null ? ` from seq ${from}` : ''}.`);
   },
   h('h2', {}, 'Subscribe'),
   field('Topic filter', filterInput, '+ matches one level, # the rest'),

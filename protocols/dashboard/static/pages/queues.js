@@ -17,11 +17,17 @@ export function render(ctx) {
   const listBox = h('div', {}, h('p', {}, 'Loading queues…'));
   const detail = h('div', { class: 'queue-detail' });
   let selected = ctx.args[0] || null;
+  let infoLine = null; // the open queue's counts, kept current by loadList
+
+  const describeQueue = (info) => `${info.queue} · created ${when(info.created_at)} · visible ${number(info.approximate_visible)}, `
+    + `in flight ${number(info.approximate_in_flight)}, delayed ${number(info.approximate_delayed)}`;
 
   const loadList = async () => {
     try {
       const { queues } = await session.call('GET', '/api/v1/queues');
       const infos = await Promise.all(queues.map((q) => session.call('GET', path(q.name)).catch(() => ({ ...q }))));
+      const current = infos.find((q) => q.name === selected);
+      if (current && infoLine && current.created_at) infoLine.textContent = describeQueue(current);
       fill(listBox, table('Queues in this namespace', ['Queue', 'Visible', 'In flight', 'Delayed', ''], infos.map((q) => h('tr', {},
         h('td', {}, h('code', {}, q.name)),
         h('td', {}, number(q.approximate_visible)),
@@ -103,10 +109,10 @@ export function render(ctx) {
     }, h('h3', {}, 'Receive'), field('Max messages', max), field('Visibility timeout (s, optional)', visibility),
     field('Wait (s)', wait), h('button', { type: 'submit' }, 'Receive'), received);
 
+    infoLine = h('p', {}, describeQueue(info));
     fill(detail, h('section', { 'aria-label': `Queue ${name}` },
       h('h2', { tabindex: '-1' }, `Queue ${name}`),
-      h('p', {}, `${info.queue} · created ${when(info.created_at)} · visible ${number(info.approximate_visible)}, `
-        + `in flight ${number(info.approximate_in_flight)}, delayed ${number(info.approximate_delayed)}`),
+      infoLine,
       h('div', { class: 'row' },
         button('Refresh', () => refresh()),
         policy ? button('Open dead-letter queue', () => open(policy.dead_letter_queue)) : null,
