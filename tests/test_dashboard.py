@@ -185,7 +185,6 @@ async def test_admin_creates_user_and_key_and_the_user_sees_usage_move(tab: Tab,
     await tab.shoot("admin-plans")
     await page.get_by_role("link", name="Server").click()
     await expect(figure(page, "NATS")).to_have_text("connected")
-    await tab.shoot("admin-server")
     await page.get_by_role("button", name="Sign out").click()
 
     await tab.sign_in_user(key)
@@ -294,6 +293,16 @@ async def test_console_sees_every_protocol_within_a_second_and_publishes_to_mqtt
     await page.get_by_role("button", name="Publish").click()
     await expect(page.get_by_text(re.compile(r"Publish failed: .*\(400\)"))).to_be_visible()  # errors in words
     await tab.shoot("console")
+    # the admin's live server view, in another tab, counts the console's WebSocket and the traffic
+    admin = Tab(await page.context.new_page(), gw.base_url)
+    await admin.page.goto(gw.base_url + "/#/server")
+    await admin.page.get_by_label("Admin key").fill(gw.admin_key)
+    await admin.page.keyboard.press("Enter")  # the keyboard submits the form
+    await admin.page.get_by_role("link", name="Server").click()
+    await expect(admin.page.get_by_role("row", name=re.compile(r"^ws [1-9]"))).to_be_visible()
+    await expect(figure(admin.page, "Messages in")).to_contain_text("/s")
+    await admin.shoot("admin-server")
+    admin.assert_clean()
     tab.assert_clean()
 
 
