@@ -18,9 +18,7 @@ import orjson
 
 from gateway.billing.meter import Period, iso
 from gateway.bus import Bucket
-from gateway.errors import Conflict
 
-_CAS_ATTEMPTS = 50
 HOURS_SHOWN = 48
 
 
@@ -63,21 +61,13 @@ class UsageHistory:
                     self._pending[key] = self._pending.get(key, 0) + units
 
     async def _add(self, name: str, hours: dict[int, int]) -> None:
-        for _ in range(_CAS_ATTEMPTS):
-            entry = await self._bucket.get(name)
-            stored: list[int] = [0] * 24 if entry is None else orjson.loads(entry.value)
+        def add(stored: list[int] | None) -> list[int]:
+            counts = [0] * 24 if stored is None else stored
             for hour, units in hours.items():
-                stored[hour] += units
-            value = orjson.dumps(stored)
-            try:
-                if entry is None:
-                    await self._bucket.create(name, value)
-                else:
-                    await self._bucket.update(name, value, entry.revision)
-            except Conflict:
-                continue
-            return
-        raise Conflict(f"usage history {name} is too busy; retry")
+                counts[hour] += units
+            return counts
+
+        await self._bucket.change_json(name, add)
 
     async def _days(self, user_id: str, days: list[str]) -> dict[str, list[int]]:
         entries = await asyncio.gather(*(self._bucket.get(self._key(user_id, day)) for day in days))

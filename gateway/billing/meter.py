@@ -17,7 +17,6 @@ import orjson
 
 from gateway.billing.plans import Operation, Prices
 from gateway.bus import Bucket
-from gateway.errors import Conflict
 
 if TYPE_CHECKING:
     from gateway.billing.history import UsageHistory
@@ -107,22 +106,13 @@ class UsageMeter:
             current[i] += n
 
     async def _add(self, key: tuple[str, str, str], usage: dict[str, int]) -> None:
-        name = "usage.{}.{}.{}".format(*key)
-        for _ in range(_CAS_ATTEMPTS):
-            entry = await self._bucket.get(name)
-            stored = empty_usage() if entry is None else orjson.loads(entry.value)
+        def add(stored: dict[str, int] | None) -> dict[str, int]:
+            total = empty_usage() if stored is None else stored
             for field, n in usage.items():
-                stored[field] = stored.get(field, 0) + n
-            value = orjson.dumps(stored)
-            try:
-                if entry is None:
-                    await self._bucket.create(name, value)
-                else:
-                    await self._bucket.update(name, value, entry.revision)
-            except Conflict:
-                continue
-            return
-        raise Conflict(f"usage record {name} is too busy; retry")
+                total[field] = total.get(field, 0) + n
+            return total
+
+        await self._bucket.change_json("usage.{}.{}.{}".format(*key), add, attempts=_CAS_ATTEMPTS)
 
     async def stored(self, period: str, user_id: str) -> dict[str, dict[str, int]]:
         """The flushed usage of ``user_id`` in ``period``, by app."""
