@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -79,7 +80,7 @@ class UsageHistory:
                 out[day][hour] += units
         return out
 
-    async def read(self, user_id: str) -> dict[str, object]:
+    async def read(self, user_id: str) -> dict[str, Any]:
         """Units per hour for the last 48 hours and per day for the current billing period (oldest first)."""
         now = datetime.fromtimestamp(self._wall(), UTC)
         this_hour = now.replace(minute=0, second=0, microsecond=0)

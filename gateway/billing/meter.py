@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import orjson
 
 from gateway.billing.plans import Operation, Prices
 from gateway.bus import Bucket
-
-if TYPE_CHECKING:
-    from gateway.billing.history import UsageHistory
 
 _CAS_ATTEMPTS = 50
 FIELDS = tuple(op.value for op in Operation)
@@ -48,8 +45,18 @@ def empty_usage() -> dict[str, int]:
     return {**dict.fromkeys(FIELDS, 0), "units": 0}
 
 
+class History(Protocol):
+    """Where each flush's counts also go, by user and hour (``gateway.billing.history.UsageHistory``)."""
+
+    def add(self, user_id: str, units: int) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def read(self, user_id: str) -> dict[str, Any]: ...
+
+
 class UsageMeter:
-    def __init__(self, bucket: Bucket, prices: Prices, history: UsageHistory | None = None) -> None:
+    def __init__(self, bucket: Bucket, prices: Prices, history: History | None = None) -> None:
         self._bucket = bucket
         self._prices = prices
         self.history = history  # units per hour, added from what each flush wrote
