@@ -79,6 +79,8 @@ class Tab:
         SHOTS.mkdir(parents=True, exist_ok=True)
         await self.page.set_viewport_size(PHONE)
         await self.page.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
+        width = await self.page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{name} is {width} px wide at phone width"  # no sideways scrolling
         await self.page.set_viewport_size(DESKTOP)
         await self.page.screenshot(path=str(SHOTS / f"{name}-desktop.png"), full_page=True)
 
