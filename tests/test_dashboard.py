@@ -360,10 +360,14 @@ async def test_revoked_key_cannot_sign_in_and_says_why(tab: Tab, gw: Gateway) ->
     page = tab.page
     tab.confirm = True
     await tab.sign_in_user(key)
+    await page.reload()  # the session lives in this tab's sessionStorage: still signed in
     await page.get_by_role("link", name="Keys").click()
     await page.get_by_role("button", name="Revoke key test").click()
     await expect(page.get_by_text("Key test revoked.")).to_be_visible()
+    stored = await page.evaluate("() => [sessionStorage.length, localStorage.length, document.cookie]")
+    assert stored == [1, 0, ""] and key not in page.url
     await page.get_by_role("button", name="Sign out").click()
+    assert await page.evaluate("() => sessionStorage.length") == 0  # signing out forgets the credentials
     await page.get_by_label("API key", exact=True).fill(key)
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await expect(page.get_by_role("alert")).to_have_text(re.compile(r"Sign-in failed: invalid API key\. .*revoked"))
