@@ -355,11 +355,17 @@ async def test_queue_create_send_receive_delete(tab: Tab, gw: Gateway) -> None:
 # -- keys ----------------------------------------------------------------------------------------------
 
 
-async def test_revoked_key_cannot_sign_in_and_says_why(tab: Tab, gw: Gateway) -> None:
+async def test_token_refreshed_before_expiry_and_a_revoked_key_cannot_sign_in(tab: Tab, gw: Gateway) -> None:
     _, key = gw.new_user()
     page = tab.page
     tab.confirm = True
+    await page.clock.install()  # the page's timers on a clock the test can move
     await tab.sign_in_user(key)
+    first = await page.evaluate("() => JSON.parse(sessionStorage.getItem('flowgate.session')).token")
+    async with page.expect_response(lambda r: r.url.endswith("/token") and r.request.method == "POST") as refreshed:
+        await page.clock.fast_forward("14:05")  # the token (15 min) is refreshed a minute before it expires
+    assert (await refreshed.value).status == 200
+    await page.wait_for_function("(t) => JSON.parse(sessionStorage.getItem('flowgate.session')).token !== t", arg=first)
     await page.reload()  # the session lives in this tab's sessionStorage: still signed in
     await page.get_by_role("link", name="Keys").click()
     await page.get_by_role("button", name="Revoke key test").click()
