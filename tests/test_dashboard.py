@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from unittest.mock import ANY
 
@@ -36,7 +37,7 @@ WS_FAILURE = re.compile(r"WebSocket connection to .* failed")
 @pytest.fixture(scope="module")
 def gw(nats_server: NatsServer) -> Iterator[Gateway]:
     data = temp_dir("fg-dash-")
-    gateway = Gateway(nats_server.url, data).start()
+    gateway = Gateway(nats_server.url, data, env={"FLOWGATE_SHUTDOWN_GRACE": "1"}).start()  # restarted once
     yield gateway
     gateway.stop()
     shutil.rmtree(data, ignore_errors=True)
@@ -196,9 +197,14 @@ async def test_admin_creates_user_and_key_and_the_user_sees_usage_move(tab: Tab,
         await publish(gw, token, "sensors/usage", n)
     await page.get_by_role("button", name="Refresh").click()
     await expect(figure(page, "Used this period")).to_have_text("3")
-    await expect(page.get_by_role("img", name=re.compile(r"Units per hour, last 48 hours: [1-9]"))).to_be_visible(
-        timeout=5000
-    )  # the history arrives with the next billing sync
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the history takes the counts at the next billing sync (0.5 s)
+        history = await get_json(gw, token, "/api/v1/usage/history")
+        if isinstance(history, dict) and sum(h["units"] for h in history["hourly"]) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    await page.get_by_role("button", name="Refresh").click()
+    await expect(page.get_by_role("img", name=re.compile(r"Units per hour, last 48 hours: 3 units"))).to_be_visible()
     await tab.shoot("usage")
     await page.get_by_role("link", name="Keys").click()
     await expect(page.get_by_role("cell", name=re.compile("this session"))).to_be_visible()
@@ -350,6 +356,39 @@ async def test_queue_create_send_receive_delete(tab: Tab, gw: Gateway) -> None:
     await expect(page.get_by_text("Queue jobs deleted.")).to_be_visible()
     assert await get_json(gw, token, "/api/v1/queues") == {"queues": [{"queue": ANY, "name": "jobs-dlq"}]}
     tab.assert_clean()
+
+
+async def test_limits_are_explained_in_words(tab: Tab, gw: Gateway) -> None:
+    user_id, key = gw.new_user()
+    answer = gw.admin("PATCH", f"/api/v1/admin/users/{user_id}", json={"limits": {"quota": 1}})
+    assert answer.status_code == 200, answer.text
+    page = tab.page
+    await tab.sign_in_user(key)
+    await page.get_by_role("link", name="Queues").click()
+    await page.get_by_label("Queue name").fill("work")
+    await page.get_by_role("button", name="Create queue").click()
+    await expect(page.get_by_role("heading", name="Queue work")).to_be_visible()
+    await page.get_by_label("Message body").fill("job")  # spends the quota of 1 unit...
+    await page.get_by_role("button", name="Send message").click()
+    await expect(page.get_by_role("status").filter(has_text="Sent message")).to_be_visible()
+    await page.get_by_label("Message body").fill("job")  # ...so the next send is refused
+    await page.get_by_role("button", name="Send message").click()
+    await expect(page.get_by_role("alert")).to_have_text(
+        re.compile(r"Limit reached \(monthly quota\): .*; used 1 of 1; balance 0; resets \S+")
+    )
+    await page.get_by_role("link", name="Live console").click()
+    await expect(page.get_by_role("alert")).to_have_text(re.compile(r"Console: .*\(402\)"))
+    await expect(page.get_by_text(re.compile(r"Disconnected: plan limit reached \(closed 4402"))).to_be_visible()
+    limits = {"limits": {"quota": None, "rate": 0.01, "burst": 1}}
+    assert gw.admin("PATCH", f"/api/v1/admin/users/{user_id}", json=limits).status_code == 200
+    await page.get_by_role("link", name="Keys").click()
+    await page.get_by_role("link", name="Live console").click()
+    await expect(page.get_by_role("status").filter(has_text="Connected")).to_be_visible()
+    await page.get_by_role("button", name="Publish").click()
+    await expect(page.get_by_text(re.compile(r"acknowledged, seq"))).to_be_visible()
+    await page.get_by_role("button", name="Publish").click()  # the burst of 1 is spent
+    await expect(page.get_by_text(re.compile(r"Publish failed: .*\(429\); retry in \d+ s"))).to_be_visible()
+    tab.assert_clean(re.compile(r"status of 402"))
 
 
 # -- keys ----------------------------------------------------------------------------------------------

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
 
-from tests.billing_env import billing_env
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.harness import Gateway, NatsServer
 
 
 async def _publish(gw: Gateway, token: str, count: int) -> None:
@@ -22,18 +20,16 @@ async def _publish(gw: Gateway, token: str, count: int) -> None:
 
 
 async def test_usage_history_adds_up_the_replicas_per_hour_and_per_day(
-    nats_server: NatsServer, make_gateway: Callable[..., Gateway]
+    gateway: Gateway, nats_server: NatsServer, make_gateway: Callable[..., Gateway]
 ) -> None:
-    env = billing_env(temp_dir("fg-history-"))
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
-    a = make_gateway(nats_server.url, env=env, **shared)
-    b = make_gateway(nats_server.url, env=env, **shared)
+    a = gateway  # and a second replica beside it: same NATS, same keys
+    b = make_gateway(nats_server.url, admin_key=a.admin_key, secret_key=a.secret_key)
     user_id, key = a.new_user()
     token = a.token(key)
     await asyncio.gather(_publish(a, token, 5), _publish(b, token, 7))
     async with httpx.AsyncClient(timeout=10) as http:
         deadline = time.monotonic() + 10
-        while True:  # each replica adds its counts at its next billing sync (0.2 s here)
+        while True:  # each replica adds its counts at its next billing sync (0.5 s)
             answer = await http.get(a.base_url + "/api/v1/usage/history", headers={"Authorization": f"Bearer {token}"})
             assert answer.status_code == 200, answer.text
             history = answer.json()

@@ -33,8 +33,9 @@ export function describe(err) {
       return parts.join('; ') + '.';
     }
     case 429: {
-      const wait = d.retry_after ?? d.retryAfter;
-      return `Too many requests: ${err.message}${wait !== undefined ? ` Retry in ${wait} s.` : ''}`;
+      const wait = d.retry_after;
+      const when = wait !== undefined && !/retry/i.test(err.message) ? ` Retry in ${Math.ceil(wait)} s.` : '';
+      return `Too many requests: ${err.message}.${when}`;
     }
     case 503: return `The message bus is unavailable (NATS unreachable); try again shortly. ${err.message}`;
     default: return `${err.message} (${err.status} ${err.code})`;

@@ -25,6 +25,7 @@ export function render(ctx) {
   let closed = false;
   let attempt = 0;
   let retryTimer = null;
+  let forceRefresh = false;
   let paused = false;
   let nextId = 1;
   let lastSeq = 0;
@@ -105,7 +106,7 @@ export function render(ctx) {
         }
         break;
       case 'error': {
-        const text = `${frame.message} (${frame.code})${frame.retry_after ? `; retry in ${frame.retry_after} s` : ''}`;
+        const text = `${frame.message} (${frame.code})${frame.retry_after ? `; retry in ${Math.ceil(frame.retry_after)} s` : ''}`;
         if (frame.id !== undefined && pending.has(frame.id)) {
           pending.delete(frame.id);
           outcome.textContent = `Publish failed: ${text}`;
@@ -130,7 +131,8 @@ export function render(ctx) {
     if (closed) return;
     let token;
     try {
-      token = await session.token();
+      token = forceRefresh ? await session.refresh() : await session.token();
+      forceRefresh = false;
     } catch (err) {
       setStatus(`Cannot get a token: ${describe(err)}`, 'bad');
       scheduleReconnect();
@@ -159,9 +161,7 @@ export function render(ctx) {
         pending.delete(id);
       }
       if (closed) return;
-      if (event.code === 4402) {
-        setStatus(`Disconnected: ${event.reason || 'plan limit reached'} (4402).`, 'bad');
-      }
+      if (event.code === 4401) forceRefresh = true; // token expired or invalid: get a new one first
       scheduleReconnect(event);
     });
   };
@@ -169,9 +169,12 @@ export function render(ctx) {
   const scheduleReconnect = (event) => {
     if (closed) return;
     attempt += 1;
-    const delay = Math.min(3000, 250 * 2 ** (attempt - 1));
+    const limited = event && event.code === 4402; // quota or connection limit: no point in hurrying
+    const delay = limited ? 30000 : Math.min(3000, 250 * 2 ** (attempt - 1));
     const why = event ? ` (closed ${event.code}${event.reason ? `: ${event.reason}` : ''})` : '';
-    setStatus(`Reconnecting in ${(delay / 1000).toFixed(1)} s, attempt ${attempt}${why}…`, 'warn');
+    setStatus(limited
+      ? `Disconnected: plan limit reached${why}. Retrying in 30 s.`
+      : `Reconnecting in ${(delay / 1000).toFixed(1)} s, attempt ${attempt}${why}…`, limited ? 'bad' : 'warn');
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, delay);
   };

@@ -87,9 +87,9 @@ export function render(ctx) {
       if (delay.value) doc.delay_seconds = Number(delay.value);
       try {
         const sent = await session.call('POST', `${path(name)}/messages`, doc);
-        ctx.notify(`Sent message ${sent.message_id} to ${name}.`);
         body.value = '';
-        await refresh();
+        await loadList(); // updates the counts without redrawing the forms
+        ctx.notify(`Sent message ${sent.message_id} to ${name}.`);
       } catch (err) { ctx.fail(err); }
     }, h('h3', {}, 'Send'), field('Message body', body), field('Delay (s, optional)', delay),
     h('button', { type: 'submit' }, 'Send message'));
