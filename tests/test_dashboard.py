@@ -175,6 +175,14 @@ async def test_admin_creates_user_and_key_and_the_user_sees_usage_move(tab: Tab,
     key = await page.get_by_label("New key value").input_value()
     assert key.startswith("fgk_")
     await expect(page.get_by_role("cell", name=XSS[0], exact=True)).to_be_visible()  # a key name renders as text
+    await page.get_by_role("button", name="Disable user").click()
+    await expect(page.get_by_text("This user is disabled")).to_be_visible()
+    await page.get_by_role("button", name="Enable user").click()
+    await expect(page.get_by_text("This user is active")).to_be_visible()
+    await page.get_by_label("Rate (msg/s)").fill("100")
+    await page.get_by_role("button", name="Save overrides").click()
+    await expect(page.get_by_text(f"Limits of {user_id} saved.")).to_be_visible()
+    assert gw.admin("GET", f"/api/v1/admin/users/{user_id}").json()["extra"]["limits"] == {"rate": 100}
     await page.get_by_label("Credits to add").fill("250")
     await page.get_by_role("button", name="Add credits").click()
     await expect(figure(page, "Balance")).to_have_text("250 credits")
@@ -245,6 +253,13 @@ async def test_console_sees_every_protocol_within_a_second_and_publishes_to_mqtt
         await ws.send(orjson.dumps({"action": "publish", "id": 1, "topic": "sensors/ws", "message": "from websocket"}))
         assert orjson.loads(await ws.recv())["action"] == "ack"
     await expect(log.get_by_text("from websocket")).to_be_visible(timeout=1000)
+    blob = temp_dir("fg-dash-blob-") / "blob.bin"
+    blob.write_bytes(b"\x00\xff\x10binary")
+    pub = await asyncio.create_subprocess_exec("mosquitto_pub", *mqtt, "-t", "sensors/blob", "-f", str(blob), "-q", "1")
+    assert await asyncio.wait_for(pub.wait(), 10) == 0
+    binary = log.get_by_role("listitem").filter(has_text="sensors/blob")
+    await expect(binary).to_contain_text("hex: 00 ff 10 62 69 6e 61 72 79", timeout=1000)
+    await expect(binary).to_contain_text("base64: AP8QYmluYXJ5")
     for payload in XSS:  # untrusted payloads and topic names show as text
         await publish(gw, token, "sensors/<b>x</b>", payload)
         await expect(log.get_by_text(payload, exact=True)).to_be_visible(timeout=1000)

@@ -4,19 +4,24 @@ import { button, field, fill, form, h, input } from '../dom.js';
 
 const MAX_SHOWN = 500;
 
-function kindOf(data) {
-  if (typeof data === 'string') return ['text', data];
-  if (data && typeof data === 'object' && data.encoding === 'base64' && typeof data.data === 'string'
-      && Object.keys(data).length === 2) {
-    let hex = '';
-    try {
-      const bytes = atob(data.data);
-      for (let i = 0; i < Math.min(bytes.length, 256); i += 1) hex += bytes.charCodeAt(i).toString(16).padStart(2, '0') + ' ';
-      if (bytes.length > 256) hex += '…';
-    } catch { hex = '(invalid base64)'; }
-    return ['binary', `hex: ${hex.trim()}\nbase64: ${data.data}`];
+function hexOf(base64) {
+  try {
+    const bytes = atob(base64);
+    const shown = [];
+    for (let i = 0; i < Math.min(bytes.length, 256); i += 1) shown.push(bytes.charCodeAt(i).toString(16).padStart(2, '0'));
+    return shown.join(' ') + (bytes.length > 256 ? ' …' : '');
+  } catch {
+    return '(invalid base64)';
   }
-  return ['json', JSON.stringify(data, null, 2)];
+}
+
+/** [kind, text] of a message frame: binary (base64 on the wire) as hex and base64, JSON pretty-printed, text as is. */
+function kindOf(frame) {
+  if (frame.encoding === 'base64' && typeof frame.data === 'string') {
+    return ['binary', `hex: ${hexOf(frame.data)}\nbase64: ${frame.data}`];
+  }
+  if (typeof frame.data === 'string') return ['text', frame.data];
+  return ['json', JSON.stringify(frame.data, null, 2)];
 }
 
 export function render(ctx) {
@@ -50,7 +55,7 @@ export function render(ctx) {
   const count = () => { counter.textContent = `${log.children.length} messages${held.length ? `, ${held.length} held while paused` : ''}`; };
 
   const show = (frame) => {
-    const [kind, text] = kindOf(frame.data);
+    const [kind, text] = kindOf(frame);
     const item = h('li', { class: 'msg' },
       h('div', { class: 'msg-head' },
         h('span', { class: 'topic' }, frame.topic),

@@ -139,7 +139,8 @@ export function render(ctx) {
       const item = h('li', { class: 'msg' },
         h('div', { class: 'msg-head' }, h('code', {}, m.message_id), h('span', {}, `received ${m.receive_count}×`),
           h('span', {}, when(m.sent_at))),
-        h('pre', { class: 'payload' }, typeof m.body === 'string' ? m.body : JSON.stringify(m.body, null, 2)));
+        h('pre', { class: 'payload' }, m.encoding === 'base64' ? `base64: ${m.body}`
+          : typeof m.body === 'string' ? m.body : JSON.stringify(m.body, null, 2)));
       const done = (text) => fill(item, h('p', { class: 'hint' }, text));
       item.append(h('div', { class: 'row' },
         button('Delete message', async () => {
