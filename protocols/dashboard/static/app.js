@@ -52,7 +52,7 @@ function renderNav(active) {
     fill(who, h('span', { class: 'who-name' }, label), button('Sign out', () => {
       session.signOut();
       notify('Signed out.');
-      location.hash = '#/';
+      go('#/');
     }));
   } else {
     fill(who);
@@ -68,8 +68,7 @@ function signInPage() {
     try {
       await session.signInUser(apiKey.value.trim(), app.value.trim() || 'default');
       notify(`Signed in as ${session.state.userId}.`);
-      location.hash = '#/usage';
-      route();
+      go('#/usage');
     } catch (err) {
       fail(err.status === 401
         ? `Sign-in failed: ${err.message}. The key is wrong, was revoked, or its user is disabled.`
@@ -85,8 +84,7 @@ function signInPage() {
     try {
       await session.signInAdmin(adminKey.value.trim());
       notify('Signed in as admin.');
-      location.hash = '#/users';
-      route();
+      go('#/users');
     } catch (err) {
       fail(`Admin sign-in failed: ${describe(err)}`);
     }
@@ -95,6 +93,12 @@ function signInPage() {
   h('p', {}, 'The admin key is printed at the first start and kept in data/admin.key.'),
   field('Admin key', adminKey), h('button', { type: 'submit' }, 'Sign in as admin'));
   return h('div', {}, h('h1', {}, 'Sign in'), h('div', { class: 'grid2' }, userForm, adminForm));
+}
+
+/** Show the page of `hash` (hashchange renders it, or we do when the hash is already there). */
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
 }
 
 function route() {
@@ -119,5 +123,9 @@ function route() {
 }
 
 session.onChange((state) => { if (!state) route(); });
-window.addEventListener('hashchange', () => { alertEl.textContent = ''; route(); });
+window.addEventListener('hashchange', () => {
+  alertEl.textContent = '';
+  route();
+  main.focus({ preventScroll: false }); // keyboard and screen-reader users start at the new page
+});
 route();

@@ -3,7 +3,7 @@ import { button, fill, h } from '../dom.js';
 import { usageCharts, usageFigures } from './usagefigures.js';
 
 export function render(ctx) {
-  const body = h('div', { 'aria-live': 'polite' }, h('p', {}, 'Loading usage…'));
+  const body = h('div', {}, h('p', {}, 'Loading usage…'));
   const load = async () => {
     try {
       const [u, history] = await Promise.all([
