@@ -191,6 +191,13 @@ async def test_admin_creates_user_and_key_and_the_user_sees_usage_move(tab: Tab,
     await page.get_by_label("Search users").fill(user_id)
     await expect(page.get_by_role("link", name=user_id, exact=True)).to_be_visible()
     await tab.shoot("admin-users")
+    doomed, _ = gw.new_user()
+    tab.confirm = True
+    await page.goto(f"{gw.base_url}/#/users/{doomed}")
+    await page.get_by_role("button", name="Delete user").click()
+    await expect(page.get_by_text(f"User {doomed} deleted.")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
+    assert gw.admin("GET", f"/api/v1/admin/users/{doomed}").status_code == 404
     await page.get_by_role("link", name="Plans").click()
     await expect(page.get_by_role("cell", name="pro", exact=True)).to_be_visible()
     await tab.shoot("admin-plans")
