@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 import websockets
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from protocols.dashboard.routes import STATIC, load_assets
 from tests.browser import ARGS, chromium_path
@@ -66,10 +66,7 @@ class Tab:
         page.on("pageerror", lambda e: self.problems.append(f"pageerror: {e}"))
         page.on("dialog", self._dialog)
 
-    async def _dialog(self, dialog: object) -> None:
-        from playwright.async_api import Dialog
-
-        assert isinstance(dialog, Dialog)
+    async def _dialog(self, dialog: Dialog) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
         if dialog.type == "confirm" and self.confirm:
             await dialog.accept()
@@ -454,7 +451,7 @@ async def test_console_recovers_after_the_gateway_restarts(tab: Tab, gw: Gateway
     await page.get_by_role("button", name="Subscribe", exact=True).click()
     status = page.get_by_role("status").filter(has_text=re.compile("Connected|Reconnecting"))
     await expect(status).to_have_text("Connected")
-    gw.stop()
+    await asyncio.to_thread(gw.stop)
     await expect(status).to_contain_text("Reconnecting")
     await asyncio.to_thread(gw.start)
     await expect(status).to_have_text("Connected", timeout=10_000)
