@@ -16,7 +16,8 @@ from gateway.draining import Draining
 from gateway.proxies import TrustedProxies
 from gateway.services import running_services
 from gateway.settings import Settings
-from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
+from protocols.dashboard import routes as dashboard
+from protocols.http import admin, errors, health, history, keys, publish, queues, sse, stats, token, usage
 from protocols.http.client_address import RealClient
 from protocols.http.cors import Cors
 from protocols.http.fastpath import FastPath
@@ -59,6 +60,9 @@ def create_app(settings: Settings, draining: Draining | None = None) -> ASGIApp:
     app.router.routes.append(WebSocketRoute("/mqtt", mqtt_over_websocket))  # MQTT over WebSocket (protocols/mqtt)
     for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
+    for router in (history.router, stats.router, stats.info_router):  # what the dashboard needs beyond the API above
+        app.include_router(router)
+    app.router.routes.extend(dashboard.routes())  # the web dashboard at / and /dashboard/ (GET only)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     asgi: ASGIApp = FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
     if settings.cors_origins:

@@ -38,6 +38,12 @@ class Metrics:
             ["protocol"],
             registry=self.registry,
         )
+        self.http_errors = Counter(
+            "flowgate_http_errors",
+            "HTTP error responses, by status class (4xx, 5xx)",
+            ["status"],
+            registry=self.registry,
+        )
         self.connections = Gauge(
             "flowgate_connections", "Open client connections, by protocol", ["protocol"], registry=self.registry
         )

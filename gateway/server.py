@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 import socket
+import sys
+from typing import Any
 
 import uvicorn
 
@@ -48,6 +50,24 @@ class GatewayServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.draining.begin()
         await super().shutdown(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for server in getattr(self, "servers", []):
+            for listener in server.sockets[:1]:
+                print(
+                    f"\n  Flow-Gate dashboard: {dashboard_url(listener.getsockname())}\n", file=sys.stderr, flush=True
+                )
+
+
+def dashboard_url(address: tuple[str, int] | Any) -> str:
+    """The dashboard's address for a bound HTTP socket (a wildcard address shown as localhost)."""
+    host, port = address[0], address[1]
+    if host in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvicorn.Config:

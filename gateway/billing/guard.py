@@ -41,6 +41,7 @@ from typing import Any
 
 from auth.accounts import Accounts
 from auth.tokens import Claims
+from gateway.billing.history import UsageHistory
 from gateway.billing.ledger import BILLING_BUCKET, Ledger, LedgerState
 from gateway.billing.limiter import RateLimiter
 from gateway.billing.meter import Period, UsageMeter, iso
@@ -140,7 +141,8 @@ class BillingGuard:
         except ValueError as exc:
             raise FlowGateError(f"FLOWGATE_PLANS_FILE: {exc}") from None
         bucket = await bus.bucket(BILLING_BUCKET)
-        guard = cls(settings, catalog, accounts, Ledger(bucket), UsageMeter(bucket, catalog.prices), metrics)
+        meter = UsageMeter(bucket, catalog.prices, UsageHistory(bucket, time.time))
+        guard = cls(settings, catalog, accounts, Ledger(bucket), meter, metrics)
         if guard.enabled:
             guard.share = RateShare(bus, guard)
             await guard.share.start()
@@ -678,6 +680,11 @@ class BillingGuard:
             "prices": {op.value: self.prices.of(op) for op in Operation},
             "enforced": self.enabled,
         }
+
+    async def usage_history(self, user_id: str) -> dict[str, Any]:
+        """What ``GET /api/v1/usage/history`` answers: units per hour (last 48 h) and per day (this period)."""
+        assert self._meter is not None and self._meter.history is not None
+        return await self._meter.history.read(user_id)
 
     # -- for RateShare -----------------------------------------------------------------------------
 

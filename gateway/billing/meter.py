@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import orjson
 
 from gateway.billing.plans import Operation, Prices
 from gateway.bus import Bucket
-from gateway.errors import Conflict
 
 _CAS_ATTEMPTS = 50
 FIELDS = tuple(op.value for op in Operation)
@@ -45,10 +45,21 @@ def empty_usage() -> dict[str, int]:
     return {**dict.fromkeys(FIELDS, 0), "units": 0}
 
 
+class History(Protocol):
+    """Where each flush's counts also go, by user and hour (``gateway.billing.history.UsageHistory``)."""
+
+    def add(self, user_id: str, units: int) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def read(self, user_id: str) -> dict[str, Any]: ...
+
+
 class UsageMeter:
-    def __init__(self, bucket: Bucket, prices: Prices) -> None:
+    def __init__(self, bucket: Bucket, prices: Prices, history: History | None = None) -> None:
         self._bucket = bucket
         self._prices = prices
+        self.history = history  # units per hour, added from what each flush wrote
         self._pending: dict[tuple[str, str, str], list[int]] = {}  # (period, user, app) -> counts by FIELDS
         self._flushing: dict[tuple[str, str, str], list[int]] = {}  # being written: still counted by ``pending``
 
@@ -82,13 +93,18 @@ class UsageMeter:
         written = 0
         try:
             for key, counts in list(pending.items()):
-                await self._add(key, self._as_usage(counts))
+                usage = self._as_usage(counts)
+                await self._add(key, usage)
                 del pending[key]
                 written += 1
+                if self.history is not None:
+                    self.history.add(key[1], usage["units"])
         finally:
             self._flushing = {}
             for key, counts in pending.items():  # not written: go with the next flush
                 self._merge_back(key, counts)
+        if self.history is not None:
+            await self.history.flush()
         return written
 
     def _merge_back(self, key: tuple[str, str, str], counts: list[int]) -> None:
@@ -97,22 +113,13 @@ class UsageMeter:
             current[i] += n
 
     async def _add(self, key: tuple[str, str, str], usage: dict[str, int]) -> None:
-        name = "usage.{}.{}.{}".format(*key)
-        for _ in range(_CAS_ATTEMPTS):
-            entry = await self._bucket.get(name)
-            stored = empty_usage() if entry is None else orjson.loads(entry.value)
+        def add(stored: dict[str, int] | None) -> dict[str, int]:
+            total = empty_usage() if stored is None else stored
             for field, n in usage.items():
-                stored[field] = stored.get(field, 0) + n
-            value = orjson.dumps(stored)
-            try:
-                if entry is None:
-                    await self._bucket.create(name, value)
-                else:
-                    await self._bucket.update(name, value, entry.revision)
-            except Conflict:
-                continue
-            return
-        raise Conflict(f"usage record {name} is too busy; retry")
+                total[field] = total.get(field, 0) + n
+            return total
+
+        await self._bucket.change_json("usage.{}.{}.{}".format(*key), add, attempts=_CAS_ATTEMPTS)
 
     async def stored(self, period: str, user_id: str) -> dict[str, dict[str, int]]:
         """The flushed usage of ``user_id`` in ``period``, by app."""

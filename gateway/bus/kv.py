@@ -6,13 +6,17 @@ revision, which is how replicas agree on shared state without locks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.js.errors
+import orjson
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from gateway.bus.translate import nats_errors
+from gateway.errors import Conflict
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,24 @@ class Bucket:
                 if exc.err_code == 10071:
                     raise nats.js.errors.KeyWrongLastSequenceError(description=exc.description) from exc
                 raise
+
+    async def change_json(self, key: str, change: Callable[[Any], Any], *, attempts: int = 50) -> Any:
+        """Read ``key``'s JSON (``None`` when absent), store ``change(value)`` with compare-and-set, return it.
+
+        Retries from the read when another writer came first; ``Conflict`` after ``attempts`` tries.
+        """
+        for _ in range(attempts):
+            entry = await self.get(key)
+            value = change(None if entry is None else orjson.loads(entry.value))
+            try:
+                if entry is None:
+                    await self.create(key, orjson.dumps(value))
+                else:
+                    await self.update(key, orjson.dumps(value), entry.revision)
+            except Conflict:
+                continue
+            return value
+        raise Conflict(f"{self.name}/{key} is too busy; retry")
 
     async def put(self, key: str, value: bytes) -> int:
         with nats_errors(f"write {self.name}/{key}"):

@@ -1,0 +1,65 @@
+// API keys: list, create (value shown once, with copy and a warning), revoke, optional per-key rate limit.
+// `base` is /api/v1/keys (the user's own) or /api/v1/admin/users/{id}/keys (admin).
+import { button, copy, field, fill, form, h, input, table, when } from '../dom.js';
+
+export function keyManager(ctx, base, currentKeyId) {
+  const list = h('div', {}, h('p', {}, 'Loading keys…'));
+  const created = h('div', { class: 'created' });
+  const name = input({ name: 'key_name', required: true, maxlength: 100 });
+  const rate = input({ type: 'number', name: 'rate', min: 0, step: 'any', inputmode: 'decimal' });
+  const burst = input({ type: 'number', name: 'burst', min: 1, step: 1, inputmode: 'numeric' });
+
+  const load = async () => {
+    try {
+      const { keys } = await ctx.session.call('GET', base);
+      fill(list, table('API keys', ['Name', 'Key id', 'Created', 'Rate limit', ''], keys.map((k) => h('tr', {},
+        h('td', {}, k.name, k.id === currentKeyId ? h('span', { class: 'badge' }, 'this session') : null),
+        h('td', {}, h('code', {}, k.id)),
+        h('td', {}, when(k.created_at)),
+        h('td', {}, k.rate_limit ? `${k.rate_limit.rate}/s, burst ${k.rate_limit.burst}` : 'plan'),
+        h('td', {}, button('Revoke', () => revoke(k), { class: 'danger', 'aria-label': `Revoke key ${k.name}` }))))));
+    } catch (err) {
+      ctx.fail(err);
+    }
+  };
+
+  const revoke = async (k) => {
+    if (!window.confirm(`Revoke the key "${k.name}"? Tokens can no longer be issued with it.`)) return;
+    try {
+      await ctx.session.call('DELETE', `${base}/${encodeURIComponent(k.id)}`);
+      ctx.notify(`Key ${k.name} revoked.`);
+      await load();
+    } catch (err) {
+      ctx.fail(err);
+    }
+  };
+
+  const create = form({ class: 'card inline-form', 'aria-label': 'Create a key' }, async () => {
+    if (!name.value.trim()) { ctx.fail('Give the key a name.'); return; }
+    const body = { name: name.value.trim() };
+    if (rate.value) body.rate_limit = { rate: Number(rate.value), burst: Number(burst.value || 1) };
+    try {
+      const key = await ctx.session.call('POST', base, body);
+      const value = input({ readonly: true, value: key.key, class: 'secret', name: 'new_key' });
+      fill(created, h('div', { class: 'card warn' },
+        h('h3', {}, `New key "${key.name}"`),
+        h('p', {}, 'Copy it now: this is the only time the value is shown. Anyone with it can use your account.'),
+        field('New key value', value),
+        h('div', { class: 'row' }, button('Copy key', () => copy(key.key, ctx.notify)),
+          button('Done', () => fill(created)))));
+      value.focus();
+      value.select();
+      name.value = '';
+      ctx.notify(`Key ${key.name} created.`);
+      await load();
+    } catch (err) {
+      ctx.fail(err);
+    }
+  },
+  h('h2', {}, 'Create a key'),
+  field('Key name', name), field('Rate limit (messages/s, optional)', rate), field('Burst (optional)', burst),
+  h('button', { type: 'submit' }, 'Create key'));
+
+  load();
+  return h('div', {}, created, create, list);
+}
