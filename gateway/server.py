@@ -40,9 +40,12 @@ class GatewayServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        self._print_dashboard_urls(getattr(self, "servers", []), "http")
         if self.started and self.https is not None:  # one more listener, same app and connections, closed alike
             try:
-                self.servers.append(await self.https.start(self))
+                https_server = await self.https.start(self)
+                self.servers.append(https_server)
+                self._print_dashboard_urls([https_server], "https")
             except OSError as exc:  # e.g. the port is taken: stop what started, exit non-zero
                 logging.getLogger("flowgate.http").error("HTTPS listener on port %d: %s", self.https.port, exc)
                 self.should_exit = self.failed = True
@@ -51,23 +54,22 @@ class GatewayServer(uvicorn.Server):
         self.draining.begin()
         await super().shutdown(sockets)
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        for server in getattr(self, "servers", []):
+    @staticmethod
+    def _print_dashboard_urls(servers: list[Any], scheme: str) -> None:
+        for server in servers:
             for listener in server.sockets[:1]:
-                print(
-                    f"\n  Flow-Gate dashboard: {dashboard_url(listener.getsockname())}\n", file=sys.stderr, flush=True
-                )
+                url = dashboard_url(listener.getsockname(), scheme)
+                print(f"\n  Flow-Gate dashboard: {url}\n", file=sys.stderr, flush=True)
 
 
-def dashboard_url(address: tuple[str, int] | Any) -> str:
+def dashboard_url(address: tuple[str, int] | Any, scheme: str = "http") -> str:
     """The dashboard's address for a bound HTTP socket (a wildcard address shown as localhost)."""
     host, port = address[0], address[1]
     if host in ("0.0.0.0", "::", ""):
         host = "localhost"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}/"
+    return f"{scheme}://{host}:{port}/"
 
 
 def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvicorn.Config:
