@@ -52,7 +52,7 @@ async def issue_token(request: Request, services: ServicesDep) -> dict[str, Any]
     namespace = Namespace(user.user_id, app)
     key_limit = None if key.rate is None else (key.rate, key.burst or 1)  # enforced by the billing guard
     token, claims = services.tokens.issue(
-        namespace, ttl=ttl, permissions=permissions, key_id=key.id if key_limit else None, key_limit=key_limit
+        namespace, ttl=ttl, permissions=permissions, key_id=key.id, key_limit=key_limit
     )
     return {
         "token": token,

@@ -86,6 +86,19 @@ BATCH = 128  # frames written per wake-up of the writer
 CLOSE_TIMEOUT = 60.0  # how long a close frame may wait behind a client that does not read
 
 
+def close_code(exc: FlowGateError) -> CloseCode:
+    """The close code of an error that ends a connection: 4401 deleted user or bad token, 4403 disabled user."""
+    return _CLOSE_CODES.get(exc.status, CloseCode.INTERNAL_ERROR)
+
+
+_CLOSE_CODES = {
+    401: CloseCode.UNAUTHORIZED,
+    402: CloseCode.PAYMENT_REQUIRED,
+    403: CloseCode.FORBIDDEN,
+    503: CloseCode.TRY_AGAIN_LATER,
+}
+
+
 def _reason(text: str) -> str:
     """A close reason within the protocol's 123 bytes."""
     raw = text.encode("utf-8")[:123]
@@ -108,9 +121,9 @@ class WsEndpoint:
             if not token:
                 raise Unauthorized("missing token: connect to /ws?token=<JWT>")
             claims = services.tokens.verify(token)
-        except Unauthorized as exc:
+        except (Unauthorized, Forbidden) as exc:  # Forbidden: the user is disabled
             await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": CloseCode.UNAUTHORIZED, "reason": _reason(exc.message)})
+            await send({"type": "websocket.close", "code": close_code(exc), "reason": _reason(exc.message)})
             return
         await send({"type": "websocket.accept"})
         try:
@@ -119,10 +132,9 @@ class WsEndpoint:
             await send({"type": "websocket.send", "text": error_frame(exc).decode()})
             await send({"type": "websocket.close", "code": CloseCode.PAYMENT_REQUIRED, "reason": _reason(exc.message)})
             return
-        except FlowGateError as exc:  # e.g. the bus is unreachable while the account loads
-            code = CloseCode.TRY_AGAIN_LATER if exc.status == 503 else CloseCode.INTERNAL_ERROR
+        except FlowGateError as exc:  # e.g. the bus is unreachable while the account loads, the user was deleted
             await send({"type": "websocket.send", "text": error_frame(exc).decode()})
-            await send({"type": "websocket.close", "code": code, "reason": _reason(exc.message)})
+            await send({"type": "websocket.close", "code": close_code(exc), "reason": _reason(exc.message)})
             return
         structlog.contextvars.bind_contextvars(conn=next(self._ids), user=claims.user_id, app=claims.app, protocol="ws")
         direct = scope.get("extensions", {}).get(EXTENSION)
@@ -163,6 +175,8 @@ class Connection:
         self._settled = asyncio.Event()  # set while no publish is pending
         self._settled.set()
         self._closed = False
+        # a disabled or deleted user, a revoked token or key: closed with 4401/4403 (auth.revocations)
+        self._live = services.tokens.revocations.attach(claims, self._revoked)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -177,6 +191,7 @@ class Connection:
             close = await self._done
         finally:
             self._closed = True
+            self._live.detach()
             for handle in self._timers:
                 handle.cancel()
             tasks += self._notices
@@ -192,6 +207,9 @@ class Connection:
         """End the connection: with a close frame (``code``), or quietly when the client is gone."""
         if not self._done.done():
             self._done.set_result(None if code is None else (code, reason))
+
+    def _revoked(self, exc: FlowGateError) -> None:
+        self.finish(close_code(exc), exc.message)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -304,6 +322,8 @@ class Connection:
         if isinstance(command, Rejected):
             await self._send_frame(error_frame(command.error, command.id))
             return
+        if self._done.done():
+            return  # ending (e.g. revoked): nothing more is carried out
         if self.claims.expires_at <= time.time():
             self.finish(CloseCode.UNAUTHORIZED, "token expired")
             return
@@ -415,6 +435,7 @@ class Connection:
         if claims.namespace != self.claims.namespace:
             raise Forbidden("a refreshed token must be for the same user and app")
         previous, self.claims = self.claims, claims
+        self._live.claims = claims
         rule = claims.permissions.subscribe
         if rule != previous.permissions.subscribe:
             for topic_filter, subscription in list(self.subscriptions.items()):
