@@ -13,6 +13,7 @@ Enabling a disabled user restores access at once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import shutil
 import threading
@@ -266,3 +267,33 @@ async def test_change_cuts_live_connections_and_refuses_requests_on_both_replica
             assert answer.status_code == 200
     finally:
         await close_all(stack)
+
+
+async def test_revoking_one_token_by_jti_leaves_the_others_and_bad_bodies_get_400(
+    replicas: tuple[Gateway, Gateway],
+) -> None:
+    a, b = replicas
+    user_id, key = a.new_user()
+    first, second = a.token(key), a.token(key)
+    jti = _jti(first)
+    assert a.admin("POST", f"/api/v1/admin/users/{user_id}/revoke-tokens", json={"jti": jti}).status_code == 200
+    async with httpx.AsyncClient(base_url=b.base_url) as http:
+        deadline = time.monotonic() + WITHIN
+        change = Change("jti", 401, "token_revoked", 4401, "")
+        headers = {"Authorization": f"Bearer {first}"}
+        request = lambda: http.post("/api/v1/publish", json={"topic": "t", "message": "m"}, headers=headers)  # noqa: E731
+        await refused_within(request, change, deadline)
+        own = {"Authorization": f"Bearer {second}"}
+        assert (await http.post("/api/v1/publish", json={"topic": "t", "message": "m"}, headers=own)).status_code == 200
+        for body in ({"jti": "not hex!"}, {"all": "yes"}, {"jti": "ab", "all": True}, {"other": 1}, []):
+            answer = await http.post("/api/v1/tokens/revoke", json=body, headers=own)
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"
+        answer = await http.post("/api/v1/tokens/revoke", json={"all": True}, headers=own)
+        assert answer.status_code == 200 and answer.json()["revoked"] == "all"
+        assert_refusal(await http.post("/api/v1/tokens/revoke", headers=own), change)
+    assert a.admin("POST", "/api/v1/admin/users/nobody-here/revoke-tokens").status_code == 404
+
+
+def _jti(token: str) -> str:
+    payload = token.split(".")[1]
+    return str(orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"])
