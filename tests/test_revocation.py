@@ -297,3 +297,19 @@ async def test_revoking_one_token_by_jti_leaves_the_others_and_bad_bodies_get_40
 def _jti(token: str) -> str:
     payload = token.split(".")[1]
     return str(orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"])
+
+
+async def test_a_long_poll_in_progress_hands_nothing_to_a_disabled_user(replicas: tuple[Gateway, Gateway]) -> None:
+    a, b = replicas
+    user_id, key = a.new_user()
+    token = a.token(key)
+    async with httpx.AsyncClient(base_url=b.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        sent = await http.post("/api/v1/queues/later/messages", json={"body": "job", "delay_seconds": 2})
+        assert sent.status_code == 200
+        poll = asyncio.create_task(http.get("/api/v1/queues/later/messages", params={"wait": 15}))
+        user = f"/api/v1/admin/users/{user_id}"
+        assert (await asyncio.to_thread(a.admin, "PATCH", user, json={"disabled": True})).status_code == 200
+        assert_refusal(await poll, Change("disable", 403, "user_disabled", 4403, ""))  # once the message showed up
+        assert (await asyncio.to_thread(a.admin, "PATCH", user, json={"disabled": False})).status_code == 200
+        received = await http.get("/api/v1/queues/later/messages", params={"wait": 10})
+        assert [m["body"] for m in received.json()["messages"]] == ["job"]  # it went back to the queue
