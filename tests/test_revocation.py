@@ -313,3 +313,22 @@ async def test_a_long_poll_in_progress_hands_nothing_to_a_disabled_user(replicas
         assert (await asyncio.to_thread(a.admin, "PATCH", user, json={"disabled": False})).status_code == 200
         received = await http.get("/api/v1/queues/later/messages", params={"wait": 10})
         assert [m["body"] for m in received.json()["messages"]] == ["job"]  # it went back to the queue
+
+
+async def test_a_replica_started_later_knows_every_change_before_it_serves(
+    replicas: tuple[Gateway, Gateway], nats_server: NatsServer, make_gateway: Any
+) -> None:
+    a, _ = replicas
+    refused: list[tuple[str, Change]] = []
+    for change in CHANGES:
+        user_id, key = a.new_user()
+        session = Session(user_id, key, a.token(key), [])
+        await make_change(change, a, session)
+        refused.append((session.token, change))
+    late = make_gateway(nats_server.url, admin_key=a.admin_key, secret_key=a.secret_key)
+    async with httpx.AsyncClient(base_url=late.base_url) as http:
+        for token, change in refused:
+            answer = await http.post(
+                "/api/v1/publish", json={"topic": "t", "message": "m"}, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert_refusal(answer, change)
