@@ -22,12 +22,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.errors import FlowGateError, Forbidden, Unauthorized
 
-if TYPE_CHECKING:
-    from auth.tokens import Claims
+
+class Claims(Protocol):
+    """What a check reads of a token's claims (``auth.tokens.Claims``)."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def jti(self) -> str: ...
+    @property
+    def issued_ms(self) -> int: ...
+    @property
+    def key_id(self) -> str | None: ...
+
 
 OnRevoked = Callable[[FlowGateError], None]
 
@@ -84,7 +95,7 @@ class Revocations:
 
     def check(self, claims: Claims) -> None:
         """Raise ``Unauthorized`` (deleted, revoked) or ``Forbidden`` (disabled) when ``claims`` are refused."""
-        state = self._users.get(claims.namespace.user_id)
+        state = self._users.get(claims.user_id)
         if state is not None:
             if state.deleted:
                 raise user_deleted()
@@ -103,7 +114,7 @@ class Revocations:
         """Register a live connection; ``on_revoked`` is called once if a change refuses its claims
         (at once when they were refused while the connection was being set up)."""
         handle = LiveHandle(self, claims, on_revoked)
-        self._live.setdefault(claims.namespace.user_id, set()).add(handle)
+        self._live.setdefault(claims.user_id, set()).add(handle)
         try:
             self.check(claims)
         except FlowGateError as exc:
@@ -112,11 +123,11 @@ class Revocations:
         return handle
 
     def _detach(self, handle: LiveHandle) -> None:
-        handles = self._live.get(handle.claims.namespace.user_id)
+        handles = self._live.get(handle.claims.user_id)
         if handles is not None:
             handles.discard(handle)
             if not handles:
-                del self._live[handle.claims.namespace.user_id]
+                del self._live[handle.claims.user_id]
 
     def live_count(self, user_id: str) -> int:
         return len(self._live.get(user_id, ()))
