@@ -19,6 +19,7 @@ must not block.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class Claims(Protocol):
 
 
 OnRevoked = Callable[[FlowGateError], None]
+
+log = logging.getLogger("flowgate.auth")
 
 
 def user_deleted() -> Unauthorized:
@@ -138,6 +141,7 @@ class Revocations:
             try:
                 self.check(handle.claims)
             except FlowGateError as exc:
+                log.info("ending a live connection of user %s: %s", user_id, exc.details.get("reason", exc.code))
                 handle.detach()
                 handle.on_revoked(exc)
 

@@ -26,6 +26,10 @@ concurrent connections; when the quota and balance are spent or all of them
 are open, the client gets an error frame (code 402) and a close with 4402.
 During a session a refused publish is an error frame (402 or 429 with
 ``retry_after``) and the connection stays open; deliveries are billed.
+
+Revocation (``auth.revocations``): a connection whose user is deleted or whose
+token or API key is revoked is closed with 4401, one whose user is disabled
+with 4403, the reason saying why; a new one is accepted and closed the same way.
 """
 
 from __future__ import annotations
