@@ -3,7 +3,7 @@
 For each change, a user holds live connections on both replicas (an SSE
 stream, a WebSocket, a paho MQTT session) and publishes over HTTP and to a
 queue on both. After the change, made on one replica, within one second on
-both: the SSE stream ends with an ``event: error``, the WebSocket closes with
+both: the SSE stream ends with an ``event: revoked``, the WebSocket closes with
 4401/4403, the MQTT connection is dropped, and the next HTTP publish, queue
 send, SSE request, WebSocket and MQTT CONNECT (``mosquitto_pub``) are refused
 with the change's status and reason; nothing the user sends is stored.
@@ -181,7 +181,7 @@ async def sse_ended(response: httpx.Response) -> Event:
     last: Event | None = None
     async for event in reader(response):
         last = event
-    assert last is not None and last.event == "error"
+    assert last is not None and last.event == "revoked"
     return last
 
 

@@ -21,6 +21,7 @@ from nats.js import api
 
 from gateway.bus.kv import Bucket
 from gateway.bus.translate import nats_errors
+from gateway.errors import FlowGateError
 
 log = logging.getLogger("flowgate.bus")
 
@@ -76,6 +77,10 @@ class KvWatch:
 
     async def stop(self) -> None:
         subscription, self._subscription = self._subscription, None
-        if subscription is not None:
+        if subscription is None:
+            return
+        try:
             with nats_errors(f"stop watching {self.bucket.name}"):
                 await subscription.unsubscribe()
+        except FlowGateError:  # an ephemeral consumer on a connection that is gone: gone with it
+            log.debug("unsubscribe of the %s watch failed", self.bucket.name, exc_info=True)

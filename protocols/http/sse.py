@@ -9,8 +9,8 @@ the stream, which then continues live. A heartbeat comment keeps idle streams
 open through proxies. A stream whose client stops reading is closed when its
 buffer fills (the browser's EventSource reconnects with ``Last-Event-ID``).
 When the user is disabled or deleted or the token revoked (``auth.revocations``)
-the stream ends with an ``event: error`` saying why; EventSource's reconnection
-then gets the 401/403.
+the stream ends with an ``event: revoked`` saying why (not ``error``, a name
+EventSource uses itself); its reconnection then gets the 401/403.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class SseStream:
                 if item is None:
                     if outbox.closed:
                         if self.revoked_by is not None:
-                            yield b"event: error\ndata: %s\n\n" % orjson.dumps(self.revoked_by.to_dict())
+                            yield b"event: revoked\ndata: %s\n\n" % orjson.dumps(self.revoked_by.to_dict())
                         return
                     yield b": heartbeat\n\n"
                     continue
