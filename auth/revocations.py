@@ -59,7 +59,7 @@ def token_revoked() -> Unauthorized:
 
 
 def key_revoked() -> Unauthorized:
-    return Unauthorized("the API key the token was issued from was deleted", details={"reason": "key_revoked"})
+    return Unauthorized("the API key was deleted", details={"reason": "key_revoked"})
 
 
 class LiveHandle:
@@ -110,6 +110,10 @@ class Revocations:
                 raise token_revoked()
         if claims.key_id is not None and claims.key_id in self._keys:
             raise key_revoked()
+
+    def is_key_revoked(self, key_id: str) -> bool:
+        """Whether API key ``key_id`` was deleted (within the longest token lifetime)."""
+        return key_id in self._keys
 
     # -- live connections --------------------------------------------------------------------
 

@@ -246,6 +246,9 @@ async def test_change_cuts_live_connections_and_refuses_requests_on_both_replica
             async with websockets.connect(f"{gw.ws_url}/ws?token={session.token}") as ws:
                 await ws.wait_closed()
                 assert ws.close_code == change.ws_code
+            if change.name in ("disable", "delete_key"):  # and the API key gets no new token
+                answer = await session.http[side].post("/token", headers={"Authorization": f"Bearer {session.key}"})
+                assert_refusal(answer, change)
             code, said = await mosquitto_pub(gw, session.token)
             assert code != 0 and change.mqtt_refusal in said.lower(), said
         # nothing sent after the change was stored
