@@ -111,6 +111,11 @@ class Revocations:
         if claims.key_id is not None and claims.key_id in self._keys:
             raise key_revoked()
 
+    def revoked_tokens(self, user_id: str) -> int:
+        """How many single tokens of ``user_id`` are revoked now."""
+        state = self._users.get(user_id)
+        return 0 if state is None else len(state.jtis)
+
     def is_key_revoked(self, key_id: str) -> bool:
         """Whether API key ``key_id`` was deleted (within the longest token lifetime)."""
         return key_id in self._keys

@@ -91,6 +91,7 @@ def test_jti_and_key_revocations_touch_only_their_tokens() -> None:
     assert refusal(tokens, first) is None
     state.revoke_jti("u1", claims.jti, claims.expires_at)
     assert refusal(tokens, first) == (401, "token_revoked")
+    assert (state.revoked_tokens("u1"), state.revoked_tokens("u2"), state.revoked_tokens("u9")) == (1, 1, 0)
     assert refusal(tokens, second) is None
     state.revoke_key("u1", "2222222222222222", int(clock.now * 1000))
     assert refusal(tokens, second) == (401, "key_revoked")

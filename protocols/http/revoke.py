@@ -26,6 +26,7 @@ router = APIRouter(prefix="/api/v1/tokens", tags=["auth"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[AdminDep])
 
 _JTI = re.compile(r"[0-9a-f]{1,64}")
+MAX_OWN_REVOCATIONS = 1000  # single tokens a user may have revoked at once (memory on every replica)
 _BODY_DOC = {
     "requestBody": {
         "required": False,
@@ -62,6 +63,10 @@ async def revoke_own(request: Request, claims: ClaimsDep, services: ServicesDep)
     if jti is None or jti == claims.jti:
         await revocations.revoke_token(claims.user_id, claims.jti, claims.expires_at)
         return {"revoked": "token", "user_id": claims.user_id, "jti": claims.jti}
+    if revocations.state.revoked_tokens(claims.user_id) >= MAX_OWN_REVOCATIONS:
+        raise BadRequest(
+            f'{MAX_OWN_REVOCATIONS} tokens are revoked one by one already: revoke them all with {{"all": true}}'
+        )
     await revocations.revoke_token(claims.user_id, jti)
     return {"revoked": "token", "user_id": claims.user_id, "jti": jti}
 
