@@ -14,8 +14,10 @@ import gateway
 from gateway.draining import Draining
 from gateway.services import running_services
 from gateway.settings import Settings
-from protocols.http import admin, errors, health, keys, publish, queues, revoke, sse, token, usage
+from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
 from protocols.http.fastpath import FastPath
+from protocols.http.revoke import admin_router as revoke_admin_router
+from protocols.http.revoke import router as revoke_router
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
 from protocols.ws.endpoint import WsEndpoint
@@ -52,9 +54,10 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastPath
     app.router.routes.extend(queues.ROUTES)  # lean Starlette routes (protocols/http/queues.py)
     app.router.routes.append(WebSocketRoute("/ws", WsEndpoint()))  # a raw ASGI endpoint (protocols/ws)
     app.router.routes.append(WebSocketRoute("/mqtt", mqtt_over_websocket))  # MQTT over WebSocket (protocols/mqtt)
-    for router in (token.router, admin.router, keys.router, health.router, usage.router, revoke.router):
+    app.include_router(revoke_router)  # token revocation (protocols/http/revoke.py)
+    app.include_router(revoke_admin_router)
+    for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
-    app.include_router(revoke.admin_router)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     return FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
 
