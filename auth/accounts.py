@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from auth.revocations import user_disabled
 from auth.secrets import ServerSecrets
 from gateway.bus import Bucket, Bus
 from gateway.errors import BadRequest, Conflict, NotFound, Unauthorized
@@ -185,5 +186,5 @@ class Accounts:
         except NotFound:
             raise Unauthorized("invalid API key") from None
         if user.disabled:
-            raise Unauthorized("user is disabled")
+            raise user_disabled()
         return user, record

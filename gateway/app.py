@@ -21,6 +21,8 @@ from protocols.http import admin, errors, health, history, keys, publish, queues
 from protocols.http.client_address import RealClient
 from protocols.http.cors import Cors
 from protocols.http.fastpath import FastPath
+from protocols.http.revoke import admin_router as revoke_admin_router
+from protocols.http.revoke import router as revoke_router
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
 from protocols.ws.endpoint import WsEndpoint
@@ -58,6 +60,8 @@ def create_app(settings: Settings, draining: Draining | None = None) -> ASGIApp:
     app.router.routes.extend(queues.ROUTES)  # lean Starlette routes (protocols/http/queues.py)
     app.router.routes.append(WebSocketRoute("/ws", WsEndpoint()))  # a raw ASGI endpoint (protocols/ws)
     app.router.routes.append(WebSocketRoute("/mqtt", mqtt_over_websocket))  # MQTT over WebSocket (protocols/mqtt)
+    app.include_router(revoke_router)  # token revocation (protocols/http/revoke.py)
+    app.include_router(revoke_admin_router)
     for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
     for router in (history.router, stats.router, stats.info_router):  # what the dashboard needs beyond the API above

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from auth.accounts import Accounts
+from auth.revocations import Revocations
 from auth.secrets import ServerSecrets
 from auth.tokens import TokenService
 from gateway.billing import BillingGuard
@@ -24,6 +25,7 @@ from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
+from gateway.revocation import RevocationFeed
 from gateway.settings import Settings
 
 log = logging.getLogger("flowgate")
@@ -43,6 +45,7 @@ class Services:
     guard: BillingGuard
     queues: QueueEngine
     draining: Draining
+    revocations: RevocationFeed
 
 
 @asynccontextmanager
@@ -65,6 +68,7 @@ async def running_services(settings: Settings, draining: Draining | None = None)
         accounts = await Accounts.open(bus, secrets)
         guard = await BillingGuard.open(settings, bus, accounts, metrics)
         queues = await QueueEngine.open(settings, bus, secrets, metrics, guard=guard)
+        revocations = await RevocationFeed.open(bus, Revocations(settings.token_max_ttl))
         services = Services(
             settings=settings,
             secrets=secrets,
@@ -72,7 +76,10 @@ async def running_services(settings: Settings, draining: Draining | None = None)
             hub=hub,
             accounts=accounts,
             tokens=TokenService(
-                secrets.token_key, default_ttl=settings.token_default_ttl, max_ttl=settings.token_max_ttl
+                secrets.token_key,
+                default_ttl=settings.token_default_ttl,
+                max_ttl=settings.token_max_ttl,
+                revocations=revocations.state,
             ),
             publisher=Publisher(settings, bus, metrics, guard=guard, local=hub),
             metrics=metrics,
@@ -80,11 +87,13 @@ async def running_services(settings: Settings, draining: Draining | None = None)
             guard=guard,
             queues=queues,
             draining=draining or Draining(),
+            revocations=revocations,
         )
         guard.start()
         try:
             yield services
         finally:
+            await revocations.close()
             await queues.close()
             await hub.close()
             await guard.close()

@@ -65,7 +65,7 @@ def test_token_rejects_bad_credentials(gateway: Gateway, http: httpx.Client) -> 
     assert_error(http.post("/token", content=b"{not json", headers={"X-API-Key": key}), 400)
     # a disabled user cannot get tokens; enabling restores it
     assert gateway.admin("PATCH", f"/api/v1/admin/users/{user_id}", json={"disabled": True}).status_code == 200
-    assert_error(http.post("/token", headers={"X-API-Key": key}, json={}), 401)
+    assert_error(http.post("/token", headers={"X-API-Key": key}, json={}), 403, "forbidden")
     assert gateway.admin("PATCH", f"/api/v1/admin/users/{user_id}", json={"disabled": False}).status_code == 200
     assert http.post("/token", headers={"X-API-Key": key}, json={}).status_code == 200
 

@@ -32,6 +32,11 @@ class Bucket:
         self._kv = kv
         self._js = js
 
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context the bucket lives in (for ``gateway.bus.kv_watch``)."""
+        return self._js
+
     async def get(self, key: str) -> Entry | None:
         """The current value, or ``None`` when the key is absent or deleted."""
         with nats_errors(f"read {self.name}/{key}"):

@@ -90,6 +90,7 @@ async def update_user(user_id: str, body: UserChanges, services: ServicesDep) ->
                 overrides[name] = value
         changes["extra"] = {**user.extra, "limits": validate_overrides(overrides)}
     user = await services.accounts.update_user(user_id, changes)
+    services.revocations.user_changed(user)  # disabling ends the user's connections here now, elsewhere at once
     await services.guard.changed(user_id)
     return user_view(user)
 
@@ -111,6 +112,7 @@ async def add_credits(user_id: str, body: Credits, services: ServicesDep) -> dic
 @router.delete("/users/{user_id}", status_code=204)
 async def delete_user(user_id: str, services: ServicesDep) -> Response:
     await services.accounts.delete_user(user_id)
+    await services.revocations.user_deleted(user_id)
     return Response(status_code=204)
 
 
@@ -129,4 +131,5 @@ async def list_keys(user_id: str, services: ServicesDep) -> dict[str, Any]:
 @router.delete("/users/{user_id}/keys/{key_id}", status_code=204)
 async def delete_key(user_id: str, key_id: str, services: ServicesDep) -> Response:
     await services.accounts.delete_key(user_id, key_id)
+    await services.revocations.revoke_key(user_id, key_id)  # the tokens issued from it end too
     return Response(status_code=204)

@@ -27,4 +27,5 @@ async def list_keys(claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
 @router.delete("/{key_id}", status_code=204)
 async def delete_key(key_id: str, claims: ClaimsDep, services: ServicesDep) -> Response:
     await services.accounts.delete_key(claims.user_id, key_id)
+    await services.revocations.revoke_key(claims.user_id, key_id)  # the tokens issued from it end too
     return Response(status_code=204)

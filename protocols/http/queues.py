@@ -183,6 +183,12 @@ async def _receive(request: Request, max_messages: Any, wait: Any, visibility: A
     if messages and await request.is_disconnected():
         await engine.release(claims, name, messages)  # nobody is there to get them
         return Response(status_code=499)
+    if messages:
+        try:
+            services_of(request).tokens.revocations.check(claims)  # revoked during a long poll (auth.revocations)
+        except FlowGateError:
+            await engine.release(claims, name, messages)
+            raise
     return _json({"messages": [_message(m) for m in messages]})
 
 

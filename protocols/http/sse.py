@@ -8,6 +8,9 @@ share the fan-out hub; a resuming stream reads its own ordered consumer from
 the stream, which then continues live. A heartbeat comment keeps idle streams
 open through proxies. A stream whose client stops reading is closed when its
 buffer fills (the browser's EventSource reconnects with ``Last-Event-ID``).
+When the user is disabled or deleted or the token revoked (``auth.revocations``)
+the stream ends with an ``event: revoked`` saying why (not ``error``, a name
+EventSource uses itself); its reconnection then gets the 401/403.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from auth.revocations import LiveHandle
 from gateway.billing import ConnectionLease
-from gateway.errors import BadRequest, Forbidden
+from gateway.errors import BadRequest, FlowGateError, Forbidden
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
@@ -101,6 +105,12 @@ class SseStream:
         self.feed = Feed(services.hub, services.bus, subject, sink, since)
         self._forget_drain = services.draining.on_drain(sink.outbox.close)  # end the stream at shutdown
         self._preamble = b"retry: 2000\n: connected\n\n"
+        self.revoked_by: FlowGateError | None = None
+        self.live: LiveHandle | None = None  # registered with the revocations once open
+
+    def revoked(self, exc: FlowGateError) -> None:
+        self.revoked_by = exc
+        self.sink.outbox.close()
 
     async def open(self) -> None:
         """Subscribe before the response starts, so a failure is still a proper HTTP error."""
@@ -120,6 +130,8 @@ class SseStream:
         """Release the subscription; idempotent (runs from the generator and as the response's background task)."""
         self.sink.outbox.close()
         self._forget_drain()
+        if self.live is not None:
+            self.live.detach()
         if self.lease is not None:
             self.lease.close()
         await self.feed.close()
@@ -133,6 +145,8 @@ class SseStream:
                 item = await outbox.get(timeout=heartbeat)
                 if item is None:
                     if outbox.closed:
+                        if self.revoked_by is not None:
+                            yield b"event: revoked\ndata: %s\n\n" % orjson.dumps(self.revoked_by.to_dict())
                         return
                     yield b": heartbeat\n\n"
                     continue
@@ -167,6 +181,7 @@ async def subscribe(request: Request) -> StreamingResponse:
     except BaseException:
         lease.close()
         raise
+    stream.live = services.tokens.revocations.attach(claims, stream.revoked)
     return StreamingResponse(
         stream.events(),
         media_type="text/event-stream",

@@ -12,7 +12,9 @@ import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from auth.accounts import KEY_PREFIX
 from auth.permissions import Permissions
+from auth.revocations import key_revoked
 from auth.tokens import bearer
 from gateway.errors import BadRequest, Unauthorized
 from gateway.topics import Namespace, validate_ident
@@ -48,11 +50,16 @@ async def issue_token(request: Request, services: ServicesDep) -> dict[str, Any]
         raise BadRequest("ttl must be an integer number of seconds")
     validate_ident(app, "app")
     permissions = Permissions.from_json(body.get("permissions"))
-    user, key = await services.accounts.authenticate(api_key)
+    try:
+        user, key = await services.accounts.authenticate(api_key)
+    except Unauthorized:
+        if services.tokens.revocations.is_key_revoked(api_key[len(KEY_PREFIX) : len(KEY_PREFIX) + 16]):
+            raise key_revoked() from None  # say why: the key was deleted
+        raise
     namespace = Namespace(user.user_id, app)
     key_limit = None if key.rate is None else (key.rate, key.burst or 1)  # enforced by the billing guard
     token, claims = services.tokens.issue(
-        namespace, ttl=ttl, permissions=permissions, key_id=key.id if key_limit else None, key_limit=key_limit
+        namespace, ttl=ttl, permissions=permissions, key_id=key.id, key_limit=key_limit
     )
     return {
         "token": token,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import structlog
 
+from auth.revocations import LiveHandle
 from auth.tokens import Claims
 from gateway.billing import ConnectionLease
 from gateway.bus import PubAck as StoreAck
@@ -217,6 +218,7 @@ class MqttConnection:
         self._consumer: SessionConsumer | None = None
         self._counted = False
         self._lease: ConnectionLease | None = None  # counted against the plan's connections (billing guard)
+        self._live: LiveHandle | None = None  # ended when the user is disabled or deleted, the token revoked
         self.closed = asyncio.Event()
         ctx.connections.add(self)
         self._delivered = ctx.services.metrics.delivered.labels("mqtt")
@@ -474,6 +476,7 @@ class MqttConnection:
         except FlowGateError as exc:
             self._refuse(connack_code(exc), f"session unavailable: {exc.message}")
         self.claims = claims
+        self._live = services.tokens.revocations.attach(claims, self._revoked)
         structlog.contextvars.bind_contextvars(user=claims.user_id, app=claims.app, client_id=self.client_id)
         self._gate.accepted()
         services.metrics.connections.labels("mqtt").inc()
@@ -510,6 +513,10 @@ class MqttConnection:
         # A refused CONNECT gets its CONNACK, then the connection closes [MQTT-3.2.2-5].
         self._send(ConnAck(False, code))
         self._fail(reason, will=False)
+
+    def _revoked(self, exc: FlowGateError) -> None:
+        # MQTT 3.1.1 has no reason code: the socket is closed, the will not sent, a persistent session kept.
+        self.abort(f"{exc.code}: {exc.message}", will=False)
 
     def _token_expired(self) -> None:
         self.abort("token expired", will=True)
@@ -1023,6 +1030,8 @@ class MqttConnection:
             self.ctx.services.metrics.connections.labels("mqtt").dec()
         if self._lease is not None:
             self._lease.close()
+        if self._live is not None:
+            self._live.detach()
         for sub in list(self._subs.values()):
             await self._remove_sinks(sub)
         if self._saver is not None and not self._saver.done():

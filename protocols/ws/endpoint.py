@@ -26,6 +26,10 @@ concurrent connections; when the quota and balance are spent or all of them
 are open, the client gets an error frame (code 402) and a close with 4402.
 During a session a refused publish is an error frame (402 or 429 with
 ``retry_after``) and the connection stays open; deliveries are billed.
+
+Revocation (``auth.revocations``): a connection whose user is deleted or whose
+token or API key is revoked is closed with 4401, one whose user is disabled
+with 4403, the reason saying why; a new one is accepted and closed the same way.
 """
 
 from __future__ import annotations
@@ -86,6 +90,19 @@ BATCH = 128  # frames written per wake-up of the writer
 CLOSE_TIMEOUT = 60.0  # how long a close frame may wait behind a client that does not read
 
 
+def close_code(exc: FlowGateError) -> CloseCode:
+    """The close code of an error that ends a connection: 4401 deleted user or bad token, 4403 disabled user."""
+    return _CLOSE_CODES.get(exc.status, CloseCode.INTERNAL_ERROR)
+
+
+_CLOSE_CODES = {
+    401: CloseCode.UNAUTHORIZED,
+    402: CloseCode.PAYMENT_REQUIRED,
+    403: CloseCode.FORBIDDEN,
+    503: CloseCode.TRY_AGAIN_LATER,
+}
+
+
 def _reason(text: str) -> str:
     """A close reason within the protocol's 123 bytes."""
     raw = text.encode("utf-8")[:123]
@@ -108,9 +125,9 @@ class WsEndpoint:
             if not token:
                 raise Unauthorized("missing token: connect to /ws?token=<JWT>")
             claims = services.tokens.verify(token)
-        except Unauthorized as exc:
+        except (Unauthorized, Forbidden) as exc:  # Forbidden: the user is disabled
             await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": CloseCode.UNAUTHORIZED, "reason": _reason(exc.message)})
+            await send({"type": "websocket.close", "code": close_code(exc), "reason": _reason(exc.message)})
             return
         await send({"type": "websocket.accept"})
         try:
@@ -119,10 +136,9 @@ class WsEndpoint:
             await send({"type": "websocket.send", "text": error_frame(exc).decode()})
             await send({"type": "websocket.close", "code": CloseCode.PAYMENT_REQUIRED, "reason": _reason(exc.message)})
             return
-        except FlowGateError as exc:  # e.g. the bus is unreachable while the account loads
-            code = CloseCode.TRY_AGAIN_LATER if exc.status == 503 else CloseCode.INTERNAL_ERROR
+        except FlowGateError as exc:  # e.g. the bus is unreachable while the account loads, the user was deleted
             await send({"type": "websocket.send", "text": error_frame(exc).decode()})
-            await send({"type": "websocket.close", "code": code, "reason": _reason(exc.message)})
+            await send({"type": "websocket.close", "code": close_code(exc), "reason": _reason(exc.message)})
             return
         peer = f"{request.client.host}:{request.client.port}" if request.client else "?"  # behind proxies: the client
         structlog.contextvars.bind_contextvars(
@@ -166,6 +182,8 @@ class Connection:
         self._settled = asyncio.Event()  # set while no publish is pending
         self._settled.set()
         self._closed = False
+        # a disabled or deleted user, a revoked token or key: closed with 4401/4403 (auth.revocations)
+        self._live = services.tokens.revocations.attach(claims, self._revoked)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -180,6 +198,7 @@ class Connection:
             close = await self._done
         finally:
             self._closed = True
+            self._live.detach()
             for handle in self._timers:
                 handle.cancel()
             tasks += self._notices
@@ -195,6 +214,9 @@ class Connection:
         """End the connection: with a close frame (``code``), or quietly when the client is gone."""
         if not self._done.done():
             self._done.set_result(None if code is None else (code, reason))
+
+    def _revoked(self, exc: FlowGateError) -> None:
+        self.finish(close_code(exc), exc.message)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -307,6 +329,8 @@ class Connection:
         if isinstance(command, Rejected):
             await self._send_frame(error_frame(command.error, command.id))
             return
+        if self._done.done():
+            return  # ending (e.g. revoked): nothing more is carried out
         if self.claims.expires_at <= time.time():
             self.finish(CloseCode.UNAUTHORIZED, "token expired")
             return
@@ -418,6 +442,7 @@ class Connection:
         if claims.namespace != self.claims.namespace:
             raise Forbidden("a refreshed token must be for the same user and app")
         previous, self.claims = self.claims, claims
+        self._live.claims = claims
         rule = claims.permissions.subscribe
         if rule != previous.permissions.subscribe:
             for topic_filter, subscription in list(self.subscriptions.items()):

@@ -57,6 +57,7 @@ class CloseCode(IntEnum):
     SLOW_CONSUMER = 4008
     UNAUTHORIZED = 4401
     PAYMENT_REQUIRED = 4402
+    FORBIDDEN = 4403
 
 
 CLOSE_REASONS: dict[CloseCode, str] = {
@@ -66,9 +67,11 @@ CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.SERVICE_RESTART: "the server shuts down or restarts; reconnect (subscribe with since=<last seq> to resume)",
     CloseCode.TRY_AGAIN_LATER: "the message bus is unreachable right now; reconnect shortly",
     CloseCode.SLOW_CONSUMER: "slow consumer: the connection's outbound buffer was full; reconnect with since=<last seq>",
-    CloseCode.UNAUTHORIZED: "missing, invalid or expired token; get a new token and reconnect",
+    CloseCode.UNAUTHORIZED: "missing, invalid, expired or revoked token, or the user was deleted (the reason says "
+    "which); get a new token and reconnect",
     CloseCode.PAYMENT_REQUIRED: "quota and balance spent, or all the plan's connections open (billing guard); "
     "top up or close a connection, then reconnect",
+    CloseCode.FORBIDDEN: "the user is disabled; reconnect once an admin enabled it again",
 }
 
 
