@@ -24,9 +24,17 @@ export function keyManager(ctx, base, currentKeyId) {
   };
 
   const revoke = async (k) => {
-    if (!window.confirm(`Revoke the key "${k.name}"? Tokens can no longer be issued with it.`)) return;
+    const own = k.id === currentKeyId;
+    const warning = own ? ' This session signed in with it: you will be signed out.' : '';
+    if (!window.confirm(`Revoke the key "${k.name}"? Tokens issued from it stop working at once.${warning}`)) return;
     try {
       await ctx.session.call('DELETE', `${base}/${encodeURIComponent(k.id)}`);
+      if (own) {  // this session's token was issued from the key, so it ends with it
+        ctx.session.signOut();
+        ctx.notify(`Key ${k.name} revoked. It was this session's key: you are signed out.`);
+        window.location.hash = '#/';
+        return;
+      }
       ctx.notify(`Key ${k.name} revoked.`);
       await load();
     } catch (err) {
