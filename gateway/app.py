@@ -18,6 +18,7 @@ from protocols.http import admin, errors, health, keys, publish, queues, sse, to
 from protocols.http.fastpath import FastPath
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
+from protocols.sqs import endpoint as sqs
 from protocols.ws.endpoint import WsEndpoint
 
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastPath
     app.router.routes.append(WebSocketRoute("/mqtt", mqtt_over_websocket))  # MQTT over WebSocket (protocols/mqtt)
     for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
+    app.router.routes.extend(sqs.ROUTES)  # SQS wire protocols: POST / and POST /<account>/<queue> (protocols/sqs)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     return FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
 

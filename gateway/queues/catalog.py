@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -32,6 +32,8 @@ class QueueRecord:
     attributes: QueueAttributes
     ack_wait: int  # the consumer's AckWait: the visibility timeout that needs no extra nak
     created_at: int
+    modified_at: int = 0  # 0: never changed since created_at
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -47,6 +49,8 @@ class QueueRecord:
                 "attributes": self.attributes.to_json(),
                 "ack_wait": self.ack_wait,
                 "created_at": self.created_at,
+                "modified_at": self.modified_at,
+                "tags": self.tags,
             }
         )
 
@@ -60,6 +64,8 @@ class QueueRecord:
             QueueAttributes.from_json(doc["attributes"]),
             int(doc["ack_wait"]),
             int(doc["created_at"]),
+            int(doc.get("modified_at", 0)),
+            dict(doc.get("tags") or {}),
         )
 
 

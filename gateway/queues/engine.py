@@ -58,7 +58,10 @@ from gateway.queues.messages import (
     MAX_BATCH,
     MSG_ID_HEADER,
     NOT_BEFORE_HEADER,
+    SENDER_HEADER,
     SENT_AT_HEADER,
+    TRACE_HEADER,
+    TYPES_HEADER,
     ReceivedMessage,
     SendEntry,
     Sent,
@@ -134,6 +137,11 @@ class QueueEngine:
         engine._scheduler.start()
         return engine
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The gateway's own message size limit (a queue's cannot be larger)."""
+        return self._settings.max_message_bytes
+
     async def close(self) -> None:
         await self._scheduler.stop()
         for task in list(self._tasks):
@@ -165,12 +173,16 @@ class QueueEngine:
             raise QueueNotFound(f"queue {claims.namespace.full(short)!r} does not exist")
         return record
 
-    async def _create(self, claims: Claims, short: str, attributes: QueueAttributes) -> QueueRecord:
+    async def _create(
+        self, claims: Claims, short: str, attributes: QueueAttributes, tags: dict[str, str] | None = None
+    ) -> QueueRecord:
         """Create a queue, or return the one another replica created first."""
         queue_id = secrets.token_hex(8)
         ack_wait = attributes.visibility_timeout or DEFAULT_ACK_WAIT
         await self._wq.ensure(queue_id, retention_seconds=attributes.message_retention_seconds, ack_wait=ack_wait)
-        record = QueueRecord(claims.namespace, short, queue_id, attributes, ack_wait, int(time.time()))
+        record = QueueRecord(
+            claims.namespace, short, queue_id, attributes, ack_wait, int(time.time()), tags=dict(tags or {})
+        )
         try:
             await self._catalog.create(record)
         except Conflict:
@@ -208,6 +220,8 @@ class QueueEngine:
             attributes = await self._checked_redrive(claims, short, attributes)
             if record is None:
                 return await self._create(claims, short, attributes), True
+            if attributes.fifo_queue != record.attributes.fifo_queue:
+                raise BadRequest("fifo_queue can only be chosen when the queue is created")
             ack_wait = attributes.visibility_timeout or record.ack_wait
             if (
                 ack_wait != record.ack_wait
@@ -216,13 +230,60 @@ class QueueEngine:
                 await self._wq.ensure(
                     record.id, retention_seconds=attributes.message_retention_seconds, ack_wait=ack_wait
                 )
-            updated = replace(record, attributes=attributes, ack_wait=ack_wait)
+            updated = replace(record, attributes=attributes, ack_wait=ack_wait, modified_at=int(time.time()))
             try:
                 await self._catalog.update(updated, revision)
             except Conflict:
                 continue
             return updated, False
         raise Conflict("the queue's attributes changed concurrently; retry")
+
+    async def create_queue(
+        self, claims: Claims, name: str, changes: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> tuple[QueueRecord, bool]:
+        """Create a queue with ``changes`` over the defaults and ``tags``; an existing one is returned unchanged.
+
+        (record, created): the caller compares an existing queue's attributes with what it asked for.
+        """
+        short = self._name(claims, name, self._send_rule(claims))
+        existing = await self._catalog.get(claims.namespace, short, fresh=True)
+        if existing is not None:
+            return existing, False
+        limit = self._settings.max_message_bytes
+        attributes = QueueAttributes.default(limit).updated(changes, max_message_bytes=limit)
+        attributes = await self._checked_redrive(claims, short, attributes)
+        return await self._create(claims, short, attributes, tags), True
+
+    async def queue(self, claims: Claims, name: str) -> QueueRecord:
+        """A queue's record; ``QueueNotFound`` if there is none."""
+        return await self._existing(claims, self._name(claims, name), fresh=True)
+
+    async def tag_queue(
+        self, claims: Claims, name: str, add: dict[str, str], remove: Sequence[str] = ()
+    ) -> QueueRecord:
+        """Add (or overwrite) and remove a queue's tags."""
+        short = self._name(claims, name, self._send_rule(claims))
+        for _ in range(5):
+            record, revision = await self._catalog.get_with_revision(claims.namespace, short, fresh=True)
+            if record is None:
+                raise QueueNotFound(f"queue {claims.namespace.full(short)!r} does not exist")
+            tags = {k: v for k, v in {**record.tags, **add}.items() if k not in remove}
+            updated = replace(record, tags=tags)
+            try:
+                await self._catalog.update(updated, revision)
+            except Conflict:
+                continue
+            return updated
+        raise Conflict("the queue's tags changed concurrently; retry")
+
+    async def dead_letter_sources(self, claims: Claims, name: str) -> list[QueueRecord]:
+        """The queues whose redrive policy names this queue as their dead-letter queue."""
+        record = await self.queue(claims, name)
+        return [
+            r
+            for r in await self._catalog.list(claims.namespace)
+            if r.attributes.redrive_policy is not None and r.attributes.redrive_policy.dead_letter_queue == record.name
+        ]
 
     async def _checked_redrive(self, claims: Claims, short: str, attributes: QueueAttributes) -> QueueAttributes:
         policy = attributes.redrive_policy
@@ -328,9 +389,13 @@ class QueueEngine:
 
     async def _store(self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry, delay: int) -> Sent:
         message_id = str(uuid.uuid4())
-        headers = {MSG_ID_HEADER: message_id}
+        headers = {MSG_ID_HEADER: message_id, SENDER_HEADER: claims.user_id}
         if entry.attributes:
             headers[ATTRS_HEADER] = encode_attributes(entry.attributes)
+        if entry.attribute_types:
+            headers[TYPES_HEADER] = encode_attributes(entry.attribute_types)
+        if entry.trace_header:
+            headers[TRACE_HEADER] = entry.trace_header
         if delay:
             now_ms = int(time.time() * 1000)
             headers[SENT_AT_HEADER] = str(now_ms)
@@ -421,6 +486,9 @@ class QueueEngine:
             attributes=decode_attributes(headers.get(ATTRS_HEADER)),
             receive_count=receive_count,
             sent_at_ms=int(sent_at) if sent_at and sent_at.isdigit() else ref.timestamp_ns // 1_000_000,
+            attribute_types=decode_attributes(headers.get(TYPES_HEADER)),
+            sender_id=headers.get(SENDER_HEADER, ""),
+            trace_header=headers.get(TRACE_HEADER),
         )
 
     async def _dead_letter(self, claims: Claims, record: QueueRecord, pulled: Pulled, *, had_state: bool) -> None:
