@@ -324,11 +324,11 @@ class QueueEngine:
     # -- sending -----------------------------------------------------------------------------------
 
     async def send_messages(
-        self, claims: Claims, name: str, entries: Sequence[SendEntry], *, protocol: str = PROTOCOL
+        self, claims: Claims, name: str, entries: Sequence[SendEntry], *, protocol: str = PROTOCOL, create: bool = True
     ) -> list[Sent | FlowGateError]:
         """The one send path: store up to 10 messages; per entry, what was stored or why not.
 
-        The queue is created with default attributes if it does not exist.
+        The queue is created with default attributes if it does not exist (``QueueNotFound`` without ``create``).
         """
         short = self._name(claims, name, self._send_rule(claims))
         if not entries:
@@ -336,6 +336,8 @@ class QueueEngine:
         if len(entries) > MAX_BATCH:
             raise TooManyEntries(f"a batch has at most {MAX_BATCH} entries")
         record = await self._catalog.get(claims.namespace, short)
+        if record is None and not create:
+            record = await self._existing(claims, short, fresh=True)
         default = QueueAttributes.default(self._settings.max_message_bytes)
         problems = [self._problem(default if record is None else record.attributes, e) for e in entries]
         if all(problems):

@@ -65,7 +65,7 @@ def _sent(sent: Sent, digests: dict[str, Any]) -> dict[str, Any]:
 async def send_message(engine: QueueEngine, call: Call) -> Result:
     name = call.queue()
     entry, digests = _entry(call.params)
-    [result] = await engine.send_messages(call.claims, name, [entry], protocol="sqs")
+    [result] = await engine.send_messages(call.claims, name, [entry], protocol="sqs", create=False)
     if isinstance(result, FlowGateError):
         raise result
     return _sent(result, digests)
@@ -93,7 +93,7 @@ async def send_message_batch(engine: QueueEngine, call: Call) -> Result:
             f"Batch requests cannot be longer than {max(limit, 262_144)} bytes. You have sent {total} bytes.",
         )
     valid = [p[0] for p in parsed if not isinstance(p, FlowGateError)]
-    results = iter(await engine.send_messages(call.claims, name, valid, protocol="sqs") if valid else [])
+    results = iter(await engine.send_messages(call.claims, name, valid, protocol="sqs", create=False) if valid else [])
     successful: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for item, outcome in zip(batch, parsed, strict=True):

@@ -82,7 +82,7 @@ def integer(params: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
 
 def string_list(params: dict[str, Any], name: str) -> list[str]:
     value = params.get(name)
-    if value is None:
+    if value is None or value == "":
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise invalid_parameter(f"Value for parameter {name} is invalid. Reason: must be a list of strings.")
@@ -92,7 +92,7 @@ def string_list(params: dict[str, Any], name: str) -> list[str]:
 def entries(params: dict[str, Any], *, max_entries: int = 10) -> list[dict[str, Any]]:
     """Batch ``Entries`` checked as SQS does: 1-10 of them, valid and distinct ids."""
     value = params.get("Entries")
-    if value is None or value == []:
+    if value is None or value == [] or value == "":  # the Query protocol sends an empty list as ""
         raise batch_error(
             "EmptyBatchRequest", "There should be at least one SendMessageBatchRequestEntry in the request."
         )

@@ -121,6 +121,8 @@ def _tree(flat: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _numbered(node: Any, name: str) -> list[Any]:
+    if node == "":
+        return []  # how an empty list is sent
     if not isinstance(node, dict) or not all(k.isdigit() for k in node):
         raise AwsError("MalformedQueryString", f"{name} must be given as {name}.1, {name}.2, ...")
     return [node[k] for k in sorted(node, key=int)]
