@@ -66,7 +66,7 @@ def sqs_client(
     region: str = "default",
     secret: str | None = None,
     access_key_id: str | None = None,
-    retries: int = 1,
+    retries: int = 1,  # retries after the first attempt (botocore's max_attempts)
     read_timeout: float = 30,
 ) -> Any:
     session = botocore.session.get_session()
