@@ -418,3 +418,42 @@ def test_long_poll_is_woken_by_a_send(gateway: Gateway, user: AwsUser, sqs_json:
     assert got["answer"]["Messages"][0]["Body"] == "wake up"
     latency = got["at"] - sent_at
     assert latency < 0.5, f"long poll answered {latency * 1000:.0f} ms after the send"
+
+
+def test_dead_letter_redrive_with_move_tasks(sqs_json: Any, gateway: Gateway, user: AwsUser) -> None:
+    sqs = sqs_json
+    dlq_url = sqs.create_queue(QueueName=qname("-dlq"))["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = orjson.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1}).decode()
+    url = sqs.create_queue(QueueName=qname(), Attributes={"RedrivePolicy": policy})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    with pytest.raises(ClientError) as excinfo:
+        sqs.start_message_move_task(SourceArn=arn)  # not a dead-letter queue
+    assert error_of(excinfo)[0] == "InvalidParameterValue"
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)])
+    for _ in range(2):  # received once each, then moved to the dead-letter queue by the next receive
+        sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    dead: list[str] = []
+    while len(dead) < 3:
+        batch = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=5, VisibilityTimeout=0)
+        dead += [m["MessageId"] for m in batch["Messages"]]
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn, MaxNumberOfMessagesPerSecond=100)["TaskHandle"]
+    back: list[dict[str, Any]] = []
+    while len(back) < 3:
+        back += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5)["Messages"]
+    assert sorted(m["Body"] for m in back) == ["m0", "m1", "m2"]
+    deadline = time.monotonic() + 5
+    while (task := sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0])["Status"] == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 3
+    assert task["SourceArn"] == dlq_arn and "TaskHandle" not in task
+    with pytest.raises(ClientError) as excinfo:
+        sqs.cancel_message_move_task(TaskHandle=handle)  # it has finished
+    assert error_of(excinfo)[0] == "ResourceNotFoundException"
+    token = gateway.token(user.api_key, app="default")
+    rest = httpx.get(
+        f"{gateway.base_url}/api/v1/queues/{dlq_arn.rsplit(':', 1)[1]}/move-tasks",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert [(t["status"], t["moved"]) for t in rest.json()["tasks"]] == [("completed", 3)]

@@ -69,6 +69,7 @@ from gateway.queues.messages import (
     encode_attributes,
     md5_hex,
 )
+from gateway.queues.moves import DLQ_SOURCE_HEADER, MoveTask, MoveTasks
 from gateway.queues.scheduler import DelayScheduler
 from gateway.settings import Settings
 
@@ -112,6 +113,7 @@ class QueueEngine:
         self._wq = WorkQueues(bus, self._on_orphan)
         self._states = DeliveryStates(deliveries, self._wq)
         self._scheduler = DelayScheduler(self._wq)
+        self._moves = MoveTasks(self._wq, self._origin)
 
     @classmethod
     async def open(
@@ -143,6 +145,7 @@ class QueueEngine:
         return self._settings.max_message_bytes
 
     async def close(self) -> None:
+        await self._moves.close()
         await self._scheduler.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -500,6 +503,7 @@ class QueueEngine:
         dlq = await self._for_send(claims, policy.dead_letter_queue)
         headers = {k: v for k, v in pulled.headers.items() if k.startswith("Fg-") and k != NOT_BEFORE_HEADER}
         headers.setdefault(SENT_AT_HEADER, str(pulled.ref.timestamp_ns // 1_000_000))
+        headers[DLQ_SOURCE_HEADER] = record.name  # where a move task sends it back
         payload = Payload.from_headers(pulled.body, pulled.headers)
         await self._wq.publish(
             queue_subject(dlq.id), payload, headers, msg_id=f"dlq.{record.id}.{pulled.ref.stream_seq}"
@@ -570,6 +574,38 @@ class QueueEngine:
             await self._wq.in_progress(stream, handle.ref)
         else:
             await self._wq.nak(stream, handle.ref, delay=float(visibility_timeout))
+
+    # -- moving messages out of a dead-letter queue ------------------------------------------------
+
+    async def _origin(self, dlq: QueueRecord, name: str) -> QueueRecord | None:
+        return await self._catalog.get(dlq.namespace, name, fresh=True) if name else None
+
+    async def start_move(
+        self, claims: Claims, source: str, destination: str | None = None, rate: int | None = None
+    ) -> MoveTask:
+        """Move a dead-letter queue's messages to ``destination``, or each back to the queue it came from."""
+        short = self._name(claims, source, self._send_rule(claims), self._receive_rule(claims))
+        record = await self._existing(claims, short, fresh=True)
+        if not any(
+            r.attributes.redrive_policy is not None and r.attributes.redrive_policy.dead_letter_queue == short
+            for r in await self._catalog.list(claims.namespace)
+        ):
+            raise BadRequest(f"queue {record.full_name!r} is no queue's dead-letter queue")
+        target = None
+        if destination is not None:
+            target = await self._existing(claims, self._name(claims, destination, self._send_rule(claims)), fresh=True)
+        if rate is not None and not 1 <= rate <= 500:
+            raise BadRequest("the rate must be between 1 and 500 messages per second")
+        stats = await self._wq.stats(record.id)
+        return self._moves.start(record, target, rate, max(0, stats.stored - stats.unacknowledged))
+
+    async def list_moves(self, claims: Claims, source: str) -> list[MoveTask]:
+        """The latest move tasks (up to 10, newest first) from a queue, as this replica knows them."""
+        return self._moves.list(await self.queue(claims, source))
+
+    def cancel_move(self, claims: Claims, handle: str) -> MoveTask:
+        """Stop a running move task of the caller's namespace; ``NotFound`` if there is none with ``handle``."""
+        return self._moves.cancel_for(claims.namespace, handle)
 
     # -- releasing deliveries no client received -------------------------------------------------
 

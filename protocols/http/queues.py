@@ -24,6 +24,7 @@ from gateway.queues.attributes import MAX_DELAY_SECONDS, int_in
 from gateway.queues.catalog import QueueRecord
 from gateway.queues.errors import TooManyEntries
 from gateway.queues.messages import MAX_BATCH, validate_attributes, validate_entry_ids
+from gateway.queues.moves import MoveStatus, MoveTask
 from protocols.http.deps import claims_of, read_body, services_of
 
 JSON_OVERHEAD = 64 * 1024
@@ -265,8 +266,54 @@ async def purge_queue(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _move(task: MoveTask) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "status": task.status.value.lower(),
+        "source": task.source.name,
+        "destination": None if task.destination is None else task.destination.name,
+        "moved": task.moved,
+        "to_move": task.to_move,
+        "rate": task.rate,
+        "started_at": _iso_ms(task.started_ms),
+    }
+    if task.status is MoveStatus.RUNNING:
+        view["handle"] = task.handle
+    if task.failure is not None:
+        view["failure"] = task.failure
+    return view
+
+
+async def start_move(request: Request) -> Response:
+    """Move a dead-letter queue's messages back to their source queue (or to ``destination``)."""
+    engine, claims = _context(request)
+    document = await _body(request, optional=True)
+    unknown = set(document) - {"destination", "rate"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    destination, rate = document.get("destination"), document.get("rate")
+    if destination is not None and not isinstance(destination, str):
+        raise BadRequest("destination must be a queue name")
+    if rate is not None:
+        rate = int_in(rate, "rate", 1, 500)
+    task = await engine.start_move(claims, request.path_params["queue"], destination, rate)
+    return _json(_move(task), status=201)
+
+
+async def list_moves(request: Request) -> Response:
+    engine, claims = _context(request)
+    return _json({"tasks": [_move(t) for t in await engine.list_moves(claims, request.path_params["queue"])]})
+
+
+async def cancel_move(request: Request) -> Response:
+    engine, claims = _context(request)
+    return _json(_move(engine.cancel_move(claims, request.path_params["handle"])))
+
+
 ROUTES = [
     Route(PREFIX, list_queues, methods=["GET"], include_in_schema=False),
+    Route(PREFIX + "/{queue:path}/move-tasks", start_move, methods=["POST"], include_in_schema=False),
+    Route(PREFIX + "/{queue:path}/move-tasks", list_moves, methods=["GET"], include_in_schema=False),
+    Route(PREFIX + "/{queue:path}/move-tasks/{handle}", cancel_move, methods=["DELETE"], include_in_schema=False),
     Route(PREFIX + "/{queue:path}/messages/batch", send_batch, methods=["POST"], include_in_schema=False),
     Route(PREFIX + "/{queue:path}/messages/batch-delete", delete_batch, methods=["POST"], include_in_schema=False),
     Route(PREFIX + "/{queue:path}/messages/receive", receive_messages_post, methods=["POST"], include_in_schema=False),
@@ -333,6 +380,20 @@ OPENAPI: dict[str, dict[str, Any]] = {
         "delete": _op("Delete a queue and its messages", ok="204"),
     },
     PREFIX + "/{queue}/purge": {"post": _op("Delete every message of a queue", ok="204")},
+    PREFIX + "/{queue}/move-tasks": {
+        "post": _op(
+            "Move a dead-letter queue's messages back to their source queue (or to destination)",
+            body={"destination": None, "rate": 100},
+            ok="201",
+        ),
+        "get": _op("The latest message move tasks from this queue"),
+    },
+    PREFIX + "/{queue}/move-tasks/{handle}": {
+        "delete": _op(
+            "Cancel a running message move task",
+            params=({"name": "handle", "in": "path", "required": True, "schema": {"type": "string"}},),
+        )
+    },
     PREFIX + "/{queue}/messages": {
         "post": _op(
             "Send a message (creates the queue if needed)",

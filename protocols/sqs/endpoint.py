@@ -21,6 +21,7 @@ from gateway.errors import FlowGateError
 from gateway.queues import QueueEngine
 from protocols.http.deps import read_body, services_of
 from protocols.sqs import message_actions as messages
+from protocols.sqs import move_actions as moves
 from protocols.sqs import queue_actions as queues
 from protocols.sqs import wire
 from protocols.sqs.auth import authenticate
@@ -48,6 +49,9 @@ ACTIONS: dict[str, Action] = {
     "DeleteMessageBatch": messages.delete_message_batch,
     "ChangeMessageVisibility": messages.change_message_visibility,
     "ChangeMessageVisibilityBatch": messages.change_message_visibility_batch,
+    "StartMessageMoveTask": moves.start_message_move_task,
+    "ListMessageMoveTasks": moves.list_message_move_tasks,
+    "CancelMessageMoveTask": moves.cancel_message_move_task,
 }
 UNSUPPORTED = ("AddPermission", "RemovePermission")
 BODY_OVERHEAD = 64 * 1024
