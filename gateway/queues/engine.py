@@ -46,12 +46,19 @@ from gateway.bus.queues import (
 from gateway.errors import BadRequest, Conflict, FlowGateError, Forbidden, NotFound, PayloadTooLarge, Unavailable
 from gateway.metrics import Metrics
 from gateway.payload import Payload
+from gateway.queues import fifo
 from gateway.queues.attributes import MAX_DELAY_SECONDS, MAX_VISIBILITY_TIMEOUT, MAX_WAIT_SECONDS, QueueAttributes
 from gateway.queues.catalog import BUCKET as CATALOG_BUCKET
 from gateway.queues.catalog import Catalog, QueueRecord, catalog_key
 from gateway.queues.deliveries import BUCKET as DELIVERIES_BUCKET
 from gateway.queues.deliveries import TTL_SECONDS, DeliveryState, DeliveryStates
-from gateway.queues.errors import InvalidReceiptHandle, QueueNotFound, StaleReceiptHandle, TooManyEntries
+from gateway.queues.errors import (
+    InvalidReceiptHandle,
+    MissingGroupId,
+    QueueNotFound,
+    StaleReceiptHandle,
+    TooManyEntries,
+)
 from gateway.queues.handles import ReceiptHandle
 from gateway.queues.messages import (
     ATTRS_HEADER,
@@ -102,6 +109,7 @@ class QueueEngine:
         catalog: Catalog,
         deliveries: Bucket,
         guard: BillingGuard | None = None,
+        groups: Bucket | None = None,
     ) -> None:
         self._settings = settings
         self._guard = guard
@@ -114,6 +122,7 @@ class QueueEngine:
         self._states = DeliveryStates(deliveries, self._wq)
         self._scheduler = DelayScheduler(self._wq)
         self._moves = MoveTasks(self._wq, self._origin)
+        self._groups = None if groups is None else fifo.FifoGroups(groups)
 
     @classmethod
     async def open(
@@ -134,6 +143,7 @@ class QueueEngine:
             catalog,
             await bus.bucket(DELIVERIES_BUCKET, ttl=float(TTL_SECONDS)),
             guard,
+            await bus.bucket(fifo.BUCKET, ttl=float(fifo.TTL_SECONDS)),
         )
         await engine._wq.start()
         engine._scheduler.start()
@@ -182,7 +192,12 @@ class QueueEngine:
         """Create a queue, or return the one another replica created first."""
         queue_id = secrets.token_hex(8)
         ack_wait = attributes.visibility_timeout or DEFAULT_ACK_WAIT
-        await self._wq.ensure(queue_id, retention_seconds=attributes.message_retention_seconds, ack_wait=ack_wait)
+        await self._wq.ensure(
+            queue_id,
+            retention_seconds=attributes.message_retention_seconds,
+            ack_wait=ack_wait,
+            duplicate_window=fifo.DEDUP_WINDOW_SECONDS if attributes.fifo_queue else None,
+        )
         record = QueueRecord(
             claims.namespace, short, queue_id, attributes, ack_wait, int(time.time()), tags=dict(tags or {})
         )
@@ -197,6 +212,11 @@ class QueueEngine:
         log.info("created queue %s", record.full_name)
         return record
 
+    def _defaults(self, short: str) -> QueueAttributes:
+        """A new queue's attributes: a name ending in ``.fifo`` makes a FIFO queue."""
+        default = QueueAttributes.default(self._settings.max_message_bytes)
+        return replace(default, fifo_queue=True) if short.endswith(fifo.NAME_SUFFIX) else default
+
     async def _for_send(self, claims: Claims, short: str, *, fresh: bool = False) -> QueueRecord:
         record = await self._catalog.get(claims.namespace, short, fresh=fresh)
         if record is not None:
@@ -204,8 +224,7 @@ class QueueEngine:
         key = catalog_key(claims.namespace, short)
         task = self._creating.get(key)  # concurrent first sends create the queue once
         if task is None:
-            default = QueueAttributes.default(self._settings.max_message_bytes)
-            task = asyncio.get_running_loop().create_task(self._create(claims, short, default))
+            task = asyncio.get_running_loop().create_task(self._create(claims, short, self._defaults(short)))
             self._creating[key] = task
             task.add_done_callback(lambda _: self._creating.pop(key, None))
         return await asyncio.shield(task)
@@ -218,8 +237,10 @@ class QueueEngine:
         limit = self._settings.max_message_bytes
         for _ in range(5):
             record, revision = await self._catalog.get_with_revision(claims.namespace, short, fresh=True)
-            base = QueueAttributes.default(limit) if record is None else record.attributes
+            base = self._defaults(short) if record is None else record.attributes
             attributes = base.updated(changes, max_message_bytes=limit)
+            if attributes.fifo_queue and attributes.delay_seconds:
+                raise BadRequest("delay_seconds must be 0 for a FIFO queue here (not supported)")
             attributes = await self._checked_redrive(claims, short, attributes)
             if record is None:
                 return await self._create(claims, short, attributes), True
@@ -231,7 +252,10 @@ class QueueEngine:
                 or attributes.message_retention_seconds != record.attributes.message_retention_seconds
             ):
                 await self._wq.ensure(
-                    record.id, retention_seconds=attributes.message_retention_seconds, ack_wait=ack_wait
+                    record.id,
+                    retention_seconds=attributes.message_retention_seconds,
+                    ack_wait=ack_wait,
+                    duplicate_window=fifo.DEDUP_WINDOW_SECONDS if attributes.fifo_queue else None,
                 )
             updated = replace(record, attributes=attributes, ack_wait=ack_wait, modified_at=int(time.time()))
             try:
@@ -253,7 +277,7 @@ class QueueEngine:
         if existing is not None:
             return existing, False
         limit = self._settings.max_message_bytes
-        attributes = QueueAttributes.default(limit).updated(changes, max_message_bytes=limit)
+        attributes = self._defaults(short).updated(changes, max_message_bytes=limit)
         attributes = await self._checked_redrive(claims, short, attributes)
         return await self._create(claims, short, attributes, tags), True
 
@@ -317,12 +341,16 @@ class QueueEngine:
         record = await self._existing(claims, short, fresh=True)
         await self._catalog.delete(record)
         await self._wq.delete(record.id)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.forget(record.id)
         log.info("deleted queue %s", record.full_name)
 
     async def purge(self, claims: Claims, name: str) -> None:
         short = self._name(claims, name, self._send_rule(claims), self._receive_rule(claims))
         record = await self._existing(claims, short, fresh=True)
         await self._wq.purge(record.id)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.forget(record.id)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -341,7 +369,7 @@ class QueueEngine:
         record = await self._catalog.get(claims.namespace, short)
         if record is None and not create:
             record = await self._existing(claims, short, fresh=True)
-        default = QueueAttributes.default(self._settings.max_message_bytes)
+        default = self._defaults(short)
         problems = [self._problem(default if record is None else record.attributes, e) for e in entries]
         if all(problems):
             return [p for p in problems if p is not None]  # nothing to store: not even the queue is created
@@ -373,6 +401,15 @@ class QueueEngine:
             return PayloadTooLarge(f"message is {entry.size} bytes with its attributes; the queue's limit is {limit}")
         if entry.delay_seconds is not None and not 0 <= entry.delay_seconds <= MAX_DELAY_SECONDS:
             return BadRequest(f"delay_seconds must be between 0 and {MAX_DELAY_SECONDS}")
+        if attributes.fifo_queue:
+            if not entry.group_id:
+                return MissingGroupId("a FIFO queue's messages need a message group id")
+            if entry.delay_seconds:
+                return BadRequest("a FIFO queue's messages cannot have their own delay")
+            if not entry.deduplication_id and not attributes.content_based_deduplication:
+                return BadRequest("a FIFO queue without content-based deduplication needs a message deduplication id")
+        elif entry.deduplication_id:
+            return BadRequest("only FIFO queues take a message deduplication id")
         return None
 
     async def _send_one(
@@ -393,6 +430,8 @@ class QueueEngine:
             raise
 
     async def _store(self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry, delay: int) -> Sent:
+        if record.attributes.fifo_queue:
+            return await self._store_fifo(claims, record, entry)
         message_id = str(uuid.uuid4())
         headers = {MSG_ID_HEADER: message_id, SENDER_HEADER: claims.user_id}
         if entry.attributes:
@@ -417,6 +456,19 @@ class QueueEngine:
                 self._catalog.forget(claims.namespace, short)
                 record = await self._for_send(claims, short, fresh=True)
         raise AssertionError("unreachable")
+
+    async def _store_fifo(self, claims: Claims, record: QueueRecord, entry: SendEntry) -> Sent:
+        """Store a FIFO message once per deduplication id (JetStream drops a repeat within the window)."""
+        dedup = entry.deduplication_id or fifo.content_dedup_id(entry.payload.body)
+        headers = {SENDER_HEADER: claims.user_id, fifo.GROUP_HEADER: entry.group_id or "", fifo.DEDUP_HEADER: dedup}
+        if entry.attributes:
+            headers[ATTRS_HEADER] = encode_attributes(entry.attributes)
+        if entry.attribute_types:
+            headers[TYPES_HEADER] = encode_attributes(entry.attribute_types)
+        if entry.trace_header:
+            headers[TRACE_HEADER] = entry.trace_header
+        seq, _ = await self._wq.publish(queue_subject(record.id), entry.payload, headers, msg_id=f"fifo.{dedup}")
+        return Sent(fifo.message_id(record.id, seq), md5_hex(entry.payload.body), seq, False, fifo.sequence_number(seq))
 
     # -- receiving ----------------------------------------------------------------------------------
 
@@ -454,13 +506,33 @@ class QueueEngine:
                     raise
                 self._catalog.forget(claims.namespace, short)  # deleted through another replica
                 raise QueueNotFound(f"queue {record.full_name!r} does not exist") from None
-            accepted = await asyncio.gather(*(self._accept(claims, record, p, vt) for p in pulled))
+            if record.attributes.fifo_queue and pulled:  # one at a time: moves to a dead-letter queue keep order
+                accepted = [
+                    await self._accept(claims, record, p, vt) for p in await self._admit_fifo(record, pulled, vt)
+                ]
+            else:
+                accepted = await asyncio.gather(*(self._accept(claims, record, p, vt) for p in pulled))
             out.extend(m for m in accepted if m is not None)
-            if out or not pulled:  # all pulled went to the dead-letter queue: look again
+            if out or not pulled:  # all pulled went to the dead-letter queue or wait their turn: look again
                 break
         if out:
             self._metrics.delivered.labels(PROTOCOL).inc(len(out))
         return out
+
+    async def _admit_fifo(self, record: QueueRecord, pulled: list[Pulled], vt: int) -> list[Pulled]:
+        """The pulled messages their groups allow now; the others go back, not counted as receives."""
+        assert self._groups is not None
+        admission = await self._groups.admit(record.id, pulled, vt)
+        stream = queue_stream(record.id)
+        for message, delay in admission.hand_back:
+            seq = message.ref.stream_seq
+            state = await self._states.get(record.id, seq)
+            handed_out = 0 if state is None else state.handed_out
+            await self._states.put(
+                record.id, seq, DeliveryState(handed_out, (0 if state is None else state.skipped) + 1)
+            )
+            await self._wq.nak(stream, message.ref, delay=max(0.0, delay))
+        return admission.deliver
 
     async def _accept(self, claims: Claims, record: QueueRecord, pulled: Pulled, vt: int) -> ReceivedMessage | None:
         """Turn a delivery into a received message, or move it to the dead-letter queue."""
@@ -483,8 +555,9 @@ class QueueEngine:
         headers = pulled.headers
         payload = Payload.from_headers(pulled.body, headers)
         sent_at = headers.get(SENT_AT_HEADER)
+        group = headers.get(fifo.GROUP_HEADER)
         return ReceivedMessage(
-            message_id=headers.get(MSG_ID_HEADER, ""),
+            message_id=headers.get(MSG_ID_HEADER) or (fifo.message_id(record.id, seq) if group is not None else ""),
             receipt_handle=ReceiptHandle(record.id, ref).encode(self._secrets, claims.namespace),
             payload=payload,
             md5_of_body=md5_hex(pulled.body),
@@ -494,6 +567,9 @@ class QueueEngine:
             attribute_types=decode_attributes(headers.get(TYPES_HEADER)),
             sender_id=headers.get(SENDER_HEADER, ""),
             trace_header=headers.get(TRACE_HEADER),
+            group_id=group,
+            deduplication_id=headers.get(fifo.DEDUP_HEADER),
+            sequence_number=fifo.sequence_number(seq) if group is not None else None,
         )
 
     async def _dead_letter(self, claims: Claims, record: QueueRecord, pulled: Pulled, *, had_state: bool) -> None:
@@ -504,6 +580,8 @@ class QueueEngine:
         headers = {k: v for k, v in pulled.headers.items() if k.startswith("Fg-") and k != NOT_BEFORE_HEADER}
         headers.setdefault(SENT_AT_HEADER, str(pulled.ref.timestamp_ns // 1_000_000))
         headers[DLQ_SOURCE_HEADER] = record.name  # where a move task sends it back
+        if fifo.GROUP_HEADER in pulled.headers:
+            headers.setdefault(MSG_ID_HEADER, fifo.message_id(record.id, pulled.ref.stream_seq))
         payload = Payload.from_headers(pulled.body, pulled.headers)
         await self._wq.publish(
             queue_subject(dlq.id), payload, headers, msg_id=f"dlq.{record.id}.{pulled.ref.stream_seq}"
@@ -511,6 +589,8 @@ class QueueEngine:
         await self._wq.ack(queue_stream(record.id), pulled.ref)
         if had_state:
             await self._states.delete(record.id, pulled.ref.stream_seq)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.gone(record.id, pulled.ref.stream_seq)
         log.info("moved message %s of %s to %s", headers.get(MSG_ID_HEADER), record.full_name, dlq.full_name)
 
     # -- after receiving ------------------------------------------------------------------------------
@@ -555,6 +635,8 @@ class QueueEngine:
         await self._wq.ack(queue_stream(record.id), handle.ref)
         if state is not None:
             await self._states.delete(record.id, seq)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.gone(record.id, seq)
 
     async def change_visibility(self, claims: Claims, name: str, receipt_handle: str, visibility_timeout: Any) -> None:
         """Make a received message visible again after ``visibility_timeout`` seconds from now (0: at once)."""
@@ -570,6 +652,8 @@ class QueueEngine:
         if state is not None and state.current != handle.ref.delivered:
             raise StaleReceiptHandle("the message was received again since; use the latest receipt handle")
         stream = queue_stream(record.id)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.extend(record.id, seq, visibility_timeout)
         if visibility_timeout == record.ack_wait:
             await self._wq.in_progress(stream, handle.ref)
         else:

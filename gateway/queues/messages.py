@@ -87,6 +87,8 @@ class SendEntry:
     attributes: dict[str, str] = field(default_factory=dict)
     attribute_types: dict[str, str] = field(default_factory=dict)  # SQS data types other than String
     trace_header: str | None = None  # SQS's AWSTraceHeader system attribute
+    group_id: str | None = None  # FIFO queues: the message group
+    deduplication_id: str | None = None  # FIFO queues: None with content-based deduplication
 
     @property
     def size(self) -> int:
@@ -102,6 +104,7 @@ class Sent:
     md5_of_body: str
     seq: int
     delayed: bool
+    sequence_number: str | None = None  # FIFO queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +119,6 @@ class ReceivedMessage:
     attribute_types: dict[str, str] = field(default_factory=dict)
     sender_id: str = ""
     trace_header: str | None = None
+    group_id: str | None = None
+    deduplication_id: str | None = None
+    sequence_number: str | None = None

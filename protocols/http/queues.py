@@ -60,7 +60,7 @@ async def _body(request: Request, *, batch: int = 1, optional: bool = False) -> 
 def _entry(document: Any) -> SendEntry:
     if not isinstance(document, dict):
         raise BadRequest('a message must be {"body": ..., "delay_seconds": ..., "attributes": {...}}')
-    unknown = set(document) - {"id", "body", "delay_seconds", "attributes"}
+    unknown = set(document) - {"id", "body", "delay_seconds", "attributes", "group_id", "deduplication_id"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     value = document.get("body")
@@ -69,11 +69,19 @@ def _entry(document: Any) -> SendEntry:
     delay = document.get("delay_seconds")
     if delay is not None:
         delay = int_in(delay, "delay_seconds", 0, MAX_DELAY_SECONDS)
-    return SendEntry(Payload.from_value(value), delay, validate_attributes(document.get("attributes")))
+    group, dedup = document.get("group_id"), document.get("deduplication_id")
+    for label, item in (("group_id", group), ("deduplication_id", dedup)):
+        if item is not None and (not isinstance(item, str) or not 1 <= len(item) <= 128):
+            raise BadRequest(f"{label} must be a string of 1-128 characters")
+    attributes = validate_attributes(document.get("attributes"))
+    return SendEntry(Payload.from_value(value), delay, attributes, group_id=group, deduplication_id=dedup)
 
 
 def _sent(sent: Sent) -> dict[str, Any]:
-    return {"message_id": sent.message_id, "md5_of_body": sent.md5_of_body, "seq": sent.seq}
+    view: dict[str, Any] = {"message_id": sent.message_id, "md5_of_body": sent.md5_of_body, "seq": sent.seq}
+    if sent.sequence_number is not None:
+        view["sequence_number"] = sent.sequence_number
+    return view
 
 
 def _failed(entry_id: str, error: FlowGateError) -> dict[str, Any]:
@@ -93,6 +101,9 @@ def _message(message: ReceivedMessage) -> dict[str, Any]:
     }
     if "encoding" in fields:
         view["encoding"] = fields["encoding"]
+    if message.group_id is not None:
+        view["group_id"] = message.group_id
+        view["sequence_number"] = message.sequence_number
     return view
 
 

@@ -23,7 +23,13 @@ from gateway.errors import (
     Unauthorized,
     Unavailable,
 )
-from gateway.queues.errors import InvalidReceiptHandle, QueueNotFound, StaleReceiptHandle, TooManyEntries
+from gateway.queues.errors import (
+    InvalidReceiptHandle,
+    MissingGroupId,
+    QueueNotFound,
+    StaleReceiptHandle,
+    TooManyEntries,
+)
 
 
 class AwsError(BadRequest):
@@ -81,6 +87,8 @@ def to_aws(exc: FlowGateError) -> AwsError:
         return queue_does_not_exist()
     if isinstance(exc, InvalidReceiptHandle | StaleReceiptHandle):
         return receipt_handle_invalid(f"The input receipt handle is invalid: {message}")
+    if isinstance(exc, MissingGroupId):
+        return missing_parameter("MessageGroupId")
     if isinstance(exc, TooManyEntries):
         return batch_error("TooManyEntriesInBatchRequest", message)
     if isinstance(exc, PayloadTooLarge):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from typing import Any
 
@@ -30,7 +31,11 @@ SYSTEM_NAMES = (
     "ApproximateReceiveCount",
     "ApproximateFirstReceiveTimestamp",
     "AWSTraceHeader",
+    "MessageGroupId",
+    "MessageDeduplicationId",
+    "SequenceNumber",
 )
+_FIFO_ID = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
 _TRACE_OK = str.maketrans("", "", "\r\n\x00")
 
 
@@ -54,12 +59,27 @@ def _entry(params: dict[str, Any]) -> tuple[SendEntry, dict[str, Any]]:
         digests["MD5OfMessageAttributes"] = attrs.md5_of_attributes(user)
     if system:
         digests["MD5OfMessageSystemAttributes"] = attrs.md5_of_attributes(system)
-    entry = SendEntry(Payload(body.encode("utf-8"), Kind.TEXT), delay, values, types, trace_text)
+    group = _fifo_id(params, "MessageGroupId")
+    dedup = _fifo_id(params, "MessageDeduplicationId")
+    entry = SendEntry(Payload(body.encode("utf-8"), Kind.TEXT), delay, values, types, trace_text, group, dedup)
     return entry, digests
 
 
+def _fifo_id(params: dict[str, Any], name: str) -> str | None:
+    value = string(params, name, required=False)
+    if value is not None and not _FIFO_ID.fullmatch(value):
+        raise invalid_parameter(
+            f"Value {value[:128]} for parameter {name} is invalid. "
+            "Reason: it must be 1-128 alphanumeric or punctuation characters."
+        )
+    return value
+
+
 def _sent(sent: Sent, digests: dict[str, Any]) -> dict[str, Any]:
-    return {"MessageId": sent.message_id, **digests}
+    view = {"MessageId": sent.message_id, **digests}
+    if sent.sequence_number is not None:
+        view["SequenceNumber"] = sent.sequence_number
+    return view
 
 
 async def send_message(engine: QueueEngine, call: Call) -> Result:
@@ -116,6 +136,10 @@ def _system_attributes(message: ReceivedMessage, names: list[str], now_ms: int) 
     }
     if message.trace_header:
         values["AWSTraceHeader"] = message.trace_header
+    if message.group_id is not None:
+        values["MessageGroupId"] = message.group_id
+        values["MessageDeduplicationId"] = message.deduplication_id or ""
+        values["SequenceNumber"] = message.sequence_number or ""
     return {k: v for k, v in values.items() if k in wanted and v}
 
 
