@@ -31,7 +31,7 @@ system-deps:
 	@scripts/ensure-debs nats-server=nats-server
 
 test-system-deps:
-	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium
+	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium /usr/bin/aws=awscli
 
 lint: install-test
 	$(BIN)/ruff check gateway protocols auth tests bench

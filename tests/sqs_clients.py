@@ -68,6 +68,7 @@ def sqs_client(
     access_key_id: str | None = None,
     retries: int = 1,  # retries after the first attempt (botocore's max_attempts)
     read_timeout: float = 30,
+    connect_timeout: float = 10,
 ) -> Any:
     session = botocore.session.get_session()
     if protocol == "query":
@@ -79,7 +80,11 @@ def sqs_client(
         region_name=region,
         aws_access_key_id=access_key_id or user.access_key_id,
         aws_secret_access_key=secret or user.secret_access_key,
-        config=Config(retries={"mode": "standard", "max_attempts": retries}, read_timeout=read_timeout),
+        config=Config(
+            retries={"mode": "standard", "max_attempts": retries},
+            read_timeout=read_timeout,
+            connect_timeout=connect_timeout,
+        ),
     )
     assert client.meta.service_model.protocol == protocol
     return client
