@@ -398,26 +398,33 @@ def test_cross_api_delivery(gateway: Gateway, user: AwsUser, sqs_json: Any) -> N
 
 
 def test_long_poll_is_woken_by_a_send(gateway: Gateway, user: AwsUser, sqs_json: Any) -> None:
+    """The receive returns within 100 ms of the send starting (best of three; each well under a second)."""
     receiver = sqs_client(gateway, user)
     sender = sqs_json
     url = sender.create_queue(QueueName=qname())["QueueUrl"]
-    got: dict[str, Any] = {}
     started = threading.Event()
-
-    def poll() -> None:
-        got["answer"] = receiver.receive_message(QueueUrl=url, WaitTimeSeconds=10)
-        got["at"] = time.monotonic()
-
     receiver.meta.events.register("before-send.sqs.ReceiveMessage", lambda **_: started.set())
-    thread = threading.Thread(target=poll)
-    thread.start()
-    assert started.wait(10)  # the long poll is on its way
-    sent_at = time.monotonic()
-    sender.send_message(QueueUrl=url, MessageBody="wake up")
-    thread.join(10)
-    assert got["answer"]["Messages"][0]["Body"] == "wake up"
-    latency = got["at"] - sent_at
-    assert latency < 0.5, f"long poll answered {latency * 1000:.0f} ms after the send"
+    latencies = []
+    for attempt in range(3):
+        got: dict[str, Any] = {}
+
+        def poll(got: dict[str, Any] = got) -> None:
+            got["answer"] = receiver.receive_message(QueueUrl=url, WaitTimeSeconds=10)
+            got["at"] = time.monotonic()
+
+        started.clear()
+        thread = threading.Thread(target=poll)
+        thread.start()
+        assert started.wait(10)  # the long poll is on its way
+        sent_at = time.monotonic()
+        sender.send_message(QueueUrl=url, MessageBody=f"wake up {attempt}")
+        thread.join(10)
+        [message] = got["answer"]["Messages"]
+        assert message["Body"] == f"wake up {attempt}"
+        sender.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        latencies.append(got["at"] - sent_at)
+    print("long poll answered", ", ".join(f"{t * 1000:.0f} ms" for t in latencies), "after the send began")
+    assert min(latencies) < 0.1 and max(latencies) < 1.0, latencies
 
 
 def test_dead_letter_redrive_with_move_tasks(sqs_json: Any, gateway: Gateway, user: AwsUser) -> None:
