@@ -52,8 +52,9 @@ def signed(
     region: str = "default",
     when: datetime.datetime | None = None,
     monkeypatch: pytest.MonkeyPatch | None = None,
+    path: str = "/",
 ) -> AWSRequest:
-    request = AWSRequest(method="POST", url=gw.base_url + "/", data=body, headers=dict(headers))
+    request = AWSRequest(method="POST", url=gw.base_url + path, data=body, headers=dict(headers))
     signer = botocore.auth.SigV4Auth(Credentials(access_key_id, secret), "sqs", region)
     if when is not None:
         assert monkeypatch is not None
@@ -217,3 +218,19 @@ def test_quota_is_over_limit_and_not_retried(gw: Gateway) -> None:
     assert (response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]) == ("OverLimit", 403)
     assert isinstance(excinfo.value, client.exceptions.OverLimit)
     assert response["ResponseMetadata"]["RetryAttempts"] == 0
+
+
+def test_query_requests_posted_to_the_queue_url(gw: Gateway, user: AwsUser) -> None:
+    """Older SDKs post to the queue URL itself and leave QueueUrl out of the form."""
+    client = sqs_client(gw, user)
+    client.create_queue(QueueName="by-path")
+    path = f"/{user.user_id}/by-path"
+    body = b"Action=SendMessage&Version=2012-11-05&MessageBody=via%20path"
+    sent = send(signed(gw, user.access_key_id, user.secret_access_key, body=body, headers=FORM_HEADERS, path=path))
+    assert sent.status_code == 200 and "<SendMessageResult>" in sent.text, sent.text
+    received = client.receive_message(QueueUrl=gw.base_url + path, WaitTimeSeconds=5)["Messages"]
+    assert [m["Body"] for m in received] == ["via path"]
+    other = send(
+        signed(gw, user.access_key_id, user.secret_access_key, body=body, headers=FORM_HEADERS, path="/someone/by-path")
+    )
+    assert xml_code(other) == (400, "AWS.SimpleQueueService.NonExistentQueue")
