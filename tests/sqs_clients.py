@@ -8,6 +8,7 @@ botocore data path: the same requests older SDKs send.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import shutil
 import tempfile
@@ -44,18 +45,14 @@ def aws_user(gateway: Gateway, plan: str = "free", **key: Any) -> AwsUser:
     return AwsUser(user_id, body["id"], body["key"], body["access_key_id"], body["secret_access_key"])
 
 
-_query_data: list[Path] = []
-
-
+@functools.cache
 def _query_data_path() -> Path:
     """A botocore data directory holding the Query-protocol SQS model (made once per process)."""
-    if not _query_data:
-        root = Path(tempfile.mkdtemp(prefix="fg-sqs-model-"))
-        target = root / "sqs" / "2012-11-05"
-        target.mkdir(parents=True)
-        shutil.copy(QUERY_MODEL, target / "service-2.json")
-        _query_data.append(root)
-    return _query_data[0]
+    root = Path(tempfile.mkdtemp(prefix="fg-sqs-model-"))
+    target = root / "sqs" / "2012-11-05"
+    target.mkdir(parents=True)
+    shutil.copy(QUERY_MODEL, target / "service-2.json")
+    return root
 
 
 def sqs_client(

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import botocore.auth
 import httpx
+import nats
 import orjson
 import pytest
 from botocore import UNSIGNED
@@ -234,3 +235,21 @@ def test_query_requests_posted_to_the_queue_url(gw: Gateway, user: AwsUser) -> N
         signed(gw, user.access_key_id, user.secret_access_key, body=body, headers=FORM_HEADERS, path="/someone/by-path")
     )
     assert xml_code(other) == (400, "AWS.SimpleQueueService.NonExistentQueue")
+
+
+async def test_keys_made_before_sqs_keep_working_without_a_pair(gw: Gateway, nats_server: NatsServer) -> None:
+    """A key record without the AWS pair (as stored before SQS support): REST tokens yes, SigV4 no."""
+    user = aws_user(gw)
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await nc.jetstream().key_value("fg_keys")
+        record = orjson.loads((await kv.get(f"id.{user.key_id}")).value)
+        del record["sealed_aws_secret"]
+        await kv.put(f"id.{user.key_id}", orjson.dumps(record))
+    finally:
+        await nc.close()
+    assert gw.token(user.api_key, app="default")
+    keys = gw.admin("GET", f"/api/v1/admin/users/{user.user_id}/keys").json()["keys"]
+    assert "access_key_id" not in keys[0]
+    response = send(signed(gw, user.access_key_id, user.secret_access_key))
+    assert json_error(response) == (403, "InvalidClientTokenId", "InvalidClientTokenId")
