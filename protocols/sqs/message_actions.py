@@ -22,7 +22,7 @@ from gateway.queues.attributes import MAX_DELAY_SECONDS, MAX_VISIBILITY_TIMEOUT,
 from gateway.queues.errors import StaleReceiptHandle
 from protocols.sqs import message_attributes as attrs
 from protocols.sqs.errors import AwsError, batch_error, invalid_parameter, missing_parameter, to_aws
-from protocols.sqs.params import Call, entries, integer, string, string_list
+from protocols.sqs.params import Call, entries, integer, required, string, string_list
 
 Result = dict[str, Any] | None
 SYSTEM_NAMES = (
@@ -41,8 +41,7 @@ _TRACE_OK = str.maketrans("", "", "\r\n\x00")
 
 def _entry(params: dict[str, Any]) -> tuple[SendEntry, dict[str, Any]]:
     """A send's engine entry and the digests SQS answers with."""
-    body = string(params, "MessageBody")
-    assert body is not None
+    body = required(params, "MessageBody")
     if body == "":
         raise missing_parameter("MessageBody")
     attrs.check_text(body, "the message body")
@@ -189,8 +188,7 @@ async def _delete(engine: QueueEngine, call: Call, name: str, handles: list[str]
 
 async def delete_message(engine: QueueEngine, call: Call) -> Result:
     name = call.queue()
-    handle = call.string("ReceiptHandle")
-    assert handle is not None
+    handle = call.required("ReceiptHandle")
     [error] = await _delete(engine, call, name, [handle])
     if error is not None:
         raise error
@@ -215,8 +213,7 @@ async def delete_message_batch(engine: QueueEngine, call: Call) -> Result:
 
 
 async def _change_one(engine: QueueEngine, call: Call, name: str, params: dict[str, Any]) -> None:
-    handle = string(params, "ReceiptHandle")
-    assert handle is not None
+    handle = required(params, "ReceiptHandle")
     timeout = integer(params, "VisibilityTimeout", 0, MAX_VISIBILITY_TIMEOUT)
     if timeout is None:
         raise missing_parameter("VisibilityTimeout")

@@ -24,8 +24,7 @@ def _not_found(message: str) -> AwsError:
 
 
 def _queue_of(call: Call, name: str) -> str:
-    value = call.string(name)
-    assert value is not None
+    value = call.required(name)
     try:
         parsed = Arn.parse(value, name)
     except AwsError:
@@ -78,8 +77,7 @@ async def list_message_move_tasks(engine: QueueEngine, call: Call) -> Result:
 
 
 async def cancel_message_move_task(engine: QueueEngine, call: Call) -> Result:
-    handle = call.string("TaskHandle")
-    assert handle is not None
+    handle = call.required("TaskHandle")
     try:
         task = engine.cancel_move(call.claims, handle)
     except NotFound as exc:

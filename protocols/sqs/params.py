@@ -37,6 +37,10 @@ class Call:
     def string(self, name: str, *, required: bool = True) -> str | None:
         return string(self.params, name, required=required)
 
+    def required(self, name: str) -> str:
+        """A string parameter the action cannot do without (``MissingParameter``)."""
+        return required(self.params, name)
+
     def integer(self, name: str, lo: int, hi: int) -> int | None:
         return integer(self.params, name, lo, hi)
 
@@ -65,6 +69,12 @@ def string(params: dict[str, Any], name: str, *, required: bool = True) -> str |
         return None
     if not isinstance(value, str):
         raise invalid_parameter(f"Value for parameter {name} is invalid. Reason: must be a string.")
+    return value
+
+
+def required(params: dict[str, Any], name: str) -> str:
+    value = string(params, name)
+    assert value is not None  # string() raised MissingParameter
     return value
 
 

@@ -80,8 +80,7 @@ async def _attributes_changes(engine: QueueEngine, call: Call, *, fifo: bool, cr
 
 
 async def create_queue(engine: QueueEngine, call: Call) -> Result:
-    name = call.string("QueueName")
-    assert name is not None
+    name = call.required("QueueName")
     attributes = call.params.get("Attributes") or {}
     fifo = isinstance(attributes, dict) and str(attributes.get("FifoQueue", "false")).lower() == "true"
     _checked_name(name, fifo)
@@ -101,8 +100,7 @@ async def create_queue(engine: QueueEngine, call: Call) -> Result:
 
 
 async def get_queue_url(engine: QueueEngine, call: Call) -> Result:
-    name = call.string("QueueName")
-    assert name is not None
+    name = call.required("QueueName")
     owner = call.string("QueueOwnerAWSAccountId", required=False)
     if owner is not None and owner != call.claims.user_id:
         raise queue_does_not_exist()
@@ -112,7 +110,7 @@ async def get_queue_url(engine: QueueEngine, call: Call) -> Result:
     return {"QueueUrl": call.queue_url(record.name)}
 
 
-def _page(call: Call, records: list[QueueRecord], key: str) -> Result:
+def _page(call: Call, records: list[QueueRecord], key: str) -> dict[str, Any]:
     limit = call.integer("MaxResults", 1, 1000)
     after = decode_token(call.string("NextToken", required=False))
     names = sorted(r.name for r in records)
@@ -194,6 +192,5 @@ async def list_queue_tags(engine: QueueEngine, call: Call) -> Result:
 async def list_dead_letter_source_queues(engine: QueueEngine, call: Call) -> Result:
     sources = await engine.dead_letter_sources(call.claims, call.queue())
     result = _page(call, sources, "queueUrls")
-    assert result is not None
     result.setdefault("queueUrls", [])
     return result
