@@ -8,7 +8,7 @@ again within a second, so each wait is bounded by that.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.harness import Gateway
+from tests.harness import Gateway, NatsServer
 from tests.sqs_clients import AwsUser, aws_user, sqs_client
 
 
@@ -181,3 +181,20 @@ def test_fifo_on_the_rest_api(gateway: Gateway, user: AwsUser, sqs: Any) -> None
     got = rest.get(f"/api/v1/queues/{name}/messages", params={"max": 10, "wait": 3}).json()["messages"]
     assert [(m["body"], m["group_id"]) for m in got] == [("r1", "g"), ("r2", "g")]
     rest.close()
+
+
+def test_groups_hold_across_replicas(
+    gateway: Gateway, user: AwsUser, sqs: Any, nats_server: NatsServer, make_gateway: Callable[..., Gateway]
+) -> None:
+    """A second gateway on the same NATS (same server secret) sees the group state the first one wrote."""
+    replica = make_gateway(nats_server.url, secret_key=gateway.secret_key, admin_key=gateway.admin_key)
+    other = sqs_client(replica, user)
+    url = fifo_queue(sqs, ContentBasedDeduplication="true")
+    other_url = url.replace(gateway.base_url, replica.base_url)
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"x{i}", MessageGroupId="G")
+    [first] = receive(sqs, url)
+    assert receive(other, other_url, MaxNumberOfMessages=10) == []  # the group's batch is in flight
+    other.delete_message(QueueUrl=other_url, ReceiptHandle=first["ReceiptHandle"])  # handles work on any replica
+    rest = receive(other, other_url, MaxNumberOfMessages=10, WaitTimeSeconds=3)
+    assert [m["Body"] for m in rest] == ["x1", "x2"]
