@@ -17,6 +17,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocols.sqs import sigv4, wire
 from protocols.sqs.errors import AwsError, queue_does_not_exist
@@ -308,3 +310,36 @@ def test_malformed_requests(headers: dict[str, str], body: bytes, code: str) -> 
     with pytest.raises(AwsError) as excinfo:
         wire.parse(headers, "", body)
     assert excinfo.value.aws_code == code
+
+
+# -- whatever arrives, the codecs answer in AWS's terms ----------------------------------------------------
+
+_FORM_KEYS = st.sampled_from(
+    ["Action", "QueueUrl", "Attribute.1.Name", "Attribute.1.Value", "Attribute.x.Name", "MessageAttribute.1.Value.DataType",
+     "SendMessageBatchRequestEntry.1.Id", "SendMessageBatchRequestEntry", "Tag.2.Key", "AttributeName.1", "A..B", ""]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_FORM_KEYS, st.text(max_size=12)), max_size=8), st.binary(max_size=40))
+def test_any_form_or_body_parses_or_gets_an_aws_error(pairs: list[tuple[str, str]], junk: bytes) -> None:
+    for headers, body in (
+        ({"content-type": "application/x-www-form-urlencoded"}, urlencode(pairs).encode()),
+        ({"x-amz-target": "AmazonSQS.SendMessage"}, junk),
+        ({}, junk),
+    ):
+        try:
+            request = wire.parse(headers, "", body)
+        except AwsError as exc:
+            assert exc.aws_status == 400
+        else:
+            assert isinstance(request.params, dict)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200), st.text(max_size=20))
+def test_any_authorization_header_parses_or_gets_an_aws_error(authorization: str, date: str) -> None:
+    try:
+        sigv4.parse({"authorization": "AWS4-HMAC-SHA256 " + authorization, "x-amz-date": date, "host": "h"})
+    except AwsError as exc:
+        assert exc.aws_code in {"IncompleteSignature", "SignatureDoesNotMatch", "MissingAuthenticationToken"}
