@@ -332,6 +332,9 @@ def test_purge(sqs_json: Any) -> None:
     sqs_json.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": "x"} for i in range(3)])
     sqs_json.purge_queue(QueueUrl=url)
     assert "Messages" not in sqs_json.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    with pytest.raises(sqs_json.exceptions.PurgeQueueInProgress) as excinfo:
+        sqs_json.purge_queue(QueueUrl=url)  # one purge a minute
+    assert error_of(excinfo) == ("AWS.SimpleQueueService.PurgeQueueInProgress", 403)
 
 
 def test_redrive_to_a_dead_letter_queue_and_its_sources(sqs_json: Any, user: AwsUser) -> None:

@@ -34,6 +34,7 @@ class QueueRecord:
     created_at: int
     modified_at: int = 0  # 0: never changed since created_at
     tags: dict[str, str] = field(default_factory=dict)
+    purged_at: int = 0  # 0: never purged
 
     @property
     def full_name(self) -> str:
@@ -51,6 +52,7 @@ class QueueRecord:
                 "created_at": self.created_at,
                 "modified_at": self.modified_at,
                 "tags": self.tags,
+                "purged_at": self.purged_at,
             }
         )
 
@@ -66,6 +68,7 @@ class QueueRecord:
             int(doc["created_at"]),
             int(doc.get("modified_at", 0)),
             dict(doc.get("tags") or {}),
+            int(doc.get("purged_at", 0)),
         )
 
 

@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -290,18 +290,27 @@ class QueueEngine:
     ) -> QueueRecord:
         """Add (or overwrite) and remove a queue's tags."""
         short = self._name(claims, name, self._send_rule(claims))
+
+        def change(record: QueueRecord) -> QueueRecord:
+            return replace(record, tags={k: v for k, v in {**record.tags, **add}.items() if k not in remove})
+
+        return await self._update_record(claims, short, change)
+
+    async def _update_record(
+        self, claims: Claims, short: str, change: Callable[[QueueRecord], QueueRecord]
+    ) -> QueueRecord:
+        """Change a queue's record with compare-and-set."""
         for _ in range(5):
             record, revision = await self._catalog.get_with_revision(claims.namespace, short, fresh=True)
             if record is None:
                 raise QueueNotFound(f"queue {claims.namespace.full(short)!r} does not exist")
-            tags = {k: v for k, v in {**record.tags, **add}.items() if k not in remove}
-            updated = replace(record, tags=tags)
+            updated = change(record)
             try:
                 await self._catalog.update(updated, revision)
             except Conflict:
                 continue
             return updated
-        raise Conflict("the queue's tags changed concurrently; retry")
+        raise Conflict("the queue changed concurrently; retry")
 
     async def dead_letter_sources(self, claims: Claims, name: str) -> list[QueueRecord]:
         """The queues whose redrive policy names this queue as their dead-letter queue."""
@@ -349,6 +358,8 @@ class QueueEngine:
         short = self._name(claims, name, self._send_rule(claims), self._receive_rule(claims))
         record = await self._existing(claims, short, fresh=True)
         await self._wq.purge(record.id)
+        now = int(time.time())
+        await self._update_record(claims, short, lambda r: replace(r, purged_at=now))
         if record.attributes.fifo_queue and self._groups is not None:
             await self._groups.forget(record.id)
 

@@ -9,6 +9,7 @@ in ``.fifo`` (and only a FIFO queue's).
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from gateway.errors import BadRequest
@@ -28,6 +29,7 @@ from protocols.sqs.params import Call, decode_token, encode_token, string_list
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _FIFO_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}\.fifo")
 MAX_TAGS = 50
+PURGE_INTERVAL = 60
 _TAG = re.compile(r"[\w\s.:/=+\-@]{1,256}", re.UNICODE)
 
 Result = dict[str, Any] | None
@@ -137,7 +139,16 @@ async def delete_queue(engine: QueueEngine, call: Call) -> Result:
 
 
 async def purge_queue(engine: QueueEngine, call: Call) -> Result:
-    await engine.purge(call.claims, call.queue())
+    name = call.queue()
+    record = await engine.queue(call.claims, name)
+    if time.time() - record.purged_at < PURGE_INTERVAL:
+        raise AwsError(
+            "AWS.SimpleQueueService.PurgeQueueInProgress",
+            f"Only one PurgeQueue operation on {name} is allowed every {PURGE_INTERVAL} seconds.",
+            status=403,
+            shape="PurgeQueueInProgress",
+        )
+    await engine.purge(call.claims, name)
     return None
 
 
