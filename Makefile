@@ -31,7 +31,7 @@ system-deps:
 	@scripts/ensure-debs nats-server=nats-server
 
 test-system-deps:
-	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium
+	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium /usr/bin/aws=awscli
 
 lint: install-test
 	$(BIN)/ruff check gateway protocols auth tests bench
@@ -46,6 +46,7 @@ bench: install-test test-system-deps
 	$(BIN)/python bench/ws_fanout.py
 	$(BIN)/python bench/queue_throughput.py
 	$(BIN)/python bench/tls_throughput.py
+	$(BIN)/python bench/sqs_throughput.py
 
 clean:
 	rm -rf $(VENV) data

@@ -6,6 +6,12 @@ An API key reads ``fgk_<key_id>_<secret>``; the secret is stored encrypted
 under the server secret (a later SigV4 check needs it back), never in plain
 text, and compared in constant time. Deleting a key takes effect at once: every
 token request reads the record.
+
+Each key made since SQS support also has an AWS credential pair for SigV4
+clients: the access key id ``FGAK<KEY ID IN UPPER CASE>`` (20 characters, like
+AWS's; it names the key, so no index is needed) and a secret access key of its
+own, stored sealed like the key's secret. Older keys have no pair
+(``sealed_aws_secret`` is absent) and keep working for everything else.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from gateway.topics import validate_ident
 USERS_BUCKET = "fg_users"
 KEYS_BUCKET = "fg_keys"
 KEY_PREFIX = "fgk_"
+ACCESS_KEY_PREFIX = "FGAK"
+_ACCESS_KEY_FORMAT = re.compile(r"FGAK([0-9A-F]{16})")
 _KEY_FORMAT = re.compile(r"fgk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})")
 MAX_KEY_NAME = 100
 
@@ -61,9 +69,16 @@ class ApiKey:
     sealed_secret: str
     rate: float | None = None  # the key's own publish rate limit (with ``burst``), within the plan's
     burst: int | None = None
+    sealed_aws_secret: str | None = None  # the SigV4 secret access key, sealed; None for keys made before SQS
+
+    @property
+    def access_key_id(self) -> str | None:
+        return None if self.sealed_aws_secret is None else ACCESS_KEY_PREFIX + self.id.upper()
 
     def public(self) -> dict[str, Any]:
         view: dict[str, Any] = {"id": self.id, "name": self.name, "created_at": self.created_at}
+        if self.access_key_id is not None:
+            view["access_key_id"] = self.access_key_id
         if self.rate is not None:
             view["rate_limit"] = {"rate": self.rate, "burst": self.burst}
         return view
@@ -141,7 +156,11 @@ class Accounts:
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         sealed = self._secrets.encrypt(secret.encode(), key_id.encode())
-        record = ApiKey(key_id, user_id, name, now_iso(), sealed, rate, None if rate is None else burst or 1)
+        aws_secret = secrets.token_urlsafe(30)  # 40 characters, as AWS's
+        sealed_aws = self._secrets.encrypt(aws_secret.encode(), _aws_aad(key_id))
+        record = ApiKey(
+            key_id, user_id, name, now_iso(), sealed, rate, None if rate is None else burst or 1, sealed_aws
+        )
         await self._keys.create(f"id.{key_id}", orjson.dumps(asdict(record)))
         await self._keys.put(f"owner.{user_id}.{key_id}", b"")
         return record, f"{KEY_PREFIX}{key_id}_{secret}"
@@ -172,6 +191,28 @@ class Accounts:
             return None
         return record, self._secrets.decrypt(record.sealed_secret, key_id.encode()).decode()
 
+    def aws_pair(self, record: ApiKey) -> dict[str, str]:
+        """``access_key_id`` and ``secret_access_key`` of a key, for showing once when it is made; {} if it has none."""
+        if record.sealed_aws_secret is None or record.access_key_id is None:
+            return {}
+        secret = self._secrets.decrypt(record.sealed_aws_secret, _aws_aad(record.id)).decode()
+        return {"access_key_id": record.access_key_id, "secret_access_key": secret}
+
+    async def aws_credentials(self, access_key_id: str) -> tuple[User, ApiKey, str]:
+        """The active user, key and secret access key of an AWS access key id; ``Unauthorized`` otherwise."""
+        match = _ACCESS_KEY_FORMAT.fullmatch(access_key_id or "")
+        record = await self._get_key(match.group(1).lower()) if match else None
+        if record is None or record.sealed_aws_secret is None:
+            raise Unauthorized("The security token included in the request is invalid.")
+        try:
+            user = await self.get_user(record.user_id)
+        except NotFound:
+            raise Unauthorized("The security token included in the request is invalid.") from None
+        if user.disabled:
+            raise Unauthorized("user is disabled")
+        secret = self._secrets.decrypt(record.sealed_aws_secret, _aws_aad(record.id)).decode()
+        return user, record, secret
+
     async def authenticate(self, api_key: str) -> tuple[User, ApiKey]:
         """The active user and key an API key value belongs to; ``Unauthorized`` otherwise."""
         match = _KEY_FORMAT.fullmatch(api_key or "")
@@ -188,3 +229,7 @@ class Accounts:
         if user.disabled:
             raise user_disabled()
         return user, record
+
+
+def _aws_aad(key_id: str) -> bytes:
+    return f"{key_id}:aws".encode()

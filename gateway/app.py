@@ -25,6 +25,7 @@ from protocols.http.revoke import admin_router as revoke_admin_router
 from protocols.http.revoke import router as revoke_router
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
+from protocols.sqs import endpoint as sqs
 from protocols.ws.endpoint import WsEndpoint
 
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> ASGIApp:
     for router in (history.router, stats.router, stats.info_router):  # what the dashboard needs beyond the API above
         app.include_router(router)
     app.router.routes.extend(dashboard.routes())  # the web dashboard at / and /dashboard/ (GET only)
+    app.router.routes.extend(sqs.ROUTES)  # SQS wire protocols: POST / and POST /<account>/<queue> (protocols/sqs)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     asgi: ASGIApp = FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
     if settings.cors_origins:

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     create_user.add_argument("--plan", default="free")
     users.add_parser("list", help="list users")
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
-    create_key = keys.add_parser("create", help="create an API key for a user (the value is shown once)")
+    create_key = keys.add_parser(
+        "create", help="create an API key for a user (its value and AWS credential pair are shown once)"
+    )
     create_key.add_argument("user_id")
     create_key.add_argument("--name", default="default")
     for sub in (create_user, create_key):

@@ -92,9 +92,12 @@ def test_admin_user_lifecycle(gateway: Gateway, http: httpx.Client) -> None:
     assert gateway.admin("PATCH", "/api/v1/admin/users/carol", json={"plan": "free"}).json()["plan"] == "free"
     assert gateway.admin("GET", "/api/v1/admin/users/carol").json()["plan"] == "free"
     key = gateway.admin("POST", "/api/v1/admin/users/carol/keys", json={"name": "ci"}).json()
-    assert set(key) == {"id", "name", "key", "created_at"} and key["key"].startswith("fgk_")
+    assert set(key) == {"id", "name", "key", "created_at", "access_key_id", "secret_access_key"}
+    assert key["key"].startswith("fgk_") and key["access_key_id"] == "FGAK" + key["id"].upper()
     listed = gateway.admin("GET", "/api/v1/admin/users/carol/keys").json()["keys"]
-    assert listed == [{"id": key["id"], "name": "ci", "created_at": key["created_at"]}]
+    assert listed == [
+        {"id": key["id"], "name": "ci", "created_at": key["created_at"], "access_key_id": key["access_key_id"]}
+    ]
     assert gateway.admin("DELETE", "/api/v1/admin/users/carol").status_code == 204
     assert_error(gateway.admin("GET", "/api/v1/admin/users/carol"), 404)
     assert_error(http.post("/token", headers={"X-API-Key": key["key"]}, json={}), 401)

@@ -169,8 +169,10 @@ class WorkQueues:
 
     # -- streams -------------------------------------------------------------------------
 
-    async def ensure(self, queue_id: str, *, retention_seconds: int, ack_wait: int) -> None:
-        """Create (or update) a queue's stream and consumer."""
+    async def ensure(
+        self, queue_id: str, *, retention_seconds: int, ack_wait: int, duplicate_window: float | None = None
+    ) -> None:
+        """Create (or update) a queue's stream and consumer; ``duplicate_window`` defaults to the retention."""
         await self._bus.ensure_stream(
             api.StreamConfig(
                 name=queue_stream(queue_id),
@@ -179,7 +181,7 @@ class WorkQueues:
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 max_age=float(retention_seconds),
                 # Dead-letter moves carry a message id: remember it as long as a message can live.
-                duplicate_window=float(retention_seconds),
+                duplicate_window=float(retention_seconds) if duplicate_window is None else duplicate_window,
                 num_replicas=self._bus.settings.replicas,
             )
         )

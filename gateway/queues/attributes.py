@@ -2,7 +2,9 @@
 
 ``QueueAttributes.updated`` applies a partial change (as sent to ``PUT
 /api/v1/queues/{queue}``) and rejects unknown names and out-of-range values with
-``BadRequest`` before anything is stored.
+``BadRequest`` before anything is stored. ``fifo_queue`` can only be chosen
+when a queue is made; ``extra`` keeps attributes the engine stores but does not
+act on (an SQS ``Policy``, ``RedriveAllowPolicy``, KMS settings), name to text.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class QueueAttributes:
     receive_wait_seconds: int = 0
     max_message_bytes: int = DEFAULT_MESSAGE_BYTES
     redrive_policy: RedrivePolicy | None = None
+    fifo_queue: bool = False
+    content_based_deduplication: bool = False
+    extra: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def default(cls, max_message_bytes: int) -> QueueAttributes:
@@ -91,6 +96,15 @@ class QueueAttributes:
         for name, value in changes.items():
             if name == "redrive_policy":
                 values[name] = RedrivePolicy.from_json(value)
+            elif name in ("fifo_queue", "content_based_deduplication"):
+                if not isinstance(value, bool):
+                    raise BadRequest(f"{name} must be true or false")
+                values[name] = value
+            elif name == "extra":
+                if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                    raise BadRequest("extra must be an object of strings")
+                merged = {**dict(self.extra), **value}
+                values[name] = tuple(sorted((k, v) for k, v in merged.items() if v != ""))  # "" removes one
             else:
                 lo, hi = limits[name]
                 values[name] = int_in(value, name, lo, hi)
@@ -104,6 +118,12 @@ class QueueAttributes:
             "receive_wait_seconds": self.receive_wait_seconds,
             "max_message_bytes": self.max_message_bytes,
             "redrive_policy": None if self.redrive_policy is None else self.redrive_policy.to_json(),
+            **(
+                {"fifo_queue": True, "content_based_deduplication": self.content_based_deduplication}
+                if self.fifo_queue
+                else {}
+            ),
+            **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
     @classmethod
@@ -117,4 +137,7 @@ class QueueAttributes:
             receive_wait_seconds=int(value["receive_wait_seconds"]),
             max_message_bytes=int(value["max_message_bytes"]),
             redrive_policy=None if policy is None else RedrivePolicy(**policy),
+            fifo_queue=bool(value.get("fifo_queue", False)),
+            content_based_deduplication=bool(value.get("content_based_deduplication", False)),
+            extra=tuple(sorted(dict(value.get("extra") or {}).items())),
         )

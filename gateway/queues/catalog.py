@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -32,6 +32,9 @@ class QueueRecord:
     attributes: QueueAttributes
     ack_wait: int  # the consumer's AckWait: the visibility timeout that needs no extra nak
     created_at: int
+    modified_at: int = 0  # 0: never changed since created_at
+    tags: dict[str, str] = field(default_factory=dict)
+    purged_at: int = 0  # 0: never purged
 
     @property
     def full_name(self) -> str:
@@ -47,6 +50,9 @@ class QueueRecord:
                 "attributes": self.attributes.to_json(),
                 "ack_wait": self.ack_wait,
                 "created_at": self.created_at,
+                "modified_at": self.modified_at,
+                "tags": self.tags,
+                "purged_at": self.purged_at,
             }
         )
 
@@ -60,6 +66,9 @@ class QueueRecord:
             QueueAttributes.from_json(doc["attributes"]),
             int(doc["ack_wait"]),
             int(doc["created_at"]),
+            int(doc.get("modified_at", 0)),
+            dict(doc.get("tags") or {}),
+            int(doc.get("purged_at", 0)),
         )
 
 

@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,19 +46,29 @@ from gateway.bus.queues import (
 from gateway.errors import BadRequest, Conflict, FlowGateError, Forbidden, NotFound, PayloadTooLarge, Unavailable
 from gateway.metrics import Metrics
 from gateway.payload import Payload
+from gateway.queues import fifo
 from gateway.queues.attributes import MAX_DELAY_SECONDS, MAX_VISIBILITY_TIMEOUT, MAX_WAIT_SECONDS, QueueAttributes
 from gateway.queues.catalog import BUCKET as CATALOG_BUCKET
 from gateway.queues.catalog import Catalog, QueueRecord, catalog_key
 from gateway.queues.deliveries import BUCKET as DELIVERIES_BUCKET
 from gateway.queues.deliveries import TTL_SECONDS, DeliveryState, DeliveryStates
-from gateway.queues.errors import InvalidReceiptHandle, QueueNotFound, StaleReceiptHandle, TooManyEntries
+from gateway.queues.errors import (
+    InvalidReceiptHandle,
+    MissingGroupId,
+    QueueNotFound,
+    StaleReceiptHandle,
+    TooManyEntries,
+)
 from gateway.queues.handles import ReceiptHandle
 from gateway.queues.messages import (
     ATTRS_HEADER,
     MAX_BATCH,
     MSG_ID_HEADER,
     NOT_BEFORE_HEADER,
+    SENDER_HEADER,
     SENT_AT_HEADER,
+    TRACE_HEADER,
+    TYPES_HEADER,
     ReceivedMessage,
     SendEntry,
     Sent,
@@ -66,6 +76,7 @@ from gateway.queues.messages import (
     encode_attributes,
     md5_hex,
 )
+from gateway.queues.moves import DLQ_SOURCE_HEADER, MoveTask, MoveTasks
 from gateway.queues.scheduler import DelayScheduler
 from gateway.settings import Settings
 
@@ -98,6 +109,7 @@ class QueueEngine:
         catalog: Catalog,
         deliveries: Bucket,
         guard: BillingGuard | None = None,
+        groups: Bucket | None = None,
     ) -> None:
         self._settings = settings
         self._guard = guard
@@ -109,6 +121,8 @@ class QueueEngine:
         self._wq = WorkQueues(bus, self._on_orphan)
         self._states = DeliveryStates(deliveries, self._wq)
         self._scheduler = DelayScheduler(self._wq)
+        self._moves = MoveTasks(self._wq, self._origin)
+        self._groups = None if groups is None else fifo.FifoGroups(groups)
 
     @classmethod
     async def open(
@@ -129,12 +143,19 @@ class QueueEngine:
             catalog,
             await bus.bucket(DELIVERIES_BUCKET, ttl=float(TTL_SECONDS)),
             guard,
+            await bus.bucket(fifo.BUCKET, ttl=float(fifo.TTL_SECONDS)),
         )
         await engine._wq.start()
         engine._scheduler.start()
         return engine
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The gateway's own message size limit (a queue's cannot be larger)."""
+        return self._settings.max_message_bytes
+
     async def close(self) -> None:
+        await self._moves.close()
         await self._scheduler.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -165,12 +186,21 @@ class QueueEngine:
             raise QueueNotFound(f"queue {claims.namespace.full(short)!r} does not exist")
         return record
 
-    async def _create(self, claims: Claims, short: str, attributes: QueueAttributes) -> QueueRecord:
+    async def _create(
+        self, claims: Claims, short: str, attributes: QueueAttributes, tags: dict[str, str] | None = None
+    ) -> QueueRecord:
         """Create a queue, or return the one another replica created first."""
         queue_id = secrets.token_hex(8)
         ack_wait = attributes.visibility_timeout or DEFAULT_ACK_WAIT
-        await self._wq.ensure(queue_id, retention_seconds=attributes.message_retention_seconds, ack_wait=ack_wait)
-        record = QueueRecord(claims.namespace, short, queue_id, attributes, ack_wait, int(time.time()))
+        await self._wq.ensure(
+            queue_id,
+            retention_seconds=attributes.message_retention_seconds,
+            ack_wait=ack_wait,
+            duplicate_window=fifo.DEDUP_WINDOW_SECONDS if attributes.fifo_queue else None,
+        )
+        record = QueueRecord(
+            claims.namespace, short, queue_id, attributes, ack_wait, int(time.time()), tags=dict(tags or {})
+        )
         try:
             await self._catalog.create(record)
         except Conflict:
@@ -182,6 +212,11 @@ class QueueEngine:
         log.info("created queue %s", record.full_name)
         return record
 
+    def _defaults(self, short: str) -> QueueAttributes:
+        """A new queue's attributes: a name ending in ``.fifo`` makes a FIFO queue."""
+        default = QueueAttributes.default(self._settings.max_message_bytes)
+        return replace(default, fifo_queue=True) if short.endswith(fifo.NAME_SUFFIX) else default
+
     async def _for_send(self, claims: Claims, short: str, *, fresh: bool = False) -> QueueRecord:
         record = await self._catalog.get(claims.namespace, short, fresh=fresh)
         if record is not None:
@@ -189,8 +224,7 @@ class QueueEngine:
         key = catalog_key(claims.namespace, short)
         task = self._creating.get(key)  # concurrent first sends create the queue once
         if task is None:
-            default = QueueAttributes.default(self._settings.max_message_bytes)
-            task = asyncio.get_running_loop().create_task(self._create(claims, short, default))
+            task = asyncio.get_running_loop().create_task(self._create(claims, short, self._defaults(short)))
             self._creating[key] = task
             task.add_done_callback(lambda _: self._creating.pop(key, None))
         return await asyncio.shield(task)
@@ -203,26 +237,89 @@ class QueueEngine:
         limit = self._settings.max_message_bytes
         for _ in range(5):
             record, revision = await self._catalog.get_with_revision(claims.namespace, short, fresh=True)
-            base = QueueAttributes.default(limit) if record is None else record.attributes
+            base = self._defaults(short) if record is None else record.attributes
             attributes = base.updated(changes, max_message_bytes=limit)
+            if attributes.fifo_queue and attributes.delay_seconds:
+                raise BadRequest("delay_seconds must be 0 for a FIFO queue here (not supported)")
             attributes = await self._checked_redrive(claims, short, attributes)
             if record is None:
                 return await self._create(claims, short, attributes), True
+            if attributes.fifo_queue != record.attributes.fifo_queue:
+                raise BadRequest("fifo_queue can only be chosen when the queue is created")
             ack_wait = attributes.visibility_timeout or record.ack_wait
             if (
                 ack_wait != record.ack_wait
                 or attributes.message_retention_seconds != record.attributes.message_retention_seconds
             ):
                 await self._wq.ensure(
-                    record.id, retention_seconds=attributes.message_retention_seconds, ack_wait=ack_wait
+                    record.id,
+                    retention_seconds=attributes.message_retention_seconds,
+                    ack_wait=ack_wait,
+                    duplicate_window=fifo.DEDUP_WINDOW_SECONDS if attributes.fifo_queue else None,
                 )
-            updated = replace(record, attributes=attributes, ack_wait=ack_wait)
+            updated = replace(record, attributes=attributes, ack_wait=ack_wait, modified_at=int(time.time()))
             try:
                 await self._catalog.update(updated, revision)
             except Conflict:
                 continue
             return updated, False
         raise Conflict("the queue's attributes changed concurrently; retry")
+
+    async def create_queue(
+        self, claims: Claims, name: str, changes: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> tuple[QueueRecord, bool]:
+        """Create a queue with ``changes`` over the defaults and ``tags``; an existing one is returned unchanged.
+
+        (record, created): the caller compares an existing queue's attributes with what it asked for.
+        """
+        short = self._name(claims, name, self._send_rule(claims))
+        existing = await self._catalog.get(claims.namespace, short, fresh=True)
+        if existing is not None:
+            return existing, False
+        limit = self._settings.max_message_bytes
+        attributes = self._defaults(short).updated(changes, max_message_bytes=limit)
+        attributes = await self._checked_redrive(claims, short, attributes)
+        return await self._create(claims, short, attributes, tags), True
+
+    async def queue(self, claims: Claims, name: str) -> QueueRecord:
+        """A queue's record; ``QueueNotFound`` if there is none."""
+        return await self._existing(claims, self._name(claims, name), fresh=True)
+
+    async def tag_queue(
+        self, claims: Claims, name: str, add: dict[str, str], remove: Sequence[str] = ()
+    ) -> QueueRecord:
+        """Add (or overwrite) and remove a queue's tags."""
+        short = self._name(claims, name, self._send_rule(claims))
+
+        def change(record: QueueRecord) -> QueueRecord:
+            return replace(record, tags={k: v for k, v in {**record.tags, **add}.items() if k not in remove})
+
+        return await self._update_record(claims, short, change)
+
+    async def _update_record(
+        self, claims: Claims, short: str, change: Callable[[QueueRecord], QueueRecord]
+    ) -> QueueRecord:
+        """Change a queue's record with compare-and-set."""
+        for _ in range(5):
+            record, revision = await self._catalog.get_with_revision(claims.namespace, short, fresh=True)
+            if record is None:
+                raise QueueNotFound(f"queue {claims.namespace.full(short)!r} does not exist")
+            updated = change(record)
+            try:
+                await self._catalog.update(updated, revision)
+            except Conflict:
+                continue
+            return updated
+        raise Conflict("the queue changed concurrently; retry")
+
+    async def dead_letter_sources(self, claims: Claims, name: str) -> list[QueueRecord]:
+        """The queues whose redrive policy names this queue as their dead-letter queue."""
+        record = await self.queue(claims, name)
+        return [
+            r
+            for r in await self._catalog.list(claims.namespace)
+            if r.attributes.redrive_policy is not None and r.attributes.redrive_policy.dead_letter_queue == record.name
+        ]
 
     async def _checked_redrive(self, claims: Claims, short: str, attributes: QueueAttributes) -> QueueAttributes:
         policy = attributes.redrive_policy
@@ -253,21 +350,27 @@ class QueueEngine:
         record = await self._existing(claims, short, fresh=True)
         await self._catalog.delete(record)
         await self._wq.delete(record.id)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.forget(record.id)
         log.info("deleted queue %s", record.full_name)
 
     async def purge(self, claims: Claims, name: str) -> None:
         short = self._name(claims, name, self._send_rule(claims), self._receive_rule(claims))
         record = await self._existing(claims, short, fresh=True)
         await self._wq.purge(record.id)
+        now = int(time.time())
+        await self._update_record(claims, short, lambda r: replace(r, purged_at=now))
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.forget(record.id)
 
     # -- sending -----------------------------------------------------------------------------------
 
     async def send_messages(
-        self, claims: Claims, name: str, entries: Sequence[SendEntry], *, protocol: str = PROTOCOL
+        self, claims: Claims, name: str, entries: Sequence[SendEntry], *, protocol: str = PROTOCOL, create: bool = True
     ) -> list[Sent | FlowGateError]:
         """The one send path: store up to 10 messages; per entry, what was stored or why not.
 
-        The queue is created with default attributes if it does not exist.
+        The queue is created with default attributes if it does not exist (``QueueNotFound`` without ``create``).
         """
         short = self._name(claims, name, self._send_rule(claims))
         if not entries:
@@ -275,7 +378,9 @@ class QueueEngine:
         if len(entries) > MAX_BATCH:
             raise TooManyEntries(f"a batch has at most {MAX_BATCH} entries")
         record = await self._catalog.get(claims.namespace, short)
-        default = QueueAttributes.default(self._settings.max_message_bytes)
+        if record is None and not create:
+            record = await self._existing(claims, short, fresh=True)
+        default = self._defaults(short)
         problems = [self._problem(default if record is None else record.attributes, e) for e in entries]
         if all(problems):
             return [p for p in problems if p is not None]  # nothing to store: not even the queue is created
@@ -307,6 +412,15 @@ class QueueEngine:
             return PayloadTooLarge(f"message is {entry.size} bytes with its attributes; the queue's limit is {limit}")
         if entry.delay_seconds is not None and not 0 <= entry.delay_seconds <= MAX_DELAY_SECONDS:
             return BadRequest(f"delay_seconds must be between 0 and {MAX_DELAY_SECONDS}")
+        if attributes.fifo_queue:
+            if not entry.group_id:
+                return MissingGroupId("a FIFO queue's messages need a message group id")
+            if entry.delay_seconds:
+                return BadRequest("a FIFO queue's messages cannot have their own delay")
+            if not entry.deduplication_id and not attributes.content_based_deduplication:
+                return BadRequest("a FIFO queue without content-based deduplication needs a message deduplication id")
+        elif entry.deduplication_id:
+            return BadRequest("only FIFO queues take a message deduplication id")
         return None
 
     async def _send_one(
@@ -327,10 +441,16 @@ class QueueEngine:
             raise
 
     async def _store(self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry, delay: int) -> Sent:
+        if record.attributes.fifo_queue:
+            return await self._store_fifo(claims, record, entry)
         message_id = str(uuid.uuid4())
-        headers = {MSG_ID_HEADER: message_id}
+        headers = {MSG_ID_HEADER: message_id, SENDER_HEADER: claims.user_id}
         if entry.attributes:
             headers[ATTRS_HEADER] = encode_attributes(entry.attributes)
+        if entry.attribute_types:
+            headers[TYPES_HEADER] = encode_attributes(entry.attribute_types)
+        if entry.trace_header:
+            headers[TRACE_HEADER] = entry.trace_header
         if delay:
             now_ms = int(time.time() * 1000)
             headers[SENT_AT_HEADER] = str(now_ms)
@@ -347,6 +467,19 @@ class QueueEngine:
                 self._catalog.forget(claims.namespace, short)
                 record = await self._for_send(claims, short, fresh=True)
         raise AssertionError("unreachable")
+
+    async def _store_fifo(self, claims: Claims, record: QueueRecord, entry: SendEntry) -> Sent:
+        """Store a FIFO message once per deduplication id (JetStream drops a repeat within the window)."""
+        dedup = entry.deduplication_id or fifo.content_dedup_id(entry.payload.body)
+        headers = {SENDER_HEADER: claims.user_id, fifo.GROUP_HEADER: entry.group_id or "", fifo.DEDUP_HEADER: dedup}
+        if entry.attributes:
+            headers[ATTRS_HEADER] = encode_attributes(entry.attributes)
+        if entry.attribute_types:
+            headers[TYPES_HEADER] = encode_attributes(entry.attribute_types)
+        if entry.trace_header:
+            headers[TRACE_HEADER] = entry.trace_header
+        seq, _ = await self._wq.publish(queue_subject(record.id), entry.payload, headers, msg_id=f"fifo.{dedup}")
+        return Sent(fifo.message_id(record.id, seq), md5_hex(entry.payload.body), seq, False, fifo.sequence_number(seq))
 
     # -- receiving ----------------------------------------------------------------------------------
 
@@ -384,13 +517,33 @@ class QueueEngine:
                     raise
                 self._catalog.forget(claims.namespace, short)  # deleted through another replica
                 raise QueueNotFound(f"queue {record.full_name!r} does not exist") from None
-            accepted = await asyncio.gather(*(self._accept(claims, record, p, vt) for p in pulled))
+            if record.attributes.fifo_queue and pulled:  # one at a time: moves to a dead-letter queue keep order
+                accepted = [
+                    await self._accept(claims, record, p, vt) for p in await self._admit_fifo(record, pulled, vt)
+                ]
+            else:
+                accepted = await asyncio.gather(*(self._accept(claims, record, p, vt) for p in pulled))
             out.extend(m for m in accepted if m is not None)
-            if out or not pulled:  # all pulled went to the dead-letter queue: look again
+            if out or not pulled:  # all pulled went to the dead-letter queue or wait their turn: look again
                 break
         if out:
             self._metrics.delivered.labels(PROTOCOL).inc(len(out))
         return out
+
+    async def _admit_fifo(self, record: QueueRecord, pulled: list[Pulled], vt: int) -> list[Pulled]:
+        """The pulled messages their groups allow now; the others go back, not counted as receives."""
+        assert self._groups is not None
+        admission = await self._groups.admit(record.id, pulled, vt)
+        stream = queue_stream(record.id)
+        for message, delay in admission.hand_back:
+            seq = message.ref.stream_seq
+            state = await self._states.get(record.id, seq)
+            handed_out = 0 if state is None else state.handed_out
+            await self._states.put(
+                record.id, seq, DeliveryState(handed_out, (0 if state is None else state.skipped) + 1)
+            )
+            await self._wq.nak(stream, message.ref, delay=max(0.0, delay))
+        return admission.deliver
 
     async def _accept(self, claims: Claims, record: QueueRecord, pulled: Pulled, vt: int) -> ReceivedMessage | None:
         """Turn a delivery into a received message, or move it to the dead-letter queue."""
@@ -413,14 +566,21 @@ class QueueEngine:
         headers = pulled.headers
         payload = Payload.from_headers(pulled.body, headers)
         sent_at = headers.get(SENT_AT_HEADER)
+        group = headers.get(fifo.GROUP_HEADER)
         return ReceivedMessage(
-            message_id=headers.get(MSG_ID_HEADER, ""),
+            message_id=headers.get(MSG_ID_HEADER) or (fifo.message_id(record.id, seq) if group is not None else ""),
             receipt_handle=ReceiptHandle(record.id, ref).encode(self._secrets, claims.namespace),
             payload=payload,
             md5_of_body=md5_hex(pulled.body),
             attributes=decode_attributes(headers.get(ATTRS_HEADER)),
             receive_count=receive_count,
             sent_at_ms=int(sent_at) if sent_at and sent_at.isdigit() else ref.timestamp_ns // 1_000_000,
+            attribute_types=decode_attributes(headers.get(TYPES_HEADER)),
+            sender_id=headers.get(SENDER_HEADER, ""),
+            trace_header=headers.get(TRACE_HEADER),
+            group_id=group,
+            deduplication_id=headers.get(fifo.DEDUP_HEADER),
+            sequence_number=fifo.sequence_number(seq) if group is not None else None,
         )
 
     async def _dead_letter(self, claims: Claims, record: QueueRecord, pulled: Pulled, *, had_state: bool) -> None:
@@ -430,6 +590,9 @@ class QueueEngine:
         dlq = await self._for_send(claims, policy.dead_letter_queue)
         headers = {k: v for k, v in pulled.headers.items() if k.startswith("Fg-") and k != NOT_BEFORE_HEADER}
         headers.setdefault(SENT_AT_HEADER, str(pulled.ref.timestamp_ns // 1_000_000))
+        headers[DLQ_SOURCE_HEADER] = record.name  # where a move task sends it back
+        if fifo.GROUP_HEADER in pulled.headers:
+            headers.setdefault(MSG_ID_HEADER, fifo.message_id(record.id, pulled.ref.stream_seq))
         payload = Payload.from_headers(pulled.body, pulled.headers)
         await self._wq.publish(
             queue_subject(dlq.id), payload, headers, msg_id=f"dlq.{record.id}.{pulled.ref.stream_seq}"
@@ -437,6 +600,8 @@ class QueueEngine:
         await self._wq.ack(queue_stream(record.id), pulled.ref)
         if had_state:
             await self._states.delete(record.id, pulled.ref.stream_seq)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.gone(record.id, pulled.ref.stream_seq)
         log.info("moved message %s of %s to %s", headers.get(MSG_ID_HEADER), record.full_name, dlq.full_name)
 
     # -- after receiving ------------------------------------------------------------------------------
@@ -481,6 +646,8 @@ class QueueEngine:
         await self._wq.ack(queue_stream(record.id), handle.ref)
         if state is not None:
             await self._states.delete(record.id, seq)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.gone(record.id, seq)
 
     async def change_visibility(self, claims: Claims, name: str, receipt_handle: str, visibility_timeout: Any) -> None:
         """Make a received message visible again after ``visibility_timeout`` seconds from now (0: at once)."""
@@ -496,10 +663,44 @@ class QueueEngine:
         if state is not None and state.current != handle.ref.delivered:
             raise StaleReceiptHandle("the message was received again since; use the latest receipt handle")
         stream = queue_stream(record.id)
+        if record.attributes.fifo_queue and self._groups is not None:
+            await self._groups.extend(record.id, seq, visibility_timeout)
         if visibility_timeout == record.ack_wait:
             await self._wq.in_progress(stream, handle.ref)
         else:
             await self._wq.nak(stream, handle.ref, delay=float(visibility_timeout))
+
+    # -- moving messages out of a dead-letter queue ------------------------------------------------
+
+    async def _origin(self, dlq: QueueRecord, name: str) -> QueueRecord | None:
+        return await self._catalog.get(dlq.namespace, name, fresh=True) if name else None
+
+    async def start_move(
+        self, claims: Claims, source: str, destination: str | None = None, rate: int | None = None
+    ) -> MoveTask:
+        """Move a dead-letter queue's messages to ``destination``, or each back to the queue it came from."""
+        short = self._name(claims, source, self._send_rule(claims), self._receive_rule(claims))
+        record = await self._existing(claims, short, fresh=True)
+        if not any(
+            r.attributes.redrive_policy is not None and r.attributes.redrive_policy.dead_letter_queue == short
+            for r in await self._catalog.list(claims.namespace)
+        ):
+            raise BadRequest(f"queue {record.full_name!r} is no queue's dead-letter queue")
+        target = None
+        if destination is not None:
+            target = await self._existing(claims, self._name(claims, destination, self._send_rule(claims)), fresh=True)
+        if rate is not None and not 1 <= rate <= 500:
+            raise BadRequest("the rate must be between 1 and 500 messages per second")
+        stats = await self._wq.stats(record.id)
+        return self._moves.start(record, target, rate, max(0, stats.stored - stats.unacknowledged))
+
+    async def list_moves(self, claims: Claims, source: str) -> list[MoveTask]:
+        """The latest move tasks (up to 10, newest first) from a queue, as this replica knows them."""
+        return self._moves.list(await self.queue(claims, source))
+
+    def cancel_move(self, claims: Claims, handle: str) -> MoveTask:
+        """Stop a running move task of the caller's namespace; ``NotFound`` if there is none with ``handle``."""
+        return self._moves.cancel_for(claims.namespace, handle)
 
     # -- releasing deliveries no client received -------------------------------------------------
 

@@ -5,6 +5,7 @@ HTTP API and a later SQS wire front-end can tell them apart::
 
     BadRequest (400)
     ├── InvalidReceiptHandle (400 invalid_receipt_handle)
+    ├── MissingGroupId (400 missing_group_id)
     └── TooManyEntries (400 too_many_entries)
     NotFound (404)
     └── QueueNotFound (404 queue_not_found)
@@ -21,6 +22,12 @@ class InvalidReceiptHandle(BadRequest):
     """The receipt handle is malformed, forged, or from another namespace or queue."""
 
     code = "invalid_receipt_handle"
+
+
+class MissingGroupId(BadRequest):
+    """A message for a FIFO queue has no message group id."""
+
+    code = "missing_group_id"
 
 
 class TooManyEntries(BadRequest):

@@ -2,8 +2,11 @@
 
 Headers of a stored queue message: ``Fg-Type`` (payload kind), ``Fg-Msg-Id``
 (the SQS-style message id), ``Fg-Attrs`` (message attributes, base64url JSON,
-only when there are any), ``Fg-Sent-At`` (ms; set when a message was moved, so
-that it keeps its original send time) and ``Fg-Not-Before`` (ms; delayed sends).
+only when there are any), ``Fg-Attr-Types`` (the SQS data types that are not
+``String``, same encoding, only when there are any), ``Fg-Sender`` (the sending
+user), ``Fg-Trace`` (an SQS ``AWSTraceHeader``), ``Fg-Sent-At`` (ms; set when a
+message was moved, so that it keeps its original send time) and
+``Fg-Not-Before`` (ms; delayed sends).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ MSG_ID_HEADER = "Fg-Msg-Id"
 ATTRS_HEADER = "Fg-Attrs"
 SENT_AT_HEADER = "Fg-Sent-At"
 NOT_BEFORE_HEADER = "Fg-Not-Before"
+TYPES_HEADER = "Fg-Attr-Types"
+SENDER_HEADER = "Fg-Sender"
+TRACE_HEADER = "Fg-Trace"
 
 MAX_ATTRIBUTES = 10
 MAX_BATCH = 10
@@ -79,12 +85,17 @@ class SendEntry:
     payload: Payload
     delay_seconds: int | None = None  # None: the queue's delay_seconds
     attributes: dict[str, str] = field(default_factory=dict)
+    attribute_types: dict[str, str] = field(default_factory=dict)  # SQS data types other than String
+    trace_header: str | None = None  # SQS's AWSTraceHeader system attribute
+    group_id: str | None = None  # FIFO queues: the message group
+    deduplication_id: str | None = None  # FIFO queues: None with content-based deduplication
 
     @property
     def size(self) -> int:
-        """What counts against ``max_message_bytes``: the body plus attribute names and values."""
+        """What counts against ``max_message_bytes``: the body plus attribute names, types and values."""
         extra = sum(len(k.encode()) + len(v.encode()) for k, v in self.attributes.items())
-        return len(self.payload.body) + extra
+        types = sum(len(self.attribute_types.get(k, "String")) for k in self.attributes) if self.attribute_types else 0
+        return len(self.payload.body) + extra + types
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,7 @@ class Sent:
     md5_of_body: str
     seq: int
     delayed: bool
+    sequence_number: str | None = None  # FIFO queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +116,9 @@ class ReceivedMessage:
     attributes: dict[str, str]
     receive_count: int
     sent_at_ms: int
+    attribute_types: dict[str, str] = field(default_factory=dict)
+    sender_id: str = ""
+    trace_header: str | None = None
+    group_id: str | None = None
+    deduplication_id: str | None = None
+    sequence_number: str | None = None

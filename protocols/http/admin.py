@@ -119,7 +119,7 @@ async def delete_user(user_id: str, services: ServicesDep) -> Response:
 @router.post("/users/{user_id}/keys", status_code=201)
 async def create_key(user_id: str, body: NewKey, services: ServicesDep) -> dict[str, Any]:
     record, value = await services.accounts.create_key(user_id, body.name, **body.limit())
-    return {**record.public(), "key": value}
+    return {**record.public(), "key": value, **services.accounts.aws_pair(record)}
 
 
 @router.get("/users/{user_id}/keys")

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 @router.post("", status_code=201)
 async def create_key(body: NewKey, claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
     record, value = await services.accounts.create_key(claims.user_id, body.name, **body.limit())
-    return {**record.public(), "key": value}
+    return {**record.public(), "key": value, **services.accounts.aws_pair(record)}
 
 
 @router.get("")

@@ -24,6 +24,7 @@ from gateway.queues.attributes import MAX_DELAY_SECONDS, int_in
 from gateway.queues.catalog import QueueRecord
 from gateway.queues.errors import TooManyEntries
 from gateway.queues.messages import MAX_BATCH, validate_attributes, validate_entry_ids
+from gateway.queues.moves import MoveStatus, MoveTask
 from protocols.http.deps import claims_of, read_body, services_of
 
 JSON_OVERHEAD = 64 * 1024
@@ -59,7 +60,7 @@ async def _body(request: Request, *, batch: int = 1, optional: bool = False) -> 
 def _entry(document: Any) -> SendEntry:
     if not isinstance(document, dict):
         raise BadRequest('a message must be {"body": ..., "delay_seconds": ..., "attributes": {...}}')
-    unknown = set(document) - {"id", "body", "delay_seconds", "attributes"}
+    unknown = set(document) - {"id", "body", "delay_seconds", "attributes", "group_id", "deduplication_id"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     value = document.get("body")
@@ -68,11 +69,19 @@ def _entry(document: Any) -> SendEntry:
     delay = document.get("delay_seconds")
     if delay is not None:
         delay = int_in(delay, "delay_seconds", 0, MAX_DELAY_SECONDS)
-    return SendEntry(Payload.from_value(value), delay, validate_attributes(document.get("attributes")))
+    group, dedup = document.get("group_id"), document.get("deduplication_id")
+    for label, item in (("group_id", group), ("deduplication_id", dedup)):
+        if item is not None and (not isinstance(item, str) or not 1 <= len(item) <= 128):
+            raise BadRequest(f"{label} must be a string of 1-128 characters")
+    attributes = validate_attributes(document.get("attributes"))
+    return SendEntry(Payload.from_value(value), delay, attributes, group_id=group, deduplication_id=dedup)
 
 
 def _sent(sent: Sent) -> dict[str, Any]:
-    return {"message_id": sent.message_id, "md5_of_body": sent.md5_of_body, "seq": sent.seq}
+    view: dict[str, Any] = {"message_id": sent.message_id, "md5_of_body": sent.md5_of_body, "seq": sent.seq}
+    if sent.sequence_number is not None:
+        view["sequence_number"] = sent.sequence_number
+    return view
 
 
 def _failed(entry_id: str, error: FlowGateError) -> dict[str, Any]:
@@ -92,6 +101,9 @@ def _message(message: ReceivedMessage) -> dict[str, Any]:
     }
     if "encoding" in fields:
         view["encoding"] = fields["encoding"]
+    if message.group_id is not None:
+        view["group_id"] = message.group_id
+        view["sequence_number"] = message.sequence_number
     return view
 
 
@@ -271,8 +283,54 @@ async def purge_queue(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _move(task: MoveTask) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "status": task.status.value.lower(),
+        "source": task.source.name,
+        "destination": None if task.destination is None else task.destination.name,
+        "moved": task.moved,
+        "to_move": task.to_move,
+        "rate": task.rate,
+        "started_at": _iso_ms(task.started_ms),
+    }
+    if task.status is MoveStatus.RUNNING:
+        view["handle"] = task.handle
+    if task.failure is not None:
+        view["failure"] = task.failure
+    return view
+
+
+async def start_move(request: Request) -> Response:
+    """Move a dead-letter queue's messages back to their source queue (or to ``destination``)."""
+    engine, claims = _context(request)
+    document = await _body(request, optional=True)
+    unknown = set(document) - {"destination", "rate"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    destination, rate = document.get("destination"), document.get("rate")
+    if destination is not None and not isinstance(destination, str):
+        raise BadRequest("destination must be a queue name")
+    if rate is not None:
+        rate = int_in(rate, "rate", 1, 500)
+    task = await engine.start_move(claims, request.path_params["queue"], destination, rate)
+    return _json(_move(task), status=201)
+
+
+async def list_moves(request: Request) -> Response:
+    engine, claims = _context(request)
+    return _json({"tasks": [_move(t) for t in await engine.list_moves(claims, request.path_params["queue"])]})
+
+
+async def cancel_move(request: Request) -> Response:
+    engine, claims = _context(request)
+    return _json(_move(engine.cancel_move(claims, request.path_params["handle"])))
+
+
 ROUTES = [
     Route(PREFIX, list_queues, methods=["GET"], include_in_schema=False),
+    Route(PREFIX + "/{queue:path}/move-tasks", start_move, methods=["POST"], include_in_schema=False),
+    Route(PREFIX + "/{queue:path}/move-tasks", list_moves, methods=["GET"], include_in_schema=False),
+    Route(PREFIX + "/{queue:path}/move-tasks/{handle}", cancel_move, methods=["DELETE"], include_in_schema=False),
     Route(PREFIX + "/{queue:path}/messages/batch", send_batch, methods=["POST"], include_in_schema=False),
     Route(PREFIX + "/{queue:path}/messages/batch-delete", delete_batch, methods=["POST"], include_in_schema=False),
     Route(PREFIX + "/{queue:path}/messages/receive", receive_messages_post, methods=["POST"], include_in_schema=False),
@@ -339,6 +397,20 @@ OPENAPI: dict[str, dict[str, Any]] = {
         "delete": _op("Delete a queue and its messages", ok="204"),
     },
     PREFIX + "/{queue}/purge": {"post": _op("Delete every message of a queue", ok="204")},
+    PREFIX + "/{queue}/move-tasks": {
+        "post": _op(
+            "Move a dead-letter queue's messages back to their source queue (or to destination)",
+            body={"destination": None, "rate": 100},
+            ok="201",
+        ),
+        "get": _op("The latest message move tasks from this queue"),
+    },
+    PREFIX + "/{queue}/move-tasks/{handle}": {
+        "delete": _op(
+            "Cancel a running message move task",
+            params=({"name": "handle", "in": "path", "required": True, "schema": {"type": "string"}},),
+        )
+    },
     PREFIX + "/{queue}/messages": {
         "post": _op(
             "Send a message (creates the queue if needed)",
