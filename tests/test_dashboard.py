@@ -141,7 +141,8 @@ def test_served_with_security_headers_get_only_and_light(gw: Gateway) -> None:
         httpx.get(gw.base_url + "/dashboard/app.js", timeout=10).headers["content-type"].startswith("text/javascript")
     )
     assert httpx.head(gw.base_url + "/", timeout=10).status_code == 200
-    assert httpx.post(gw.base_url + "/", timeout=10).status_code == 405  # POST / stays free for other front-ends
+    unsigned = httpx.post(gw.base_url + "/", timeout=10)  # POST / is the SQS endpoint's (protocols/sqs), not ours
+    assert unsigned.status_code == 403 and "MissingAuthenticationToken" in unsigned.text
     redirect = httpx.get(gw.base_url + "/dashboard", timeout=10)
     assert redirect.status_code == 308 and redirect.headers["location"] == "/dashboard/"
     # everything the page can load, together, is under 200 KB; no inline script, no HTML from strings
@@ -171,6 +172,8 @@ async def test_admin_creates_user_and_key_and_the_user_sees_usage_move(tab: Tab,
     await page.get_by_role("button", name="Create key").click()
     key = await page.get_by_label("New key value").input_value()
     assert key.startswith("fgk_")
+    assert (await page.get_by_label("AWS access key id").input_value()).startswith("FGAK")  # for SQS clients
+    assert await page.get_by_label("AWS secret access key").input_value()
     await expect(page.get_by_role("cell", name=XSS[0], exact=True)).to_be_visible()  # a key name renders as text
     await page.get_by_role("button", name="Disable user").click()
     await expect(page.get_by_text("This user is disabled")).to_be_visible()

@@ -53,6 +53,11 @@ export function keyManager(ctx, base, currentKeyId) {
         h('h3', {}, `New key "${key.name}"`),
         h('p', {}, 'Copy it now: this is the only time the value is shown. Anyone with it can use your account.'),
         field('New key value', value),
+        key.access_key_id ? [  // the same key as AWS credentials, for SQS clients (boto3, aws CLI)
+          field('AWS access key id', input({ readonly: true, value: key.access_key_id, name: 'aws_access_key_id' })),
+          field('AWS secret access key',
+            input({ readonly: true, value: key.secret_access_key, class: 'secret', name: 'aws_secret_access_key' })),
+        ] : null,
         h('div', { class: 'row' }, button('Copy key', () => copy(key.key, ctx.notify)),
           button('Done', () => fill(created)))));
       value.focus();
