@@ -89,10 +89,10 @@ def consumer(client: Any, url: str, world: World) -> None:
             world.deleted.update(messages[int(s["Id"])]["Body"] for s in answer["Successful"])
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, what()
         time.sleep(0.05)
 
 
@@ -116,7 +116,14 @@ def test_kill_9_in_the_middle(make_gateway: Callable[..., Gateway], nats_server:
         gw.start()
         world.up.set()
         threads[0].join(120)
-        wait_until(lambda: world.acknowledged <= world.deleted, 60, "acknowledged messages were not all received")
+        wait_until(
+            lambda: world.acknowledged <= world.deleted,
+            60,
+            lambda: (
+                f"acknowledged messages were not all received: {sorted(world.acknowledged - world.deleted)[:20]}, "
+                f"{len(world.acknowledged - world.seen)} never seen; errors {world.errors[-3:]}"
+            ),
+        )
     finally:
         world.done.set()
         world.up.set()
