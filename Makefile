@@ -16,15 +16,15 @@ test: install-test test-system-deps
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) \
 		|| { rm -rf $(VENV) && scripts/ensure-debs --always python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e . -e ./clients/python
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' -e ./clients/python
 	@touch $@
 
 system-deps:
@@ -34,7 +34,7 @@ test-system-deps:
 	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium
 
 lint: install-test
-	$(BIN)/ruff check gateway protocols auth tests bench
+	$(BIN)/ruff check gateway protocols auth tests bench clients/python
 	$(BIN)/mypy
 
 bench: install-test test-system-deps

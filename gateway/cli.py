@@ -10,7 +10,9 @@ to ``FLOWGATE_ADMIN_KEY`` or ``<data dir>/admin.key``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from types import ModuleType
 
 from gateway.embedded_nats import EmbeddedNatsError
 from gateway.settings import Settings, SettingsError
@@ -44,22 +46,26 @@ def _fallbacks() -> object:
     return Fallbacks(url=url, admin_key=admin_key)
 
 
+def _client_cli() -> ModuleType | None:
+    try:
+        return importlib.import_module("flowgate_client.cli")
+    except ImportError:  # the SDK (clients/python) is not installed: serve only
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowgate", description="Flow-Gate messaging gateway")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="start the gateway (HTTP, SSE, WebSocket, MQTT)")
-    try:
-        from flowgate_client import cli as client_cli
-    except ImportError:  # the SDK is not installed: serve only
-        client_cli = None
-    else:
+    client_cli = _client_cli()
+    if client_cli is not None:
         client_cli.build_parser(parser=parser)
         parser.epilog = client_cli.EPILOG
     args = parser.parse_args(argv)
 
     if args.command != "serve":
         assert client_cli is not None
-        return client_cli.run(args, parser, _fallbacks())  # type: ignore[arg-type]
+        return int(client_cli.run(args, parser, _fallbacks()))
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-
 from flowgate_client import (
     NO_RETRY,
     AdminClient,
@@ -33,6 +32,7 @@ from flowgate_client import (
     Unavailable,
 )
 from flowgate_client import sync as flowgate_sync
+
 from tests.harness import Gateway, NatsServer, temp_dir
 
 FAST = Reconnect(delay=0.05, max_delay=0.5)

@@ -216,7 +216,7 @@ class Subscription:
             if action == "message":
                 await self._deliver(Message.from_frame(frame))
             elif action == "ack":
-                if pending.pop(frame.get("id"), None) is not None and not pending:
+                if pending.pop(_frame_id(frame), None) is not None and not pending:
                     self._ready.set()
             elif action == "token_expiring":
                 token = await self._client.tokens.get(force=True)
@@ -229,7 +229,7 @@ class Subscription:
                 await self._items.put(gap)
             elif action == "error":
                 error = error_from_body(int(frame.get("code", 500)), frame)
-                if frame.get("id") in pending:
+                if _frame_id(frame) in pending:
                     raise error  # a filter the gateway refused (403, 400...): stop for good
                 log.warning("flowgate subscription: %s", error)
 
@@ -253,3 +253,8 @@ class Subscription:
         if len(self._seen_order) > SEEN_WINDOW:
             self._seen.discard(self._seen_order.popleft())
         await self._items.put(message)
+
+
+def _frame_id(frame: dict[str, Any]) -> int:
+    value = frame.get("id")
+    return value if isinstance(value, int) else -1

@@ -15,7 +15,7 @@ The loop only runs inside a call, so a subscription reads its socket while it is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -32,7 +32,9 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -58,7 +60,7 @@ class Client:
         try:
             received = 0
             while count is None or received < count:
-                yield self._runner.run(anext(iterator))
+                yield self._runner.run(_next(iterator))
                 received += 1
         finally:
             self._runner.run(sub.close())
@@ -71,6 +73,10 @@ class Client:
 
     def delete(self, message: QueueMessage) -> None:
         self._runner.run(message.delete())
+
+
+async def _next(iterator: AsyncIterator[Message]) -> Message:
+    return await anext(iterator)
 
 
 async def _make(base_url: str, options: dict[str, Any]) -> aio.Client:

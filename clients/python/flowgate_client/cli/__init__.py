@@ -70,7 +70,7 @@ def build_parser(prog: str = "flowgate", parser: argparse.ArgumentParser | None 
     return parser
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction[argparse.ArgumentParser]":
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     existing = parser._subparsers
     if existing is not None:
         for action in existing._group_actions:
@@ -79,9 +79,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> "argparse._SubParsersAction[
     return parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
 
-def run(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, fallbacks: Fallbacks | None = None
-) -> int:
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, fallbacks: Fallbacks | None = None) -> int:
     """Carry out parsed ``args`` of a client or admin verb; the exit code."""
     if args.command == "completion":
         sys.stdout.write(bash_completion(parser))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from flowgate_client.cli.config import Config
 from flowgate_client.cli.output import Output
 from flowgate_client.client import AdminClient
 
-Verbs = "argparse._SubParsersAction[argparse.ArgumentParser]"
+if TYPE_CHECKING:
+    Verbs: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 USER_COLUMNS = ("user_id", "plan", "disabled", "created_at")
 KEY_COLUMNS = ("id", "name", "created_at")

@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from flowgate_client.cli.config import Config, ConfigError
 from flowgate_client.cli.output import Output, error
 from flowgate_client.client import Client
 from flowgate_client.models import Gap
 
-Verbs = "argparse._SubParsersAction[argparse.ArgumentParser]"
+if TYPE_CHECKING:
+    Verbs: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def client(config: Config) -> Client:
