@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -52,6 +53,9 @@ def common_options() -> argparse.ArgumentParser:
     group.add_argument("--app", default=argparse.SUPPRESS, help="app of the namespace (FLOWGATE_APP)")
     group.add_argument("--admin-key", default=argparse.SUPPRESS, help="admin key for admin verbs (FLOWGATE_ADMIN_KEY)")
     group.add_argument("--profile", default=argparse.SUPPRESS, help="profile in ~/.config/flowgate/config.toml")
+    group.add_argument(
+        "--retries", type=int, default=argparse.SUPPRESS, help="retries on 429, 503 and connection errors (default 4)"
+    )
     group.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return parent
 
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, fallbacks: Fa
     options = {name: getattr(args, name, None) for name in ("url", "api_key", "app", "admin_key")}
     try:
         config = resolve(options, os.environ, getattr(args, "profile", None), fallbacks or Fallbacks())
+        config = dataclasses.replace(config, retries=getattr(args, "retries", None))
         out = Output(bool(getattr(args, "json", False)))
         return int(asyncio.run(args.handler(args, config, out)) or EXIT_OK)
     except ConfigError as exc:

@@ -17,7 +17,7 @@ KEY_COLUMNS = ("id", "name", "created_at")
 
 
 def admin(config: Config) -> AdminClient:
-    return AdminClient(config.url, config.need_admin_key())
+    return AdminClient(config.url, config.need_admin_key(), retry=config.retry)
 
 
 def add(verbs: Verbs, parent: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def client(config: Config) -> Client:
-    return Client(config.url, api_key=config.need_api_key(), app=config.app or "default")
+    return Client(config.url, api_key=config.need_api_key(), app=config.app or "default", retry=config.retry)
 
 
 def add(verbs: Verbs, parent: argparse.ArgumentParser) -> None:
@@ -90,7 +90,8 @@ def _stdin_lines() -> list[str]:
 
 
 async def cmd_token(args: argparse.Namespace, config: Config, out: Output) -> int:
-    async with Client(config.url, api_key=config.need_api_key(), app=config.app or "default", ttl=args.ttl) as c:
+    key, app = config.need_api_key(), config.app or "default"
+    async with Client(config.url, api_key=key, app=app, ttl=args.ttl, retry=config.retry) as c:
         token = await c.token()
     if out.as_json and getattr(args, "json", False):
         out.json_line({"token": token.token, "expires_at": token.expires_at, "topic_prefix": token.topic_prefix})

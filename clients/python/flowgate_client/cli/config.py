@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowgate_client.transport import Retry
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 FIELDS = ("url", "api_key", "app", "admin_key")
 ENV = {"url": "FLOWGATE_URL", "api_key": "FLOWGATE_API_KEY", "app": "FLOWGATE_APP", "admin_key": "FLOWGATE_ADMIN_KEY"}
@@ -50,6 +52,11 @@ class Config:
     api_key: str | None
     app: str | None
     admin_key: str | None
+    retries: int | None = None
+
+    @property
+    def retry(self) -> Retry:
+        return Retry() if self.retries is None else Retry(max_retries=max(0, self.retries))
 
     def need_api_key(self) -> str:
         if not self.api_key:
