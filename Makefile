@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test system-deps test-system-deps lint bench clean
+.PHONY: run test install install-test system-deps test-system-deps js-deps lint bench clean
 
 run: install system-deps
 	$(BIN)/flowgate serve
 
-test: install-test test-system-deps
+test: install-test test-system-deps js-deps
 	$(BIN)/python -m pytest -q
 
 install: $(VENV)/.installed
@@ -31,7 +31,12 @@ system-deps:
 	@scripts/ensure-debs nats-server=nats-server
 
 test-system-deps:
-	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium
+	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium node=nodejs npm=npm
+
+# the JS client's test dependency (ws, for Node 20), pinned by clients/js/package-lock.json
+js-deps: clients/js/node_modules/.package-lock.json
+clients/js/node_modules/.package-lock.json: clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund
 
 lint: install-test
 	$(BIN)/ruff check gateway protocols auth tests bench clients/python

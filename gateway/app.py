@@ -14,7 +14,7 @@ import gateway
 from gateway.draining import Draining
 from gateway.services import running_services
 from gateway.settings import Settings
-from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
+from protocols.http import admin, errors, health, keys, publish, queues, sdk, sse, token, usage
 from protocols.http.fastpath import FastPath
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
@@ -50,6 +50,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastPath
     app.add_route("/api/v1/publish", publish.publish, methods=["POST"], include_in_schema=False)
     app.add_route("/api/v1/subscribe", sse.subscribe, methods=["GET"], include_in_schema=False)
     app.router.routes.extend(queues.ROUTES)  # lean Starlette routes (protocols/http/queues.py)
+    app.router.routes.extend(sdk.routes())  # /sdk/flowgate.js, the JavaScript client (protocols/http/sdk.py)
     app.router.routes.append(WebSocketRoute("/ws", WsEndpoint()))  # a raw ASGI endpoint (protocols/ws)
     app.router.routes.append(WebSocketRoute("/mqtt", mqtt_over_websocket))  # MQTT over WebSocket (protocols/mqtt)
     for router in (token.router, admin.router, keys.router, health.router, usage.router):
