@@ -51,7 +51,15 @@ export interface RetryOptions {
   connectionErrors?: boolean;
 }
 
-export interface ReconnectOptions { delay?: number; maxDelay?: number; maxAttempts?: number | null; }
+export interface ReconnectOptions {
+  /** First backoff in ms, doubled per failure up to maxDelay, with jitter (defaults 100 and 5000). */
+  delay?: number;
+  maxDelay?: number;
+  /** Consecutive failed attempts before giving up once connected (default: never). */
+  maxAttempts?: number | null;
+  /** Failed attempts before the first connection gives up (default 5). */
+  firstAttempts?: number | null;
+}
 
 export interface WebSocketLike {
   readyState: number;

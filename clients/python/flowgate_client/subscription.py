@@ -46,6 +46,7 @@ class Reconnect:
     delay: float = 0.1
     max_delay: float = 5.0
     max_attempts: int | None = None  # consecutive failed attempts before giving up; None = forever
+    first_attempts: int | None = 5  # failed attempts before the first connection gives up (None = forever)
 
     def wait(self, failures: int) -> float:
         return random.uniform(self.delay / 2, min(self.max_delay, self.delay * 2 ** min(failures, 16)))
@@ -167,6 +168,7 @@ class Subscription:
                     await self._fail(fatal(exc.rcvd.reason if exc.rcvd else "", status=402, code="payment_required"))
                     return
                 force_token = code == 4401
+                failures += 1
                 log.info("subscription connection closed (%s); reconnecting", code)
             except ApiError as exc:
                 if exc.status not in (429, 503):
@@ -182,7 +184,8 @@ class Subscription:
             except FlowGateError as exc:
                 await self._fail(exc)
                 return
-            if self._reconnect.max_attempts is not None and failures >= self._reconnect.max_attempts:
+            limit = self._reconnect.max_attempts if self.connections else self._reconnect.first_attempts
+            if limit is not None and failures >= limit:
                 await self._fail(ConnectionFailed(f"gave up after {failures} failed connection attempts"))
                 return
             await asyncio.sleep(self._reconnect.wait(failures))

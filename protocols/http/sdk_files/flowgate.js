@@ -331,9 +331,7 @@ export class Subscription {
     const ws = new this.client.WebSocket(`${this.client.wsUrl}/ws?token=${encodeURIComponent(token.token)}`);
     this.ws = ws;
     const pending = new Map();
-    let opened = false;
     ws.onopen = () => {
-      opened = true;
       this.connections++;
       this.failures = 0;
       for (const filter of this.filters) {
@@ -374,15 +372,15 @@ export class Subscription {
       if (this.closed || this.ws !== ws) return;
       if (event.code === 4402) return this.fail(new PaymentRequired(event.reason || "payment required", { status: 402, code: "payment_required" }));
       if (event.code === 4401) this.forceToken = true;
-      if (!opened) this.failures++;
       this.retryLater();
     };
   }
 
   retryLater() {
     if (this.closed) return;
-    const { delay, maxDelay, maxAttempts } = this.reconnect;
-    if (maxAttempts != null && this.failures >= maxAttempts) {
+    const { delay, maxDelay, maxAttempts, firstAttempts = 5 } = this.reconnect;
+    const limit = this.connections ? maxAttempts : firstAttempts;
+    if (limit != null && this.failures >= limit) {
       return this.fail(new ConnectionFailed(`gave up after ${this.failures} failed connection attempts`));
     }
     const wait = jitter(delay / 2, Math.min(maxDelay, delay * 2 ** Math.min(this.failures, 16)));
