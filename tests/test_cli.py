@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,7 +57,15 @@ def cli(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield Cli(gateway, key, tmp_path_factory.mktemp("cli") / "config.toml")
 
 
-def test_piped_lines_are_published_in_order_and_sub_replays_them(cli: Cli) -> None:
+@pytest.fixture(scope="module")
+def flows(cli: Cli) -> Iterator[dict[str, Future[None]]]:
+    """The flows below (each a sequence of commands) all start at once, each in its own thread, so the
+    module takes about as long as its longest flow; each test waits for its own flow and reports it."""
+    with ThreadPoolExecutor(len(FLOWS)) as pool:
+        yield {flow.__name__: pool.submit(flow, cli) for flow in FLOWS}
+
+
+def piped_lines_are_published_in_order_and_sub_replays_them(cli: Cli) -> None:
     piped = cli.run(shell=f"seq 1 100 | {FLOWGATE} pub t -")
     assert piped.returncode == 0, piped.stderr
     seqs = [json.loads(line)["seq"] for line in piped.stdout.splitlines()]  # JSON lines when piped
@@ -69,7 +77,7 @@ def test_piped_lines_are_published_in_order_and_sub_replays_them(cli: Cli) -> No
     assert first["topic"] == "t" and first["data"] == "1" and first["seq"] == seqs[0]
 
 
-def test_pub_json_idempotency_and_sub_with_several_filters(cli: Cli) -> None:
+def pub_json_idempotency_and_sub_with_several_filters(cli: Cli) -> None:
     one = json.loads(cli.ok("pub", "a", '{"x": 1}', "--data-json", "--json", "--idempotency-key", "k1"))
     again = json.loads(cli.ok("pub", "a", '{"x": 1}', "--data-json", "--json", "--idempotency-key", "k1"))
     assert again == {**one, "duplicate": True} and not one["duplicate"]
@@ -80,7 +88,7 @@ def test_pub_json_idempotency_and_sub_with_several_filters(cli: Cli) -> None:
     assert cli.run("pub", "a", "not json", "--data-json").returncode == 2
 
 
-def test_token_usage_and_help(cli: Cli) -> None:
+def token_usage_and_help(cli: Cli) -> None:
     token = cli.ok("token").strip()
     assert token.count(".") == 2
     as_json = cli.json("token", "--ttl", "60")
@@ -94,7 +102,7 @@ def test_token_usage_and_help(cli: Cli) -> None:
         assert done.returncode == 0 and "usage: flowgate " + verb in done.stdout and "exit codes" in done.stdout
 
 
-def test_queue_verbs(cli: Cli) -> None:
+def queue_verbs(cli: Cli) -> None:
     created = cli.json("queue", "create", "jobs", "--visibility-timeout", "40")
     assert isinstance(created, dict) and created["attributes"]["visibility_timeout"] == 40
     sent = cli.ok("queue", "send", "jobs", "-", "--attr", "kind=x", "--json", stdin="first\nsecond\n")
@@ -116,7 +124,7 @@ def test_queue_verbs(cli: Cli) -> None:
     assert cli.run("queue", "attrs", "jobs").returncode == 6  # not found
 
 
-def test_admin_verbs(cli: Cli) -> None:
+def admin_verbs(cli: Cli) -> None:
     assert cli.json("users", "create", "cli-admin", "--plan", "free") is not None
     users = cli.json("users", "list")
     assert isinstance(users, dict) and "cli-admin" in [u["user_id"] for u in users["users"]]
@@ -137,7 +145,7 @@ def test_admin_verbs(cli: Cli) -> None:
     assert cli.run("users", "show", "cli-admin").returncode == 6
 
 
-def test_exit_codes_profiles_and_completion(cli: Cli, gateway: Gateway) -> None:
+def exit_codes_profiles_and_completion(cli: Cli) -> None:
     runs = [
         (("pub", "t", "x"), {"FLOWGATE_API_KEY": "fgk_bad_bad"}),
         (("usage", "--retries", "0"), {"FLOWGATE_URL": f"http://127.0.0.1:{free_port()}"}),
@@ -151,11 +159,11 @@ def test_exit_codes_profiles_and_completion(cli: Cli, gateway: Gateway) -> None:
     assert missing.returncode == 2 and "no API key" in missing.stderr
     assert bad_admin.returncode == 4
 
-    config = Path(cli.env["FLOWGATE_CONFIG"])
+    config = Path(cli.env["FLOWGATE_CONFIG"]).with_name("profiles.toml")  # its own file: flows run concurrently
     config.write_text(
-        f'[staging]\nurl = "{gateway.base_url}"\napi_key = "{cli.env["FLOWGATE_API_KEY"]}"\napp = "prof"\n'
+        f'[staging]\nurl = "{cli.env["FLOWGATE_URL"]}"\napi_key = "{cli.env["FLOWGATE_API_KEY"]}"\napp = "prof"\n'
     )
-    bare = {"FLOWGATE_URL": "", "FLOWGATE_API_KEY": "", "FLOWGATE_APP": ""}
+    bare = {"FLOWGATE_URL": "", "FLOWGATE_API_KEY": "", "FLOWGATE_APP": "", "FLOWGATE_CONFIG": str(config)}
     published = cli.run("pub", "p", "from a profile", "--profile", "staging", "--json", env=bare)
     assert published.returncode == 0 and json.loads(published.stdout)["topic"].endswith("_prof_p")
     assert cli.run("usage", "--profile", "nope", env=bare).returncode == 2
@@ -172,3 +180,37 @@ def test_exit_codes_profiles_and_completion(cli: Cli, gateway: Gateway) -> None:
         timeout=10,
     )
     assert words.stdout.split() == ["receive"]
+
+
+FLOWS = [
+    piped_lines_are_published_in_order_and_sub_replays_them,
+    pub_json_idempotency_and_sub_with_several_filters,
+    token_usage_and_help,
+    queue_verbs,
+    admin_verbs,
+    exit_codes_profiles_and_completion,
+]
+
+
+def test_piped_lines_are_published_in_order_and_sub_replays_them(flows: dict[str, Future[None]]) -> None:
+    flows["piped_lines_are_published_in_order_and_sub_replays_them"].result()
+
+
+def test_pub_json_idempotency_and_sub_with_several_filters(flows: dict[str, Future[None]]) -> None:
+    flows["pub_json_idempotency_and_sub_with_several_filters"].result()
+
+
+def test_token_usage_and_help(flows: dict[str, Future[None]]) -> None:
+    flows["token_usage_and_help"].result()
+
+
+def test_queue_verbs(flows: dict[str, Future[None]]) -> None:
+    flows["queue_verbs"].result()
+
+
+def test_admin_verbs(flows: dict[str, Future[None]]) -> None:
+    flows["admin_verbs"].result()
+
+
+def test_exit_codes_profiles_and_completion(flows: dict[str, Future[None]]) -> None:
+    flows["exit_codes_profiles_and_completion"].result()
