@@ -37,6 +37,7 @@ from tests.harness import Gateway, NatsServer, temp_dir
 
 FAST = Reconnect(delay=0.05, max_delay=0.5)
 PATIENT = Retry(max_retries=40, delay=0.1, max_delay=0.5)
+RETENTION_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -49,8 +50,9 @@ class Env:
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
     nats = NatsServer(temp_dir("fg-sdk-nats-")).start()
-    gw = Gateway(nats.url, temp_dir("fg-sdk-gw-"))
-    peer = Gateway(nats.url, temp_dir("fg-sdk-peer-"), admin_key=gw.admin_key, secret_key=gw.secret_key)
+    small = {"FLOWGATE_RETENTION_BYTES": str(RETENTION_BYTES)}  # so that a test can outgrow it and see a gap
+    gw = Gateway(nats.url, temp_dir("fg-sdk-gw-"), env=small)
+    peer = Gateway(nats.url, temp_dir("fg-sdk-peer-"), admin_key=gw.admin_key, secret_key=gw.secret_key, env=small)
     with ThreadPoolExecutor(2) as pool:  # start both at once
         list(pool.map(Gateway.start, (gw, peer)))
     yield Env(nats, gw, peer)
@@ -226,6 +228,20 @@ async def test_usage_keys_and_admin(env: Env, client: Client) -> None:
     async with AdminClient(env.gw.base_url, "wrong") as admin:
         with pytest.raises(Unauthorized):
             await admin.users()
+
+
+async def test_a_resume_beyond_retention_reports_the_gap(client: Client) -> None:
+    first = await client.publish("big", "x" * 200_000)
+    for _ in range(6):  # 1.2 MB: the oldest messages of the 1 MiB stream go
+        last = await client.publish("big", "x" * 200_000)
+    gaps: list[Gap] = []
+    async with client.subscribe("big", since=first - 1, on_gap=gaps.append) as sub:
+        events = sub.events()
+        gap = await asyncio.wait_for(anext(events), 10)
+        assert isinstance(gap, Gap) and gap.requested_seq == first and gap.first_available_seq > first
+        rest = [await asyncio.wait_for(anext(events), 10) for _ in range(last - gap.first_available_seq + 1)]
+    assert gaps == [gap]
+    assert [m.seq for m in rest if isinstance(m, Message)] == list(range(gap.first_available_seq, last + 1))
 
 
 def test_sync_facade(env: Env) -> None:
