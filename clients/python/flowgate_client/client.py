@@ -115,11 +115,17 @@ class Client(_Base):
     ) -> Subscription:
         """A WebSocket subscription to one or more filters (``+``/``#`` wildcards); ``since`` replays from there."""
         return Subscription(
-            self, filters, since=since, reconnect=reconnect or self.reconnect, buffer=buffer, on_gap=on_gap
+            self.tokens,
+            self.ws_url,
+            filters,
+            since=since,
+            reconnect=reconnect or self.reconnect,
+            buffer=buffer,
+            on_gap=on_gap,
         )
 
     def queue(self, name: str) -> Queue:
-        return Queue(self, name)
+        return Queue(self._request, name)
 
     async def queues(self) -> list[dict[str, Any]]:
         answer = await self._request("GET", "/api/v1/queues")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
-if TYPE_CHECKING:
-    from flowgate_client.client import Client
+Request = Callable[..., Awaitable[Any]]  # (method, path, **httpx options) -> decoded answer, with the client's token
 
 LONG_POLL_SLACK = 10.0  # seconds a receive request may take beyond its wait
 
@@ -60,12 +59,14 @@ class QueueMessage:
 
 
 class Queue:
-    def __init__(self, client: Client, name: str) -> None:
-        self.client = client
+    """One queue of the client's namespace (``client.queue(name)``)."""
+
+    def __init__(self, request: Request, name: str) -> None:
+        self._request_any = request
         self.name = name
 
     async def _request(self, method: str, suffix: str = "", **kwargs: Any) -> Any:
-        return await self.client._request(method, f"/api/v1/queues/{quote(self.name, safe='')}{suffix}", **kwargs)
+        return await self._request_any(method, f"/api/v1/queues/{quote(self.name, safe='')}{suffix}", **kwargs)
 
     async def send(
         self, body: str, *, delay_seconds: int | None = None, attributes: dict[str, str] | None = None

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,9 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from flowgate_client.errors import ApiError, ConnectionFailed, FlowGateError, PaymentRequired, error_from_body
 from flowgate_client.models import Gap, Message
-
-if TYPE_CHECKING:
-    from flowgate_client.client import Client
+from flowgate_client.tokens import TokenSource
 
 log = logging.getLogger("flowgate_client")
 
@@ -70,7 +68,8 @@ class Subscription:
 
     def __init__(
         self,
-        client: Client,
+        tokens: TokenSource,
+        ws_url: str,
         filters: tuple[str, ...],
         *,
         since: int | None,
@@ -80,7 +79,8 @@ class Subscription:
     ) -> None:
         if not filters:
             raise ValueError("subscribe needs at least one topic filter")
-        self._client = client
+        self._tokens = tokens
+        self._ws_url = ws_url
         self._filters = filters
         self._last: dict[str, int | None] = dict.fromkeys(filters, since)
         self._reconnect = reconnect
@@ -151,10 +151,10 @@ class Subscription:
         force_token = False
         while True:
             try:
-                token = await self._client.tokens.get(force=force_token)
+                token = await self._tokens.get(force=force_token)
                 force_token = False
                 self._prefix = token.topic_prefix
-                url = f"{self._client.ws_url}/ws?token={quote(token.token)}"
+                url = f"{self._ws_url}/ws?token={quote(token.token)}"
                 async with connect(url, open_timeout=10, max_size=None, ping_interval=20) as ws:
                     failures = 0
                     self.connections += 1
@@ -222,7 +222,7 @@ class Subscription:
                 if pending.pop(_frame_id(frame), None) is not None and not pending:
                     self._ready.set()
             elif action == "token_expiring":
-                token = await self._client.tokens.get(force=True)
+                token = await self._tokens.get(force=True)
                 await ws.send(json.dumps({"action": "auth", "token": token.token, "id": next(self._ids)}))
             elif action == "gap":
                 gap = Gap(str(frame.get("topic")), int(frame["requested_seq"]), int(frame["first_available_seq"]))
