@@ -136,6 +136,8 @@ def admin_verbs(cli: Cli) -> None:
     assert isinstance(credits, dict) and credits["balance"] == 25
     changed = cli.json("plans", "set", "cli-admin", "pro", "--quota", "1000")
     assert isinstance(changed, dict) and changed["plan"] == "pro" and changed["extra"]["limits"] == {"quota": 1000}
+    plans = cli.json("plans", "list")
+    assert isinstance(plans, dict) and {"free", "pro"} <= {p["name"] for p in plans["plans"]}
     shown = cli.json("plans", "show", "cli-admin")
     assert isinstance(shown, dict) and shown["quota"] == 1000 and shown["balance"] == 25
     disabled = cli.json("users", "disable", "cli-admin")

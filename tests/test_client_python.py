@@ -219,6 +219,8 @@ async def test_usage_keys_and_admin(env: Env, client: Client) -> None:
         assert "sdk-admin-user" in [u["user_id"] for u in await admin.users()]
         new_key = await admin.create_key("sdk-admin-user", "ci")
         assert [k["id"] for k in await admin.keys("sdk-admin-user")] == [new_key["id"]]
+        plans = await admin.plans()
+        assert [p["name"] for p in plans["plans"]] == ["free", "pro"] and plans["prices"]["publish"] == 1
         assert (await admin.add_credits("sdk-admin-user", 50))["balance"] == 50
         assert (await admin.update_user("sdk-admin-user", plan="pro"))["plan"] == "pro"
         assert (await admin.usage("sdk-admin-user"))["balance"] == 50

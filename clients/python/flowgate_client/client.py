@@ -206,6 +206,11 @@ class AdminClient(_Base):
     async def delete_key(self, user_id: str, key_id: str) -> None:
         await self._request("DELETE", f"/users/{quote(user_id, safe='')}/keys/{quote(key_id, safe='')}")
 
+    async def plans(self) -> dict[str, Any]:
+        """``{"plans": [{"name", "quota", "rate", "burst", "max_connections", "max_message_bytes"}], "prices"}``."""
+        answer: dict[str, Any] = await self._request("GET", "/plans")
+        return answer
+
     async def add_credits(self, user_id: str, amount: int) -> dict[str, Any]:
         answer: dict[str, Any] = await self._request(
             "POST", f"/users/{quote(user_id, safe='')}/credits", json={"amount": amount}

@@ -177,6 +177,7 @@ export class AdminClient {
   createKey(userId: string, name?: string, rateLimit?: { rate: number; burst?: number }): Promise<Record<string, unknown> & { key: string; id: string }>;
   keys(userId: string): Promise<Array<Record<string, unknown>>>;
   deleteKey(userId: string, keyId: string): Promise<void>;
+  plans(): Promise<{ plans: Array<{ name: string; quota: number; rate: number; burst: number; max_connections: number; max_message_bytes: number }>; prices: Record<string, number> }>;
   addCredits(userId: string, amount: number): Promise<Record<string, unknown>>;
   usage(userId: string): Promise<Record<string, unknown>>;
 }

@@ -272,6 +272,8 @@ export class AdminClient extends Base {
   }
   async keys(userId) { return (await this.admin("GET", `/users/${encodeURIComponent(userId)}/keys`)).keys; }
   deleteKey(userId, keyId) { return this.admin("DELETE", `/users/${encodeURIComponent(userId)}/keys/${encodeURIComponent(keyId)}`); }
+  /** The configured plans and prices: {plans: [{name, quota, rate, burst, max_connections, max_message_bytes}], prices}. */
+  plans() { return this.admin("GET", "/plans"); }
   addCredits(userId, amount) { return this.admin("POST", `/users/${encodeURIComponent(userId)}/credits`, { body: { amount } }); }
   usage(userId) { return this.admin("GET", `/users/${encodeURIComponent(userId)}/usage`); }
 }

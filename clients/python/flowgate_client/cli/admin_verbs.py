@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 USER_COLUMNS = ("user_id", "plan", "disabled", "created_at")
 KEY_COLUMNS = ("id", "name", "created_at")
+PLAN_COLUMNS = ("name", "quota", "rate", "burst", "max_connections", "max_message_bytes")
 
 
 def admin(config: Config) -> AdminClient:
@@ -74,6 +75,7 @@ def add(verbs: Verbs, parent: argparse.ArgumentParser) -> None:
     set_plan.add_argument("--rate", type=float, help="override the plan's publish rate")
     set_plan.add_argument("--clear", action="append", default=[], metavar="LIMIT", help="remove an override")
     action(plans, "show", "a user's plan, limits and usage", users_usage).add_argument("user_id")
+    action(plans, "list", "the configured plans and prices", plans_list)
 
 
 async def users_create(args: argparse.Namespace, config: Config, out: Output) -> int:
@@ -141,6 +143,13 @@ async def keys_delete(args: argparse.Namespace, config: Config, out: Output) -> 
 async def credits_add(args: argparse.Namespace, config: Config, out: Output) -> int:
     async with admin(config) as a:
         out.show(await a.add_credits(args.user_id, args.amount))
+    return 0
+
+
+async def plans_list(args: argparse.Namespace, config: Config, out: Output) -> int:
+    async with admin(config) as a:
+        answer = await a.plans()
+    out.show(answer if out.as_json else answer["plans"], columns=PLAN_COLUMNS)
     return 0
 
 
