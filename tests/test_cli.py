@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.harness import Gateway, free_port
@@ -27,6 +28,7 @@ class Cli:
             FLOWGATE_ADMIN_KEY=gw.admin_key,
             FLOWGATE_CONFIG=str(config),
         )
+        self.slow_key = ""
 
     def run(
         self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None, shell: str | None = None
@@ -50,11 +52,42 @@ class Cli:
     def json(self, *args: str) -> object:
         return json.loads(self.ok(*args, "--json"))
 
+    def on_terminal(self, *args: str) -> str:
+        """What a command prints when its standard output is a terminal (a pseudo-terminal here)."""
+        leader, follower = os.openpty()
+        try:
+            done = subprocess.run([FLOWGATE, *args], stdout=follower, stderr=subprocess.PIPE, env=self.env, timeout=30)
+            assert done.returncode == 0, done.stderr
+            os.close(follower)
+            chunks = []
+            while chunk := _read(leader):
+                chunks.append(chunk)
+            return b"".join(chunks).decode().replace("\r\n", "\n")
+        finally:
+            os.close(leader)
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the terminal's other end is closed and everything was read
+        return b""
+
 
 @pytest.fixture(scope="module")
 def cli(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    _, key = gateway.new_user()
-    yield Cli(gateway, key, tmp_path_factory.mktemp("cli") / "config.toml")
+    user_id, key = gateway.new_user()
+    cli = Cli(gateway, key, tmp_path_factory.mktemp("cli") / "config.toml")
+    spent = gateway.admin(
+        "POST", f"/api/v1/admin/users/{user_id}/keys", json={"name": "slow", "rate_limit": {"rate": 0.01}}
+    )
+    cli.slow_key = spent.json()["key"]  # its one publish (burst 1) is made here: the next one gets 429
+    assert httpx.post(
+        gateway.base_url + "/api/v1/publish",
+        headers={"Authorization": "Bearer " + gateway.token(cli.slow_key)},
+        json={"topic": "t", "message": "spends the burst"},
+    ).is_success
+    yield cli
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +161,8 @@ def admin_verbs(cli: Cli) -> None:
     assert cli.json("users", "create", "cli-admin", "--plan", "free") is not None
     users = cli.json("users", "list")
     assert isinstance(users, dict) and "cli-admin" in [u["user_id"] for u in users["users"]]
+    table = cli.on_terminal("users", "list").splitlines()
+    assert table[0].split()[:2] == ["USER_ID", "PLAN"] and any(row.startswith("cli-admin ") for row in table)
     key = cli.json("keys", "create", "cli-admin", "--name", "ci")
     assert isinstance(key, dict) and key["key"].startswith("fgk_")
     keys = cli.json("keys", "list", "cli-admin")
@@ -149,13 +184,15 @@ def admin_verbs(cli: Cli) -> None:
 
 def exit_codes_profiles_and_completion(cli: Cli) -> None:
     runs = [
+        (("pub", "t", "x", "--retries", "0"), {"FLOWGATE_API_KEY": cli.slow_key}),
         (("pub", "t", "x"), {"FLOWGATE_API_KEY": "fgk_bad_bad"}),
         (("usage", "--retries", "0"), {"FLOWGATE_URL": f"http://127.0.0.1:{free_port()}"}),
         (("usage",), {"FLOWGATE_API_KEY": ""}),
         (("users", "list"), {"FLOWGATE_ADMIN_KEY": "wrong"}),
     ]
     with ThreadPoolExecutor(4) as pool:
-        bad_key, unreachable, missing, bad_admin = pool.map(lambda r: cli.run(*r[0], env=r[1]), runs)
+        too_fast, bad_key, unreachable, missing, bad_admin = pool.map(lambda r: cli.run(*r[0], env=r[1]), runs)
+    assert too_fast.returncode == 5 and "429" in too_fast.stderr
     assert bad_key.returncode == 4 and "401" in bad_key.stderr
     assert unreachable.returncode == 3 and "unreachable" in unreachable.stderr
     assert missing.returncode == 2 and "no API key" in missing.stderr
