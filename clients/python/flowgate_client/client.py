@@ -159,11 +159,9 @@ class AdminClient(_Base):
     async def __aenter__(self) -> AdminClient:
         return self
 
-    async def _bearer(self, force: bool) -> str:
-        return self._key
-
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        return await self.transport.request(method, "/api/v1/admin" + path, bearer=self._bearer, **kwargs)
+        headers = {"Authorization": f"Bearer {self._key}"}  # a fixed key: nothing to refresh on 401
+        return await self.transport.request(method, "/api/v1/admin" + path, headers=headers, **kwargs)
 
     async def create_user(self, user_id: str, plan: str = "free") -> dict[str, Any]:
         answer: dict[str, Any] = await self._request("POST", "/users", json={"user_id": user_id, "plan": plan})

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -89,6 +88,7 @@ class Subscription:
         self._seen_order: deque[int] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None  # what ended the subscription (StopAsyncIteration: closed)
         self._ids = itertools.count(1)
         self._on_gap = on_gap
         self._prefix = ""
@@ -122,11 +122,16 @@ class Subscription:
                 raise item
 
     async def close(self) -> None:
+        """Disconnect; an iteration in progress ends."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._error is None:
+            self._error = StopAsyncIteration()
+            with contextlib.suppress(asyncio.QueueFull):
+                self._items.put_nowait(self._error)
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._messages()
@@ -139,7 +144,12 @@ class Subscription:
     async def events(self) -> AsyncIterator[Message | Gap]:
         """Messages and gaps (retention removed part of what a resume asked for), in arrival order."""
         while True:
-            item = await self._items.get()
+            if self._items.empty() and self._error is not None:
+                item: Message | Gap | BaseException = self._error  # ended: raise again, or stop
+            else:
+                item = await self._items.get()
+            if isinstance(item, StopAsyncIteration):
+                return
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -154,8 +164,10 @@ class Subscription:
                 token = await self._tokens.get(force=force_token)
                 force_token = False
                 self._prefix = token.topic_prefix
-                url = f"{self._ws_url}/ws?token={quote(token.token)}"
-                async with connect(url, open_timeout=10, max_size=None, ping_interval=20) as ws:
+                headers = {"Authorization": f"Bearer {token.token}"}  # not in the URL, where proxies log it
+                async with connect(
+                    f"{self._ws_url}/ws", additional_headers=headers, open_timeout=10, max_size=None, ping_interval=20
+                ) as ws:
                     failures = 0
                     self.connections += 1
                     await self._serve(ws)
@@ -191,6 +203,7 @@ class Subscription:
             await asyncio.sleep(self._reconnect.wait(failures))
 
     async def _fail(self, error: BaseException) -> None:
+        self._error = error
         await self._items.put(error)
 
     def _short(self, topic_filter: str) -> str:
