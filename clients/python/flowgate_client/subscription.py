@@ -21,14 +21,16 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from flowgate_client.errors import ApiError, ConnectionFailed, FlowGateError, PaymentRequired, error_from_body
 from flowgate_client.models import Gap, Message
 from flowgate_client.tokens import TokenSource
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 log = logging.getLogger("flowgate_client")
 
@@ -157,6 +159,8 @@ class Subscription:
     # -- the connection loop -----------------------------------------------------------------
 
     async def _run(self) -> None:
+        from websockets.asyncio.client import connect  # the client module is slow to import; only subscribers need it
+
         failures = 0
         force_token = False
         while True:
