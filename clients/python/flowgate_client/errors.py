@@ -144,7 +144,7 @@ def error_from_body(status: int, body: Any, retry_after: str | None = None) -> A
     code = ""
     message = f"HTTP {status}"
     if isinstance(body, dict):
-        inner = body.get("error", body)
+        inner = body["error"] if isinstance(body.get("error"), dict) else body  # HTTP body, or a WS frame
         if isinstance(inner, dict):
             details = {k: v for k, v in inner.items() if k not in ("code", "message", "action", "error")}
             code = str(inner.get("code", "")) if not isinstance(inner.get("code"), int) else ""
