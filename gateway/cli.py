@@ -31,6 +31,9 @@ def _fallbacks() -> object:
         if s is None:
             return None
         host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
+        https_port = getattr(s, "https_port", None)  # where the HTTPS listener exists (issue 20)
+        if s.http_port == -1 and https_port is not None:  # the plain port is off: the HTTPS listener
+            return f"https://{host}:{https_port}"
         return f"http://{host}:{s.http_port}"
 
     def admin_key() -> str | None:
