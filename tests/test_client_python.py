@@ -7,6 +7,8 @@ One NATS and two gateways on it for the module: ``gw`` serves the clients under 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,7 +35,7 @@ from flowgate_client import (
 )
 from flowgate_client import sync as flowgate_sync
 
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.harness import ROOT, Gateway, NatsServer, temp_dir
 
 FAST = Reconnect(delay=0.05, max_delay=0.5)
 PATIENT = Retry(max_retries=40, delay=0.1, max_delay=0.5)
@@ -254,9 +256,45 @@ def test_sync_facade(env: Env) -> None:
         assert [m.seq for m in c.subscribe("sync", since=seqs[0], count=2)] == seqs[1:]
 
 
-async def test_subscription_survives_a_gateway_restart_and_a_nats_restart(env: Env, user: tuple[str, str]) -> None:
-    """Nothing lost or repeated: messages published while the gateway or NATS was down arrive once, in order."""
+JS_PUBLISH_ONCE = f"""
+import {{ Client }} from "{(ROOT / "clients" / "js" / "flowgate.js").as_uri()}";
+const [url, apiKey] = process.argv.slice(1);
+const answer = await new Client(url, {{ apiKey, app: "app", retry: null }}).publish("restart/x", "lost").catch((e) => e);
+console.log(answer.name, answer.status);
+"""
+
+
+@pytest.fixture
+async def follower(env: Env, user: tuple[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The JavaScript client following the restart test's topics on Node, one JSON line per message."""
+    follower = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "clients" / "js" / "examples" / "follow.js"),
+        env.gw.base_url,
+        "app",
+        "restart/+",
+        "restart/#",
+        "--count",
+        "31",
+        env={**os.environ, "FLOWGATE_API_KEY": user[1]},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    yield follower
+    if follower.returncode is None:
+        follower.kill()
+        await follower.wait()
+
+
+async def test_subscription_survives_a_gateway_restart_and_a_nats_restart(
+    env: Env, user: tuple[str, str], follower: asyncio.subprocess.Process
+) -> None:
+    """Nothing lost or repeated: messages published while the gateway or NATS was down arrive once, in order.
+
+    The JavaScript client (clients/js/examples/follow.js, on Node) follows the same topics through the same
+    restarts beside the Python one."""
     gaps: list[Gap] = []
+    assert follower.stdout is not None
+    assert json.loads(await asyncio.wait_for(follower.stdout.readline(), 15)) == {"ready": True}
     async with (
         Client(env.gw.base_url, api_key=user[1], app="app", reconnect=FAST) as c,
         Client(env.peer.base_url, api_key=user[1], app="app", retry=PATIENT) as publisher,
@@ -280,6 +318,16 @@ async def test_subscription_survives_a_gateway_restart_and_a_nats_restart(env: E
         async with Client(env.peer.base_url, api_key=user[1], app="app", retry=NO_RETRY) as impatient:
             with pytest.raises(Unavailable):
                 await impatient.publish("restart/x", "lost")
+        js_probe = await asyncio.create_subprocess_exec(
+            "node",
+            "--input-type=module",
+            "-e",
+            JS_PUBLISH_ONCE,
+            env.peer.base_url,
+            user[1],
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert (await js_probe.communicate())[0].decode().split() == ["Unavailable", "503"]
         await asyncio.to_thread(env.nats.start)
         await publish(10)  # retried until the peer is connected again
         received += await take(sub, 10, timeout=20)
@@ -288,3 +336,8 @@ async def test_subscription_survives_a_gateway_restart_and_a_nats_restart(env: E
     assert [m.data for m in received] == list(range(31))
     assert [m.seq for m in received] == sent
     assert not gaps
+    lines = [json.loads(line) for line in (await asyncio.wait_for(follower.stdout.read(), 20)).splitlines()]
+    assert await follower.wait() == 0
+    assert [line["data"] for line in lines[:-1]] == list(range(31))
+    assert [line["seq"] for line in lines[:-1]] == sent
+    assert lines[-1]["connections"] >= 2
