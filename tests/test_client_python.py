@@ -123,6 +123,14 @@ async def test_typed_errors_401_403_402_and_429_with_retry_after(env: Env, user:
             await bad.publish("t", "x")
     assert unauthorized.value.status == 401 and unauthorized.value.code == "unauthorized"
 
+    async def forged() -> str:
+        return "not.a.jwt"
+
+    async with Client(gw.base_url, get_token=forged, reconnect=FAST) as bad:
+        with pytest.raises(Unauthorized):  # closed with 4401, and again with a new token: given up
+            async with bad.subscribe("t"):
+                pass
+
     narrow = {"publish": {"allow": ["ok/#"]}, "subscribe": {"allow": ["ok/#"]}}
     async with Client(gw.base_url, api_key=user[1], app="app", permissions=narrow) as c:
         await c.publish("ok/1", "x")

@@ -320,8 +320,9 @@ export class Subscription {
   async connect() {
     if (this.closed) return;
     let token;
+    const fresh = this.forceToken;
     try {
-      token = await this.client.tokens.get(this.forceToken);
+      token = await this.client.tokens.get(fresh);
       this.forceToken = false;
     } catch (error) {
       if (error instanceof ConnectionFailed || error instanceof RateLimited || error instanceof Unavailable) {
@@ -333,6 +334,7 @@ export class Subscription {
     const ws = new this.client.WebSocket(`${this.client.wsUrl}/ws?token=${encodeURIComponent(token.token)}`);
     this.ws = ws;
     const pending = new Map();
+    let subscribed = false;
     ws.onopen = () => {
       this.connections++;
       this.failures = 0;
@@ -350,7 +352,10 @@ export class Subscription {
       switch (frame.action) {
         case "message": return this.deliver(toMessage(frame));
         case "ack":
-          if (pending.delete(frame.id) && pending.size === 0) this.resolveReady(this);
+          if (pending.delete(frame.id) && pending.size === 0) {
+            subscribed = true;
+            this.resolveReady(this);
+          }
           return;
         case "token_expiring":
           return this.client.tokens.get(true).then(
@@ -373,6 +378,9 @@ export class Subscription {
     ws.onclose = (event) => {
       if (this.closed || this.ws !== ws) return;
       if (event.code === 4402) return this.fail(new PaymentRequired(event.reason || "payment required", { status: 402, code: "payment_required" }));
+      if (event.code === 4401 && fresh && !subscribed) {
+        return this.fail(new Unauthorized(`a new token was refused too: ${event.reason}`, { status: 401, code: "unauthorized" }));
+      }
       if (event.code === 4401) this.forceToken = true;
       this.retryLater();
     };

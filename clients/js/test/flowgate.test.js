@@ -99,6 +99,8 @@ describe("flowgate.js against a real gateway", { concurrency: true }, () => {
 
   test("typed errors: 401, 403, 402 with the limit, 429 with retryAfter; retries wait for Retry-After", async () => {
     await assert.rejects(new Client(URL, { apiKey: "fgk_no_no", app: "app" }).publish("t", 1), Unauthorized);
+    const forged = new Client(URL, { getToken: async () => "not.a.jwt", WebSocket, reconnect: { delay: 20 } });
+    await assert.rejects(forged.subscribe("t").ready, Unauthorized);  // 4401, and again with a new token
     const { userId, apiKey } = await newUser();
     const narrow = new Client(URL, { apiKey, app: "app", WebSocket, permissions: { publish: { allow: ["ok/#"] }, subscribe: { allow: ["ok/#"] } } });
     await assert.rejects(narrow.publish("no", 1), Forbidden);

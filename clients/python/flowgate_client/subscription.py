@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from flowgate_client.errors import ApiError, ConnectionFailed, FlowGateError, PaymentRequired, error_from_body
+from flowgate_client.errors import (
+    ApiError,
+    ConnectionFailed,
+    FlowGateError,
+    PaymentRequired,
+    Unauthorized,
+    error_from_body,
+)
 from flowgate_client.models import Gap, Message
 from flowgate_client.tokens import TokenSource
 
@@ -90,6 +97,7 @@ class Subscription:
         self._seen_order: deque[int] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._subscribed = False  # every filter acknowledged on the current connection
         self._error: BaseException | None = None  # what ended the subscription (StopAsyncIteration: closed)
         self._ids = itertools.count(1)
         self._on_gap = on_gap
@@ -165,8 +173,9 @@ class Subscription:
         force_token = False
         while True:
             try:
-                token = await self._tokens.get(force=force_token)
-                force_token = False
+                fresh, force_token = force_token, False
+                token = await self._tokens.get(force=fresh)
+                self._subscribed = False
                 self._prefix = token.topic_prefix
                 headers = {"Authorization": f"Bearer {token.token}"}  # not in the URL, where proxies log it
                 async with connect(
@@ -182,6 +191,10 @@ class Subscription:
                 fatal = FATAL_CLOSE.get(code or 0)
                 if fatal is not None:
                     await self._fail(fatal(exc.rcvd.reason if exc.rcvd else "", status=402, code="payment_required"))
+                    return
+                if code == 4401 and fresh and not self._subscribed:
+                    reason = exc.rcvd.reason if exc.rcvd else ""
+                    await self._fail(Unauthorized(f"a new token was refused too: {reason}", code="unauthorized"))
                     return
                 force_token = code == 4401
                 failures += 1
@@ -229,6 +242,7 @@ class Subscription:
                 frame["since"] = since
             await ws.send(json.dumps(frame))
         if not pending:
+            self._subscribed = True
             self._ready.set()
         async for raw in ws:
             frame = json.loads(raw)
@@ -237,6 +251,7 @@ class Subscription:
                 await self._deliver(Message.from_frame(frame))
             elif action == "ack":
                 if pending.pop(_frame_id(frame), None) is not None and not pending:
+                    self._subscribed = True
                     self._ready.set()
             elif action == "token_expiring":
                 token = await self._tokens.get(force=True)
