@@ -108,8 +108,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, fallbacks: Fa
         return EXIT_API
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (| head): not an error
+    except BrokenPipeError:  # the reader went away (| head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return EXIT_OK
 
 
