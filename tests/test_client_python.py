@@ -10,10 +10,12 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -293,13 +295,32 @@ async def follower(env: Env, user: tuple[str, str]) -> AsyncIterator[asyncio.sub
         await follower.wait()
 
 
+@pytest.fixture
+async def cli_follower(env: Env, user: tuple[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``flowgate sub`` following the restart test's topics from after a marker message (so it needs no ready line)."""
+    async with Client(env.gw.base_url, api_key=user[1], app="app") as c:
+        marker = await c.publish("marker", "before the restart test")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWGATE_")}
+    environment.update(FLOWGATE_URL=env.gw.base_url, FLOWGATE_API_KEY=user[1], FLOWGATE_APP="app")
+    flowgate = str(Path(sys.executable).parent / "flowgate")
+    command = [flowgate, "sub", "restart/+", "restart/#", "--since", str(marker), "--count", "31", "--json"]
+    process = await asyncio.create_subprocess_exec(*command, env=environment, stdout=asyncio.subprocess.PIPE)
+    yield process
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
 async def test_subscription_survives_a_gateway_restart_and_a_nats_restart(
-    env: Env, user: tuple[str, str], follower: asyncio.subprocess.Process
+    env: Env,
+    user: tuple[str, str],
+    follower: asyncio.subprocess.Process,
+    cli_follower: asyncio.subprocess.Process,
 ) -> None:
     """Nothing lost or repeated: messages published while the gateway or NATS was down arrive once, in order.
 
-    The JavaScript client (clients/js/examples/follow.js, on Node) follows the same topics through the same
-    restarts beside the Python one."""
+    The JavaScript client (clients/js/examples/follow.js, on Node) and ``flowgate sub`` follow the same topics
+    through the same restarts beside the Python client."""
     gaps: list[Gap] = []
     assert follower.stdout is not None
     assert json.loads(await asyncio.wait_for(follower.stdout.readline(), 15)) == {"ready": True}
@@ -344,6 +365,10 @@ async def test_subscription_survives_a_gateway_restart_and_a_nats_restart(
     assert [m.data for m in received] == list(range(31))
     assert [m.seq for m in received] == sent
     assert not gaps
+    assert cli_follower.stdout is not None
+    printed = [json.loads(line) for line in (await asyncio.wait_for(cli_follower.stdout.read(), 20)).splitlines()]
+    assert await cli_follower.wait() == 0
+    assert [(m["data"], m["seq"]) for m in printed] == list(zip(range(31), sent, strict=True))
     lines = [json.loads(line) for line in (await asyncio.wait_for(follower.stdout.read(), 20)).splitlines()]
     assert await follower.wait() == 0
     assert [line["data"] for line in lines[:-1]] == list(range(31))
