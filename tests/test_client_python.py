@@ -337,6 +337,8 @@ async def test_subscription_survives_a_gateway_restart_and_a_nats_restart(
 
         await publish(10)
         received = await take(sub, 10)
+        assert cli_follower.stdout is not None  # connected (it gives up on a gateway it never reached): its first 10
+        printed = [json.loads(await asyncio.wait_for(cli_follower.stdout.readline(), 20)) for _ in range(10)]
         await asyncio.to_thread(env.gw.stop)
         await publish(10)  # through the peer while the subscriber's gateway is down
         await asyncio.to_thread(env.gw.start)
@@ -366,7 +368,7 @@ async def test_subscription_survives_a_gateway_restart_and_a_nats_restart(
     assert [m.seq for m in received] == sent
     assert not gaps
     assert cli_follower.stdout is not None
-    printed = [json.loads(line) for line in (await asyncio.wait_for(cli_follower.stdout.read(), 20)).splitlines()]
+    printed += [json.loads(line) for line in (await asyncio.wait_for(cli_follower.stdout.read(), 20)).splitlines()]
     assert await cli_follower.wait() == 0
     assert [(m["data"], m["seq"]) for m in printed] == list(zip(range(31), sent, strict=True))
     lines = [json.loads(line) for line in (await asyncio.wait_for(follower.stdout.read(), 20)).splitlines()]

@@ -369,7 +369,11 @@ export class Subscription {
         }
         case "error": {
           const error = errorFromBody(frame.code, frame);
-          if (pending.has(frame.id)) return this.fail(error);
+          if (pending.has(frame.id)) {
+            // a filter refused: for good (403, 400...), or for now (503 bus unavailable, 429): reconnect later
+            if (error instanceof Unavailable || error instanceof RateLimited) return ws.close(4000, "retry");
+            return this.fail(error);
+          }
           return this.onError?.(error);
         }
       }
