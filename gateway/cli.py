@@ -13,11 +13,16 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from gateway.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from flowgate_client.cli.config import Fallbacks
 
-def _fallbacks() -> object:
+
+def _fallbacks() -> Fallbacks:
+    """The URL and admin key of the gateway these settings describe, computed only when a verb needs them."""
     from flowgate_client.cli.config import Fallbacks
 
     def settings() -> Settings | None:
