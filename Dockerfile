@@ -13,7 +13,8 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY protocols ./protocols
 COPY auth ./auth
-RUN pip install --no-cache-dir .
+COPY clients/python ./clients/python
+RUN pip install --no-cache-dir . ./clients/python
 
 ENV FLOWGATE_HOST=0.0.0.0 \
     FLOWGATE_HTTP_PORT=8080 \

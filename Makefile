@@ -5,36 +5,41 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install install-test system-deps test-system-deps lint bench clean
+.PHONY: run test install install-test system-deps test-system-deps js-deps lint bench clean
 
 run: install system-deps
 	$(BIN)/flowgate serve
 
-test: install-test test-system-deps
+test: install-test test-system-deps js-deps
 	$(BIN)/python -m pytest -q
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) \
 		|| { rm -rf $(VENV) && scripts/ensure-debs --always python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e . -e ./clients/python
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' -e ./clients/python
 	@touch $@
 
 system-deps:
 	@scripts/ensure-debs nats-server=nats-server
 
 test-system-deps:
-	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium /usr/bin/aws=awscli
+	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium /usr/bin/aws=awscli node=nodejs npm=npm
+
+# the JS client's test dependency (ws, for Node 20), pinned by clients/js/package-lock.json
+js-deps: clients/js/node_modules/.package-lock.json
+clients/js/node_modules/.package-lock.json: clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund
 
 lint: install-test
-	$(BIN)/ruff check gateway protocols auth tests bench
+	$(BIN)/ruff check gateway protocols auth tests bench clients/python
 	$(BIN)/mypy
 
 bench: install-test test-system-deps

@@ -17,7 +17,7 @@ from gateway.proxies import TrustedProxies
 from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.dashboard import routes as dashboard
-from protocols.http import admin, errors, health, history, keys, publish, queues, sse, stats, token, usage
+from protocols.http import admin, errors, health, history, keys, publish, queues, sdk, sse, stats, token, usage
 from protocols.http.client_address import RealClient
 from protocols.http.cors import Cors
 from protocols.http.fastpath import FastPath
@@ -59,6 +59,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> ASGIApp:
     app.add_route("/api/v1/publish", publish.publish, methods=["POST"], include_in_schema=False)
     app.add_route("/api/v1/subscribe", sse.subscribe, methods=["GET"], include_in_schema=False)
     app.router.routes.extend(queues.ROUTES)  # lean Starlette routes (protocols/http/queues.py)
+    app.router.routes.extend(sdk.routes())  # /sdk/flowgate.js, the JavaScript client (protocols/http/sdk.py)
     app.router.routes.append(WebSocketRoute("/ws", WsEndpoint()))  # a raw ASGI endpoint (protocols/ws)
     app.router.routes.append(WebSocketRoute("/mqtt", mqtt_over_websocket))  # MQTT over WebSocket (protocols/mqtt)
     app.include_router(revoke_router)  # token revocation (protocols/http/revoke.py)

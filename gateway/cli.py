@@ -1,89 +1,92 @@
-"""The ``flowgate`` command: ``serve``, and admin twins for bootstrapping.
+"""The ``flowgate`` command: ``serve``, plus the client and admin verbs of ``flowgate_client.cli``.
 
-``flowgate users create alice`` and ``flowgate keys create alice --name ci``
-call the running gateway's admin API with the admin key from
-``FLOWGATE_ADMIN_KEY`` or ``<data dir>/admin.key``.
+``flowgate pub``, ``sub``, ``token``, ``queue ...``, ``usage`` and the admin verbs
+(``users``, ``keys``, ``credits``, ``plans``) come from the Python SDK's command line
+(``clients/python``). Run next to a gateway they need no configuration: the URL
+defaults to this gateway's ``FLOWGATE_HOST``/``FLOWGATE_HTTP_PORT`` and the admin key
+to ``FLOWGATE_ADMIN_KEY`` or ``<data dir>/admin.key``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import httpx
-import orjson
-
-from gateway.embedded_nats import EmbeddedNatsError
 from gateway.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from flowgate_client.cli.config import Fallbacks
 
-def _admin_request(
-    settings: Settings, url: str | None, method: str, path: str, body: dict[str, Any] | None = None
-) -> int:
-    key = settings.admin_key
-    if key is None:
-        key_file = settings.data_dir / "admin.key"
-        if not key_file.exists():
-            print(
-                f"flowgate: no admin key: set FLOWGATE_ADMIN_KEY or start the gateway once to create {key_file}",
-                file=sys.stderr,
-            )
-            return 2
-        key = key_file.read_text().strip()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    plain = settings.http_port != -1  # else the HTTPS listener, its certificate checked against the system's CAs
-    base = url or (f"http://{host}:{settings.http_port}" if plain else f"https://{host}:{settings.https_port}")
+
+def _fallbacks() -> Fallbacks:
+    """The URL and admin key of the gateway these settings describe, computed only when a verb needs them."""
+    from flowgate_client.cli.config import Fallbacks
+
+    def settings() -> Settings | None:
+        try:
+            return Settings.from_env()
+        except SettingsError:
+            return None
+
+    def url() -> str | None:
+        s = settings()
+        if s is None:
+            return None
+        host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
+        if s.http_port == -1:  # the plain port is off: the HTTPS listener
+            return f"https://{host}:{s.https_port}"
+        return f"http://{host}:{s.http_port}"
+
+    def admin_key() -> str | None:
+        s = settings()
+        if s is None:
+            return None
+        if s.admin_key is not None:
+            return s.admin_key
+        key_file = s.data_dir / "admin.key"
+        return key_file.read_text().strip() if key_file.exists() else None
+
+    return Fallbacks(url=url, admin_key=admin_key)
+
+
+def _client_cli() -> ModuleType | None:
     try:
-        response = httpx.request(method, base + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
-    except httpx.HTTPError as exc:
-        print(f"flowgate: gateway not reachable at {base}: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.write(orjson.dumps(response.json(), option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0 if response.is_success else 1
+        return importlib.import_module("flowgate_client.cli")
+    except ImportError:  # the SDK (clients/python) is not installed: serve only
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowgate", description="Flow-Gate messaging gateway")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="start the gateway (HTTP, SSE, WebSocket, MQTT)")
-    users = commands.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
-    create_user = users.add_parser("create", help="create a user")
-    create_user.add_argument("user_id")
-    create_user.add_argument("--plan", default="free")
-    users.add_parser("list", help="list users")
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
-    create_key = keys.add_parser(
-        "create", help="create an API key for a user (its value and AWS credential pair are shown once)"
-    )
-    create_key.add_argument("user_id")
-    create_key.add_argument("--name", default="default")
-    for sub in (create_user, create_key):
-        sub.add_argument("--url", help="gateway base URL (default http://FLOWGATE_HOST:FLOWGATE_HTTP_PORT)")
+    client_cli = _client_cli()
+    if client_cli is not None:
+        client_cli.build_parser(parser=parser)
+        parser.epilog = client_cli.EPILOG
     args = parser.parse_args(argv)
 
+    if args.command != "serve":
+        assert client_cli is not None
+        return int(client_cli.run(args, parser, _fallbacks()))
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"flowgate: invalid setting: {exc}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        from gateway.logging import configure
-        from gateway.server import serve
+    from gateway.embedded_nats import EmbeddedNatsError  # imported here: the client verbs start faster without
+    from gateway.logging import configure
+    from gateway.server import serve
 
-        configure(settings)
-        try:
-            return serve(settings)
-        except EmbeddedNatsError as exc:
-            print(f"flowgate: {exc}", file=sys.stderr)
-            return 2
-    if args.command == "users" and args.action == "create":
-        return _admin_request(
-            settings, args.url, "POST", "/api/v1/admin/users", {"user_id": args.user_id, "plan": args.plan}
-        )
-    if args.command == "users":
-        return _admin_request(settings, None, "GET", "/api/v1/admin/users")
-    return _admin_request(settings, args.url, "POST", f"/api/v1/admin/users/{args.user_id}/keys", {"name": args.name})
+    configure(settings)
+    try:
+        return serve(settings)
+    except EmbeddedNatsError as exc:
+        print(f"flowgate: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter
@@ -100,6 +101,13 @@ async def get_usage(user_id: str, services: ServicesDep) -> dict[str, Any]:
     """A user's usage this period, as ``GET /api/v1/usage`` shows it to the user (``apps`` has the per-app counts)."""
     await services.accounts.get_user(user_id)
     return await services.guard.usage(user_id)
+
+
+@router.get("/plans")
+async def list_plans(services: ServicesDep) -> dict[str, Any]:
+    """The configured plans (built in, or ``FLOWGATE_PLANS_FILE``) and the prices per operation."""
+    catalog = services.guard.catalog
+    return {"plans": [plan.to_json() for plan in catalog.plans.values()], "prices": dataclasses.asdict(catalog.prices)}
 
 
 @router.post("/users/{user_id}/credits")

@@ -1,8 +1,7 @@
-"""Admin views for the dashboard: ``GET /api/v1/admin/stats`` (live server view) and ``GET /api/v1/admin/plans``."""
+"""Admin views for the dashboard: ``GET /api/v1/admin/stats`` (the live server view)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from fastapi import APIRouter
@@ -57,16 +56,6 @@ async def stats(request: Request, services: ServicesDep) -> dict[str, Any]:
     ``per_second`` is the rate since the previous call to this endpoint.
     """
     return {"ready": services.bus.ready, "nats": services.bus.connected, **_stats(request).read()}
-
-
-@router.get("/plans")
-async def plans(services: ServicesDep) -> dict[str, Any]:
-    """The configured plans (quota, rate, burst, max_connections, max_message_bytes) and unit prices."""
-    catalog = services.guard.catalog
-    return {
-        "plans": [dataclasses.asdict(plan) for plan in catalog.plans.values()],
-        "prices": dataclasses.asdict(catalog.prices),
-    }
 
 
 info_router = APIRouter(tags=["health"])
