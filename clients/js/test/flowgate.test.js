@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { WebSocket } from "ws";
 import {
-  AdminClient, Client, Forbidden, NotFound, PaymentRequired, RateLimited, Unauthorized, topicMatches,
+  AdminClient, BadRequest, Client, Forbidden, NotFound, PaymentRequired, RateLimited, Unauthorized, topicMatches,
 } from "../flowgate.js";
 
 const URL = process.env.FLOWGATE_TEST_URL;
@@ -155,7 +155,7 @@ describe("flowgate.js against a real gateway", { concurrency: true }, () => {
   });
 
   test("what a page needs: filters added and removed live, replays, status, token hooks, history and stats", async () => {
-    const { userId, apiKey } = await newUser({ rate: 50, burst: 5 });
+    const { userId, apiKey } = await newUser();
     const seen = [];
     const client = new Client(URL, { apiKey, app: "app", WebSocket, onToken: (t) => seen.push(t.token), reconnect: { delay: 200, maxDelay: 400 } });
     const statuses = [];
@@ -169,6 +169,10 @@ describe("flowgate.js against a real gateway", { concurrency: true }, () => {
     await sub.add("c/one", { since: first - 1 });  // a replay repeats what was already seen, once
     assert.deepEqual((await take(sub, 1)).map((m) => [m.topic, m.seq]), [["c/one", first]]);
     await assert.rejects(sub.add("bad/#/x"), (e) => e.status >= 400);  // refused: that add() rejects, the rest goes on
+    const acked = await sub.publish("c/ws", { over: "ws" }, { idempotencyKey: "w1" });  // on the socket, with its ack
+    assert.deepEqual(await sub.publish("c/ws", { over: "ws" }, { idempotencyKey: "w1" }), { ...acked, duplicate: true });
+    assert.deepEqual((await take(sub, 1)).map((m) => [m.data, m.seq]), [[{ over: "ws" }, acked.seq]]);
+    await assert.rejects(sub.publish("c/#", 1), BadRequest);
     sub.remove("c/one");
     sub.ws.close(4000, "test drops the connection");
     await until(() => statuses.some((s) => s.state === "reconnecting" && s.code === 4000) && sub.connections === 2 && sub.connected);

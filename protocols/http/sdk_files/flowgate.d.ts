@@ -132,6 +132,8 @@ export class Subscription implements AsyncIterable<Message> {
   /** One more filter on the live connection, from after `since` when given (a replay, even of messages already seen); resolves on its ack, rejects if refused. */
   add(filter: string, options?: { since?: number | null }): Promise<string>;
   remove(filter: string): void;
+  /** Publish on this subscription's WebSocket; resolves to the acknowledgement, rejects with the typed error or ConnectionFailed. */
+  publish(topic: string, message: Json, options?: { idempotencyKey?: string }): Promise<PublishResult>;
   next(): Promise<IteratorResult<Message>>;
   [Symbol.asyncIterator](): AsyncIterator<Message>;
   close(): void;
@@ -144,6 +146,8 @@ export class QueueMessage {
   readonly messageId: string;
   readonly receiptHandle: string;
   readonly body: string;
+  /** "base64" when the body is binary (then base64 text), else null. */
+  readonly encoding: "base64" | null;
   readonly md5OfBody: string;
   readonly attributes: Record<string, string>;
   readonly receiveCount: number;

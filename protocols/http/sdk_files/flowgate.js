@@ -329,6 +329,7 @@ export class Subscription {
     this.adds = new Map();     // filter -> [{resolve, reject}] of add() calls waiting for the ack
     this.pending = new Map();  // subscribe frame id -> filter, on the current connection
     this.quiet = new Set();    // unsubscribe frame ids whose answer nobody waits for
+    this.publishes = new Map(); // publish frame id -> {resolve, reject}, on the current connection
     this.failures = 0;
     this.forceToken = false;
     this.prefix = "";
@@ -367,6 +368,27 @@ export class Subscription {
     });
     if (this.connected) this.sendSubscribe(this.ws, filter, since);  // else on (re)connection
     return done;
+  }
+
+  /**
+   * Publish on this subscription's WebSocket (no HTTP request); resolves to the acknowledgement
+   * {topic, seq, duplicate} once JetStream stored it, rejects with the typed error (RateLimited with
+   * retryAfter, PaymentRequired, BadRequest...) or ConnectionFailed when not connected or closed before the ack.
+   */
+  publish(topic, message, { idempotencyKey } = {}) {
+    if (!this.connected) return Promise.reject(new ConnectionFailed("not connected: the message was not sent"));
+    const id = ++this.ids;
+    const frame = { action: "publish", id, topic, message };
+    if (idempotencyKey) frame.idempotency_key = idempotencyKey;
+    return new Promise((resolve, reject) => {
+      this.publishes.set(id, { resolve, reject });
+      this.ws.send(JSON.stringify(frame));
+    });
+  }
+
+  unacknowledged(why) {
+    for (const waiter of this.publishes.values()) waiter.reject(new ConnectionFailed(`${why} before the acknowledgement`));
+    this.publishes.clear();
   }
 
   /** Stop following `filter`. */
@@ -432,6 +454,11 @@ export class Subscription {
         case "message": return this.deliver(toMessage(frame));
         case "ack": {
           if (this.quiet.delete(frame.id)) return;
+          const published = this.publishes.get(frame.id);
+          if (published) {
+            this.publishes.delete(frame.id);
+            return published.resolve({ topic: frame.topic, seq: frame.seq, duplicate: !!frame.duplicate });
+          }
           const filter = this.pending.get(frame.id);
           if (filter === undefined) return;
           this.pending.delete(frame.id);
@@ -451,6 +478,11 @@ export class Subscription {
         case "error": {
           const error = errorFromBody(frame.code, frame);
           if (this.quiet.delete(frame.id)) return;
+          const refused = this.publishes.get(frame.id);
+          if (refused) {
+            this.publishes.delete(frame.id);
+            return refused.reject(error);
+          }
           const filter = this.pending.get(frame.id);
           if (filter !== undefined) {
             if (!this.filters.includes(filter)) { this.pending.delete(frame.id); return allSubscribed(); }  // removed meanwhile
@@ -474,6 +506,7 @@ export class Subscription {
     ws.onerror = () => {};  // a close event follows
     ws.onclose = (event) => {
       if (this.closed || this.ws !== ws) return;
+      this.unacknowledged(`the connection closed (${event.code})`);
       const closing = { code: event.code, reason: event.reason };
       if (event.code === 4402) {
         return this.fail(new PaymentRequired(event.reason || "payment required", { status: 402, code: "payment_required" }), closing);
@@ -556,6 +589,7 @@ export class Subscription {
     this.closed = true;
     this.client.subscriptions.delete(this);
     try { this.ws?.close(1000); } catch { /* already closed */ }
+    this.unacknowledged("the subscription was closed");
     const ended = error || new ConnectionFailed("the subscription is closed");
     for (const filter of [...this.adds.keys()]) this.settle(filter, ended);
     this.status("closed", error ? { error, ...why } : why);
@@ -616,6 +650,7 @@ export class QueueMessage {
     this.messageId = m.message_id;
     this.receiptHandle = m.receipt_handle;
     this.body = m.body;
+    this.encoding = m.encoding ?? null;  // "base64" when the body was binary
     this.md5OfBody = m.md5_of_body;
     this.attributes = m.attributes || {};
     this.receiveCount = m.receive_count;
