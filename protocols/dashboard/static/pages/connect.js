@@ -17,6 +17,12 @@ ws.onopen = () => {
   ws.send(JSON.stringify({ action: "publish", id: 1, topic: "sensors/room1", message: { temp: 21.5 } }));
 };
 ws.onmessage = (event) => console.log(JSON.parse(event.data));`],
+    ['Browser or Node: the JavaScript client', `import { Client } from "${httpBase}/sdk/flowgate.js"; // Node 20: clients/js, with the ws package
+
+const client = new Client("${httpBase}", { apiKey: "fgk_...", app: "${app}" }); // refreshes its token itself
+const sub = client.subscribe("sensors/#", { onMessage: (m) => console.log(m.topic, m.data, m.seq) });
+await sub.ready; // reconnects and resumes after the last seq it saw
+console.log(await client.publish("sensors/room1", { temp: 21.5 })); // the stored seq`],
     ['Python (httpx)', `import httpx
 
 API_KEY = "fgk_..."  # your API key: exchange it for a token
