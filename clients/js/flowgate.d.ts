@@ -87,6 +87,10 @@ export interface ClientOptions {
   timeout?: number;
   /** Refresh tokens this many seconds before expiry (at half-life for shorter tokens; default 60). */
   refreshMargin?: number;
+  /** A token answer to start with (e.g. one a page kept in sessionStorage across a reload). */
+  token?: TokenAnswer;
+  /** Called with every new token answer (exchange and refresh). */
+  onToken?: (token: TokenAnswer) => void;
 }
 
 export interface PublishResult { topic: string; seq: number; duplicate: boolean; }
@@ -100,20 +104,36 @@ export interface Message<T = Json | Uint8Array> {
 
 export interface Gap { topic: string; requestedSeq: number; firstAvailableSeq: number; }
 
+export type SubscriptionStatus =
+  | { state: "connecting"; attempt: number }
+  | { state: "connected"; connections: number }
+  /** A retry in `delay` ms, after a close (`code`, `reason`) or a failed token request (`error`). */
+  | { state: "reconnecting"; attempt: number; delay: number; code?: number; reason?: string; error?: FlowGateError }
+  /** For good: `close()` (no error) or what ended it (e.g. PaymentRequired on a 4402 close). */
+  | { state: "closed"; error?: FlowGateError; code?: number; reason?: string };
+
 export interface SubscribeOptions {
   since?: number | null;
   onMessage?: (message: Message) => void;
   onGap?: (gap: Gap) => void;
   onError?: (error: FlowGateError) => void;
+  onStatus?: (status: SubscriptionStatus) => void;
   reconnect?: ReconnectOptions;
 }
 
 export class Subscription implements AsyncIterable<Message> {
   /** Resolves once every filter is subscribed; rejects with what refused it (e.g. Forbidden). */
   readonly ready: Promise<Subscription>;
+  readonly filters: readonly string[];
   readonly gaps: Gap[];
   readonly connections: number;
+  readonly connected: boolean;
   readonly lastSeq: number | null;
+  /** One more filter on the live connection, from after `since` when given (a replay, even of messages already seen); resolves on its ack, rejects if refused. */
+  add(filter: string, options?: { since?: number | null }): Promise<string>;
+  remove(filter: string): void;
+  /** Publish on this subscription's WebSocket; resolves to the acknowledgement, rejects with the typed error or ConnectionFailed. */
+  publish(topic: string, message: Json, options?: { idempotencyKey?: string }): Promise<PublishResult>;
   next(): Promise<IteratorResult<Message>>;
   [Symbol.asyncIterator](): AsyncIterator<Message>;
   close(): void;
@@ -126,6 +146,8 @@ export class QueueMessage {
   readonly messageId: string;
   readonly receiptHandle: string;
   readonly body: string;
+  /** "base64" when the body is binary (then base64 text), else null. */
+  readonly encoding: "base64" | null;
   readonly md5OfBody: string;
   readonly attributes: Record<string, string>;
   readonly receiveCount: number;
@@ -154,21 +176,30 @@ export class Queue {
 export class Client {
   constructor(baseUrl: string, options: ClientOptions);
   readonly baseUrl: string;
+  info(): Promise<Record<string, unknown> & { mqtt_port?: number }>;
+  /** Any API route with the token, for what has no method here. */
+  call<T = unknown>(method: string, path: string, options?: { body?: unknown; params?: Record<string, string | number | null | undefined> }): Promise<T>;
   token(): Promise<TokenAnswer>;
+  /** A new token now. */
+  refreshToken(): Promise<TokenAnswer>;
   publish(topic: string, message: Json, options?: { idempotencyKey?: string }): Promise<number>;
   publishResult(topic: string, message: Json, options?: { idempotencyKey?: string }): Promise<PublishResult>;
   subscribe(filters: string | string[], options?: SubscribeOptions): Subscription;
   queue(name: string): Queue;
   queues(): Promise<Array<{ name: string; queue: string }>>;
   usage(): Promise<Record<string, unknown>>;
+  usageHistory(): Promise<UsageHistory>;
   keys(): Promise<Array<Record<string, unknown>>>;
-  createKey(name: string): Promise<Record<string, unknown> & { key: string; id: string }>;
+  createKey(name: string, rateLimit?: { rate: number; burst?: number }): Promise<Record<string, unknown> & { key: string; id: string }>;
   deleteKey(id: string): Promise<void>;
   close(): void;
 }
 
 export class AdminClient {
   constructor(baseUrl: string, adminKey: string, options?: { retry?: RetryOptions | null; fetch?: typeof fetch; timeout?: number });
+  info(): Promise<Record<string, unknown> & { mqtt_port?: number }>;
+  /** Any admin route: admin("GET", "/users") calls /api/v1/admin/users. */
+  admin<T = unknown>(method: string, path: string, options?: { body?: unknown; params?: Record<string, string | number | null | undefined> }): Promise<T>;
   createUser(userId: string, plan?: string): Promise<Record<string, unknown>>;
   users(): Promise<Array<Record<string, unknown>>>;
   user(userId: string): Promise<Record<string, unknown>>;
@@ -180,4 +211,13 @@ export class AdminClient {
   plans(): Promise<{ plans: Array<{ name: string; quota: number; rate: number; burst: number; max_connections: number; max_message_bytes: number }>; prices: Record<string, number> }>;
   addCredits(userId: string, amount: number): Promise<Record<string, unknown>>;
   usage(userId: string): Promise<Record<string, unknown>>;
+  usageHistory(userId: string): Promise<UsageHistory>;
+  /** The live server view (GET /api/v1/admin/stats). */
+  stats(): Promise<Record<string, unknown>>;
+}
+
+export interface UsageHistory {
+  hourly: Array<{ start: string; units: number }>;
+  daily: Array<{ date: string; units: number }>;
+  period: Record<string, unknown> & { id: string };
 }

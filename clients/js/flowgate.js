@@ -107,10 +107,10 @@ function base64ToBytes(text) {
 // -- tokens ------------------------------------------------------------------------------------
 
 class TokenSource {
-  constructor(client, { apiKey, app, getToken, ttl, permissions, refreshMargin }) {
+  constructor(client, { apiKey, app, getToken, ttl, permissions, refreshMargin, token, onToken }) {
     if ((apiKey == null) === (getToken == null)) throw new TypeError("give either apiKey (with app) or getToken");
-    Object.assign(this, { client, apiKey, app: app || "default", getToken, ttl, permissions, refreshMargin });
-    this.current = null;
+    Object.assign(this, { client, apiKey, app: app || "default", getToken, ttl, permissions, refreshMargin, onToken });
+    this.current = token ? tokenFrom(token) : null;
     this.pending = null;
   }
 
@@ -125,7 +125,7 @@ class TokenSource {
     if (!force && current && current.expires_at - Date.now() / 1000 > this.margin(current)) return current;
     if (!this.pending) {
       this.pending = this.fetch().then(
-        (token) => { this.current = token; this.pending = null; return token; },
+        (token) => { this.current = token; this.pending = null; this.onToken?.(token); return token; },
         (error) => { this.pending = null; throw error; },
       );
     }
@@ -155,6 +155,9 @@ class Base {
   }
 
   get wsUrl() { return this.baseUrl.replace(/^http/, "ws"); }
+
+  /** The gateway's public facts (GET /api/v1/info: version, ports such as mqtt_port). */
+  info() { return this.request("GET", "/api/v1/info"); }
 
   /** One request with retries; the decoded JSON answer (null when empty) or a typed error. */
   async request(method, path, { body, headers = {}, bearer, params, timeout } = {}) {
@@ -209,7 +212,8 @@ export class Client extends Base {
    * @param {string} baseUrl  e.g. "http://localhost:8080" (a page may pass location.origin)
    * @param {object} options  apiKey + app, or getToken (async () => JWT string or token answer);
    *   ttl, permissions, retry ({maxRetries, delay, maxDelay} or null), reconnect ({delay, maxDelay}),
-   *   WebSocket (a constructor, for Node 20), fetch, timeout, refreshMargin (seconds)
+   *   WebSocket (a constructor, for Node 20), fetch, timeout, refreshMargin (seconds),
+   *   token (a token answer to start with, e.g. kept by a page across reloads), onToken (called with each new one)
    */
   constructor(baseUrl, options = {}) {
     super(baseUrl, options);
@@ -223,8 +227,14 @@ export class Client extends Base {
     return this.request(method, path, { ...options, bearer: (force) => this.tokens.get(force).then((t) => t.token) });
   }
 
+  /** Any API route with the token (refreshed as needed), for what has no method here: call("GET", "/api/v1/..."). */
+  call(method, path, { body, params } = {}) { return this.authed(method, path, { body, params }); }
+
   /** The current token answer ({token, expires_at, topic_prefix, ...}). */
   token() { return this.tokens.get(); }
+
+  /** A new token now (the previous one stays valid until it expires). */
+  refreshToken() { return this.tokens.get(true); }
 
   /** Publish; resolves to the seq it was stored under. */
   async publish(topic, message, options = {}) { return (await this.publishResult(topic, message, options)).seq; }
@@ -245,8 +255,10 @@ export class Client extends Base {
   queue(name) { return new Queue(this, name); }
   async queues() { return (await this.authed("GET", "/api/v1/queues")).queues; }
   usage() { return this.authed("GET", "/api/v1/usage"); }
+  /** Units per hour (last 48 h) and per day (this period): {hourly, daily, period}. */
+  usageHistory() { return this.authed("GET", "/api/v1/usage/history"); }
   async keys() { return (await this.authed("GET", "/api/v1/keys")).keys; }
-  createKey(name) { return this.authed("POST", "/api/v1/keys", { body: { name } }); }
+  createKey(name, rateLimit) { return this.authed("POST", "/api/v1/keys", { body: rateLimit ? { name, rate_limit: rateLimit } : { name } }); }
   deleteKey(id) { return this.authed("DELETE", `/api/v1/keys/${encodeURIComponent(id)}`); }
 
   close() { for (const sub of this.subscriptions) sub.close(); }
@@ -276,6 +288,9 @@ export class AdminClient extends Base {
   plans() { return this.admin("GET", "/plans"); }
   addCredits(userId, amount) { return this.admin("POST", `/users/${encodeURIComponent(userId)}/credits`, { body: { amount } }); }
   usage(userId) { return this.admin("GET", `/users/${encodeURIComponent(userId)}/usage`); }
+  usageHistory(userId) { return this.admin("GET", `/users/${encodeURIComponent(userId)}/usage/history`); }
+  /** The live server view: readiness, NATS, connections and messages per protocol, rates, slow consumers, HTTP errors. */
+  stats() { return this.admin("GET", "/stats"); }
 }
 
 // -- subscriptions -----------------------------------------------------------------------------
@@ -291,13 +306,15 @@ const SEEN_WINDOW = 100000;
 /**
  * A subscription that survives reconnects. `await sub.ready` (all filters subscribed), then
  * `for await (const msg of sub)` or `onMessage`; gaps (retention removed part of a replay) go to
- * `onGap` and `sub.gaps`; `sub.close()` ends it.
+ * `onGap` and `sub.gaps`; `onStatus` hears the connection's state ("connecting", "connected",
+ * "reconnecting" with the attempt, the wait and the close code, "closed" with what ended it);
+ * `sub.add(filter, { since })` and `sub.remove(filter)` change the filters on the live connection;
+ * `sub.close()` ends it. A subscription may start with no filter (it then connects and waits).
  */
 export class Subscription {
-  constructor(client, filters, { since = null, onMessage, onGap, onError, reconnect } = {}) {
-    if (!filters.length) throw new TypeError("subscribe needs at least one topic filter");
+  constructor(client, filters, { since = null, onMessage, onGap, onError, onStatus, reconnect } = {}) {
     if (!client.WebSocket) throw new TypeError("no WebSocket: pass one to the Client (e.g. the ws package on Node 20)");
-    Object.assign(this, { client, filters, onMessage, onGap, onError });
+    Object.assign(this, { client, filters: [...filters], onMessage, onGap, onError, onStatus });
     this.reconnect = { ...client.reconnect, ...(reconnect || {}) };
     this.last = new Map(filters.map((f) => [f, since]));
     this.lastSeq = since;
@@ -308,6 +325,11 @@ export class Subscription {
     this.waiters = [];
     this.seen = new Set();
     this.seenOrder = [];
+    this.replays = new Map();  // filter -> {cursor, upTo}: a replay asked by add(..., {since}) repeats what was seen
+    this.adds = new Map();     // filter -> [{resolve, reject}] of add() calls waiting for the ack
+    this.pending = new Map();  // subscribe frame id -> filter, on the current connection
+    this.quiet = new Set();    // unsubscribe frame ids whose answer nobody waits for
+    this.publishes = new Map(); // publish frame id -> {resolve, reject}, on the current connection
     this.failures = 0;
     this.forceToken = false;
     this.prefix = "";
@@ -317,8 +339,83 @@ export class Subscription {
     this.connect();
   }
 
+  /** True while the WebSocket is open. */
+  get connected() { return !!this.ws && this.ws.readyState === 1 && !this.closed; }
+
+  status(state, details = {}) { this.onStatus?.({ state, ...details }); }
+
+  sendSubscribe(ws, filter, since) {
+    const id = ++this.ids;
+    this.pending.set(id, filter);
+    const frame = { action: "subscribe", topic: filter, id };
+    if (since != null) frame.since = since;
+    ws.send(JSON.stringify(frame));
+  }
+
+  /** Subscribe one more filter (from after `since` when given, replaying what was already seen); resolves on its ack. */
+  add(filter, { since = null } = {}) {
+    if (this.closed) return Promise.reject(new ConnectionFailed("the subscription is closed"));
+    if (!this.filters.includes(filter)) this.filters.push(filter);
+    if (since != null) {
+      this.last.set(filter, since);
+      if (this.lastSeq != null && since < this.lastSeq) this.replays.set(filter, { cursor: since, upTo: this.lastSeq });
+    } else if (!this.last.has(filter)) {
+      this.last.set(filter, null);
+    }
+    const done = new Promise((resolve, reject) => {
+      if (!this.adds.has(filter)) this.adds.set(filter, []);
+      this.adds.get(filter).push({ resolve, reject });
+    });
+    if (this.connected) this.sendSubscribe(this.ws, filter, since);  // else on (re)connection
+    return done;
+  }
+
+  /**
+   * Publish on this subscription's WebSocket (no HTTP request); resolves to the acknowledgement
+   * {topic, seq, duplicate} once JetStream stored it, rejects with the typed error (RateLimited with
+   * retryAfter, PaymentRequired, BadRequest...) or ConnectionFailed when not connected or closed before the ack.
+   */
+  publish(topic, message, { idempotencyKey } = {}) {
+    if (!this.connected) return Promise.reject(new ConnectionFailed("not connected: the message was not sent"));
+    const id = ++this.ids;
+    const frame = { action: "publish", id, topic, message };
+    if (idempotencyKey) frame.idempotency_key = idempotencyKey;
+    return new Promise((resolve, reject) => {
+      this.publishes.set(id, { resolve, reject });
+      this.ws.send(JSON.stringify(frame));
+    });
+  }
+
+  unacknowledged(why) {
+    for (const waiter of this.publishes.values()) waiter.reject(new ConnectionFailed(`${why} before the acknowledgement`));
+    this.publishes.clear();
+  }
+
+  /** Stop following `filter`. */
+  remove(filter) {
+    this.filters = this.filters.filter((f) => f !== filter);
+    this.last.delete(filter);
+    this.replays.delete(filter);
+    for (const waiter of this.adds.get(filter) || []) waiter.reject(new ConnectionFailed(`unsubscribed from ${filter}`));
+    this.adds.delete(filter);
+    if (this.connected) {
+      const id = ++this.ids;
+      this.quiet.add(id);
+      this.ws.send(JSON.stringify({ action: "unsubscribe", topic: filter, id }));
+    }
+  }
+
+  settle(filter, error) {
+    const waiters = this.adds.get(filter);
+    if (!waiters) return false;
+    this.adds.delete(filter);
+    for (const waiter of waiters) (error ? waiter.reject(error) : waiter.resolve(filter));
+    return true;
+  }
+
   async connect() {
     if (this.closed) return;
+    this.status("connecting", { attempt: this.failures + 1 });
     let token;
     const fresh = this.forceToken;
     try {
@@ -326,37 +423,48 @@ export class Subscription {
       this.forceToken = false;
     } catch (error) {
       if (error instanceof ConnectionFailed || error instanceof RateLimited || error instanceof Unavailable) {
-        return this.retryLater();
+        return this.retryLater({ error });
       }
       return this.fail(error);
     }
+    if (this.closed) return;
     this.prefix = token.topic_prefix || "";
     const ws = new this.client.WebSocket(`${this.client.wsUrl}/ws?token=${encodeURIComponent(token.token)}`);
     this.ws = ws;
-    const pending = new Map();
+    this.pending = new Map();
     let subscribed = false;
+    const allSubscribed = () => {
+      if (subscribed || this.pending.size) return;
+      subscribed = true;
+      this.resolveReady(this);
+    };
     ws.onopen = () => {
       this.connections++;
       this.failures = 0;
+      this.status("connected", { connections: this.connections });
       for (const filter of this.filters) {
-        const id = ++this.ids;
-        pending.set(id, filter);
-        const frame = { action: "subscribe", topic: filter, id };
-        const since = this.last.get(filter) ?? this.lastSeq;
-        if (since != null) frame.since = since;
-        ws.send(JSON.stringify(frame));
+        const replay = this.replays.get(filter);
+        this.sendSubscribe(ws, filter, replay ? replay.cursor : (this.last.get(filter) ?? this.lastSeq));
       }
+      allSubscribed();
     };
     ws.onmessage = (event) => {
       const frame = JSON.parse(typeof event.data === "string" ? event.data : String(event.data));
       switch (frame.action) {
         case "message": return this.deliver(toMessage(frame));
-        case "ack":
-          if (pending.delete(frame.id) && pending.size === 0) {
-            subscribed = true;
-            this.resolveReady(this);
+        case "ack": {
+          if (this.quiet.delete(frame.id)) return;
+          const published = this.publishes.get(frame.id);
+          if (published) {
+            this.publishes.delete(frame.id);
+            return published.resolve({ topic: frame.topic, seq: frame.seq, duplicate: !!frame.duplicate });
           }
-          return;
+          const filter = this.pending.get(frame.id);
+          if (filter === undefined) return;
+          this.pending.delete(frame.id);
+          this.settle(filter);
+          return allSubscribed();
+        }
         case "token_expiring":
           return this.client.tokens.get(true).then(
             (t) => ws.readyState === 1 && ws.send(JSON.stringify({ action: "auth", token: t.token, id: ++this.ids })),
@@ -369,9 +477,26 @@ export class Subscription {
         }
         case "error": {
           const error = errorFromBody(frame.code, frame);
-          if (pending.has(frame.id)) {
-            // a filter refused: for good (403, 400...), or for now (503 bus unavailable, 429): reconnect later
+          if (this.quiet.delete(frame.id)) return;
+          const refused = this.publishes.get(frame.id);
+          if (refused) {
+            this.publishes.delete(frame.id);
+            return refused.reject(error);
+          }
+          const filter = this.pending.get(frame.id);
+          if (filter !== undefined) {
+            if (!this.filters.includes(filter)) { this.pending.delete(frame.id); return allSubscribed(); }  // removed meanwhile
+            // a filter refused: for now (503 bus unavailable, 429): reconnect later; for good (403, 400...):
+            // an added filter is dropped and its add() rejects, a filter given at the start ends the subscription
             if (error instanceof Unavailable || error instanceof RateLimited) return ws.close(4000, "retry");
+            this.pending.delete(frame.id);
+            if (this.adds.has(filter)) {
+              this.filters = this.filters.filter((f) => f !== filter);
+              this.last.delete(filter);
+              this.replays.delete(filter);
+              this.settle(filter, error);
+              return allSubscribed();
+            }
             return this.fail(error);
           }
           return this.onError?.(error);
@@ -381,41 +506,55 @@ export class Subscription {
     ws.onerror = () => {};  // a close event follows
     ws.onclose = (event) => {
       if (this.closed || this.ws !== ws) return;
-      if (event.code === 4402) return this.fail(new PaymentRequired(event.reason || "payment required", { status: 402, code: "payment_required" }));
+      this.unacknowledged(`the connection closed (${event.code})`);
+      const closing = { code: event.code, reason: event.reason };
+      if (event.code === 4402) {
+        return this.fail(new PaymentRequired(event.reason || "payment required", { status: 402, code: "payment_required" }), closing);
+      }
       if (event.code === 4401 && fresh && !subscribed) {
-        return this.fail(new Unauthorized(`a new token was refused too: ${event.reason}`, { status: 401, code: "unauthorized" }));
+        return this.fail(new Unauthorized(`a new token was refused too: ${event.reason}`, { status: 401, code: "unauthorized" }), closing);
       }
       if (event.code === 4401) this.forceToken = true;
-      this.retryLater();
+      this.retryLater(closing);
     };
   }
 
-  retryLater() {
+  retryLater(why = {}) {
     if (this.closed) return;
     const { delay, maxDelay, maxAttempts, firstAttempts = 5 } = this.reconnect;
     const limit = this.connections ? maxAttempts : firstAttempts;
     if (limit != null && this.failures >= limit) {
-      return this.fail(new ConnectionFailed(`gave up after ${this.failures} failed connection attempts`));
+      return this.fail(new ConnectionFailed(`gave up after ${this.failures} failed connection attempts`), why);
     }
     const wait = jitter(delay / 2, Math.min(maxDelay, delay * 2 ** Math.min(this.failures, 16)));
     this.failures++;
+    this.status("reconnecting", { attempt: this.failures, delay: wait, ...why });
     setTimeout(() => this.connect(), wait);
   }
 
   short(filter) { return this.prefix && filter.startsWith(this.prefix) ? filter.slice(this.prefix.length) : filter; }
 
   deliver(message) {
+    let replayed = false;
     for (const filter of this.filters) {
       if (topicMatches(this.short(filter), message.topic)) {
         const last = this.last.get(filter);
         if (last == null || message.seq > last) this.last.set(filter, message.seq);
+        const replay = this.replays.get(filter);
+        if (replay && message.seq > replay.cursor && message.seq <= replay.upTo) {
+          replayed = true;
+          replay.cursor = message.seq;
+        }
+        if (replay && message.seq >= replay.upTo) this.replays.delete(filter);
       }
     }
     if (this.lastSeq == null || message.seq > this.lastSeq) this.lastSeq = message.seq;
-    if (this.seen.has(message.seq)) return;
-    this.seen.add(message.seq);
-    this.seenOrder.push(message.seq);
-    if (this.seenOrder.length > SEEN_WINDOW) this.seen.delete(this.seenOrder.shift());
+    if (this.seen.has(message.seq) && !replayed) return;
+    if (!this.seen.has(message.seq)) {
+      this.seen.add(message.seq);
+      this.seenOrder.push(message.seq);
+      if (this.seenOrder.length > SEEN_WINDOW) this.seen.delete(this.seenOrder.shift());
+    }
     if (this.onMessage) this.onMessage(message);
     this.push({ value: message, done: false });
   }
@@ -426,11 +565,11 @@ export class Subscription {
     else this.items.push(item);
   }
 
-  fail(error) {
+  fail(error, why = {}) {
     this.rejectReady(error);
     this.onError?.(error);
     this.failure = error;
-    this.close();
+    this.end(error, why);
     for (const waiter of this.waiters.splice(0)) waiter({ error });
   }
 
@@ -443,11 +582,17 @@ export class Subscription {
 
   [Symbol.asyncIterator]() { return { next: () => this.next(), return: async () => { this.close(); return { value: undefined, done: true }; } }; }
 
-  close() {
+  close() { this.end(null); }
+
+  end(error, why = {}) {
     if (this.closed) return;
     this.closed = true;
     this.client.subscriptions.delete(this);
     try { this.ws?.close(1000); } catch { /* already closed */ }
+    this.unacknowledged("the subscription was closed");
+    const ended = error || new ConnectionFailed("the subscription is closed");
+    for (const filter of [...this.adds.keys()]) this.settle(filter, ended);
+    this.status("closed", error ? { error, ...why } : why);
     if (!this.failure) for (const waiter of this.waiters.splice(0)) waiter({ value: undefined, done: true });
   }
 }
@@ -505,6 +650,7 @@ export class QueueMessage {
     this.messageId = m.message_id;
     this.receiptHandle = m.receipt_handle;
     this.body = m.body;
+    this.encoding = m.encoding ?? null;  // "base64" when the body was binary
     this.md5OfBody = m.md5_of_body;
     this.attributes = m.attributes || {};
     this.receiveCount = m.receive_count;

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { WebSocket } from "ws";
 import {
-  AdminClient, Client, Forbidden, NotFound, PaymentRequired, RateLimited, Unauthorized, topicMatches,
+  AdminClient, BadRequest, Client, Forbidden, NotFound, PaymentRequired, RateLimited, Unauthorized, topicMatches,
 } from "../flowgate.js";
 
 const URL = process.env.FLOWGATE_TEST_URL;
@@ -152,6 +152,49 @@ describe("flowgate.js against a real gateway", { concurrency: true }, () => {
     assert.equal((await q.attributes()).approximate_visible, 0);
     await q.delete();
     await assert.rejects(q.attributes(), NotFound);
+  });
+
+  test("what a page needs: filters added and removed live, replays, status, token hooks, history and stats", async () => {
+    const { userId, apiKey } = await newUser();
+    const seen = [];
+    const client = new Client(URL, { apiKey, app: "app", WebSocket, onToken: (t) => seen.push(t.token), reconnect: { delay: 200, maxDelay: 400 } });
+    const statuses = [];
+    const sub = client.subscribe([], { onStatus: (s) => statuses.push(s) });
+    await sub.ready;  // no filter yet: connected and waiting
+    assert.ok(sub.connected && statuses.some((s) => s.state === "connected"));
+    assert.equal(await sub.add("c/#"), "c/#");
+    const first = await client.publish("c/one", 1);
+    await client.publish("c/two", 2);
+    assert.deepEqual((await take(sub, 2)).map((m) => m.data), [1, 2]);
+    await sub.add("c/one", { since: first - 1 });  // a replay repeats what was already seen, once
+    assert.deepEqual((await take(sub, 1)).map((m) => [m.topic, m.seq]), [["c/one", first]]);
+    await assert.rejects(sub.add("bad/#/x"), (e) => e.status >= 400);  // refused: that add() rejects, the rest goes on
+    const acked = await sub.publish("c/ws", { over: "ws" }, { idempotencyKey: "w1" });  // on the socket, with its ack
+    assert.deepEqual(await sub.publish("c/ws", { over: "ws" }, { idempotencyKey: "w1" }), { ...acked, duplicate: true });
+    assert.deepEqual((await take(sub, 1)).map((m) => [m.data, m.seq]), [[{ over: "ws" }, acked.seq]]);
+    await assert.rejects(sub.publish("c/#", 1), BadRequest);
+    sub.remove("c/one");
+    sub.ws.close(4000, "test drops the connection");
+    await until(() => statuses.some((s) => s.state === "reconnecting" && s.code === 4000) && sub.connections === 2 && sub.connected);
+    const third = await client.publish("c/three", 3);
+    assert.deepEqual((await take(sub, 1)).map((m) => m.seq), [third]);  // c/# only, not twice
+    assert.deepEqual(sub.filters, ["c/#"]);
+    sub.close();
+    assert.equal(statuses.at(-1).state, "closed");
+
+    assert.equal(seen.length, 1);
+    const fresh = await client.refreshToken();
+    assert.deepEqual(seen, [seen[0], fresh.token]);
+    const again = new Client(URL, { apiKey, app: "app", token: fresh, onToken: () => assert.fail("no new exchange") });
+    assert.ok((await again.usage()).used >= 3);  // the token it was given
+    const history = await again.usageHistory();
+    assert.ok(Array.isArray(history.hourly) && Array.isArray(history.daily));
+    assert.ok(Array.isArray((await again.call("GET", "/api/v1/keys")).keys));
+    const key = await again.createKey("limited", { rate: 2, burst: 3 });
+    assert.deepEqual((await again.keys()).find((k) => k.id === key.id).rate_limit, { rate: 2, burst: 3 });
+    assert.equal(typeof (await again.info()).mqtt_port, "number");
+    assert.ok(Array.isArray((await admin.usageHistory(userId)).hourly));
+    assert.equal((await admin.stats()).nats, true);
   });
 
   test("topic matching follows MQTT", () => {

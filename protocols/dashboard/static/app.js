@@ -1,5 +1,6 @@
-// The dashboard shell: sign-in, navigation (hash routes) and page life cycle.
-import { Session, describe } from './api.js';
+// The dashboard shell: sign-in, navigation (hash routes) and page life cycle. Pages get the session's client
+// (clients/js, served at /sdk/flowgate.js) in ctx.client.
+import { Session, describe, isUnauthorized } from './session.js';
 import { button, field, fill, form, h, input } from './dom.js';
 import * as keys from './pages/keys.js';
 import * as usage from './pages/usage.js';
@@ -33,9 +34,9 @@ function notify(text) {
 }
 
 function fail(err) {
+  if (isUnauthorized(err) && session.kind === 'user') { session.expire(err); return; } // even a new token is refused
   noticeEl.textContent = '';
   alertEl.textContent = typeof err === 'string' ? err : describe(err);
-  if (err && err.status === 401 && !session.kind) route();
 }
 
 function pages() {
@@ -116,7 +117,7 @@ function route() {
   const found = available.find(([id]) => id === name) || available[0];
   renderNav(found[0]);
   document.title = `${found[1]} · Flow-Gate`;
-  const ctx = { session, notify, fail, args: rest.map(decodeURIComponent) };
+  const ctx = { session, client: session.client, notify, fail, args: rest.map(decodeURIComponent) };
   const page = found[2].render(ctx);
   current = page;
   fill(main, page.el);

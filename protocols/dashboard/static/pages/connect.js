@@ -1,5 +1,5 @@
 // Connect: ready-to-copy snippets filled in with this gateway's address, a fresh token and the topic prefix.
-import { describe } from '../api.js';
+import { describe } from '../session.js';
 import { button, copy, fill, h } from '../dom.js';
 
 function snippets(host, httpBase, wsBase, mqttPort, token, prefix, app) {
@@ -17,6 +17,12 @@ ws.onopen = () => {
   ws.send(JSON.stringify({ action: "publish", id: 1, topic: "sensors/room1", message: { temp: 21.5 } }));
 };
 ws.onmessage = (event) => console.log(JSON.parse(event.data));`],
+    ['Browser or Node: the JavaScript client', `import { Client } from "${httpBase}/sdk/flowgate.js"; // Node 20: clients/js, with the ws package
+
+const client = new Client("${httpBase}", { apiKey: "fgk_...", app: "${app}" }); // refreshes its token itself
+const sub = client.subscribe("sensors/#", { onMessage: (m) => console.log(m.topic, m.data, m.seq) });
+await sub.ready; // reconnects and resumes after the last seq it saw
+console.log(await client.publish("sensors/room1", { temp: 21.5 })); // the stored seq`],
     ['Python (httpx)', `import httpx
 
 API_KEY = "fgk_..."  # your API key: exchange it for a token
@@ -33,7 +39,8 @@ export function render(ctx) {
   const body = h('div', {}, h('p', {}, 'Getting a fresh token…'));
   const load = async () => {
     try {
-      const [token, info] = await Promise.all([session.refresh(), fetch('/api/v1/info').then((r) => r.json())]);
+      const [fresh, info] = await Promise.all([ctx.client.refreshToken(), ctx.client.info()]);
+      const { token } = fresh;
       const st = session.state;
       const host = location.hostname;
       const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
@@ -43,7 +50,7 @@ export function render(ctx) {
           h('dt', {}, 'HTTP, SSE, WebSocket'), h('dd', {}, h('code', {}, location.origin)),
           h('dt', {}, 'MQTT'), h('dd', {}, h('code', {}, `${host}:${info.mqtt_port ?? '—'}`), ' (user name Bearer, password the token)'),
           h('dt', {}, 'Topic prefix'), h('dd', {}, h('code', {}, st.prefix), ' (short names get it automatically)'),
-          h('dt', {}, 'Token expires'), h('dd', {}, new Date(st.expiresAt * 1000).toLocaleString())),
+          h('dt', {}, 'Token expires'), h('dd', {}, new Date(fresh.expires_at * 1000).toLocaleString())),
         list.map(([title, code]) => h('section', { class: 'snippet' },
           h('div', { class: 'title-row' }, h('h2', {}, title), button('Copy', () => copy(code, ctx.notify), { 'aria-label': `Copy ${title}` })),
           h('pre', {}, h('code', {}, code)))));

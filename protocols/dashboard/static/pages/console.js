@@ -1,42 +1,47 @@
-// Live console: a WebSocket on /ws (protocols/ws); subscribe to filters, watch messages arrive, publish.
-import { describe } from '../api.js';
+// Live console on the JavaScript client's Subscription (one WebSocket on /ws that reconnects and resumes from
+// the last seq it saw): subscribe to filters, watch messages arrive, publish on that socket and see the
+// acknowledgement or the error.
+import { ConnectionFailed, PaymentRequired, Unauthorized } from '/sdk/flowgate.js';
+import { describe } from '../session.js';
 import { button, field, fill, form, h, input } from '../dom.js';
 
 const MAX_SHOWN = 500;
+const LIMITED_RETRY = 30000; // after a 4402 (quota or connection limit) the console tries again this much later
 
-function hexOf(base64) {
-  try {
-    const bytes = atob(base64);
-    const shown = [];
-    for (let i = 0; i < Math.min(bytes.length, 256); i += 1) shown.push(bytes.charCodeAt(i).toString(16).padStart(2, '0'));
-    return shown.join(' ') + (bytes.length > 256 ? ' …' : '');
-  } catch {
-    return '(invalid base64)';
-  }
+function hexOf(bytes) {
+  const shown = [];
+  for (let i = 0; i < Math.min(bytes.length, 256); i += 1) shown.push(bytes[i].toString(16).padStart(2, '0'));
+  return shown.join(' ') + (bytes.length > 256 ? ' …' : '');
 }
 
-/** [kind, text] of a message frame: binary (base64 on the wire) as hex and base64, JSON pretty-printed, text as is. */
-function kindOf(frame) {
-  if (frame.encoding === 'base64' && typeof frame.data === 'string') {
-    return ['binary', `hex: ${hexOf(frame.data)}\nbase64: ${frame.data}`];
-  }
-  if (typeof frame.data === 'string') return ['text', frame.data];
-  return ['json', JSON.stringify(frame.data, null, 2)];
+function base64Of(bytes) {
+  let raw = '';
+  for (let i = 0; i < bytes.length; i += 1) raw += String.fromCharCode(bytes[i]);
+  return btoa(raw);
+}
+
+/** [kind, text] of a message: binary as hex and base64, JSON pretty-printed, text as is. */
+function kindOf(message) {
+  const { data } = message;
+  if (data instanceof Uint8Array) return ['binary', `hex: ${hexOf(data)}\nbase64: ${base64Of(data)}`];
+  if (typeof data === 'string') return ['text', data];
+  return ['json', JSON.stringify(data, null, 2)];
+}
+
+/** "message (status)", with when to retry: how the console words a refused publish or subscription. */
+function brief(err) {
+  if (!err || !err.status) return describe(err);
+  const wait = Number(err.details && err.details.retry_after);
+  return `${err.message} (${err.status})${Number.isFinite(wait) && wait > 0 ? `; retry in ${Math.ceil(wait)} s` : ''}`;
 }
 
 export function render(ctx) {
-  const { session } = ctx;
-  let ws = null;
+  const { client } = ctx;
+  let sub = null;
   let closed = false;
-  let attempt = 0;
   let retryTimer = null;
-  let forceRefresh = false;
   let paused = false;
-  let nextId = 1;
-  let lastSeq = 0;
   const held = []; // messages that arrived while paused
-  const filters = new Map(); // filter -> since (first subscription only)
-  const pending = new Map(); // publish id -> topic
 
   const status = h('p', { class: 'conn', role: 'status' }, 'Connecting…');
   const subs = h('ul', { class: 'subs', 'aria-label': 'Subscriptions' });
@@ -52,15 +57,17 @@ export function render(ctx) {
   const pauseButton = button('Pause', () => togglePause(), { 'aria-pressed': 'false' });
 
   const setStatus = (text, cls) => { status.textContent = text; status.className = `conn ${cls}`; };
+  const setOutcome = (text, cls = '') => { outcome.textContent = text; outcome.className = `outcome ${cls}`; };
   const count = () => { counter.textContent = `${log.children.length} messages${held.length ? `, ${held.length} held while paused` : ''}`; };
 
-  const show = (frame) => {
-    const [kind, text] = kindOf(frame);
+  const show = (message) => {
+    const [kind, text] = kindOf(message);
+    const time = message.publishedAt;
     const item = h('li', { class: 'msg' },
       h('div', { class: 'msg-head' },
-        h('span', { class: 'topic' }, frame.topic),
-        h('span', { class: 'seq' }, `seq ${frame.seq}`),
-        h('time', { datetime: frame.published_at || '' }, frame.published_at ? new Date(frame.published_at).toLocaleTimeString() : ''),
+        h('span', { class: 'topic' }, message.topic),
+        h('span', { class: 'seq' }, `seq ${message.seq}`),
+        h('time', { datetime: time ? time.toISOString() : '' }, time ? time.toLocaleTimeString() : ''),
         h('span', { class: `badge kind-${kind}` }, kind)),
       h('pre', { class: 'payload' }, text));
     log.prepend(item);
@@ -75,113 +82,56 @@ export function render(ctx) {
     count();
   };
 
-  const sendFrame = (frame) => {
-    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(JSON.stringify(frame));
-    return true;
-  };
-
-  const subscribeFrame = (filter, since) => {
-    const frame = { action: 'subscribe', topic: filter };
-    if (since !== null && since !== undefined) frame.since = since; // the server resumes after `since`
-    return frame;
-  };
-
   const renderSubs = () => {
-    fill(subs, [...filters.keys()].map((f) => h('li', {}, h('code', {}, f), ' ',
+    fill(subs, (sub ? sub.filters : []).map((f) => h('li', {}, h('code', {}, f), ' ',
       button('Unsubscribe', () => {
-        filters.delete(f);
-        sendFrame({ action: 'unsubscribe', topic: f });
+        sub.remove(f);
         renderSubs();
       }, { 'aria-label': `Unsubscribe from ${f}` }))));
   };
 
-  const onFrame = (frame) => {
-    switch (frame.action) {
-      case 'message':
-        if (typeof frame.seq === 'number') lastSeq = Math.max(lastSeq, frame.seq);
-        if (paused) held.push(frame); else show(frame);
-        count();
+  const onStatus = (st) => {
+    const why = st.code ? ` (closed ${st.code}${st.reason ? `: ${st.reason}` : ''})` : (st.error ? ` (${describe(st.error)})` : '');
+    switch (st.state) {
+      case 'connecting':
+        if (st.attempt > 1) setStatus(`Reconnecting, attempt ${st.attempt}…`, 'warn');
         break;
-      case 'ack':
-        if (pending.has(frame.id)) {
-          outcome.textContent = `Published to ${pending.get(frame.id)}: acknowledged, seq ${frame.seq}${frame.duplicate ? ' (duplicate)' : ''}.`;
-          outcome.className = 'outcome ok';
-          pending.delete(frame.id);
-        }
+      case 'connected':
+        setStatus('Connected', 'ok');
         break;
-      case 'error': {
-        const text = `${frame.message} (${frame.code})${frame.retry_after ? `; retry in ${Math.ceil(frame.retry_after)} s` : ''}`;
-        if (frame.id !== undefined && pending.has(frame.id)) {
-          pending.delete(frame.id);
-          outcome.textContent = `Publish failed: ${text}`;
-          outcome.className = 'outcome bad';
+      case 'reconnecting':
+        setStatus(`Reconnecting in ${(st.delay / 1000).toFixed(1)} s, attempt ${st.attempt}${why}…`, 'warn');
+        break;
+      case 'closed':
+        if (closed || !st.error) break;
+        if (st.error instanceof PaymentRequired) { // quota or connection limit: no point in hurrying
+          setStatus(`Disconnected: plan limit reached${why}. Retrying in ${LIMITED_RETRY / 1000} s.`, 'bad');
+          retryTimer = setTimeout(() => start(sub.filters, sub.lastSeq), LIMITED_RETRY);
         } else {
-          ctx.fail(`Console: ${text}`);
+          setStatus(`Disconnected: ${describe(st.error)}`, 'bad');
+          if (st.error instanceof Unauthorized) ctx.fail(st.error); // the key no longer works: signed out
         }
-        break;
-      }
-      case 'gap':
-        log.prepend(h('li', { class: 'msg gap' }, `Gap: messages from seq ${frame.requested_seq} were already removed; replay starts at ${frame.first_available_seq}.`));
-        break;
-      case 'token_expiring':
-        session.refresh().then((token) => sendFrame({ action: 'auth', token })).catch((err) => ctx.fail(err));
         break;
       default:
         break;
     }
   };
 
-  const connect = async () => {
+  /** A subscription on the client for `filters` (none at first), resuming after `since` when given. */
+  const start = (filters, since) => {
     if (closed) return;
-    let token;
-    try {
-      token = forceRefresh ? await session.refresh() : await session.token();
-      forceRefresh = false;
-    } catch (err) {
-      setStatus(`Cannot get a token: ${describe(err)}`, 'bad');
-      scheduleReconnect();
-      return;
-    }
-    if (closed) return;
-    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const socket = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
-    ws = socket;
-    socket.addEventListener('open', () => {
-      attempt = 0;
-      setStatus('Connected', 'ok');
-      for (const f of filters.keys()) sendFrame(subscribeFrame(f, lastSeq || null)); // resume after the last seen
+    sub = client.subscribe(filters, {
+      since,
+      onStatus,
+      onMessage: (message) => {
+        if (paused) held.push(message); else show(message);
+        count();
+      },
+      onGap: (gap) => log.prepend(h('li', { class: 'msg gap' },
+        `Gap: messages from seq ${gap.requestedSeq} were already removed; replay starts at ${gap.firstAvailableSeq}.`)),
+      onError: (err) => { if (!(err instanceof Unauthorized)) ctx.fail(`Console: ${brief(err)}`); },
     });
-    socket.addEventListener('message', (event) => {
-      let frame;
-      try { frame = JSON.parse(event.data); } catch { return; }
-      onFrame(frame);
-    });
-    socket.addEventListener('close', (event) => {
-      if (ws !== socket) return;
-      ws = null;
-      for (const [id, topic] of pending) {
-        outcome.textContent = `Publish to ${topic}: connection closed before the acknowledgement.`;
-        outcome.className = 'outcome bad';
-        pending.delete(id);
-      }
-      if (closed) return;
-      if (event.code === 4401) forceRefresh = true; // token expired or invalid: get a new one first
-      scheduleReconnect(event);
-    });
-  };
-
-  const scheduleReconnect = (event) => {
-    if (closed) return;
-    attempt += 1;
-    const limited = event && event.code === 4402; // quota or connection limit: no point in hurrying
-    const delay = limited ? 30000 : Math.min(3000, 250 * 2 ** (attempt - 1));
-    const why = event ? ` (closed ${event.code}${event.reason ? `: ${event.reason}` : ''})` : '';
-    setStatus(limited
-      ? `Disconnected: plan limit reached${why}. Retrying in 30 s.`
-      : `Reconnecting in ${(delay / 1000).toFixed(1)} s, attempt ${attempt}${why}…`, limited ? 'bad' : 'warn');
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, delay);
+    renderSubs();
   };
 
   const subscribeForm = form({ class: 'card inline-form', 'aria-label': 'Subscribe' }, async () => {
@@ -189,11 +139,17 @@ export function render(ctx) {
     if (!f) { ctx.fail('Enter a topic filter, e.g. sensors/# or sensors/+/temp.'); return; }
     const from = sinceInput.value ? Number(sinceInput.value) : null;
     if (from !== null && (!Number.isInteger(from) || from < 1)) { ctx.fail('Replay from a seq of 1 or more.'); return; }
-    const since = from === null ? null : from - 1; // the protocol's since is the last seq already seen
-    filters.set(f, since);
+    const connected = sub.connected;
+    const added = sub.add(f, { since: from === null ? null : from - 1 }); // the protocol's since is the last seq seen
     renderSubs();
-    if (!sendFrame(subscribeFrame(f, since))) ctx.notify(`Subscribed to ${f} once the console is connected.`);
-    else ctx.notify(`Subscribed to ${f}${from !== null ? ` from seq ${from}` : ''}.`);
+    if (!connected) ctx.notify(`Subscribed to ${f} once the console is connected.`);
+    try {
+      await added;
+      if (connected) ctx.notify(`Subscribed to ${f}${from !== null ? ` from seq ${from}` : ''}.`);
+    } catch (err) {
+      ctx.fail(`Cannot subscribe to ${f}: ${brief(err)}`);
+      renderSubs();
+    }
   },
   h('h2', {}, 'Subscribe'),
   field('Topic filter', filterInput, '+ matches one level, # the rest'),
@@ -206,23 +162,17 @@ export function render(ctx) {
     let message = messageInput.value;
     if (kindSelect.value === 'json') {
       try { message = JSON.parse(message); } catch (exc) {
-        outcome.textContent = `Not valid JSON: ${exc.message}`;
-        outcome.className = 'outcome bad';
+        setOutcome(`Not valid JSON: ${exc.message}`, 'bad');
         return;
       }
     }
-    const id = nextId++;
-    const frame = { action: 'publish', id, topic, message };
-    if (idemInput.value.trim()) frame.idempotency_key = idemInput.value.trim();
-    pending.set(id, topic);
-    if (!sendFrame(frame)) {
-      pending.delete(id);
-      outcome.textContent = 'Not connected: the message was not sent.';
-      outcome.className = 'outcome bad';
-      return;
+    setOutcome(`Publishing to ${topic}…`);
+    try {
+      const ack = await sub.publish(topic, message, { idempotencyKey: idemInput.value.trim() || undefined });
+      setOutcome(`Published to ${topic}: acknowledged, seq ${ack.seq}${ack.duplicate ? ' (duplicate)' : ''}.`, 'ok');
+    } catch (err) {
+      setOutcome(err instanceof ConnectionFailed ? `Publish to ${topic}: ${err.message}.` : `Publish failed: ${brief(err)}`, 'bad');
     }
-    outcome.textContent = `Publishing to ${topic}…`;
-    outcome.className = 'outcome';
   },
   h('h2', {}, 'Publish'),
   field('Topic', topicInput), field('Message', messageInput), field('Send as', kindSelect),
@@ -235,13 +185,13 @@ export function render(ctx) {
     h('div', { class: 'row toolbar' }, pauseButton,
       button('Clear', () => { log.replaceChildren(); held.length = 0; count(); }), counter),
     log);
-  connect();
+  start([], null);
   return {
     el,
     dispose: () => {
       closed = true;
       clearTimeout(retryTimer);
-      if (ws) ws.close(1000, 'page left');
+      sub.close();
     },
   };
 }

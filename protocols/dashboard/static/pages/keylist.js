@@ -1,8 +1,16 @@
 // API keys: list, create (value shown once, with copy and a warning), revoke, optional per-key rate limit.
-// `base` is /api/v1/keys (the user's own) or /api/v1/admin/users/{id}/keys (admin).
+// `keys` is {list(), create(name, rateLimit), revoke(id)}: the user's own (userKeys) or a user's for the admin (adminKeys).
 import { button, copy, field, fill, form, h, input, table, when } from '../dom.js';
 
-export function keyManager(ctx, base, currentKeyId) {
+export const userKeys = (client) => ({
+  list: () => client.keys(), create: (name, rate) => client.createKey(name, rate), revoke: (id) => client.deleteKey(id),
+});
+export const adminKeys = (admin, userId) => ({
+  list: () => admin.keys(userId), create: (name, rate) => admin.createKey(userId, name, rate),
+  revoke: (id) => admin.deleteKey(userId, id),
+});
+
+export function keyManager(ctx, api, currentKeyId) {
   const list = h('div', {}, h('p', {}, 'Loading keys…'));
   const created = h('div', { class: 'created' });
   const name = input({ name: 'key_name', required: true, maxlength: 100 });
@@ -11,7 +19,7 @@ export function keyManager(ctx, base, currentKeyId) {
 
   const load = async () => {
     try {
-      const { keys } = await ctx.session.call('GET', base);
+      const keys = await api.list();
       fill(list, table('API keys', ['Name', 'Key id', 'Created', 'Rate limit', ''], keys.map((k) => h('tr', {},
         h('td', {}, k.name, k.id === currentKeyId ? h('span', { class: 'badge' }, 'this session') : null),
         h('td', {}, h('code', {}, k.id)),
@@ -28,7 +36,7 @@ export function keyManager(ctx, base, currentKeyId) {
     const warning = own ? ' This session signed in with it: you will be signed out.' : '';
     if (!window.confirm(`Revoke the key "${k.name}"? Tokens issued from it stop working at once.${warning}`)) return;
     try {
-      await ctx.session.call('DELETE', `${base}/${encodeURIComponent(k.id)}`);
+      await api.revoke(k.id);
       if (own) {  // this session's token was issued from the key, so it ends with it
         ctx.session.signOut();
         ctx.notify(`Key ${k.name} revoked. It was this session's key: you are signed out.`);
@@ -44,10 +52,9 @@ export function keyManager(ctx, base, currentKeyId) {
 
   const create = form({ class: 'card inline-form', 'aria-label': 'Create a key' }, async () => {
     if (!name.value.trim()) { ctx.fail('Give the key a name.'); return; }
-    const body = { name: name.value.trim() };
-    if (rate.value) body.rate_limit = { rate: Number(rate.value), burst: Number(burst.value || 1) };
+    const limit = rate.value ? { rate: Number(rate.value), burst: Number(burst.value || 1) } : undefined;
     try {
-      const key = await ctx.session.call('POST', base, body);
+      const key = await api.create(name.value.trim(), limit);
       const value = input({ readonly: true, value: key.key, class: 'secret', name: 'new_key' });
       fill(created, h('div', { class: 'card warn' },
         h('h3', {}, `New key "${key.name}"`),

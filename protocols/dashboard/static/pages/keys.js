@@ -1,6 +1,6 @@
 // Keys: the signed-in user's API keys.
 import { h } from '../dom.js';
-import { keyManager } from './keylist.js';
+import { keyManager, userKeys } from './keylist.js';
 
 export function render(ctx) {
   const parts = (ctx.session.state.apiKey || '').split('_');
@@ -8,6 +8,6 @@ export function render(ctx) {
   return {
     el: h('section', {}, h('h1', {}, 'Keys'),
       h('p', {}, 'Static API keys are exchanged at POST /token for short-lived tokens. Revoking a key stops new tokens at once.'),
-      keyManager(ctx, '/api/v1/keys', currentKeyId)),
+      keyManager(ctx, userKeys(ctx.client), currentKeyId)),
   };
 }

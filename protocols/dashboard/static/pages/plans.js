@@ -3,7 +3,7 @@ import { fill, h, number, table } from '../dom.js';
 
 export function render(ctx) {
   const body = h('div', {}, h('p', {}, 'Loading plans…'));
-  ctx.session.call('GET', '/api/v1/admin/plans').then(({ plans, prices }) => {
+  ctx.client.plans().then(({ plans, prices }) => {
     fill(body,
       table('Plans', ['Plan', 'Monthly quota (units)', 'Rate (msg/s)', 'Burst', 'Connections', 'Largest message (bytes)'],
         plans.map((p) => h('tr', {}, h('td', {}, h('code', {}, p.name)), h('td', {}, number(p.quota)), h('td', {}, number(p.rate)),

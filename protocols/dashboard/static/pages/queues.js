@@ -2,7 +2,6 @@
 // delete or release received messages; open a queue's dead-letter queue.
 import { button, field, fill, form, h, input, number, table, when } from '../dom.js';
 
-const path = (name) => `/api/v1/queues/${name.split('/').map(encodeURIComponent).join('/')}`;
 
 const ATTRIBUTES = [
   ['visibility_timeout', 'Visibility timeout (s)', '0-43200'],
@@ -13,7 +12,7 @@ const ATTRIBUTES = [
 ];
 
 export function render(ctx) {
-  const { session } = ctx;
+  const { client } = ctx;
   const listBox = h('div', {}, h('p', {}, 'Loading queues…'));
   const detail = h('div', { class: 'queue-detail' });
   let selected = ctx.args[0] || null;
@@ -24,8 +23,8 @@ export function render(ctx) {
 
   const loadList = async () => {
     try {
-      const { queues } = await session.call('GET', '/api/v1/queues');
-      const infos = await Promise.all(queues.map((q) => session.call('GET', path(q.name)).catch(() => ({ ...q }))));
+      const queues = await client.queues();
+      const infos = await Promise.all(queues.map((q) => client.queue(q.name).attributes().catch(() => ({ ...q }))));
       const current = infos.find((q) => q.name === selected);
       if (current && infoLine && current.created_at) infoLine.textContent = describeQueue(current);
       fill(listBox, table('Queues in this namespace', ['Queue', 'Visible', 'In flight', 'Delayed', ''], infos.map((q) => h('tr', {},
@@ -52,7 +51,7 @@ export function render(ctx) {
   const showQueue = async (name) => {
     let info;
     try {
-      info = await session.call('GET', path(name));
+      info = await client.queue(name).attributes();
     } catch (err) {
       ctx.fail(err);
       return;
@@ -70,7 +69,7 @@ export function render(ctx) {
       body.redrive_policy = dlq.value.trim()
         ? { dead_letter_queue: dlq.value.trim(), max_receive_count: Number(maxReceive.value || 5) } : null;
       try {
-        await session.call('PUT', path(name), body);
+        await client.queue(name).create(body);
         ctx.notify(`Attributes of ${name} saved.`);
         await refresh();
       } catch (err) { ctx.fail(err); }
@@ -83,10 +82,8 @@ export function render(ctx) {
     const body = h('textarea', { name: 'body', rows: 2 });
     const delay = input({ type: 'number', name: 'delay_seconds', min: 0, max: 900 });
     const sendForm = form({ class: 'card', 'aria-label': 'Send a message' }, async () => {
-      const doc = { body: body.value };
-      if (delay.value) doc.delay_seconds = Number(delay.value);
       try {
-        const sent = await session.call('POST', `${path(name)}/messages`, doc);
+        const sent = await client.queue(name).send(body.value, { delaySeconds: delay.value ? Number(delay.value) : undefined });
         body.value = '';
         await loadList(); // updates the counts without redrawing the forms
         ctx.notify(`Sent message ${sent.message_id} to ${name}.`);
@@ -99,10 +96,10 @@ export function render(ctx) {
     const visibility = input({ type: 'number', name: 'visibility_timeout', min: 0, max: 43200 });
     const wait = input({ type: 'number', name: 'wait', min: 0, max: 20, value: 0 });
     const receiveForm = form({ class: 'card', 'aria-label': 'Receive messages' }, async () => {
-      const doc = { max: Number(max.value || 1), wait: Number(wait.value || 0) };
-      if (visibility.value) doc.visibility_timeout = Number(visibility.value);
+      const options = { max: Number(max.value || 1), wait: Number(wait.value || 0) };
+      if (visibility.value) options.visibilityTimeout = Number(visibility.value);
       try {
-        const { messages } = await session.call('POST', `${path(name)}/messages/receive`, doc);
+        const messages = await client.queue(name).receive(options);
         showReceived(name, received, messages);
         await loadList();
       } catch (err) { ctx.fail(err); }
@@ -118,12 +115,12 @@ export function render(ctx) {
         policy ? button('Open dead-letter queue', () => open(policy.dead_letter_queue)) : null,
         button('Purge', async () => {
           if (!window.confirm(`Delete every message in ${name}?`)) return;
-          try { await session.call('POST', `${path(name)}/purge`); ctx.notify(`${name} purged.`); await refresh(); } catch (err) { ctx.fail(err); }
+          try { await client.queue(name).purge(); ctx.notify(`${name} purged.`); await refresh(); } catch (err) { ctx.fail(err); }
         }, { class: 'danger' }),
         button('Delete queue', async () => {
           if (!window.confirm(`Delete the queue ${name} and its messages?`)) return;
           try {
-            await session.call('DELETE', path(name));
+            await client.queue(name).delete();
             ctx.notify(`Queue ${name} deleted.`);
             selected = null;
             fill(detail);
@@ -137,18 +134,18 @@ export function render(ctx) {
     if (!messages.length) { fill(box, h('p', { role: 'status' }, 'No message available.')); return; }
     fill(box, h('ul', { class: 'received-list', 'aria-label': 'Received messages' }, messages.map((m) => {
       const item = h('li', { class: 'msg' },
-        h('div', { class: 'msg-head' }, h('code', {}, m.message_id), h('span', {}, `received ${m.receive_count}×`),
-          h('span', {}, when(m.sent_at))),
+        h('div', { class: 'msg-head' }, h('code', {}, m.messageId), h('span', {}, `received ${m.receiveCount}×`),
+          h('span', {}, when(m.sentAt))),
         h('pre', { class: 'payload' }, m.encoding === 'base64' ? `base64: ${m.body}`
           : typeof m.body === 'string' ? m.body : JSON.stringify(m.body, null, 2)));
       const done = (text) => fill(item, h('p', { class: 'hint' }, text));
       item.append(h('div', { class: 'row' },
         button('Delete message', async () => {
-          try { await session.call('DELETE', `${path(name)}/messages/${encodeURIComponent(m.receipt_handle)}`); done(`Deleted ${m.message_id}.`); await loadList(); } catch (err) { ctx.fail(err); }
-        }, { 'aria-label': `Delete message ${m.message_id}` }),
+          try { await m.delete(); done(`Deleted ${m.messageId}.`); await loadList(); } catch (err) { ctx.fail(err); }
+        }, { 'aria-label': `Delete message ${m.messageId}` }),
         button('Release', async () => {
-          try { await session.call('PATCH', `${path(name)}/messages/${encodeURIComponent(m.receipt_handle)}`, { visibility_timeout: 0 }); done(`Released ${m.message_id}: visible again.`); await loadList(); } catch (err) { ctx.fail(err); }
-        }, { 'aria-label': `Release message ${m.message_id}` })));
+          try { await m.release(0); done(`Released ${m.messageId}: visible again.`); await loadList(); } catch (err) { ctx.fail(err); }
+        }, { 'aria-label': `Release message ${m.messageId}` })));
       return item;
     })));
   };
@@ -158,7 +155,7 @@ export function render(ctx) {
     const name = newName.value.trim();
     if (!name) { ctx.fail('Enter a queue name.'); return; }
     try {
-      await session.call('PUT', path(name), {});
+      await client.queue(name).create({});
       ctx.notify(`Queue ${name} created.`);
       newName.value = '';
       await loadList();

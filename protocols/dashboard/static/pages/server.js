@@ -8,7 +8,7 @@ export function render(ctx) {
   const stamp = h('p', { class: 'hint' });
   const load = async () => {
     try {
-      const st = await ctx.session.call('GET', '/api/v1/admin/stats');
+      const st = await ctx.client.stats();
       const rate = st.per_second;
       const protocols = [...new Set([...Object.keys(st.connections), ...Object.keys(st.published), ...Object.keys(st.delivered)])].sort();
       fill(body,

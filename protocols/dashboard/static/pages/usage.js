@@ -7,7 +7,7 @@ export function render(ctx) {
   const load = async () => {
     try {
       const [u, history] = await Promise.all([
-        ctx.session.call('GET', '/api/v1/usage'), ctx.session.call('GET', '/api/v1/usage/history'),
+        ctx.client.usage(), ctx.client.usageHistory(),
       ]);
       fill(body, usageFigures(u), usageCharts(history),
         h('p', { class: 'hint' }, `Prices: ${Object.entries(u.prices).map(([k, v]) => `${k} ${v}`).join(', ')} unit(s). `

@@ -1,17 +1,16 @@
 // Users (admin): list, search, create; a user's page: plan, disable, limit overrides, credits, keys, usage, delete.
 import { button, field, fill, form, h, input, table, when } from '../dom.js';
-import { keyManager } from './keylist.js';
+import { adminKeys, keyManager } from './keylist.js';
 import { usageCharts, usageFigures } from './usagefigures.js';
 
 const LIMITS = [
   ['quota', 'Monthly quota (units)'], ['rate', 'Rate (msg/s)'], ['burst', 'Burst'],
   ['max_connections', 'Connections'], ['max_message_bytes', 'Largest message (bytes)'],
 ];
-const userPath = (id) => `/api/v1/admin/users/${encodeURIComponent(id)}`;
 
 async function planOptions(ctx, selected) {
   let names = ['free', 'pro'];
-  try { names = (await ctx.session.call('GET', '/api/v1/admin/plans')).plans.map((p) => p.name); } catch { /* keep defaults */ }
+  try { names = (await ctx.client.plans()).plans.map((p) => p.name); } catch { /* keep defaults */ }
   return names.map((n) => h('option', { value: n, selected: n === selected }, n));
 }
 
@@ -29,7 +28,7 @@ function listPage(ctx) {
         h('td', {}, h('a', { href: `#/users/${encodeURIComponent(u.user_id)}`, 'aria-label': `Manage ${u.user_id}` }, 'Manage'))))));
   };
   const load = async () => {
-    try { users = (await ctx.session.call('GET', '/api/v1/admin/users')).users; show(); } catch (err) { ctx.fail(err); }
+    try { users = await ctx.client.users(); show(); } catch (err) { ctx.fail(err); }
   };
   search.addEventListener('input', show);
 
@@ -40,7 +39,7 @@ function listPage(ctx) {
     const id = newId.value.trim();
     if (!/^[a-z0-9-]{1,64}$/.test(id)) { ctx.fail('A user id is 1-64 characters of a-z, 0-9 and -.'); return; }
     try {
-      await ctx.session.call('POST', '/api/v1/admin/users', { user_id: id, plan: plan.value || 'free' });
+      await ctx.client.createUser(id, plan.value || 'free');
       ctx.notify(`User ${id} created.`);
       location.hash = `#/users/${encodeURIComponent(id)}`;
     } catch (err) { ctx.fail(err); }
@@ -52,19 +51,19 @@ function listPage(ctx) {
 }
 
 function userPage(ctx, id) {
-  const base = userPath(id);
+  const admin = ctx.client;
   const head = h('div', {}, h('p', {}, 'Loading…'));
   const usageBox = h('div', {});
   const load = async () => {
     let user;
-    try { user = await ctx.session.call('GET', base); } catch (err) { ctx.fail(err); return; }
+    try { user = await admin.user(id); } catch (err) { ctx.fail(err); return; }
     const overrides = (user.extra && user.extra.limits) || {};
     const plan = h('select', { name: 'plan' }, await planOptions(ctx, user.plan));
     const limitInputs = Object.fromEntries(LIMITS.map(([k]) => [k, input({
       type: 'number', name: k, min: 0, step: 'any', value: overrides[k] ?? '', placeholder: 'plan default' })]));
     const credits = input({ type: 'number', name: 'credits', min: 1, step: 1 });
     const patch = async (body, done) => {
-      try { await ctx.session.call('PATCH', base, body); ctx.notify(done); await load(); } catch (err) { ctx.fail(err); }
+      try { await admin.updateUser(id, body); ctx.notify(done); await load(); } catch (err) { ctx.fail(err); }
     };
     fill(head,
       h('p', {}, `Plan ${user.plan} · ${user.disabled ? 'disabled' : 'active'} · created ${when(user.created_at)}`),
@@ -85,7 +84,7 @@ function userPage(ctx, id) {
           const amount = Number(credits.value);
           if (!Number.isInteger(amount) || amount <= 0) { ctx.fail('Credits must be a positive whole number.'); return; }
           try {
-            const r = await ctx.session.call('POST', `${base}/credits`, { amount });
+            const r = await admin.addCredits(id, amount);
             ctx.notify(`Added ${amount} credits to ${id}: balance ${r.balance}.`);
             credits.value = '';
             await loadUsage();
@@ -94,20 +93,20 @@ function userPage(ctx, id) {
   };
   const loadUsage = async () => {
     try {
-      const [u, history] = await Promise.all([ctx.session.call('GET', `${base}/usage`), ctx.session.call('GET', `${base}/usage/history`)]);
+      const [u, history] = await Promise.all([admin.usage(id), admin.usageHistory(id)]);
       fill(usageBox, h('h2', {}, 'Usage'), usageFigures(u), usageCharts(history));
     } catch (err) { ctx.fail(err); }
   };
   const remove = button('Delete user', async () => {
     if (!window.confirm(`Delete the user ${id}? Their keys stop working at once.`)) return;
-    try { await ctx.session.call('DELETE', base); ctx.notify(`User ${id} deleted.`); location.hash = '#/users'; } catch (err) { ctx.fail(err); }
+    try { await admin.deleteUser(id); ctx.notify(`User ${id} deleted.`); location.hash = '#/users'; } catch (err) { ctx.fail(err); }
   }, { class: 'danger' });
   load();
   loadUsage();
   return {
     el: h('section', {}, h('p', {}, h('a', { href: '#/users' }, '← All users')),
       h('div', { class: 'title-row' }, h('h1', {}, `User ${id}`), remove), head,
-      h('h2', {}, 'API keys'), keyManager(ctx, `${base}/keys`, null), usageBox),
+      h('h2', {}, 'API keys'), keyManager(ctx, adminKeys(admin, id), null), usageBox),
   };
 }
 
