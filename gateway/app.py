@@ -14,7 +14,7 @@ import gateway
 from gateway.draining import Draining
 from gateway.services import running_services
 from gateway.settings import Settings
-from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage
+from protocols.http import admin, errors, health, keys, publish, queues, sse, token, usage, webhooks
 from protocols.http.fastpath import FastPath
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
@@ -54,6 +54,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastPath
     app.router.routes.append(WebSocketRoute("/mqtt", mqtt_over_websocket))  # MQTT over WebSocket (protocols/mqtt)
     for router in (token.router, admin.router, keys.router, health.router, usage.router):
         app.include_router(router)
+    app.include_router(webhooks.router)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     return FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
 

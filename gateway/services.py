@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
 from gateway.settings import Settings
+from gateway.webhooks import Webhooks
 
 log = logging.getLogger("flowgate")
 
@@ -43,6 +44,7 @@ class Services:
     guard: BillingGuard
     queues: QueueEngine
     draining: Draining
+    webhooks: Webhooks
 
 
 @asynccontextmanager
@@ -65,6 +67,7 @@ async def running_services(settings: Settings, draining: Draining | None = None)
         accounts = await Accounts.open(bus, secrets)
         guard = await BillingGuard.open(settings, bus, accounts, metrics)
         queues = await QueueEngine.open(settings, bus, secrets, metrics, guard=guard)
+        webhooks = await Webhooks.open(settings, bus, metrics, guard, queues)
         services = Services(
             settings=settings,
             secrets=secrets,
@@ -80,11 +83,14 @@ async def running_services(settings: Settings, draining: Draining | None = None)
             guard=guard,
             queues=queues,
             draining=draining or Draining(),
+            webhooks=webhooks,
         )
         guard.start()
+        webhooks.start()
         try:
             yield services
         finally:
+            await webhooks.close()
             await queues.close()
             await hub.close()
             await guard.close()

@@ -1,0 +1,251 @@
+"""One webhook's delivery loop in one replica: fetch, POST, acknowledge or retry later.
+
+Every replica runs a ``Dispatcher`` per active webhook, all fetching from the
+webhook's one durable consumer (``gateway.bus.durable``), which hands out one
+message at a time: in order, and held by one replica. A 2xx acknowledges (and
+is billed as a delivery); anything else is retried by a negative
+acknowledgement with a delay: exponential backoff with jitter, or the
+receiver's ``Retry-After`` on 429 and 503. A message that would be older than
+the maximum age at its next attempt goes to the webhook's dead-letter queue.
+Each dispatcher has its own HTTP client and timeouts, so a slow receiver holds
+up only its own webhook, never publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from auth.permissions import Permissions
+from auth.tokens import Claims
+from gateway.billing import BillingGuard
+from gateway.bus import Bucket
+from gateway.bus.durable import DurableConsumer, Stored
+from gateway.errors import FlowGateError
+from gateway.payload import QOS_HEADER, Kind, Payload
+from gateway.queues import QueueEngine
+from gateway.queues.messages import SendEntry
+from gateway.settings import Settings
+from gateway.topics import Namespace, parse_subject, topic_matches
+from gateway.webhooks.metrics import WebhookMetrics
+from gateway.webhooks.records import Webhook
+from gateway.webhooks.signing import sign
+from gateway.webhooks.targets import check_target
+
+log = logging.getLogger("flowgate.webhooks")
+
+FETCH_WAIT = 5.0
+USER_AGENT = "Flow-Gate-Webhooks/1"
+MAX_RETRY_AFTER = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One delivery attempt, as the delivery log keeps it."""
+
+    seq: int
+    attempt: int
+    status: int | None
+    latency_ms: float
+    error: str
+    outcome: str  # delivered, retry, dead_letter, skipped
+    at: float
+    replica: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "seq": self.seq,
+                "attempt": self.attempt,
+                "status": self.status,
+                "latency_ms": round(self.latency_ms, 1),
+                "error": self.error,
+                "outcome": self.outcome,
+                "at": _iso(self.at),
+                "replica": self.replica,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every dispatcher of a process shares."""
+
+    settings: Settings
+    log: Bucket
+    metrics: WebhookMetrics
+    guard: BillingGuard | None
+    queues: QueueEngine
+    replica: str
+
+
+def render(stored: Stored, topic: str) -> bytes:
+    """The JSON body POSTed for one message (the data keeps its type, as on SSE and WebSocket)."""
+    payload = Payload.from_headers(stored.body, stored.headers)
+    document: dict[str, Any] = {
+        "type": "message",
+        "id": f"msg_{stored.seq}",
+        "topic": topic,
+        "seq": stored.seq,
+        "published_at": _iso(stored.stored_ns / 1e9),
+        **payload.json_fields(),
+    }
+    qos = stored.headers.get(QOS_HEADER)
+    if qos is not None:
+        document["qos"] = int(qos) if qos.isdigit() else qos
+    return orjson.dumps(document)
+
+
+def retry_after(response: httpx.Response, now: float) -> float | None:
+    """The delay a 429 or 503 asks for, in seconds."""
+    if response.status_code not in (429, 503):
+        return None
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+class Dispatcher:
+    def __init__(self, webhook: Webhook, consumer: DurableConsumer, context: Context, *, exact: bool) -> None:
+        self.webhook = webhook  # replaced in place when the record changes (url, secret, headers)
+        self._consumer = consumer
+        self._context = context
+        self._exact = exact
+        settings = context.settings
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"webhook {self.webhook.id}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._consumer.close()
+        await self._client.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                stored = await self._consumer.fetch(FETCH_WAIT)
+                if stored is not None:
+                    await self._handle(stored)
+            except FlowGateError as exc:  # NATS away, consumer deleted: try again shortly
+                log.warning("webhook %s: %s", self.webhook.id, exc.message)
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, stored: Stored) -> None:
+        webhook = self.webhook
+        namespace, topic = parse_subject(stored.subject)
+        if not self._exact and not topic_matches(webhook.filter, topic):
+            await stored.ack()  # on the consumer's wider subject, not this filter's
+            return
+        body = render(stored, topic)
+        started = time.monotonic()
+        status: int | None = None
+        error = ""
+        delay: float | None = None
+        try:
+            await check_target(webhook.url, allow_private=self._context.settings.webhook_allow_private)
+            headers = {
+                **webhook.headers,
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                **sign(webhook.key, f"msg_{stored.seq}", int(time.time()), body),
+            }
+            response = await self._client.post(webhook.url, content=body, headers=headers)
+            status = response.status_code
+            if 200 <= status < 300:
+                await self._delivered(stored, namespace, status, time.monotonic() - started)
+                return
+            error = f"HTTP {status}"
+            delay = retry_after(response, time.time())
+        except FlowGateError as exc:
+            error = exc.message
+        except httpx.TimeoutException:
+            error = "timeout"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        await self._failed(stored, status, error, delay, time.monotonic() - started)
+
+    async def _delivered(self, stored: Stored, namespace: Namespace, status: int, latency: float) -> None:
+        await stored.ack()
+        context = self._context
+        context.metrics.observe("delivered", latency)
+        if context.guard is not None:
+            context.guard.record_delivery(namespace)
+        await self._log(Attempt(stored.seq, stored.delivered, status, latency * 1000, "", "delivered", time.time(), ""))
+
+    async def _failed(
+        self, stored: Stored, status: int | None, error: str, asked: float | None, latency: float
+    ) -> None:
+        settings = self._context.settings
+        if asked is None:
+            backoff = settings.webhook_retry_base_seconds * 2 ** min(stored.delivered - 1, 30)
+            delay = min(settings.webhook_retry_max_seconds, backoff) * random.uniform(0.5, 1.0)
+        else:
+            delay = min(MAX_RETRY_AFTER, asked)  # the receiver knows best, within reason
+        age = time.time() - stored.stored_ns / 1e9
+        outcome = "retry"
+        max_age = self.webhook.max_age_seconds or settings.webhook_max_age_seconds
+        if age + delay > max_age:
+            try:
+                await self._dead_letter(stored, error)
+                outcome = "dead_letter"
+            except FlowGateError as exc:
+                log.warning("webhook %s: dead-letter queue refused message %d: %s", self.webhook.id, stored.seq, exc)
+                error = f"{error}; dead-letter queue: {exc.message}"
+        if outcome == "dead_letter":
+            await stored.ack()
+        else:
+            await stored.nak(delay)
+        self._context.metrics.observe(outcome if outcome == "dead_letter" else "failed", latency)
+        attempt = Attempt(stored.seq, stored.delivered, status, latency * 1000, error, outcome, time.time(), "")
+        await self._log(attempt)
+
+    async def _dead_letter(self, stored: Stored, error: str) -> None:
+        webhook = self.webhook
+        namespace, topic = parse_subject(stored.subject)
+        now = int(time.time())
+        claims = Claims(namespace, now, now + 60, f"webhook-{webhook.id}", Permissions())
+        document = {
+            "webhook_id": webhook.id,
+            "attempts": stored.delivered,
+            "last_error": error,
+            "message": orjson.Fragment(render(stored, topic)),
+        }
+        entry = SendEntry(Payload(orjson.dumps(document), Kind.JSON))
+        [result] = await self._context.queues.send_messages(claims, webhook.dead_letter_queue, [entry])
+        if isinstance(result, FlowGateError):
+            raise result
+
+    async def _log(self, attempt: Attempt) -> None:
+        attempt = replace(attempt, replica=self._context.replica)
+        try:
+            await self._context.log.put(self.webhook.id, attempt.encode())
+        except FlowGateError as exc:
+            log.warning("webhook %s: delivery log not written: %s", self.webhook.id, exc.message)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
