@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
 from gateway.settings import Settings
+from gateway.triggers import Triggers
 from gateway.webhooks import Webhooks
 
 log = logging.getLogger("flowgate")
@@ -45,6 +46,7 @@ class Services:
     queues: QueueEngine
     draining: Draining
     webhooks: Webhooks
+    triggers: Triggers
 
 
 @asynccontextmanager
@@ -77,13 +79,14 @@ async def running_services(settings: Settings, draining: Draining | None = None)
             tokens=TokenService(
                 secrets.token_key, default_ttl=settings.token_default_ttl, max_ttl=settings.token_max_ttl
             ),
-            publisher=Publisher(settings, bus, metrics, guard=guard, local=hub),
+            publisher=(publisher := Publisher(settings, bus, metrics, guard=guard, local=hub)),
             metrics=metrics,
             nats_url=url,
             guard=guard,
             queues=queues,
             draining=draining or Draining(),
             webhooks=webhooks,
+            triggers=await Triggers.open(bus, publisher),
         )
         guard.start()
         webhooks.start()

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 MAX_BODY = 64 * 1024
 
 
-async def _document(request: Request) -> Any:
+async def json_body(request: Request) -> Any:
     raw = await read_body(request, MAX_BODY)
     try:
         return orjson.loads(raw)
@@ -30,7 +30,7 @@ async def _document(request: Request) -> Any:
 @router.post("", status_code=201)
 async def create_webhook(request: Request, claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
     """Create a webhook; the answer is the only one that shows its ``secret``."""
-    webhook = await services.webhooks.create(claims, await _document(request))
+    webhook = await services.webhooks.create(claims, await json_body(request))
     return webhook.public(with_secret=True)
 
 
@@ -47,7 +47,7 @@ async def get_webhook(webhook_id: str, claims: ClaimsDep, services: ServicesDep)
 @router.patch("/{webhook_id}")
 async def update_webhook(webhook_id: str, request: Request, claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
     """Change ``url``, ``secret``, ``headers``, ``dead_letter_queue``, ``description`` or ``paused``."""
-    return (await services.webhooks.update(claims, webhook_id, await _document(request))).public()
+    return (await services.webhooks.update(claims, webhook_id, await json_body(request))).public()
 
 
 @router.post("/{webhook_id}/pause")
