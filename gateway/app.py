@@ -14,7 +14,7 @@ import gateway
 from gateway.draining import Draining
 from gateway.services import running_services
 from gateway.settings import Settings
-from protocols.http import admin, errors, health, keys, publish, queues, sse, token, triggers, usage, webhooks
+from protocols.http import admin, errors, health, keys, presence, publish, queues, sse, token, triggers, usage, webhooks
 from protocols.http.fastpath import FastPath
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
@@ -56,6 +56,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastPath
         app.include_router(router)
     app.include_router(webhooks.router)
     app.include_router(triggers.router)
+    app.include_router(presence.router)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     return FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
 

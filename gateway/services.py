@@ -20,6 +20,7 @@ from gateway.billing import BillingGuard
 from gateway.bus import Bus
 from gateway.draining import Draining
 from gateway.embedded_nats import EmbeddedNats
+from gateway.events import ConnectionEvents
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.publishing import Publisher
@@ -47,6 +48,7 @@ class Services:
     draining: Draining
     webhooks: Webhooks
     triggers: Triggers
+    events: ConnectionEvents
 
 
 @asynccontextmanager
@@ -87,12 +89,15 @@ async def running_services(settings: Settings, draining: Draining | None = None)
             draining=draining or Draining(),
             webhooks=webhooks,
             triggers=await Triggers.open(bus, publisher),
+            events=(events := await ConnectionEvents.open(settings, bus, hub)),
         )
         guard.start()
         webhooks.start()
+        events.start()
         try:
             yield services
         finally:
+            await events.close()
             await webhooks.close()
             await queues.close()
             await hub.close()

@@ -262,6 +262,13 @@ class Settings:
         "Seconds between replicas' reads of the webhook list (created, paused or deleted elsewhere).",
     )
 
+    presence_heartbeat_seconds: float = _setting(
+        "FLOWGATE_PRESENCE_HEARTBEAT",
+        2.0,
+        _float(0.1, 60),
+        "Seconds between a replica's presence heartbeats; a replica silent for three is gone with its clients.",
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every setting from ``environ`` (default ``os.environ``); keyword overrides win."""

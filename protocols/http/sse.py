@@ -23,6 +23,7 @@ from starlette.responses import StreamingResponse
 
 from gateway.billing import ConnectionLease
 from gateway.errors import BadRequest, Forbidden
+from gateway.events import Session
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
@@ -98,9 +99,11 @@ class SseStream:
         self.sink = sink
         self.namespace = namespace  # deliveries are billed to it
         self.lease = lease  # the connection counted against the plan
+        self.session: Session | None = None  # connection events and presence (gateway.events)
         self.feed = Feed(services.hub, services.bus, subject, sink, since)
         self._forget_drain = services.draining.on_drain(sink.outbox.close)  # end the stream at shutdown
         self._preamble = b"retry: 2000\n: connected\n\n"
+        self._end_reason = "client closed"
 
     async def open(self) -> None:
         """Subscribe before the response starts, so a failure is still a proper HTTP error."""
@@ -120,6 +123,8 @@ class SseStream:
         """Release the subscription; idempotent (runs from the generator and as the response's background task)."""
         self.sink.outbox.close()
         self._forget_drain()
+        if self.session is not None:
+            self.session.closed(self._end_reason)
         if self.lease is not None:
             self.lease.close()
         await self.feed.close()
@@ -141,6 +146,7 @@ class SseStream:
                     self.services.guard.record_delivery(self.namespace, len(chunk))
                 yield b"".join(d.frame("sse", render_event) for _, d in chunk)
         except SlowConsumer:
+            self._end_reason = "slow consumer: outbound buffer full"
             log.warning("closing slow SSE consumer on %s (buffer of %d full)", self.subject, outbox.maxsize)
         finally:
             await self.close()
@@ -167,6 +173,9 @@ async def subscribe(request: Request) -> StreamingResponse:
     except BaseException:
         lease.close()
         raise
+    stream.session = services.events.connected(
+        claims.namespace, "sse", info=request.query_params.get("info"), filters=filters
+    )
     return StreamingResponse(
         stream.events(),
         media_type="text/event-stream",

@@ -43,6 +43,7 @@ from gateway.bus import PubAck as StoreAck
 from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_names
 from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
+from gateway.events import Session
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.publishing import AdmitLater, Outlet
 from gateway.topics import Namespace, topic_matches
@@ -217,6 +218,7 @@ class MqttConnection:
         self._consumer: SessionConsumer | None = None
         self._counted = False
         self._lease: ConnectionLease | None = None  # counted against the plan's connections (billing guard)
+        self.events: Session | None = None  # connection events and presence (gateway.events)
         self.closed = asyncio.Event()
         ctx.connections.add(self)
         self._delivered = ctx.services.metrics.delivered.labels("mqtt")
@@ -505,6 +507,7 @@ class MqttConnection:
                 window=self._window.size,
                 expiry=self.ctx.config.session_expiry,
             )
+        self.events = services.events.connected(namespace, "mqtt", client_id=self.client_id, filters=list(self._subs))
 
     def _refuse(self, code: int, reason: str) -> NoReturn:
         # A refused CONNECT gets its CONNACK, then the connection closes [MQTT-3.2.2-5].
@@ -731,6 +734,8 @@ class MqttConnection:
                 continue
             codes.append(granted)
             added.append(sub)
+        if self.events is not None:
+            self.events.subscribed([sub.topic_filter for sub in added])
         if self._persistent and added:
             await self._save_session()
         self._send(SubAck(packet.packet_id, tuple(codes)))  # [MQTT-3.8.4-1, 3.8.4-2]
@@ -821,6 +826,8 @@ class MqttConnection:
             if sub is not None:
                 changed = True
                 await self._remove_sinks(sub)
+                if self.events is not None:
+                    self.events.unsubscribed([topic_filter])
         if changed and self._persistent:
             await self._save_session()
         self._send(UnsubAck(packet.packet_id))  # even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]
@@ -1023,6 +1030,8 @@ class MqttConnection:
             self.ctx.services.metrics.connections.labels("mqtt").dec()
         if self._lease is not None:
             self._lease.close()
+        if self.events is not None:
+            self.events.closed(reason)
         for sub in list(self._subs.values()):
             await self._remove_sinks(sub)
         if self._saver is not None and not self._saver.done():

@@ -44,6 +44,7 @@ from starlette.requests import HTTPConnection
 from auth.tokens import Claims, bearer
 from gateway.bus import PubAck
 from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound, PaymentRequired, Unauthorized
+from gateway.events import Session
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
@@ -127,7 +128,8 @@ class WsEndpoint:
         structlog.contextvars.bind_contextvars(conn=next(self._ids), user=claims.user_id, app=claims.app, protocol="ws")
         direct = scope.get("extensions", {}).get(EXTENSION)
         try:
-            await Connection(services, claims, send, direct).run(receive)
+            events = services.events.connected(claims.namespace, PROTOCOL, info=request.query_params.get("info"))
+            await Connection(services, claims, send, direct, events).run(receive)
         finally:
             lease.close()
 
@@ -145,8 +147,17 @@ class _Subscription:
 
 
 class Connection:
-    def __init__(self, services: Services, claims: Claims, send: Send, direct: DirectWriter | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        claims: Claims,
+        send: Send,
+        direct: DirectWriter | None = None,
+        events: Session | None = None,  # connection events and presence (gateway.events)
+    ) -> None:
         self.services = services
+        self.events = events
+        self._end_reason = "client closed"
         self.claims = claims
         self._send = send
         self._direct = direct
@@ -185,12 +196,15 @@ class Connection:
             await asyncio.wait(tasks)
             await self._release()
             metrics.connections.labels(PROTOCOL).dec()
+            if self.events is not None:
+                self.events.closed(self._end_reason)
         if close is not None:
             await self._close(*close)
 
     def finish(self, code: int | None = None, reason: str = "") -> None:
         """End the connection: with a close frame (``code``), or quietly when the client is gone."""
         if not self._done.done():
+            self._end_reason = reason or self._end_reason
             self._done.set_result(None if code is None else (code, reason))
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -400,6 +414,8 @@ class Connection:
             if self.subscriptions.get(topic_filter) is subscription:
                 del self.subscriptions[topic_filter]
             raise
+        if self.events is not None:
+            self.events.subscribed([topic_filter])
         await self._ack(command.id, topic=topic_filter)
 
     async def _unsubscribe(self, command: Unsubscribe) -> None:
@@ -408,6 +424,8 @@ class Connection:
         if subscription is None:
             raise NotFound(f"not subscribed to {topic_filter!r}")
         await self._drop(subscription)
+        if self.events is not None:
+            self.events.unsubscribed([topic_filter])
         await self._ack(command.id, topic=topic_filter)
 
     async def _auth(self, command: Auth) -> None:
