@@ -36,9 +36,12 @@ class Stored:
     _msg: Msg
 
     async def ack(self) -> None:
-        """Acknowledge and wait for the server's confirmation (the next message may follow)."""
+        """Acknowledge (no confirmation awaited: a lost ack means one more delivery, at least once).
+
+        The next message is handed out once the server processed it (``max_ack_pending=1``).
+        """
         with nats_errors("acknowledge a delivery"):
-            await self._msg.ack_sync(timeout=5)
+            await self._msg.ack()
 
     async def nak(self, delay: float) -> None:
         """Deliver again after ``delay`` seconds; the messages after it wait."""

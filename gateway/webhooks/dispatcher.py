@@ -28,7 +28,6 @@ import orjson
 from auth.permissions import Permissions
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
-from gateway.bus import Bucket
 from gateway.bus.durable import DurableConsumer, Stored
 from gateway.errors import FlowGateError
 from gateway.payload import QOS_HEADER, Kind, Payload
@@ -36,6 +35,7 @@ from gateway.queues import QueueEngine
 from gateway.queues.messages import SendEntry
 from gateway.settings import Settings
 from gateway.topics import Namespace, parse_subject, topic_matches
+from gateway.webhooks.deliverylog import DeliveryLog
 from gateway.webhooks.metrics import WebhookMetrics
 from gateway.webhooks.records import Webhook
 from gateway.webhooks.signing import sign
@@ -81,7 +81,7 @@ class Context:
     """What every dispatcher of a process shares."""
 
     settings: Settings
-    log: Bucket
+    log: DeliveryLog
     metrics: WebhookMetrics
     guard: BillingGuard | None
     queues: QueueEngine
@@ -153,6 +153,9 @@ class Dispatcher:
             except FlowGateError as exc:  # NATS away, consumer deleted: try again shortly
                 log.warning("webhook %s: %s", self.webhook.id, exc.message)
                 await asyncio.sleep(1.0)
+            except Exception:  # a bug must not end this webhook's deliveries: the message comes again after AckWait
+                log.exception("webhook %s: delivery failed", self.webhook.id)
+                await asyncio.sleep(1.0)
 
     async def _handle(self, stored: Stored) -> None:
         webhook = self.webhook
@@ -194,7 +197,7 @@ class Dispatcher:
         context.metrics.observe("delivered", latency)
         if context.guard is not None:
             context.guard.record_delivery(namespace)
-        await self._log(Attempt(stored.seq, stored.delivered, status, latency * 1000, "", "delivered", time.time(), ""))
+        self._log(Attempt(stored.seq, stored.delivered, status, latency * 1000, "", "delivered", time.time(), ""))
 
     async def _failed(
         self, stored: Stored, status: int | None, error: str, asked: float | None, latency: float
@@ -221,7 +224,7 @@ class Dispatcher:
             await stored.nak(delay)
         self._context.metrics.observe(outcome if outcome == "dead_letter" else "failed", latency)
         attempt = Attempt(stored.seq, stored.delivered, status, latency * 1000, error, outcome, time.time(), "")
-        await self._log(attempt)
+        self._log(attempt)
 
     async def _dead_letter(self, stored: Stored, error: str) -> None:
         webhook = self.webhook
@@ -239,12 +242,8 @@ class Dispatcher:
         if isinstance(result, FlowGateError):
             raise result
 
-    async def _log(self, attempt: Attempt) -> None:
-        attempt = replace(attempt, replica=self._context.replica)
-        try:
-            await self._context.log.put(self.webhook.id, attempt.encode())
-        except FlowGateError as exc:
-            log.warning("webhook %s: delivery log not written: %s", self.webhook.id, exc.message)
+    def _log(self, attempt: Attempt) -> None:
+        self._context.log.add(self.webhook.id, replace(attempt, replica=self._context.replica).encode())
 
 
 def _iso(seconds: float) -> str:

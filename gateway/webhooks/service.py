@@ -15,8 +15,6 @@ import logging
 import secrets
 from typing import Any
 
-import orjson
-
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bucket, Bus
@@ -25,6 +23,7 @@ from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound
 from gateway.metrics import Metrics
 from gateway.queues import QueueEngine
 from gateway.settings import Settings
+from gateway.webhooks.deliverylog import DeliveryLog
 from gateway.webhooks.dispatcher import Context, Dispatcher
 from gateway.webhooks.metrics import WebhookMetrics
 from gateway.webhooks.records import BUCKET, Webhook
@@ -32,8 +31,6 @@ from gateway.webhooks.targets import check_target
 
 log = logging.getLogger("flowgate.webhooks")
 
-LOG_BUCKET = "FG_WEBHOOK_LOG"
-LOG_HISTORY = 50
 MAX_WEBHOOKS_PER_APP = 100
 
 
@@ -52,12 +49,13 @@ class Webhooks:
         cls, settings: Settings, bus: Bus, metrics: Metrics, guard: BillingGuard | None, queues: QueueEngine
     ) -> Webhooks:
         records = await bus.bucket(BUCKET)
-        delivery_log = await bus.bucket(LOG_BUCKET, history=LOG_HISTORY, ttl=7 * 86400)
+        delivery_log = await DeliveryLog.open(bus)
         context = Context(settings, delivery_log, WebhookMetrics(metrics.registry), guard, queues, secrets.token_hex(4))
         return cls(settings, bus, records, context)
 
     def start(self) -> None:
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop(), name="webhook sync")
+        self._context.log.start()
 
     async def close(self) -> None:
         if self._sync_task is not None:
@@ -65,6 +63,7 @@ class Webhooks:
             await asyncio.gather(self._sync_task, return_exceptions=True)
         running, self._running = self._running, {}
         await asyncio.gather(*(d.stop() for d in running.values()), return_exceptions=True)
+        await self._context.log.close()
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -124,13 +123,12 @@ class Webhooks:
         await self._records.delete(webhook.id)
         await self._stop(webhook.id)
         await DurableConsumer.delete(self._bus, webhook.consumer)
-        await self._context.log.delete(webhook.id)
+        await self._context.log.forget(webhook.id)
 
-    async def deliveries(self, claims: Claims, webhook_id: str) -> list[dict[str, Any]]:
+    async def deliveries(self, claims: Claims, webhook_id: str) -> list[dict[str, object]]:
         """The most recent delivery attempts, newest first."""
         webhook = await self.get(claims, webhook_id)
-        entries = await self._context.log.history(webhook.id)
-        return [orjson.loads(e.value) for e in reversed(entries)]
+        return await self._context.log.recent(webhook.id)
 
     @staticmethod
     def _check_filter(claims: Claims, topic_filter: str) -> None:
