@@ -7,6 +7,7 @@ import secrets
 import shutil
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -29,14 +30,19 @@ ENV = {
 
 
 @pytest.fixture(scope="module")
-def replicas(nats_server: NatsServer) -> Iterator[list[Gateway]]:
+def replicas() -> Iterator[list[Gateway]]:
+    """Two replicas on a NATS of their own: their durable consumers and buckets stay out of other modules' way."""
+    nats_server = NatsServer(temp_dir("fg-wh-nats-")).start()
     shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
     dirs = [temp_dir("fg-wh-"), temp_dir("fg-wh-")]
-    gateways = [Gateway(nats_server.url, d, env=ENV, **shared).start() for d in dirs]  # type: ignore[arg-type]
+    gateways = [Gateway(nats_server.url, d, env=ENV, **shared) for d in dirs]  # type: ignore[arg-type]
+    with ThreadPoolExecutor(2) as pool:  # both start at once
+        list(pool.map(Gateway.start, gateways))
     yield gateways
     for gw in gateways:
         gw.stop()
-    for d in dirs:
+    nats_server.stop()
+    for d in [*dirs, nats_server.store]:
         shutil.rmtree(d, ignore_errors=True)
 
 
