@@ -110,7 +110,9 @@ async def ws_subscribe(ws: Any, topic: str, frame_id: int) -> None:
 
 async def test_events_of_websocket_and_mqtt_clients_reach_an_sse_watcher(replicas: list[Gateway]) -> None:
     a, b = replicas
-    _, token = a.user_token()
+    _, key = a.new_user()
+    token = a.token(key)
+    limited = a.token(key, permissions={"subscribe": {"allow": ["room/#"]}})
     async with watch(a, token, "$events/#") as watcher:
         info = orjson.dumps({"name": "alice"}).decode()
         async with websockets.connect(f"{b.ws_url}/ws?token={token}&info={info}") as ws:
@@ -129,6 +131,15 @@ async def test_events_of_websocket_and_mqtt_clients_reach_an_sse_watcher(replica
             subscribed = await watcher.until(lambda e: e["event"] == "subscribed" and e["client_id"] == "dev-1")
             assert subscribed["filters"] == ["room/1"] and subscribed["protocol"] == "mqtt"
         await watcher.until(lambda e: e["event"] == "disconnected" and e["client_id"] == "dev-1")
+        async with websockets.connect(f"{b.ws_url}/ws?token={limited}") as ws:  # refusals are auth failures
+            await ws.send(orjson.dumps({"action": "subscribe", "topic": "secret", "id": 1}).decode())
+            assert orjson.loads(await ws.recv())["action"] == "error"
+            refused = await watcher.until(lambda e: e["event"] == "auth-failure" and e["protocol"] == "ws")
+            assert "secret" in refused["reason"]
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.get(a.base_url + "/api/v1/subscribe", params={"topic": "secret", "token": limited})
+            assert answer.status_code == 403
+        await watcher.until(lambda e: e["event"] == "auth-failure" and e["protocol"] == "sse")
     async with httpx.AsyncClient(timeout=10) as http:  # nobody may forge an event
         forged = await http.post(
             a.base_url + "/api/v1/publish",

@@ -109,6 +109,11 @@ class Session:
         self._events.emit(self, "unsubscribed", filters=removed)
         self._events.presence_changed(self, left=removed)
 
+    def auth_failure(self, reason: str) -> None:
+        """The client was refused something its token does not allow (it stays connected)."""
+        if not self._closed:
+            self._events.emit(self, "auth-failure", reason=reason)
+
     def closed(self, reason: str = "closed") -> None:
         """The connection ended (idempotent); a reason starting with "slow consumer" also emits slow-consumer."""
         if self._closed:

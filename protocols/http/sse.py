@@ -162,6 +162,7 @@ async def subscribe(request: Request) -> StreamingResponse:
     rule = claims.permissions.subscribe
     for topic_filter in filters:
         if not rule.permits_filter(topic_filter):
+            services.events.auth_failed(claims.namespace, "sse", f"may not subscribe to {topic_filter!r}")
             raise Forbidden(f"this token may not subscribe to {topic_filter!r}")
     subject, exact = claims.namespace.subscription_subject(filters)
     sink = FilteredSink(Outbox(services.settings.outbound_queue_size), filters, rule, exact=exact)

@@ -730,6 +730,8 @@ class MqttConnection:
             except FlowGateError as exc:
                 # Refused filters get 0x80, the others are granted [MQTT-3.9.3-1, 3.8.4-5].
                 log.info("mqtt %s: subscription to %r refused: %s", self.id, name, exc.message)
+                if self.events is not None and exc.status == 403:
+                    self.events.auth_failure(exc.message)
                 codes.append(SUBACK_FAILURE)
                 continue
             codes.append(granted)

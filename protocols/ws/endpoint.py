@@ -336,6 +336,8 @@ class Connection:
         except FlowGateError as exc:
             if isinstance(command, Publish) and exc.code not in COUNTED_BY_GUARD:
                 self.services.metrics.rejected.labels(PROTOCOL, exc.code).inc()
+            if self.events is not None and exc.status in (401, 403):
+                self.events.auth_failure(exc.message)
             topic = getattr(command, "topic", None)
             await self._send_frame(error_frame(exc, command.id, **({"topic": topic} if topic else {})))
 
