@@ -1,0 +1,109 @@
+"""The pure parts of webhooks and triggers: signatures both ways, Retry-After, payload kinds, definitions."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from email.utils import formatdate
+
+import httpx
+import pytest
+import standardwebhooks
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from gateway.errors import BadRequest, Unauthorized
+from gateway.payload import Kind
+from gateway.topics import Namespace
+from gateway.triggers.service import payload_of
+from gateway.triggers.verification import Scheme, verify
+from gateway.webhooks.dispatcher import retry_after
+from gateway.webhooks.records import Webhook
+from gateway.webhooks.signing import new_secret, secret_key, sign
+
+NOW = 1_800_000_000
+NS = Namespace("alice", "app")
+
+
+def test_our_signature_verifies_with_the_standardwebhooks_package() -> None:
+    secret = new_secret()
+    body = b'{"topic":"a","data":1}'
+    headers = sign(secret_key(secret), "msg_7", int(time.time()), body)  # the package checks against its clock
+    assert headers["webhook-signature"].startswith("v1,")
+    checker = standardwebhooks.Webhook(secret)
+    checker.verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        checker.verify(body + b" ", headers)
+
+
+def test_standard_webhooks_triggers_check_signature_and_tolerance() -> None:
+    secret = new_secret()
+    body = b"hello"
+    headers = sign(secret_key(secret), "m1", NOW, body)
+    assert verify(Scheme.STANDARD_WEBHOOKS, secret, headers, body, NOW + 10) == "m1"
+    for bad_headers, bad_body, now in (
+        (headers, b"hellO", NOW),  # tampered
+        (headers, body, NOW + 301),  # replayed after the tolerance
+        ({**headers, "webhook-signature": "v1,AAAA"}, body, NOW),
+        ({k: v for k, v in headers.items() if k != "webhook-id"}, body, NOW),
+    ):
+        with pytest.raises(Unauthorized):
+            verify(Scheme.STANDARD_WEBHOOKS, secret, bad_headers, bad_body, now)
+
+
+def test_github_and_stripe_schemes() -> None:
+    body = b'{"id":"evt_9"}'
+    github = "sha256=" + hmac.new(b"s3cret-gh", body, hashlib.sha256).hexdigest()
+    assert (
+        verify(Scheme.GITHUB, "s3cret-gh", {"x-hub-signature-256": github, "x-github-delivery": "d"}, body, NOW) == "d"
+    )
+    with pytest.raises(Unauthorized):
+        verify(Scheme.GITHUB, "other-secret", {"x-hub-signature-256": github}, body, NOW)
+    mac = hmac.new(b"whsec_x", f"{NOW}.".encode() + body, hashlib.sha256).hexdigest()
+    header = {"stripe-signature": f"t={NOW},v1=deadbeef,v1={mac}"}  # any v1 may match (secret rotation)
+    assert verify(Scheme.STRIPE, "whsec_x", header, body, NOW + 299) == "evt_9"
+    for now in (NOW + 301, NOW - 301):
+        with pytest.raises(Unauthorized):
+            verify(Scheme.STRIPE, "whsec_x", header, body, now)
+    assert verify(Scheme.NONE, "", {}, body, NOW) is None
+
+
+def test_retry_after_in_seconds_or_as_a_date_only_on_429_and_503() -> None:
+    def answer(status: int, value: str) -> httpx.Response:
+        return httpx.Response(status, headers={"Retry-After": value})
+
+    assert retry_after(answer(429, "3"), NOW) == 3.0
+    assert retry_after(answer(503, formatdate(NOW + 20, usegmt=True)), NOW) == pytest.approx(20, abs=1)
+    assert retry_after(answer(500, "3"), NOW) is None
+    assert retry_after(answer(429, "soon"), NOW) is None
+
+
+def test_trigger_bodies_keep_their_type() -> None:
+    assert payload_of("application/json; charset=utf-8", b'{"a":1}').kind is Kind.JSON
+    assert payload_of("application/vnd.api+json", b"[1]").kind is Kind.JSON
+    assert payload_of("text/plain", b"hi").kind is Kind.TEXT
+    assert payload_of("text/plain", b"\xff\xfe").kind is Kind.BINARY
+    assert payload_of("application/octet-stream", b"hi").kind is Kind.BINARY
+    assert payload_of(None, b'{"a":1}').kind is Kind.JSON
+    with pytest.raises(BadRequest):
+        payload_of("application/json", b"{nope")
+
+
+def test_webhook_definitions_are_checked() -> None:
+    webhook = Webhook.new(NS, {"url": "https://example.com/h", "filter": "alice_app_orders/#"})
+    assert webhook.filter == "orders/#" and webhook.secret.startswith("whsec_") and webhook.id.startswith("wh_")
+    assert len(base64.b64decode(webhook.secret[6:])) == 24
+    assert Webhook.decode(webhook.encode()) == webhook
+    assert "secret" not in webhook.public() and "user_id" not in webhook.public()
+    for document in (
+        {"url": "https://example.com/h"},
+        {"url": "https://example.com/h", "filter": "a", "nope": 1},
+        {"url": "https://example.com/h", "filter": "a", "headers": {"webhook-id": "x"}},
+        {"url": "https://example.com/h", "filter": "a", "headers": {"X-A": "b\r\nc"}},
+        {"url": "https://example.com/h", "filter": "a", "secret": "whsec_short"},
+        {"url": "https://example.com/h", "filter": "a", "max_age_seconds": 0},
+        {"url": "https://example.com/h", "filter": "a", "paused": "yes"},
+    ):
+        with pytest.raises(BadRequest):
+            Webhook.new(NS, document)
