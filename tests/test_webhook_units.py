@@ -20,6 +20,7 @@ from gateway.triggers.service import payload_of
 from gateway.triggers.verification import Scheme, verify
 from gateway.webhooks.dispatcher import retry_after
 from gateway.webhooks.records import Webhook
+from gateway.webhooks.service import Webhooks
 from gateway.webhooks.signing import new_secret, secret_key, sign
 
 NOW = 1_800_000_000
@@ -104,6 +105,19 @@ def test_webhook_definitions_are_checked() -> None:
         {"url": "https://example.com/h", "filter": "a", "secret": "whsec_short"},
         {"url": "https://example.com/h", "filter": "a", "max_age_seconds": 0},
         {"url": "https://example.com/h", "filter": "a", "paused": "yes"},
+        {"url": "https://example.com/h", "filter": "a", "batch": {"max_messages": 0}},
+        {"url": "https://example.com/h", "filter": "a", "batch": {"max_messages": 5, "max_wait_ms": -1}},
     ):
         with pytest.raises(BadRequest):
             Webhook.new(NS, document)
+
+
+def test_a_webhook_consumer_takes_the_narrowest_single_subject() -> None:
+    def subject(topic_filter: str) -> tuple[str, bool]:
+        return Webhooks._subject(Webhook.new(NS, {"url": "https://example.com/", "filter": topic_filter}))
+
+    assert subject("a/b") == ("fg.msg.alice.app.a.b", True)
+    assert subject("a/+") == ("fg.msg.alice.app.a.*", True)
+    assert subject("a/b/#") == ("fg.msg.alice.app.a.>", False)  # a/b and a/b/... under one subject
+    assert subject("orders/#") == ("fg.msg.alice.app.>", False)
+    assert subject("#") == ("fg.msg.alice.app.>", False)  # not exact: '#' must not match $ topics

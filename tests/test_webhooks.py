@@ -205,6 +205,28 @@ async def test_two_replicas_deliver_each_message_once_and_pause_resume(
         assert (await http.get(f"/api/v1/webhooks/{hook['id']}")).status_code == 404
 
 
+async def test_batches_keep_the_order_across_replicas_and_retries(
+    replicas: list[Gateway], token: str, receiver: Receiver
+) -> None:
+    receiver.behaviours["/batch"] = lambda _r, count: Answer(500 if count == 0 else 200)
+    hook = await create(
+        replicas[1], token, url=receiver.url("/batch"), filter="batched", batch={"max_messages": 4, "max_wait_ms": 100}
+    )
+    assert hook["batch"] == {"max_messages": 4, "max_wait_ms": 100}
+    seqs = await publish(replicas[0], token, "batched", list(range(10)))
+    requests = receiver.requests.setdefault("/batch", [])
+
+    def delivered() -> list[int]:
+        return [m["seq"] for r in requests[1:] for m in r.json["messages"]]
+
+    await receiver.wait_for(lambda: set(seqs) <= set(delivered()))
+    verify_all(hook["secret"], requests)
+    assert all(r.json["type"] == "batch" and 1 <= len(r.json["messages"]) <= 4 for r in requests)
+    assert delivered() == seqs  # after the failed first request: each once, in order
+    assert requests[1].json["messages"][0]["seq"] == seqs[0]  # the failed batch came again first
+    assert requests[1].headers["webhook-id"] == requests[1].json["id"]
+
+
 async def test_expired_messages_go_to_the_dead_letter_queue(
     replicas: list[Gateway], token: str, receiver: Receiver
 ) -> None:

@@ -56,15 +56,21 @@ class DurableConsumer:
         self._sub = sub
 
     @classmethod
-    async def open(cls, bus: Bus, name: str, subject: str, *, ack_wait: float) -> DurableConsumer:
-        """Create the consumer if absent (new messages on ``subject`` from now) and bind to it."""
+    async def open(
+        cls, bus: Bus, name: str, subject: str, *, ack_wait: float, max_ack_pending: int = 1
+    ) -> DurableConsumer:
+        """Create the consumer if absent (new messages on ``subject`` from now) and bind to it.
+
+        ``max_ack_pending`` above 1 hands out that many at once: then the caller
+        keeps the order (one fetcher at a time).
+        """
         js = bus.js
         config = api.ConsumerConfig(
             durable_name=name,
             filter_subject=subject,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
-            max_ack_pending=1,
+            max_ack_pending=max_ack_pending,
             max_deliver=-1,
             deliver_policy=api.DeliverPolicy.NEW,
         )
@@ -76,27 +82,28 @@ class DurableConsumer:
             sub = await js.pull_subscribe_bind(durable=name, stream=MESSAGES_STREAM)
         return cls(js, name, sub)
 
-    async def fetch(self, timeout: float) -> Stored | None:
-        """The next message, or ``None`` when none came within ``timeout``."""
+    async def fetch(self, batch: int, timeout: float) -> list[Stored]:
+        """Up to ``batch`` messages: those available now, else the first to come within ``timeout``."""
         with nats_errors(f"fetch from {self.name}"):
             try:
-                msgs = await self._sub.fetch(1, timeout=timeout)
+                msgs = await self._sub.fetch(batch, timeout=timeout)
             except (TimeoutError, nats.errors.TimeoutError):
-                return None
-        if not msgs:
-            return None
-        msg = msgs[0]
-        meta = msg.metadata
-        headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
-        return Stored(
-            msg.subject,
-            meta.sequence.stream,
-            meta.num_delivered or 1,
-            int(meta.timestamp.timestamp() * 1e9) if meta.timestamp else 0,
-            msg.data,
-            headers,
-            msg,
-        )
+                return []
+        out = []
+        for msg in msgs:
+            meta = msg.metadata
+            out.append(
+                Stored(
+                    msg.subject,
+                    meta.sequence.stream,
+                    meta.num_delivered or 1,
+                    int(meta.timestamp.timestamp() * 1e9) if meta.timestamp else 0,
+                    msg.data,
+                    {str(k): str(v) for k, v in (msg.headers or {}).items()},
+                    msg,
+                )
+            )
+        return out
 
     async def close(self) -> None:
         """Stop fetching here; the consumer stays for other replicas."""

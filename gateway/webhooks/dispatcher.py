@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -36,6 +36,7 @@ from gateway.queues.messages import SendEntry
 from gateway.settings import Settings
 from gateway.topics import Namespace, parse_subject, topic_matches
 from gateway.webhooks.deliverylog import DeliveryLog
+from gateway.webhooks.leases import Leases
 from gateway.webhooks.metrics import WebhookMetrics
 from gateway.webhooks.records import Webhook
 from gateway.webhooks.signing import sign
@@ -52,26 +53,26 @@ MAX_RETRY_AFTER = 3600.0
 class Attempt:
     """One delivery attempt, as the delivery log keeps it."""
 
-    seq: int
+    seq: int  # of the (first) message
+    messages: int  # in the request (1 unless batching)
     attempt: int
     status: int | None
     latency_ms: float
     error: str
-    outcome: str  # delivered, retry, dead_letter, skipped
-    at: float
-    replica: str
+    outcome: str  # delivered, retry, dead_letter
 
-    def encode(self) -> bytes:
+    def encode(self, replica: str) -> bytes:
         return orjson.dumps(
             {
                 "seq": self.seq,
+                "messages": self.messages,
                 "attempt": self.attempt,
                 "status": self.status,
                 "latency_ms": round(self.latency_ms, 1),
                 "error": self.error,
                 "outcome": self.outcome,
-                "at": _iso(self.at),
-                "replica": self.replica,
+                "at": _iso(time.time()),
+                "replica": replica,
             }
         )
 
@@ -86,6 +87,7 @@ class Context:
     guard: BillingGuard | None
     queues: QueueEngine
     replica: str
+    leases: Leases
 
 
 def render(stored: Stored, topic: str) -> bytes:
@@ -105,6 +107,12 @@ def render(stored: Stored, topic: str) -> bytes:
     return orjson.dumps(document)
 
 
+def render_batch(batch_id: str, messages: list[tuple[Stored, str]]) -> bytes:
+    """The JSON body of a batch: ``{"type": "batch", "id", "messages": [<message bodies>]}``."""
+    rendered = [orjson.Fragment(render(stored, topic)) for stored, topic in messages]
+    return orjson.dumps({"type": "batch", "id": batch_id, "messages": rendered})
+
+
 def retry_after(response: httpx.Response, now: float) -> float | None:
     """The delay a 429 or 503 asks for, in seconds."""
     if response.status_code not in (429, 503):
@@ -119,6 +127,12 @@ def retry_after(response: httpx.Response, now: float) -> float | None:
 
 
 class Dispatcher:
+    """Delivers one webhook's messages from this replica: one at a time, or in batches (``Webhook.batch``).
+
+    A batching webhook's consumer hands out up to ``max_messages`` at once, so
+    replicas take turns through a lease (``Leases``) to keep the order.
+    """
+
     def __init__(self, webhook: Webhook, consumer: DurableConsumer, context: Context, *, exact: bool) -> None:
         self.webhook = webhook  # replaced in place when the record changes (url, secret, headers)
         self._consumer = consumer
@@ -147,9 +161,9 @@ class Dispatcher:
     async def _run(self) -> None:
         while True:
             try:
-                stored = await self._consumer.fetch(FETCH_WAIT)
-                if stored is not None:
-                    await self._handle(stored)
+                batch = await self._next()
+                if batch:
+                    await self._handle(batch)
             except FlowGateError as exc:  # NATS away, consumer deleted: try again shortly
                 log.warning("webhook %s: %s", self.webhook.id, exc.message)
                 await asyncio.sleep(1.0)
@@ -157,13 +171,38 @@ class Dispatcher:
                 log.exception("webhook %s: delivery failed", self.webhook.id)
                 await asyncio.sleep(1.0)
 
-    async def _handle(self, stored: Stored) -> None:
+    async def _next(self) -> list[Stored]:
+        """The next message, or (batching) up to ``max_messages`` gathered within ``max_wait_ms``."""
+        batching = self.webhook.batch
+        if batching is None:
+            return await self._consumer.fetch(1, FETCH_WAIT)
+        leases = self._context.leases
+        if not await leases.hold(self.webhook.id, self._context.replica):
+            await asyncio.sleep(leases.ttl / 3)  # another replica delivers meanwhile
+            return []
+        batch = await self._consumer.fetch(batching.max_messages, FETCH_WAIT)
+        if batch and len(batch) < batching.max_messages and batching.max_wait_ms:
+            await asyncio.sleep(batching.max_wait_ms / 1000)
+            batch += await self._consumer.fetch(batching.max_messages - len(batch), 0.05)
+        return batch
+
+    async def _handle(self, batch: list[Stored]) -> None:
         webhook = self.webhook
-        namespace, topic = parse_subject(stored.subject)
-        if not self._exact and not topic_matches(webhook.filter, topic):
-            await stored.ack()  # on the consumer's wider subject, not this filter's
+        matching: list[tuple[Stored, Namespace, str]] = []
+        for stored in batch:
+            namespace, topic = parse_subject(stored.subject)
+            if self._exact or topic_matches(webhook.filter, topic):
+                matching.append((stored, namespace, topic))
+            else:
+                await stored.ack()  # on the consumer's wider subject, not this filter's
+        if not matching:
             return
-        body = render(stored, topic)
+        first = matching[0][0]
+        if webhook.batch is None:
+            msg_id, body = f"msg_{first.seq}", render(first, matching[0][2])
+        else:
+            msg_id = f"batch_{first.seq}_{matching[-1][0].seq}"
+            body = render_batch(msg_id, [(stored, topic) for stored, _, topic in matching])
         started = time.monotonic()
         status: int | None = None
         error = ""
@@ -174,12 +213,12 @@ class Dispatcher:
                 **webhook.headers,
                 "content-type": "application/json",
                 "user-agent": USER_AGENT,
-                **sign(webhook.key, f"msg_{stored.seq}", int(time.time()), body),
+                **sign(webhook.key, msg_id, int(time.time()), body),
             }
             response = await self._client.post(webhook.url, content=body, headers=headers)
             status = response.status_code
             if 200 <= status < 300:
-                await self._delivered(stored, namespace, status, time.monotonic() - started)
+                await self._delivered(matching, status, time.monotonic() - started)
                 return
             error = f"HTTP {status}"
             delay = retry_after(response, time.time())
@@ -189,46 +228,55 @@ class Dispatcher:
             error = "timeout"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        await self._failed(stored, status, error, delay, time.monotonic() - started)
+        await self._failed(matching, status, error, delay, time.monotonic() - started)
 
-    async def _delivered(self, stored: Stored, namespace: Namespace, status: int, latency: float) -> None:
-        await stored.ack()
+    async def _delivered(self, batch: list[tuple[Stored, Namespace, str]], status: int, latency: float) -> None:
+        for stored, _, _ in batch:
+            await stored.ack()
         context = self._context
         context.metrics.observe("delivered", latency)
         if context.guard is not None:
-            context.guard.record_delivery(namespace)
-        self._log(Attempt(stored.seq, stored.delivered, status, latency * 1000, "", "delivered", time.time(), ""))
+            context.guard.record_delivery(batch[0][1], len(batch))
+        first = batch[0][0]
+        self._log(Attempt(first.seq, len(batch), first.delivered, status, latency * 1000, "", "delivered"))
 
     async def _failed(
-        self, stored: Stored, status: int | None, error: str, asked: float | None, latency: float
+        self,
+        batch: list[tuple[Stored, Namespace, str]],
+        status: int | None,
+        error: str,
+        asked: float | None,
+        latency: float,
     ) -> None:
         settings = self._context.settings
+        first = batch[0][0]
         if asked is None:
-            backoff = settings.webhook_retry_base_seconds * 2 ** min(stored.delivered - 1, 30)
+            backoff = settings.webhook_retry_base_seconds * 2 ** min(first.delivered - 1, 30)
             delay = min(settings.webhook_retry_max_seconds, backoff) * random.uniform(0.5, 1.0)
         else:
             delay = min(MAX_RETRY_AFTER, asked)  # the receiver knows best, within reason
-        age = time.time() - stored.stored_ns / 1e9
+        age = time.time() - first.stored_ns / 1e9
         outcome = "retry"
         max_age = self.webhook.max_age_seconds or settings.webhook_max_age_seconds
         if age + delay > max_age:
             try:
-                await self._dead_letter(stored, error)
+                for stored, namespace, topic in batch:
+                    await self._dead_letter(stored, namespace, topic, error)
                 outcome = "dead_letter"
             except FlowGateError as exc:
-                log.warning("webhook %s: dead-letter queue refused message %d: %s", self.webhook.id, stored.seq, exc)
+                log.warning("webhook %s: dead-letter queue refused a message: %s", self.webhook.id, exc.message)
                 error = f"{error}; dead-letter queue: {exc.message}"
-        if outcome == "dead_letter":
-            await stored.ack()
-        else:
-            await stored.nak(delay)
+        for stored, _, _ in batch:
+            if outcome == "dead_letter":
+                await stored.ack()
+            else:
+                await stored.nak(delay)
         self._context.metrics.observe(outcome if outcome == "dead_letter" else "failed", latency)
-        attempt = Attempt(stored.seq, stored.delivered, status, latency * 1000, error, outcome, time.time(), "")
-        self._log(attempt)
+        self._log(Attempt(first.seq, len(batch), first.delivered, status, latency * 1000, error, outcome))
 
-    async def _dead_letter(self, stored: Stored, error: str) -> None:
+    async def _dead_letter(self, stored: Stored, namespace: Namespace, topic: str, error: str) -> None:
+        """Store one message in the webhook's dead-letter queue (a repeated move stores it once)."""
         webhook = self.webhook
-        namespace, topic = parse_subject(stored.subject)
         now = int(time.time())
         claims = Claims(namespace, now, now + 60, f"webhook-{webhook.id}", Permissions())
         document = {
@@ -243,7 +291,7 @@ class Dispatcher:
             raise result
 
     def _log(self, attempt: Attempt) -> None:
-        self._context.log.add(self.webhook.id, replace(attempt, replica=self._context.replica).encode())
+        self._context.log.add(self.webhook.id, attempt.encode(self._context.replica))
 
 
 def _iso(seconds: float) -> str:

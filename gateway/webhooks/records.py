@@ -23,7 +23,40 @@ MAX_HEADERS = 20
 _RESERVED_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host"}
 )
-_FIELDS = {"url", "filter", "secret", "headers", "dead_letter_queue", "max_age_seconds", "paused", "description"}
+_FIELDS = {
+    "url",
+    "filter",
+    "secret",
+    "headers",
+    "dead_letter_queue",
+    "max_age_seconds",
+    "paused",
+    "description",
+    "batch",
+}
+MAX_BATCH = 100
+MAX_BATCH_WAIT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several messages per request: up to ``max_messages``, waiting up to ``max_wait_ms`` for more."""
+
+    max_messages: int
+    max_wait_ms: int = 0
+
+    @classmethod
+    def parse(cls, value: Any) -> Batch | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) - {"max_messages", "max_wait_ms"}:
+            raise BadRequest('batch must be {"max_messages": N, "max_wait_ms": M}')
+        size, wait = value.get("max_messages"), value.get("max_wait_ms", 0)
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BATCH:
+            raise BadRequest(f"batch.max_messages must be an integer from 1 to {MAX_BATCH}")
+        if not isinstance(wait, int) or isinstance(wait, bool) or not 0 <= wait <= MAX_BATCH_WAIT_MS:
+            raise BadRequest(f"batch.max_wait_ms must be an integer from 0 to {MAX_BATCH_WAIT_MS}")
+        return cls(size, wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +70,7 @@ class Webhook:
     headers: dict[str, str] = field(default_factory=dict)
     dead_letter_queue: str = ""
     max_age_seconds: float | None = None  # None: FLOWGATE_WEBHOOK_MAX_AGE
+    batch: Batch | None = None  # fixed at creation (the consumer's MaxAckPending)
     paused: bool = False
     description: str = ""
     created_at: int = 0
@@ -66,7 +100,9 @@ class Webhook:
 
     @classmethod
     def decode(cls, raw: bytes) -> Webhook:
-        return cls(**orjson.loads(raw))
+        fields = orjson.loads(raw)
+        fields["batch"] = Batch.parse(fields.get("batch"))
+        return cls(**fields)
 
     @classmethod
     def new(cls, namespace: Namespace, document: Any) -> Webhook:
@@ -85,7 +121,8 @@ class Webhook:
             created_at=int(time.time()),
         )
         document = {"secret": new_secret(), **document} if document.get("secret") is None else document
-        return base.changed(namespace, document)
+        batch = Batch.parse(document.get("batch"))
+        return replace(base.changed(namespace, {k: v for k, v in document.items() if k != "batch"}), batch=batch)
 
     def changed(self, namespace: Namespace, document: Any) -> Webhook:
         """This webhook with the fields of a ``PATCH`` body applied and checked."""
@@ -94,6 +131,8 @@ class Webhook:
         unknown = set(document) - _FIELDS
         if unknown:
             raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        if "batch" in document and Batch.parse(document["batch"]) != self.batch:
+            raise BadRequest("a webhook's batch settings cannot change: create another webhook")
         changes: dict[str, Any] = {}
         if "url" in document:
             parse_url(document["url"])

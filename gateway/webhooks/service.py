@@ -25,6 +25,7 @@ from gateway.queues import QueueEngine
 from gateway.settings import Settings
 from gateway.webhooks.deliverylog import DeliveryLog
 from gateway.webhooks.dispatcher import Context, Dispatcher
+from gateway.webhooks.leases import Leases
 from gateway.webhooks.metrics import WebhookMetrics
 from gateway.webhooks.records import BUCKET, Webhook
 from gateway.webhooks.targets import check_target
@@ -50,7 +51,9 @@ class Webhooks:
     ) -> Webhooks:
         records = await bus.bucket(BUCKET)
         delivery_log = await DeliveryLog.open(bus)
-        context = Context(settings, delivery_log, WebhookMetrics(metrics.registry), guard, queues, secrets.token_hex(4))
+        leases = await Leases.open(bus, ttl=_ack_wait(settings) + 1.0)
+        replica = secrets.token_hex(4)
+        context = Context(settings, delivery_log, WebhookMetrics(metrics.registry), guard, queues, replica, leases)
         return cls(settings, bus, records, context)
 
     def start(self) -> None:
@@ -73,8 +76,7 @@ class Webhooks:
         await check_target(webhook.url, allow_private=self._settings.webhook_allow_private)
         if len(await self.list_all(claims)) >= MAX_WEBHOOKS_PER_APP:
             raise Forbidden(f"an app has at most {MAX_WEBHOOKS_PER_APP} webhooks")
-        subject, _ = self._subject(webhook)
-        await DurableConsumer.open(self._bus, webhook.consumer, subject, ack_wait=self._ack_wait())
+        await self._consumer(webhook)
         await self._records.create(webhook.id, webhook.encode())
         await self._apply(webhook)
         log.info("webhook %s created for %s on %r", webhook.id, claims.namespace.prefix, webhook.filter)
@@ -138,16 +140,28 @@ class Webhooks:
     # -- dispatchers ------------------------------------------------------------------------
 
     def _ack_wait(self) -> float:
-        """How long one replica may hold a message: an attempt's timeout and a margin."""
-        return self._settings.webhook_timeout_seconds + 2.0
+        return _ack_wait(self._settings)
 
     @staticmethod
     def _subject(webhook: Webhook) -> tuple[str, bool]:
-        """The consumer's subject, and whether it matches exactly the filter (else filtered here)."""
-        subject, exact = webhook.namespace.subscription_subject([webhook.filter])
-        if webhook.filter[:1] in ("+", "#"):
-            exact = False  # the subject also covers $ topics, which a leading wildcard must not match
-        return subject, exact
+        """The consumer's one subject, and whether it matches exactly the filter (else filtered here).
+
+        ``a/b/#`` needs two subjects (``a.b`` and ``a.b.>``), which one consumer on
+        nats-server 2.9 cannot have: the consumer takes their parent's ``a.>`` and
+        the dispatcher acknowledges what the filter does not match.
+        """
+        subjects = webhook.namespace.filter_subjects(webhook.filter)
+        if len(subjects) == 1:
+            # A leading wildcard's subject also covers $ topics, which it must not match.
+            return subjects[0], webhook.filter[:1] not in ("+", "#")
+        return subjects[0].rsplit(".", 1)[0] + ".>", False
+
+    async def _consumer(self, webhook: Webhook) -> DurableConsumer:
+        subject, _ = self._subject(webhook)
+        pending = webhook.batch.max_messages if webhook.batch is not None else 1
+        return await DurableConsumer.open(
+            self._bus, webhook.consumer, subject, ack_wait=self._ack_wait(), max_ack_pending=pending
+        )
 
     async def _apply(self, webhook: Webhook) -> None:
         """Make this replica's dispatcher match ``webhook``'s record."""
@@ -161,9 +175,8 @@ class Webhooks:
             if running is not None:
                 running.webhook = webhook
                 return
-            subject, exact = self._subject(webhook)
-            consumer = await DurableConsumer.open(self._bus, webhook.consumer, subject, ack_wait=self._ack_wait())
-            dispatcher = Dispatcher(webhook, consumer, self._context, exact=exact)
+            consumer = await self._consumer(webhook)
+            dispatcher = Dispatcher(webhook, consumer, self._context, exact=self._subject(webhook)[1])
             self._running[webhook.id] = dispatcher
             dispatcher.start()
 
@@ -195,6 +208,11 @@ class Webhooks:
                 await self._apply(webhook)
         for webhook_id in set(self._running) - seen:
             await self._stop(webhook_id)
+
+
+def _ack_wait(settings: Settings) -> float:
+    """How long one replica may hold a message: an attempt's timeout and a margin."""
+    return settings.webhook_timeout_seconds + 2.0
 
 
 def _valid_id(webhook_id: str) -> bool:
