@@ -7,7 +7,9 @@ ASGI, in this process). Three measurements:
 
 1. webhook: N messages published over HTTP (8 concurrent publishers) to a
    topic with a webhook; deliveries per second at the receiver and the p50/p99
-   delay from the publish request to its receipt;
+   delay from the publish request to its receipt (a backlog builds up when
+   publishing outpaces delivery); the same with a batching webhook (50 per
+   request); and the delay of messages published at 50/s, below capacity;
 2. baseline: a bare httpx client POSTing the same N bodies to the same receiver
    one after another (what in-order delivery to one endpoint allows at best);
 3. the publish rate over HTTP with and without a webhook attached to the topic
@@ -33,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.harness import Gateway, NatsServer, free_port, temp_dir
 
+PACE = 50.0  # messages per second for the delay without a backlog
+
 
 class Receiver:
     """Records the arrival time of each message by its ``seq`` (webhook) or ``n`` (baseline)."""
@@ -53,7 +57,9 @@ class Receiver:
             if not message.get("more_body"):
                 break
         document = orjson.loads(body)
-        self.arrived.setdefault(int(document["seq"]), time.perf_counter())
+        now = time.perf_counter()
+        for message in document["messages"] if document.get("type") == "batch" else [document]:
+            self.arrived.setdefault(int(message["seq"]), now)
         if len(self.arrived) >= self.expected:
             self.done.set()
         await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -66,20 +72,22 @@ class Receiver:
 
 
 async def publish_all(
-    gw: Gateway, token: str, topic: str, count: int, workers: int = 8
+    gw: Gateway, token: str, topic: str, count: int, workers: int = 8, rate: float | None = None
 ) -> tuple[dict[int, float], float]:
-    """Publish ``count`` messages; (send time by seq, elapsed seconds)."""
+    """Publish ``count`` messages (at most ``rate`` per second); (send time by seq, elapsed seconds)."""
     sent: dict[int, float] = {}
     budget = iter(range(count))
+    began = time.perf_counter()
     async with httpx.AsyncClient(base_url=gw.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
 
         async def worker() -> None:
             for n in budget:
+                if rate is not None:
+                    await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
                 started = time.perf_counter()
                 answer = await http.post("/api/v1/publish", json={"topic": topic, "message": {"n": n, "pad": "x" * 80}})
                 sent[answer.json()["seq"]] = started
 
-        began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(workers)))
     return sent, time.perf_counter() - began
 
@@ -103,8 +111,9 @@ async def main(messages: int, rounds: int) -> None:
         _, token = gw.user_token()
         url = f"http://127.0.0.1:{receiver.port}/hook"
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
-            created = await http.post(gw.base_url + "/api/v1/webhooks", json={"url": url, "filter": "hooked"})
-            assert created.status_code == 201, created.text
+            for topic, extra in (("hooked", {}), ("batched", {"batch": {"max_messages": 50, "max_wait_ms": 20}})):
+                created = await http.post(gw.base_url + "/api/v1/webhooks", json={"url": url, "filter": topic, **extra})
+                assert created.status_code == 201, created.text
 
         # 1. through the webhook
         receiver.reset(messages)
@@ -113,6 +122,19 @@ async def main(messages: int, rounds: int) -> None:
         delays = [receiver.arrived[seq] - at for seq, at in sent.items()]
         span = max(receiver.arrived.values()) - min(sent.values())
         webhook_rate = messages / span
+
+        # 1b. through a batching webhook (up to 50 messages per request)
+        receiver.reset(messages)
+        sent_b, _ = await publish_all(gw, token, "batched", messages)
+        await asyncio.wait_for(receiver.done.wait(), 300)
+        batch_rate = messages / (max(receiver.arrived.values()) - min(sent_b.values()))
+
+        # 1c. paced below capacity: the delay of one message, without a backlog
+        paced = max(10, messages // 5)
+        receiver.reset(paced)
+        sent_p, _ = await publish_all(gw, token, "hooked", paced, workers=1, rate=PACE)
+        await asyncio.wait_for(receiver.done.wait(), 300)
+        paced_delays = [receiver.arrived[seq] - at for seq, at in sent_p.items()]
 
         # 2. a bare httpx client posting the same bodies in order
         receiver.reset(messages)
@@ -155,6 +177,11 @@ async def main(messages: int, rounds: int) -> None:
         f"{'bare httpx client, in order':34} {bare_rate:12.0f} {ms(percentile(bare, 0.5)):>8} {ms(percentile(bare, 0.99)):>8}"
     )
     print(f"{'ratio webhook / bare':34} {webhook_rate / bare_rate:12.2f}")
+    print(f"{'batching webhook (50 per request)':34} {batch_rate:12.0f}")
+    print(
+        f"{f'webhook paced at {PACE:.0f}/s':34} {'':12} {ms(percentile(paced_delays, 0.5)):>8} "
+        f"{ms(percentile(paced_delays, 0.99)):>8}   (publish request sent -> receipt)"
+    )
     w, h = statistics.median(without), statistics.median(with_hook)
     print(f"\npublish rate over HTTP, 8 publishers, median of {rounds} rounds")
     print(f"{'without a webhook':34} {w:12.0f} msg/s")
