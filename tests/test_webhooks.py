@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,7 +23,7 @@ from tests.webhook_receiver import Answer, Receiver, Request
 
 ENV = {
     "FLOWGATE_WEBHOOK_ALLOW_PRIVATE": "true",
-    "FLOWGATE_WEBHOOK_TIMEOUT": "1.0",
+    "FLOWGATE_WEBHOOK_TIMEOUT": "2.0",
     "FLOWGATE_WEBHOOK_RETRY_BASE": "0.05",
     "FLOWGATE_WEBHOOK_RETRY_MAX": "0.4",
     "FLOWGATE_WEBHOOK_SYNC_INTERVAL": "0.2",
@@ -203,6 +204,28 @@ async def test_two_replicas_deliver_each_message_once_and_pause_resume(
         assert [r.json["seq"] for r in requests] == seqs + more
         assert (await http.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 204
         assert (await http.get(f"/api/v1/webhooks/{hook['id']}")).status_code == 404
+
+
+async def test_a_hanging_endpoint_slows_neither_publishing_nor_other_webhooks(
+    replicas: list[Gateway], token: str, receiver: Receiver
+) -> None:
+    never = asyncio.Event()
+    receiver.behaviours["/hang"] = lambda _r, _n: Answer(200, hold=never)  # answers after the timeout, if ever
+    await create(replicas[0], token, url=receiver.url("/hang"), filter="hang")
+    await create(replicas[0], token, url=receiver.url("/fine"), filter="fine")
+    try:
+        await publish(replicas[0], token, "hang", ["stuck"])
+        hanging = receiver.requests.setdefault("/hang", [])
+        await receiver.wait_for(lambda: len(hanging) >= 1)
+        started = time.monotonic()
+        await publish(replicas[0], token, "hang", list(range(20)))  # stored while its webhook hangs
+        seqs = await publish(replicas[0], token, "fine", list(range(5)))
+        fine = receiver.requests.setdefault("/fine", [])
+        await receiver.wait_for(lambda: len(fine) >= 5)
+        assert [r.json["seq"] for r in fine] == seqs
+        assert time.monotonic() - started < 1.8  # all before the hanging request timed out (2 s)
+    finally:
+        never.set()
 
 
 async def test_batches_keep_the_order_across_replicas_and_retries(

@@ -227,6 +227,8 @@ class ConnectionEvents:
                     await job
                 except FlowGateError as exc:
                     log.warning("connection event not recorded: %s", exc.message)
+                except Exception:  # a bug must not stop the events of every later connection
+                    log.exception("connection event not recorded")
 
     async def _heartbeat(self) -> None:
         interval = self._settings.presence_heartbeat_seconds

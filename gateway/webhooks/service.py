@@ -19,7 +19,7 @@ from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bucket, Bus
 from gateway.bus.durable import DurableConsumer
-from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound
+from gateway.errors import BadRequest, Conflict, FlowGateError, Forbidden, NotFound
 from gateway.metrics import Metrics
 from gateway.queues import QueueEngine
 from gateway.settings import Settings
@@ -118,7 +118,7 @@ class Webhooks:
                 raise
             await self._apply(changed)
             return changed
-        raise FlowGateError("the webhook keeps changing concurrently; retry")
+        raise Conflict("the webhook keeps changing concurrently; retry")
 
     async def delete(self, claims: Claims, webhook_id: str) -> None:
         webhook = await self.get(claims, webhook_id)
