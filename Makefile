@@ -45,6 +45,7 @@ bench: install-test test-system-deps
 	$(BIN)/python bench/mqtt_throughput.py --repeat 3
 	$(BIN)/python bench/ws_fanout.py
 	$(BIN)/python bench/queue_throughput.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) data
