@@ -85,12 +85,14 @@ class Presence:
     async def remove(self, namespace: Namespace, connection: str) -> None:
         await self._entries.delete(entry_key(namespace, self.replica, connection))
 
-    async def beat(self) -> set[str]:
-        """This replica's heartbeat; the replicas that were alive before and are gone now."""
+    async def beat(self) -> tuple[set[str], bool]:
+        """This replica's heartbeat; the replicas that were alive before and are gone now, and whether
+        this one was taken for dead (its heartbeat came too late: its entries were reaped)."""
         await self._replicas.put(self.replica, b"1")
-        alive = {key for key in await self._replicas.keys() if not key.startswith("reaped-")}
+        keys = set(await self._replicas.keys())
+        alive = {key for key in keys if not key.startswith("reaped-")}
         gone, self._alive = self._alive - alive, alive | {self.replica}
-        return gone
+        return gone, f"reaped-{self.replica}" in keys
 
     async def alive(self) -> set[str]:
         return {key for key in await self._replicas.keys() if not key.startswith("reaped-")} | {self.replica}

@@ -135,6 +135,8 @@ class ConnectionEvents:
         self._jobs: deque[Job] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._sessions: dict[str, Session] = {}  # open here, by id
+        self._restored = False
         self.dropped = 0
 
     @classmethod
@@ -169,6 +171,7 @@ class ConnectionEvents:
         session = Session(
             self, namespace, protocol, client_id or f"{protocol}-{secrets.token_hex(6)}", parse_info(info)
         )
+        self._sessions[session.id] = session
         self.emit(session, "connected")
         self._queue(self._put_presence(session))
         session.subscribed(filters)
@@ -196,6 +199,7 @@ class ConnectionEvents:
                     body = {"event": action, "topic": topic_filter, **session.fields(), "at": _now()}
                     self._queue(self._publish(session.namespace, f"{PRESENCE}/{topic_filter}", body))
         if gone:
+            self._sessions.pop(session.id, None)
             self._queue(self.presence.remove(session.namespace, session.id))
         else:
             self._queue(self._put_presence(session))
@@ -235,7 +239,13 @@ class ConnectionEvents:
         first = True
         while True:
             try:
-                gone = await self.presence.beat()
+                gone, reaped = await self.presence.beat()
+                if reaped and not self._restored:  # taken for dead while alive: write the entries again
+                    self._restored = True
+                    for session in list(self._sessions.values()):
+                        self._queue(self._put_presence(session))
+                elif not reaped:
+                    self._restored = False
                 if first:
                     gone |= await self.presence.orphans()
                     first = False
