@@ -188,6 +188,8 @@ class Connection:
             close = await self._done
         finally:
             self._closed = True
+            if self.events is not None:
+                self.events.closed(self._end_reason)
             for handle in self._timers:
                 handle.cancel()
             tasks += self._notices
@@ -196,8 +198,6 @@ class Connection:
             await asyncio.wait(tasks)
             await self._release()
             metrics.connections.labels(PROTOCOL).dec()
-            if self.events is not None:
-                self.events.closed(self._end_reason)
         if close is not None:
             await self._close(*close)
 
