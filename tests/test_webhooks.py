@@ -292,10 +292,17 @@ async def test_a_replica_killed_mid_delivery_loses_nothing(
     victim = next(
         gw
         for gw in replicas
-        if any(c.laddr and c.laddr.port == port for c in psutil.Process(gw.pid).net_connections("tcp"))
+        if any(
+            c.laddr and c.laddr.port == port and c.raddr and c.raddr.port == receiver.port
+            for c in psutil.Process(gw.pid).net_connections("tcp")
+        )
     )
     victim.stop(signal.SIGKILL)  # holding message 3, unacknowledged
     release.set()
-    await receiver.wait_for(lambda: set(seqs) <= {r.json["seq"] for r in requests}, timeout=20)
+    survivor = next(gw for gw in replicas if gw is not victim)
+    try:
+        await receiver.wait_for(lambda: set(seqs) <= {r.json["seq"] for r in requests}, timeout=20)
+    except TimeoutError:
+        raise AssertionError("not redelivered; the survivor's log:\n" + "".join(survivor.log[-40:])) from None
     assert first_seen(requests) == seqs
     verify_all(hook["secret"], requests)  # (the module's last test: the victim stays down)
