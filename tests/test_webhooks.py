@@ -301,7 +301,7 @@ async def test_a_replica_killed_mid_delivery_loses_nothing(
     release.set()
     survivor = next(gw for gw in replicas if gw is not victim)
     try:
-        await receiver.wait_for(lambda: set(seqs) <= {r.json["seq"] for r in requests}, timeout=20)
+        await receiver.wait_for(lambda: set(seqs) <= {r.json["seq"] for r in requests}, timeout=40)
     except TimeoutError:
         raise AssertionError("not redelivered; the survivor's log:\n" + "".join(survivor.log[-40:])) from None
     assert first_seen(requests) == seqs
