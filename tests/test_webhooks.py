@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import nats
 import psutil
 import pytest
 import standardwebhooks
@@ -78,6 +79,17 @@ async def publish(gw: Gateway, token: str, topic: str, messages: list[Any]) -> l
             assert answer.status_code == 200, answer.text
             seqs.append(answer.json()["seq"])
     return seqs
+
+
+async def both_fetching(gw: Gateway, webhook_id: str) -> None:
+    """Wait until both replicas wait on the webhook's consumer (the other one starts it within a sync interval)."""
+    nc = await nats.connect(gw.nats_url)
+    try:
+        async with asyncio.timeout(15):
+            while (await nc.jetstream().consumer_info("FG_MESSAGES", f"fgwh_{webhook_id}")).num_waiting < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # the state lives in nats-server
+    finally:
+        await nc.close()
 
 
 def first_seen(requests: list[Request]) -> list[int]:
@@ -188,6 +200,7 @@ async def test_two_replicas_deliver_each_message_once_and_pause_resume(
     replicas: list[Gateway], token: str, receiver: Receiver
 ) -> None:
     hook = await create(replicas[0], token, url=receiver.url("/both"), filter="both")
+    await both_fetching(replicas[0], hook["id"])
     seqs = await publish(replicas[0], token, "both", list(range(30)))
     requests = receiver.requests.setdefault("/both", [])
     await receiver.wait_for(lambda: len(requests) >= 30)

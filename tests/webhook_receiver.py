@@ -65,6 +65,8 @@ class Receiver:
         chunks = []
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender gave up before the request was complete
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break

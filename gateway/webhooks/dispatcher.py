@@ -146,24 +146,34 @@ class Dispatcher:
             trust_env=False,
         )
         self._task: asyncio.Task[None] | None = None
+        self._delivering = False  # between a fetch and the acknowledgements of what it got
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"webhook {self.webhook.id}")
 
     async def stop(self) -> None:
+        """Stop after the delivery in progress, if any (within the request timeout), else at once."""
         task, self._task = self._task, None
         if task is not None:
+            self._stopping = True
+            if self._delivering:
+                await asyncio.wait([task], timeout=self._context.settings.webhook_timeout_seconds + 1)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self._consumer.close()
         await self._client.aclose()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 batch = await self._next()
                 if batch:
-                    await self._handle(batch)
+                    self._delivering = True
+                    try:
+                        await self._handle(batch)
+                    finally:
+                        self._delivering = False
             except FlowGateError as exc:  # NATS away, consumer deleted: try again shortly
                 log.warning("webhook %s: %s", self.webhook.id, exc.message)
                 await asyncio.sleep(1.0)
