@@ -44,6 +44,7 @@ PRESENCE = "$presence"
 RESERVED = (EVENTS + "/", PRESENCE + "/")
 MAX_QUEUED = 10_000
 MAX_INFO_BYTES = 1024
+DRAIN_SECONDS = 2.0
 
 Job = Coroutine[Any, Any, None]
 
@@ -134,6 +135,8 @@ class ConnectionEvents:
         self.replica = presence.replica
         self._jobs: deque[Job] = deque()
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while nothing is queued or being recorded
+        self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._sessions: dict[str, Session] = {}  # open here, by id
         self._restored = False
@@ -147,11 +150,20 @@ class ConnectionEvents:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._work(), name="connection events"),
             loop.create_task(self._heartbeat(), name="presence heartbeat"),
+            loop.create_task(self._work(), name="connection events"),
         ]
 
     async def close(self) -> None:
+        """Record what is still queued (the connections closed at shutdown), for up to ``DRAIN_SECONDS``."""
+        heartbeat, worker = self._tasks or (None, None)
+        if heartbeat is not None:
+            heartbeat.cancel()
+        if worker is not None and not worker.done():
+            try:
+                await asyncio.wait_for(self._idle.wait(), DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("%d connection events not recorded at shutdown", len(self._jobs))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -209,6 +221,7 @@ class ConnectionEvents:
             self._jobs.popleft().close()
             self.dropped += 1
         self._jobs.append(job)
+        self._idle.clear()
         self._wake.set()
 
     async def _put_presence(self, session: Session) -> None:
@@ -233,6 +246,7 @@ class ConnectionEvents:
                     log.warning("connection event not recorded: %s", exc.message)
                 except Exception:  # a bug must not stop the events of every later connection
                     log.exception("connection event not recorded")
+            self._idle.set()
 
     async def _heartbeat(self) -> None:
         interval = self._settings.presence_heartbeat_seconds
