@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,7 +14,8 @@ import httpx
 import orjson
 import standardwebhooks
 
-from tests.harness import Gateway
+from tests.billing_env import billing_gateway
+from tests.harness import Gateway, NatsServer
 from tests.sse_client import collect
 
 
@@ -173,3 +175,15 @@ async def test_standard_webhooks_signatures(gateway: Gateway) -> None:
         assert await stored(gateway, http, token, "std") == ["one"]
         usage = (await http.get("/api/v1/usage", headers=auth(token))).json()
         assert usage["app_usage"]["publish"] >= 2  # the trigger's message (and the sentinel) billed to the owner
+
+
+async def test_the_owners_rate_limit_applies(nats_server: NatsServer) -> None:
+    with billing_gateway(nats_server.url, "fg-trigger-billing-") as gw:
+        _, key = await asyncio.to_thread(gw.new_user, None, "slow")  # burst 5, then 1 per 20 s
+        token = await asyncio.to_thread(gw.token, key)
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as http:
+            trigger = await new_trigger(http, token, topic="limited")
+            codes = [(await http.post(f"/hooks/{trigger['id']}", json={"n": n})).status_code for n in range(8)]
+            assert codes[:5] == [200] * 5 and set(codes[5:]) == {429}
+            refused = await http.post(f"/hooks/{trigger['id']}", json={"n": 9})
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
