@@ -17,9 +17,14 @@ import pytest
 import websockets
 
 from tests.harness import Gateway, NatsServer, temp_dir
+from tests.mqtt_client import RawClient
 from tests.sse_client import reader
 
-ENV = {"FLOWGATE_PRESENCE_HEARTBEAT": "0.3"}
+ENV = {
+    "FLOWGATE_PRESENCE_HEARTBEAT": "0.3",
+    "FLOWGATE_MQTT_INFLIGHT": "1",  # with a short backlog: an MQTT client that stops acknowledging is slow soon
+    "FLOWGATE_OUTBOUND_QUEUE": "20",
+}
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +152,26 @@ async def test_events_of_websocket_and_mqtt_clients_reach_an_sse_watcher(replica
             headers={"Authorization": f"Bearer {token}"},
         )
     assert forged.status_code == 403
+
+
+async def test_a_slow_consumer_is_reported(replicas: list[Gateway]) -> None:
+    a, b = replicas
+    _, token = a.user_token()
+    async with watch(a, token, "$events/#") as watcher:
+        stuck, _ = await RawClient.connect(b.mqtt_port, token, client_id="stuck")
+        try:
+            await stuck.subscribe(("flood", 1))  # then acknowledges nothing
+            async with httpx.AsyncClient(base_url=a.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+                for n in range(30):
+                    assert (
+                        await http.post("/api/v1/publish", json={"topic": "flood", "message": n})
+                    ).status_code == 200
+            slow = await watcher.until(lambda e: e["event"] == "slow-consumer" and e["client_id"] == "stuck")
+            assert slow["reason"].startswith("slow consumer") and slow["protocol"] == "mqtt"
+            gone = await watcher.until(lambda e: e["event"] == "disconnected" and e["client_id"] == "stuck")
+            assert gone["reason"] == slow["reason"]
+        finally:
+            await stuck.close()
 
 
 async def test_presence_across_replicas_and_protocols_and_a_killed_replica(replicas: list[Gateway]) -> None:
