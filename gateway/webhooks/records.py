@@ -35,7 +35,7 @@ _FIELDS = {
     "batch",
 }
 MAX_BATCH = 100
-MAX_BATCH_WAIT_MS = 10_000
+MAX_BATCH_WAIT_MS = 1_000  # within the consumer's AckWait margin (gateway.webhooks.service)
 
 
 @dataclass(frozen=True, slots=True)

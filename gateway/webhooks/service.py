@@ -27,7 +27,7 @@ from gateway.webhooks.deliverylog import DeliveryLog
 from gateway.webhooks.dispatcher import Context, Dispatcher
 from gateway.webhooks.leases import Leases
 from gateway.webhooks.metrics import WebhookMetrics
-from gateway.webhooks.records import BUCKET, Webhook
+from gateway.webhooks.records import BUCKET, MAX_BATCH_WAIT_MS, Webhook
 from gateway.webhooks.targets import check_target
 
 log = logging.getLogger("flowgate.webhooks")
@@ -211,8 +211,10 @@ class Webhooks:
 
 
 def _ack_wait(settings: Settings) -> float:
-    """How long one replica may hold a message: an attempt's timeout and a margin."""
-    return settings.webhook_timeout_seconds + 2.0
+    """How long one replica may hold a message: the longest wait for a batch to fill, an attempt's timeout
+    and a margin. Longer, and a crashed replica's messages wait longer; shorter, and a slow answer
+    would see its message delivered again by another replica."""
+    return MAX_BATCH_WAIT_MS / 1000 + settings.webhook_timeout_seconds + 2.0
 
 
 def _valid_id(webhook_id: str) -> bool:
