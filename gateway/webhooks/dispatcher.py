@@ -190,10 +190,13 @@ class Dispatcher:
         if not await leases.hold(self.webhook.id, self._context.replica):
             await asyncio.sleep(leases.ttl / 3)  # another replica delivers meanwhile
             return []
-        batch = await self._consumer.fetch(batching.max_messages, FETCH_WAIT)
-        if batch and len(batch) < batching.max_messages and batching.max_wait_ms:
-            await asyncio.sleep(batching.max_wait_ms / 1000)
-            batch += await self._consumer.fetch(batching.max_messages - len(batch), 0.05)
+        # The first message as soon as it comes (a fetch of several waits for all of them until it expires),
+        # then what else is there after max_wait_ms.
+        batch = await self._consumer.fetch(1, FETCH_WAIT)
+        if batch and batching.max_messages > 1:
+            if batching.max_wait_ms:
+                await asyncio.sleep(batching.max_wait_ms / 1000)
+            batch += await self._consumer.fetch(batching.max_messages - 1, 0.05)
         return batch
 
     async def _handle(self, batch: list[Stored]) -> None:
