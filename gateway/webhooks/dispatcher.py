@@ -191,12 +191,16 @@ class Dispatcher:
             await asyncio.sleep(leases.ttl / 3)  # another replica delivers meanwhile
             return []
         # The first message as soon as it comes (a fetch of several waits for all of them until it expires),
-        # then what else is there after max_wait_ms.
-        batch = await self._consumer.fetch(1, FETCH_WAIT)
+        # then what else is there after max_wait_ms; all within a third of the lease.
+        batch = await self._consumer.fetch(1, min(FETCH_WAIT, leases.ttl / 3))
         if batch and batching.max_messages > 1:
             if batching.max_wait_ms:
                 await asyncio.sleep(batching.max_wait_ms / 1000)
             batch += await self._consumer.fetch(batching.max_messages - 1, 0.05)
+        if batch and not await leases.hold(self.webhook.id, self._context.replica):
+            for stored in batch:  # taken over meanwhile (this loop was starved): hand them back, in order
+                await stored.nak(0)
+            return []
         return batch
 
     async def _handle(self, batch: list[Stored]) -> None:

@@ -5,7 +5,9 @@ replicas fetching together could deliver out of order. Only the lease holder
 fetches. The lease is a key in ``FG_WEBHOOK_LEASES`` whose entries expire
 after ``ttl`` (longer than a delivery's AckWait, so a dead holder's messages
 are handed out again before the next holder fetches new ones); the holder
-renews it (compare-and-set) before each fetch.
+renews it (compare-and-set) before each fetch and again before delivering
+what it fetched, so a lease lasts longer than one delivery (``ttl`` exceeds the
+request timeout).
 """
 
 from __future__ import annotations
