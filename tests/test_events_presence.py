@@ -85,16 +85,30 @@ async def mosquitto_sub(
         "-i", client_id, "-t", topic, "-d", "-V", "mqttv311",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None
+
+    async def drain() -> None:  # its debug output must never fill the pipe
+        while await stdout.readline():
+            pass
+
+    draining: asyncio.Task[None] | None = None
     try:
         async with asyncio.timeout(10):
-            while b"SUBACK" not in await process.stdout.readline():
+            while b"SUBACK" not in await stdout.readline():
                 pass
+        draining = asyncio.create_task(drain())
         yield process
     finally:
         if process.returncode is None:
             process.terminate()
-        await process.wait()
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        if draining is not None:
+            draining.cancel()
 
 
 async def presence(gw: Gateway, token: str, topic: str) -> list[dict[str, Any]]:
@@ -108,8 +122,9 @@ async def presence(gw: Gateway, token: str, topic: str) -> list[dict[str, Any]]:
 
 async def ws_subscribe(ws: Any, topic: str, frame_id: int) -> None:
     await ws.send(orjson.dumps({"action": "subscribe", "topic": topic, "id": frame_id}).decode())
-    while (answer := orjson.loads(await ws.recv())).get("id") != frame_id:
-        pass
+    async with asyncio.timeout(10):
+        while (answer := orjson.loads(await ws.recv())).get("id") != frame_id:
+            pass
     assert answer["action"] == "ack", answer
 
 
@@ -138,7 +153,7 @@ async def test_events_of_websocket_and_mqtt_clients_reach_an_sse_watcher(replica
         await watcher.until(lambda e: e["event"] == "disconnected" and e["client_id"] == "dev-1")
         async with websockets.connect(f"{b.ws_url}/ws?token={limited}") as ws:  # refusals are auth failures
             await ws.send(orjson.dumps({"action": "subscribe", "topic": "secret", "id": 1}).decode())
-            assert orjson.loads(await ws.recv())["action"] == "error"
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), 10))["action"] == "error"
             refused = await watcher.until(lambda e: e["event"] == "auth-failure" and e["protocol"] == "ws")
             assert "secret" in refused["reason"]
         async with httpx.AsyncClient(timeout=10) as http:

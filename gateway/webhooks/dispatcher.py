@@ -2,7 +2,10 @@
 
 Every replica runs a ``Dispatcher`` per active webhook, all fetching from the
 webhook's one durable consumer (``gateway.bus.durable``), which hands out one
-message at a time: in order, and held by one replica. A 2xx acknowledges (and
+message at a time: in order, and held by one replica. A batching webhook's
+consumer hands out up to a batch, and only the replica holding the webhook's
+lease (``gateway.webhooks.leases``) fetches, so batches keep the order too; its
+messages are acknowledged or retried together. A 2xx acknowledges (and
 is billed as a delivery); anything else is retried by a negative
 acknowledgement with a delay: exponential backoff with jitter, or the
 receiver's ``Retry-After`` on 429 and 503. A message that would be older than
