@@ -2,8 +2,8 @@
 
     python bench/webhooks.py [--messages 1000] [--rounds 2]
 
-Starts a real nats-server -js, one gateway and a local receiver (uvicorn, raw
-ASGI, in this process). Measured:
+Starts a real nats-server -js, one gateway and a receiver (uvicorn, raw ASGI,
+a process of its own), each on free 127.0.0.1 ports. Measured:
 
 1. deliveries per second of a webhook draining N stored messages (published
    while it was paused), one message per request and 50 per request, against
@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,13 +40,14 @@ PACE = 50.0  # messages per second for the delay without a backlog
 
 
 class Receiver:
-    """Records the arrival time of each message by its ``seq`` (webhook) or ``n`` (baseline)."""
+    """The receiver (``--receive PORT``, a process of its own): records when each message ``seq`` arrived.
+
+    ``POST /reset`` forgets, ``GET /arrivals`` answers ``{seq: time.monotonic()}`` (CLOCK_MONOTONIC,
+    comparable across processes on Linux); anything else POSTed is a webhook request (or a batch).
+    """
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.arrived: dict[int, float] = {}
-        self.done = asyncio.Event()
-        self.expected = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -55,19 +58,54 @@ class Receiver:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        document = orjson.loads(body)
-        now = time.perf_counter()
-        for message in document["messages"] if document.get("type") == "batch" else [document]:
-            self.arrived.setdefault(int(message["seq"]), now)
-        if len(self.arrived) >= self.expected:
-            self.done.set()
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        answer = b""
+        if scope["path"] == "/reset":
+            self.arrived = {}
+        elif scope["path"] == "/arrivals":
+            answer = orjson.dumps(self.arrived, option=orjson.OPT_NON_STR_KEYS)
+        else:
+            document = orjson.loads(body)
+            now = time.monotonic()
+            for message in document["messages"] if document.get("type") == "batch" else [document]:
+                self.arrived.setdefault(int(message["seq"]), now)
+        await send({"type": "http.response.start", "status": 200 if answer else 204, "headers": []})
+        await send({"type": "http.response.body", "body": answer})
 
-    def reset(self, expected: int) -> None:
-        self.arrived = {}
-        self.expected = expected
-        self.done = asyncio.Event()
+
+class RemoteReceiver:
+    """The bench's handle on the receiver process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, __file__, "--receive", str(self.port)])
+        self._http = httpx.AsyncClient(base_url=self.url)
+
+    async def ready(self) -> None:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    await self._http.post("/reset")
+                    return
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+
+    async def reset(self) -> None:
+        await self._http.post("/reset")
+
+    async def arrivals(self, count: int, timeout: float = 300) -> dict[int, float]:
+        """When each message arrived, once ``count`` did."""
+        async with asyncio.timeout(timeout):
+            while True:
+                arrived = {int(k): v for k, v in (await self._http.get("/arrivals")).json().items()}
+                if len(arrived) >= count:
+                    return arrived
+                await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+        self.process.terminate()
+        self.process.wait(10)
 
 
 async def publish_all(
@@ -76,19 +114,24 @@ async def publish_all(
     """Publish ``count`` messages (at most ``rate`` per second); (send time by seq, elapsed seconds)."""
     sent: dict[int, float] = {}
     budget = iter(range(count))
-    began = time.perf_counter()
+    began = time.monotonic()
     async with httpx.AsyncClient(base_url=gw.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
 
         async def worker() -> None:
             for n in budget:
                 if rate is not None:
-                    await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
-                started = time.perf_counter()
+                    await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
+                started = time.monotonic()
                 answer = await http.post("/api/v1/publish", json={"topic": topic, "message": {"n": n, "pad": "x" * 80}})
                 sent[answer.json()["seq"]] = started
 
         await asyncio.gather(*(worker() for _ in range(workers)))
-    return sent, time.perf_counter() - began
+    return sent, time.monotonic() - began
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -96,13 +139,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def drain(gw: Gateway, http: httpx.AsyncClient, receiver: Receiver, webhook_id: str, count: int) -> float:
+async def drain(gw: Gateway, http: httpx.AsyncClient, receiver: RemoteReceiver, webhook_id: str, count: int) -> float:
     """Resume a paused webhook with ``count`` messages waiting; deliveries per second until the last arrived."""
-    receiver.reset(count)
-    began = time.perf_counter()
+    await receiver.reset()
+    began = time.monotonic()
     assert (await http.post(f"{gw.base_url}/api/v1/webhooks/{webhook_id}/resume")).status_code == 200
-    await asyncio.wait_for(receiver.done.wait(), 300)
-    return count / (max(receiver.arrived.values()) - began)
+    return count / (max((await receiver.arrivals(count)).values()) - began)
 
 
 async def main(messages: int, rounds: int) -> None:
@@ -110,14 +152,11 @@ async def main(messages: int, rounds: int) -> None:
     nats = NatsServer(store).start()
     env = {"FLOWGATE_WEBHOOK_ALLOW_PRIVATE": "true", "FLOWGATE_BILLING": "off", "FLOWGATE_LOG_LEVEL": "warning"}
     gw = Gateway(nats.url, data, env=env).start()
-    receiver = Receiver()
-    server = uvicorn.Server(uvicorn.Config(receiver, port=receiver.port, log_level="warning", lifespan="off"))
-    serving = asyncio.get_running_loop().create_task(server.serve())
+    receiver = RemoteReceiver()
     try:
-        while not server.started:  # noqa: ASYNC110 - uvicorn.Server offers no event for it
-            await asyncio.sleep(0.01)
+        await receiver.ready()
         _, token = gw.user_token()
-        url = f"http://127.0.0.1:{receiver.port}/hook"
+        url = f"{receiver.url}/hook"
         hooks: dict[str, str] = {}
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             for topic, extra in (("hooked", {}), ("batched", {"batch": {"max_messages": 50, "max_wait_ms": 20}})):
@@ -127,42 +166,48 @@ async def main(messages: int, rounds: int) -> None:
                 hooks[topic] = created.json()["id"]
 
             # 1. a stored backlog drained by the webhook, one message per request, then 50 per request
+            process = psutil.Process(gw.pid)
+            cpu = cpu_seconds(process)
             await publish_all(gw, token, "hooked", messages)
+            publish_cpu, cpu = (cpu_seconds(process) - cpu) / messages, cpu_seconds(process)
             webhook_rate = await drain(gw, http, receiver, hooks["hooked"], messages)
+            delivery_cpu = (cpu_seconds(process) - cpu) / messages
             await publish_all(gw, token, "batched", messages)
+            cpu = cpu_seconds(process)
             batch_rate = await drain(gw, http, receiver, hooks["batched"], messages)
+            batch_cpu = (cpu_seconds(process) - cpu) / messages
 
         # 2. the delay of one message published at a pace below capacity (no backlog)
         paced = max(10, messages // 5)
-        receiver.reset(paced)
+        await receiver.reset()
         sent, _ = await publish_all(gw, token, "hooked", paced, workers=1, rate=PACE)
-        await asyncio.wait_for(receiver.done.wait(), 300)
-        delays = [receiver.arrived[seq] - at for seq, at in sent.items()]
+        arrived = await receiver.arrivals(paced)
+        delays = [arrived[seq] - at for seq, at in sent.items()]
 
         # 3. baseline: a bare httpx client posting the same bodies to the same receiver, in order
-        receiver.reset(messages)
-        bare: list[float] = []
+        await receiver.reset()
+        started: list[float] = []
         async with httpx.AsyncClient() as http:
-            began = time.perf_counter()
+            began = time.monotonic()
             for n in range(messages):
-                started = time.perf_counter()
+                started.append(time.monotonic())
                 body = orjson.dumps({"type": "message", "seq": n, "topic": "hooked", "data": {"n": n, "pad": "x" * 80}})
                 await http.post(url, content=body, headers={"content-type": "application/json"})
-                bare.append(receiver.arrived[n] - started)
-            bare_rate = messages / (time.perf_counter() - began)
+            bare_rate = messages / (time.monotonic() - began)
+        arrived = await receiver.arrivals(messages)
+        bare = [arrived[n] - at for n, at in enumerate(started)]
 
         # 4. publish rate with and without a webhook delivering from the topic meanwhile
         without, with_hook = [], []
         for _ in range(rounds):
-            receiver.reset(messages)
+            await receiver.reset()
             _, elapsed = await publish_all(gw, token, "unhooked", messages)
             without.append(messages / elapsed)
             _, elapsed = await publish_all(gw, token, "hooked", messages)
             with_hook.append(messages / elapsed)
-            await asyncio.wait_for(receiver.done.wait(), 300)  # let the webhook catch up before the next round
+            await receiver.arrivals(messages)  # let the webhook catch up before the next round
     finally:
-        server.should_exit = True
-        await serving
+        await receiver.close()
         gw.stop()
         nats.stop()
         shutil.rmtree(store, ignore_errors=True)
@@ -172,10 +217,15 @@ async def main(messages: int, rounds: int) -> None:
         return f"{percentile(values, q) * 1000:.1f}"
 
     print(f"\nwebhooks: {messages} messages of ~100 bytes, one receiver on 127.0.0.1 (same run)\n")
-    print(f"{'':40} {'deliveries/s':>12} {'ratio':>6}")
+    print(f"{'':40} {'deliveries/s':>12} {'ratio':>6} {'gateway CPU µs/msg':>19}")
     print(f"{'bare httpx client, in order (baseline)':40} {bare_rate:12.0f} {1:6.2f}")
-    print(f"{'webhook draining a backlog':40} {webhook_rate:12.0f} {webhook_rate / bare_rate:6.2f}")
-    print(f"{'batching webhook (50 per request)':40} {batch_rate:12.0f} {batch_rate / bare_rate:6.2f}")
+    print(
+        f"{'webhook draining a backlog':40} {webhook_rate:12.0f} {webhook_rate / bare_rate:6.2f} {delivery_cpu * 1e6:19.0f}"
+    )
+    print(
+        f"{'batching webhook (50 per request)':40} {batch_rate:12.0f} {batch_rate / bare_rate:6.2f} {batch_cpu * 1e6:19.0f}"
+    )
+    print(f"{'(publishing one message over HTTP)':40} {'':12} {'':6} {publish_cpu * 1e6:19.0f}")
     print(f"\n{'delay':40} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"{'bare httpx client: request sent -> receipt':40} {ms(bare, 0.5):>8} {ms(bare, 0.99):>8}")
     print(f"{f'webhook: publish sent -> receipt, {PACE:.0f}/s':40} {ms(delays, 0.5):>8} {ms(delays, 0.99):>8}")
@@ -189,5 +239,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--receive", type=int, metavar="PORT", help="run the receiver on PORT (used by the bench)")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.messages, arguments.rounds))
+    if arguments.receive:
+        uvicorn.run(Receiver(), port=arguments.receive, log_level="warning", lifespan="off", loop="uvloop")
+    else:
+        asyncio.run(main(arguments.messages, arguments.rounds))
