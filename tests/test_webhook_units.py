@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import time
 from email.utils import formatdate
 
-import httpx
 import pytest
 import standardwebhooks
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -18,6 +18,7 @@ from gateway.payload import Kind
 from gateway.topics import Namespace
 from gateway.triggers.service import payload_of
 from gateway.triggers.verification import Scheme, verify
+from gateway.webhooks.client import ClientError, Response, WebhookClient
 from gateway.webhooks.dispatcher import retry_after
 from gateway.webhooks.records import Webhook
 from gateway.webhooks.service import Webhooks
@@ -71,8 +72,8 @@ def test_github_and_stripe_schemes() -> None:
 
 
 def test_retry_after_in_seconds_or_as_a_date_only_on_429_and_503() -> None:
-    def answer(status: int, value: str) -> httpx.Response:
-        return httpx.Response(status, headers={"Retry-After": value})
+    def answer(status: int, value: str) -> Response:
+        return Response(status, {"retry-after": value})
 
     assert retry_after(answer(429, "3"), NOW) == 3.0
     assert retry_after(answer(503, formatdate(NOW + 20, usegmt=True)), NOW) == pytest.approx(20, abs=1)
@@ -121,3 +122,83 @@ def test_a_webhook_consumer_takes_the_narrowest_single_subject() -> None:
     assert subject("a/b/#") == ("fg.msg.alice.app.a.>", False)  # a/b and a/b/... under one subject
     assert subject("orders/#") == ("fg.msg.alice.app.>", False)
     assert subject("#") == ("fg.msg.alice.app.>", False)  # not exact: '#' must not match $ topics
+
+
+async def scripted_server(answers: list[bytes | None]) -> tuple[asyncio.Server, list[bytes]]:
+    """A raw TCP server answering each request with the next scripted bytes (None: close without answering)."""
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while answers:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(line for line in head.split(b"\r\n") if line.startswith(b"content-length")).split(b":")[1]
+            )
+            seen.append(head + await reader.readexactly(length))
+            answer = answers.pop(0)
+            if answer is None:
+                break
+            writer.write(answer)
+            await writer.drain()
+            if b"connection: close" in answer.lower():
+                break
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), seen
+
+
+async def test_the_webhook_client_reads_every_framing_and_reconnects() -> None:
+    server, seen = await scripted_server(
+        [
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            b"HTTP/1.1 503 Busy\r\nretry-after: 7\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n",
+            b"HTTP/1.1 202 Accepted\r\nconnection: close\r\n\r\nuntil the end",  # a body ending with the connection
+        ]
+    )
+    port = server.sockets[0].getsockname()[1]
+    client = WebhookClient(timeout=5)
+    try:
+        url = f"http://127.0.0.1:{port}/hook?x=1"
+        assert (await client.post(url, b"{}", {"content-type": "application/json"})).status_code == 200
+        busy = await client.post(url, b"{}", {})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "7"
+        assert (await client.post(url, b"{}", {})).status_code == 204  # same connection, then closed by the server
+        assert (await client.post(url, b"{}", {})).status_code == 202  # a new connection
+        assert seen[0].startswith(b"POST /hook?x=1 HTTP/1.1\r\n") and seen[0].endswith(b"\r\n\r\n{}")
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_the_webhook_client_resends_once_when_an_idle_connection_was_closed() -> None:
+    server, seen = await scripted_server([b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", None])
+    port = server.sockets[0].getsockname()[1]
+    client = WebhookClient(timeout=5)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        assert (await client.post(url, b"1", {})).status_code == 200
+        # the server drops the kept connection without answering: the client sends again on a new one,
+        # which the script answers by closing too: now it is an error
+        with pytest.raises(ClientError):
+            await client.post(url, b"2", {})
+        assert len(seen) == 2
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_the_webhook_client_times_out_and_refuses_garbage() -> None:
+    server, _ = await scripted_server([b"NOT HTTP AT ALL\r\n\r\n"])
+    port = server.sockets[0].getsockname()[1]
+    client = WebhookClient(timeout=0.3)
+    try:
+        with pytest.raises(ClientError, match="malformed"):
+            await client.post(f"http://127.0.0.1:{port}/", b"x", {})
+        silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
+        with pytest.raises(ClientError, match="timeout"):
+            await client.post(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}/", b"x", {})
+        silent.close()
+    finally:
+        await client.close()
+        server.close()

@@ -10,8 +10,8 @@ is billed as a delivery); anything else is retried by a negative
 acknowledgement with a delay: exponential backoff with jitter, or the
 receiver's ``Retry-After`` on 429 and 503. A message that would be older than
 the maximum age at its next attempt goes to the webhook's dead-letter queue.
-Each dispatcher has its own HTTP client and timeouts, so a slow receiver holds
-up only its own webhook, never publishing.
+Each dispatcher has its own HTTP client (``gateway.webhooks.client``) and
+timeout, so a slow receiver holds up only its own webhook, never publishing.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
 import orjson
 
 from auth.permissions import Permissions
@@ -38,6 +37,7 @@ from gateway.queues import QueueEngine
 from gateway.queues.messages import SendEntry
 from gateway.settings import Settings
 from gateway.topics import Namespace, parse_subject, topic_matches
+from gateway.webhooks.client import ClientError, Response, WebhookClient
 from gateway.webhooks.deliverylog import DeliveryLog
 from gateway.webhooks.leases import Leases
 from gateway.webhooks.metrics import WebhookMetrics
@@ -116,7 +116,7 @@ def render_batch(batch_id: str, messages: list[tuple[Stored, str]]) -> bytes:
     return orjson.dumps({"type": "batch", "id": batch_id, "messages": rendered})
 
 
-def retry_after(response: httpx.Response, now: float) -> float | None:
+def retry_after(response: Response, now: float) -> float | None:
     """The delay a 429 or 503 asks for, in seconds."""
     if response.status_code not in (429, 503):
         return None
@@ -142,12 +142,7 @@ class Dispatcher:
         self._context = context
         self._exact = exact
         settings = context.settings
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._client = WebhookClient(settings.webhook_timeout_seconds)
         self._task: asyncio.Task[None] | None = None
         self._delivering = False  # between a fetch and the acknowledgements of what it got
         self._stopping = False
@@ -165,7 +160,7 @@ class Dispatcher:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self._consumer.close()
-        await self._client.aclose()
+        await self._client.close()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -235,7 +230,7 @@ class Dispatcher:
                 "user-agent": USER_AGENT,
                 **sign(webhook.key, msg_id, int(time.time()), body),
             }
-            response = await self._client.post(webhook.url, content=body, headers=headers)
+            response = await self._client.post(webhook.url, body, headers)
             status = response.status_code
             if 200 <= status < 300:
                 await self._delivered(matching, status, time.monotonic() - started)
@@ -244,10 +239,8 @@ class Dispatcher:
             delay = retry_after(response, time.time())
         except FlowGateError as exc:
             error = exc.message
-        except httpx.TimeoutException:
-            error = "timeout"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except ClientError as exc:
+            error = str(exc)
         await self._failed(matching, status, error, delay, time.monotonic() - started)
 
     async def _delivered(self, batch: list[tuple[Stored, Namespace, str]], status: int, latency: float) -> None:
