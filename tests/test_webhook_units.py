@@ -6,8 +6,12 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
+import ssl
 import time
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 import standardwebhooks
@@ -199,6 +203,52 @@ async def test_the_webhook_client_times_out_and_refuses_garbage() -> None:
         with pytest.raises(ClientError, match="timeout"):
             await client.post(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}/", b"x", {})
         silent.close()
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_the_webhook_client_verifies_tls_certificates(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    client = WebhookClient(timeout=5)
+    try:
+        with pytest.raises(ClientError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            await client.post(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/", b"x", {})  # self-signed
     finally:
         await client.close()
         server.close()
