@@ -38,14 +38,16 @@ def replicas() -> Iterator[list[Gateway]]:
     shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
     dirs = [temp_dir("fg-wh-"), temp_dir("fg-wh-")]
     gateways = [Gateway(nats_server.url, d, env=ENV, **shared) for d in dirs]  # type: ignore[arg-type]
-    with ThreadPoolExecutor(2) as pool:  # both start at once
-        list(pool.map(Gateway.start, gateways))
-    yield gateways
-    for gw in gateways:
-        gw.stop()
-    nats_server.stop()
-    for d in [*dirs, nats_server.store]:
-        shutil.rmtree(d, ignore_errors=True)
+    try:
+        with ThreadPoolExecutor(2) as pool:  # both start at once
+            list(pool.map(Gateway.start, gateways))
+        yield gateways
+    finally:  # also when one of them failed to start
+        for gw in gateways:
+            gw.stop()
+        nats_server.stop()
+        for d in [*dirs, nats_server.store]:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
