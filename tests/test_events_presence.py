@@ -70,7 +70,8 @@ class Watcher:
 
 @asynccontextmanager
 async def watch(gw: Gateway, token: str, *topics: str) -> AsyncIterator[Watcher]:
-    params = [("topic", t) for t in topics] + [("token", token)]
+    params: list[tuple[str, str | int | float | bool | None]] = [("topic", t) for t in topics]
+    params.append(("token", token))
     async with httpx.AsyncClient(base_url=gw.base_url, timeout=30) as http:
         async with http.stream("GET", "/api/v1/subscribe", params=params) as stream:
             assert stream.status_code == 200
