@@ -52,6 +52,7 @@ bench: install-test test-system-deps
 	$(BIN)/python bench/queue_throughput.py
 	$(BIN)/python bench/tls_throughput.py
 	$(BIN)/python bench/sqs_throughput.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) data

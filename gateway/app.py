@@ -17,7 +17,23 @@ from gateway.proxies import TrustedProxies
 from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.dashboard import routes as dashboard
-from protocols.http import admin, errors, health, history, keys, publish, queues, sdk, sse, stats, token, usage
+from protocols.http import (
+    admin,
+    errors,
+    health,
+    history,
+    keys,
+    presence,
+    publish,
+    queues,
+    sdk,
+    sse,
+    stats,
+    token,
+    triggers,
+    usage,
+    webhooks,
+)
 from protocols.http.client_address import RealClient
 from protocols.http.cors import Cors
 from protocols.http.fastpath import FastPath
@@ -68,7 +84,10 @@ def create_app(settings: Settings, draining: Draining | None = None) -> ASGIApp:
         app.include_router(router)
     for router in (history.router, stats.router, stats.info_router):  # what the dashboard needs beyond the API above
         app.include_router(router)
+    for router in (webhooks.router, triggers.router, presence.router):  # the backend's side (gateway/webhooks, ...)
+        app.include_router(router)
     app.router.routes.extend(dashboard.routes())  # the web dashboard at / and /dashboard/ (GET only)
+    # last: POST /<account>/<queue> takes any two-level POST path no route above matched
     app.router.routes.extend(sqs.ROUTES)  # SQS wire protocols: POST / and POST /<account>/<queue> (protocols/sqs)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     asgi: ASGIApp = FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from gateway.hub import Hub
 
 MAX_IDEMPOTENCY_KEY = 200
+RESERVED = ("$events/", "$presence/")  # written only by the gateway (gateway.events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class Publisher:
     def resolve(self, claims: Claims, name: str) -> str:
         """The validated topic ``name`` refers to, if the token may publish there."""
         topic = claims.namespace.topic(name)
+        if topic[:1] == "$" and topic.startswith(RESERVED):
+            raise Forbidden(f"{topic!r} is reserved for the gateway's connection events and presence")
         if not claims.permissions.publish.permits_topic(topic):
             raise Forbidden(f"this token may not publish to {topic!r}")
         return topic

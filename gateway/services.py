@@ -21,12 +21,15 @@ from gateway.billing import BillingGuard
 from gateway.bus import Bus
 from gateway.draining import Draining
 from gateway.embedded_nats import EmbeddedNats
+from gateway.events import ConnectionEvents
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
 from gateway.revocation import RevocationFeed
 from gateway.settings import Settings
+from gateway.triggers import Triggers
+from gateway.webhooks import Webhooks
 
 log = logging.getLogger("flowgate")
 
@@ -46,6 +49,9 @@ class Services:
     queues: QueueEngine
     draining: Draining
     revocations: RevocationFeed
+    webhooks: Webhooks
+    triggers: Triggers
+    events: ConnectionEvents
 
 
 @asynccontextmanager
@@ -69,6 +75,7 @@ async def running_services(settings: Settings, draining: Draining | None = None)
         guard = await BillingGuard.open(settings, bus, accounts, metrics)
         queues = await QueueEngine.open(settings, bus, secrets, metrics, guard=guard)
         revocations = await RevocationFeed.open(bus, Revocations(settings.token_max_ttl))
+        webhooks = await Webhooks.open(settings, bus, metrics, guard, queues)
         services = Services(
             settings=settings,
             secrets=secrets,
@@ -81,19 +88,26 @@ async def running_services(settings: Settings, draining: Draining | None = None)
                 max_ttl=settings.token_max_ttl,
                 revocations=revocations.state,
             ),
-            publisher=Publisher(settings, bus, metrics, guard=guard, local=hub),
+            publisher=(publisher := Publisher(settings, bus, metrics, guard=guard, local=hub)),
             metrics=metrics,
             nats_url=url,
             guard=guard,
             queues=queues,
             draining=draining or Draining(),
             revocations=revocations,
+            webhooks=webhooks,
+            triggers=await Triggers.open(bus, publisher),
+            events=(events := await ConnectionEvents.open(settings, bus, hub)),
         )
         guard.start()
+        webhooks.start()
+        events.start()
         try:
             yield services
         finally:
             await revocations.close()
+            await events.close()
+            await webhooks.close()
             await queues.close()
             await hub.close()
             await guard.close()

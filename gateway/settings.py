@@ -271,6 +271,43 @@ class Settings:
         "Proxy addresses or CIDRs (comma-separated) whose `Forwarded`/`X-Forwarded-For` headers and PROXY protocol "
         "headers name the real client.",
     )
+    webhook_allow_private: bool = _setting(
+        "FLOWGATE_WEBHOOK_ALLOW_PRIVATE",
+        False,
+        lambda raw: _bool(raw),
+        "Let webhooks call loopback, private and link-local addresses (local development and tests only).",
+    )
+    webhook_timeout_seconds: float = _setting(
+        "FLOWGATE_WEBHOOK_TIMEOUT", 10.0, _float(0.1, 120), "Seconds one webhook request may take before it is retried."
+    )
+    webhook_retry_base_seconds: float = _setting(
+        "FLOWGATE_WEBHOOK_RETRY_BASE",
+        1.0,
+        _float(0.01, 3600),
+        "First webhook retry delay; doubles per attempt, with jitter (a `Retry-After` on 429/503 wins).",
+    )
+    webhook_retry_max_seconds: float = _setting(
+        "FLOWGATE_WEBHOOK_RETRY_MAX", 300.0, _float(0.01, 86400), "Longest delay between two webhook attempts."
+    )
+    webhook_max_age_seconds: float = _setting(
+        "FLOWGATE_WEBHOOK_MAX_AGE",
+        86400.0,
+        _float(0.1, 30 * 86400),
+        "A message not delivered to a webhook this long after it was published goes to the webhook's dead-letter queue.",
+    )
+    webhook_sync_interval: float = _setting(
+        "FLOWGATE_WEBHOOK_SYNC_INTERVAL",
+        2.0,
+        _float(0.05, 600),
+        "Seconds between replicas' reads of the webhook list (created, paused or deleted elsewhere).",
+    )
+
+    presence_heartbeat_seconds: float = _setting(
+        "FLOWGATE_PRESENCE_HEARTBEAT",
+        2.0,
+        _float(0.1, 60),
+        "Seconds between a replica's presence heartbeats; a replica silent for three is gone with its clients.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -38,6 +38,7 @@ log = logging.getLogger("flowgate.bus")
 
 MESSAGES_STREAM = "FG_MESSAGES"
 _ERR_STREAM_NAME_IN_USE = 10058
+_ERR_SUBJECTS_OVERLAP = 10065
 
 
 class BusState(Enum):
@@ -199,13 +200,17 @@ class Bus:
                     await js.add_stream(config)
                     return
                 except nats.js.errors.BadRequestError as exc:
-                    if exc.err_code != _ERR_STREAM_NAME_IN_USE:
+                    # A replica creating the same stream at the same moment can make the server answer
+                    # "subjects overlap" rather than "name in use": then it exists now, update it.
+                    if exc.err_code not in (_ERR_STREAM_NAME_IN_USE, _ERR_SUBJECTS_OVERLAP):
                         raise
+                    failure = exc
                 try:
                     await js.update_stream(config)
                     return
                 except nats.js.errors.NotFoundError:
-                    continue  # deleted between the two calls: create again
+                    continue  # deleted between the two calls (or the overlap is another stream's): again
+            raise failure  # the subjects overlap with another stream's
 
     async def bucket(self, name: str, *, history: int = 1, ttl: float | None = None) -> Bucket:
         """Open a KV bucket, creating it on first use (idempotent across replicas)."""

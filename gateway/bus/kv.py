@@ -111,3 +111,12 @@ class Bucket:
         with nats_errors(f"list {self.name}"):
             info = await self._js.stream_info(f"KV_{self.name}", subjects_filter=prefix + pattern)
         return [subject[len(prefix) :] for subject in (info.state.subjects or {})]
+
+    async def history(self, key: str) -> list[Entry]:
+        """The stored values of ``key``, oldest first (as many as the bucket's ``history`` keeps)."""
+        with nats_errors(f"read history of {self.name}/{key}"):
+            try:
+                entries = await self._kv.history(key)
+            except nats.js.errors.NoKeysError:
+                return []
+        return [Entry(key, e.value, e.revision) for e in entries if e.value and e.revision is not None]

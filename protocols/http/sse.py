@@ -27,6 +27,7 @@ from starlette.responses import StreamingResponse
 from auth.revocations import LiveHandle
 from gateway.billing import ConnectionLease
 from gateway.errors import BadRequest, FlowGateError, Forbidden
+from gateway.events import Session
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
@@ -102,6 +103,7 @@ class SseStream:
         self.sink = sink
         self.namespace = namespace  # deliveries are billed to it
         self.lease = lease  # the connection counted against the plan
+        self.session: Session | None = None  # connection events and presence (gateway.events)
         self.feed = Feed(services.hub, services.bus, subject, sink, since)
         self._forget_drain = services.draining.on_drain(sink.outbox.close)  # end the stream at shutdown
         self._preamble = b"retry: 2000\n: connected\n\n"
@@ -110,7 +112,9 @@ class SseStream:
 
     def revoked(self, exc: FlowGateError) -> None:
         self.revoked_by = exc
+        self._end_reason = exc.message
         self.sink.outbox.close()
+        self._end_reason = "client closed"
 
     async def open(self) -> None:
         """Subscribe before the response starts, so a failure is still a proper HTTP error."""
@@ -132,6 +136,8 @@ class SseStream:
         self._forget_drain()
         if self.live is not None:
             self.live.detach()
+        if self.session is not None:
+            self.session.closed(self._end_reason)
         if self.lease is not None:
             self.lease.close()
         await self.feed.close()
@@ -155,6 +161,7 @@ class SseStream:
                     self.services.guard.record_delivery(self.namespace, len(chunk))
                 yield b"".join(d.frame("sse", render_event) for _, d in chunk)
         except SlowConsumer:
+            self._end_reason = "slow consumer: outbound buffer full"
             log.warning("closing slow SSE consumer on %s (buffer of %d full)", self.subject, outbox.maxsize)
         finally:
             await self.close()
@@ -170,6 +177,7 @@ async def subscribe(request: Request) -> StreamingResponse:
     rule = claims.permissions.subscribe
     for topic_filter in filters:
         if not rule.permits_filter(topic_filter):
+            services.events.auth_failed(claims.namespace, "sse", f"may not subscribe to {topic_filter!r}")
             raise Forbidden(f"this token may not subscribe to {topic_filter!r}")
     subject, exact = claims.namespace.subscription_subject(filters)
     sink = FilteredSink(Outbox(services.settings.outbound_queue_size), filters, rule, exact=exact)
@@ -182,6 +190,9 @@ async def subscribe(request: Request) -> StreamingResponse:
         lease.close()
         raise
     stream.live = services.tokens.revocations.attach(claims, stream.revoked)
+    stream.session = services.events.connected(
+        claims.namespace, "sse", info=request.query_params.get("info"), filters=filters
+    )
     return StreamingResponse(
         stream.events(),
         media_type="text/event-stream",

@@ -44,6 +44,7 @@ from gateway.bus import PubAck as StoreAck
 from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_names
 from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
+from gateway.events import Session
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.publishing import AdmitLater, Outlet
 from gateway.topics import Namespace, topic_matches
@@ -219,6 +220,7 @@ class MqttConnection:
         self._counted = False
         self._lease: ConnectionLease | None = None  # counted against the plan's connections (billing guard)
         self._live: LiveHandle | None = None  # ended when the user is disabled or deleted, the token revoked
+        self.events: Session | None = None  # connection events and presence (gateway.events)
         self.closed = asyncio.Event()
         ctx.connections.add(self)
         self._delivered = ctx.services.metrics.delivered.labels("mqtt")
@@ -508,6 +510,7 @@ class MqttConnection:
                 window=self._window.size,
                 expiry=self.ctx.config.session_expiry,
             )
+        self.events = services.events.connected(namespace, "mqtt", client_id=self.client_id, filters=list(self._subs))
 
     def _refuse(self, code: int, reason: str) -> NoReturn:
         # A refused CONNECT gets its CONNACK, then the connection closes [MQTT-3.2.2-5].
@@ -734,10 +737,14 @@ class MqttConnection:
             except FlowGateError as exc:
                 # Refused filters get 0x80, the others are granted [MQTT-3.9.3-1, 3.8.4-5].
                 log.info("mqtt %s: subscription to %r refused: %s", self.id, name, exc.message)
+                if self.events is not None and exc.status == 403:
+                    self.events.auth_failure(exc.message)
                 codes.append(SUBACK_FAILURE)
                 continue
             codes.append(granted)
             added.append(sub)
+        if self.events is not None:
+            self.events.subscribed([sub.topic_filter for sub in added])
         if self._persistent and added:
             await self._save_session()
         self._send(SubAck(packet.packet_id, tuple(codes)))  # [MQTT-3.8.4-1, 3.8.4-2]
@@ -828,6 +835,8 @@ class MqttConnection:
             if sub is not None:
                 changed = True
                 await self._remove_sinks(sub)
+                if self.events is not None:
+                    self.events.unsubscribed([topic_filter])
         if changed and self._persistent:
             await self._save_session()
         self._send(UnsubAck(packet.packet_id))  # even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]
@@ -1032,6 +1041,8 @@ class MqttConnection:
             self._lease.close()
         if self._live is not None:
             self._live.detach()
+        if self.events is not None:
+            self.events.closed(reason)
         for sub in list(self._subs.values()):
             await self._remove_sinks(sub)
         if self._saver is not None and not self._saver.done():

@@ -48,6 +48,7 @@ from starlette.requests import HTTPConnection
 from auth.tokens import Claims, bearer
 from gateway.bus import PubAck
 from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound, PaymentRequired, Unauthorized
+from gateway.events import Session
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
@@ -146,7 +147,8 @@ class WsEndpoint:
         )
         direct = scope.get("extensions", {}).get(EXTENSION)
         try:
-            await Connection(services, claims, send, direct).run(receive)
+            events = services.events.connected(claims.namespace, PROTOCOL, info=request.query_params.get("info"))
+            await Connection(services, claims, send, direct, events).run(receive)
         finally:
             lease.close()
 
@@ -164,8 +166,17 @@ class _Subscription:
 
 
 class Connection:
-    def __init__(self, services: Services, claims: Claims, send: Send, direct: DirectWriter | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        claims: Claims,
+        send: Send,
+        direct: DirectWriter | None = None,
+        events: Session | None = None,  # connection events and presence (gateway.events)
+    ) -> None:
         self.services = services
+        self.events = events
+        self._end_reason = "client closed"
         self.claims = claims
         self._send = send
         self._direct = direct
@@ -199,6 +210,8 @@ class Connection:
         finally:
             self._closed = True
             self._live.detach()
+            if self.events is not None:
+                self.events.closed(self._end_reason)
             for handle in self._timers:
                 handle.cancel()
             tasks += self._notices
@@ -213,6 +226,7 @@ class Connection:
     def finish(self, code: int | None = None, reason: str = "") -> None:
         """End the connection: with a close frame (``code``), or quietly when the client is gone."""
         if not self._done.done():
+            self._end_reason = reason or self._end_reason
             self._done.set_result(None if code is None else (code, reason))
 
     def _revoked(self, exc: FlowGateError) -> None:
@@ -349,6 +363,8 @@ class Connection:
         except FlowGateError as exc:
             if isinstance(command, Publish) and exc.code not in COUNTED_BY_GUARD:
                 self.services.metrics.rejected.labels(PROTOCOL, exc.code).inc()
+            if self.events is not None and exc.status in (401, 403):
+                self.events.auth_failure(exc.message)
             topic = getattr(command, "topic", None)
             await self._send_frame(error_frame(exc, command.id, **({"topic": topic} if topic else {})))
 
@@ -427,6 +443,8 @@ class Connection:
             if self.subscriptions.get(topic_filter) is subscription:
                 del self.subscriptions[topic_filter]
             raise
+        if self.events is not None:
+            self.events.subscribed([topic_filter])
         await self._ack(command.id, topic=topic_filter)
 
     async def _unsubscribe(self, command: Unsubscribe) -> None:
@@ -435,6 +453,8 @@ class Connection:
         if subscription is None:
             raise NotFound(f"not subscribed to {topic_filter!r}")
         await self._drop(subscription)
+        if self.events is not None:
+            self.events.unsubscribed([topic_filter])
         await self._ack(command.id, topic=topic_filter)
 
     async def _auth(self, command: Auth) -> None:
