@@ -188,8 +188,8 @@ async def sse_ended(response: httpx.Response) -> Event:
 async def stored_messages(url: str, user_id: str) -> int:
     nc = await nats.connect(url)
     try:
-        info = await nc.jetstream().stream_info("FG_MESSAGES", subjects_filter=f"fg.msg.{user_id}.>")
-        return sum((info.state.subjects or {}).values())
+        info = await nc.jetstream().stream_info("FG_MESSAGES", subjects_filter=f"fg.msg.{user_id}.*.t")
+        return sum((info.state.subjects or {}).values())  # topic t only: connection events are stored beside it
     finally:
         await nc.close()
 
