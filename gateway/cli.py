@@ -8,6 +8,7 @@ call the running gateway's admin API with the admin key from
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -45,7 +46,10 @@ def _admin_request(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowgate", description="Flow-Gate messaging gateway")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="start the gateway (HTTP, SSE, WebSocket, MQTT)")
+    serve_command = commands.add_parser("serve", help="start the gateway (HTTP, SSE, WebSocket, MQTT)")
+    serve_command.add_argument(
+        "--workers", help="worker processes sharing the ports (a number or `auto`; default FLOWGATE_WORKERS)"
+    )
     users = commands.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
     create_user = users.add_parser("create", help="create a user")
     create_user.add_argument("user_id")
@@ -60,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        settings = Settings.from_env()
+        workers = getattr(args, "workers", None)
+        environ = os.environ if workers is None else {**os.environ, "FLOWGATE_WORKERS": workers}
+        settings = Settings.from_env(environ)
     except SettingsError as exc:
         print(f"flowgate: invalid setting: {exc}", file=sys.stderr)
         return 2

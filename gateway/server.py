@@ -57,6 +57,17 @@ def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvic
     )
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket bound with ``SO_REUSEPORT``: workers share the port (``gateway/supervisor.py``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
 # Every message makes a few short-lived objects (futures, callbacks, deliveries); with the default
 # 700-allocation threshold the cyclic collector runs hundreds of times a second under load (about 9%
 # of MQTT throughput measured).
@@ -65,9 +76,13 @@ GC_THRESHOLDS = (50_000, 50, 100)
 
 def serve(settings: Settings) -> int:
     preflight(settings)
+    if settings.workers > 1:
+        from gateway.supervisor import Supervisor
+
+        return Supervisor(settings).run()
     gc.freeze()  # what start-up imported is permanent: later collections do not scan it
     gc.set_threshold(*GC_THRESHOLDS)
     draining = Draining()
     server = GatewayServer(uvicorn_config(settings, draining), draining)
-    server.run()
+    server.run(sockets=[reuse_port_socket(settings.host, settings.http_port)] if settings.reuse_port else None)
     return 0 if server.started else 1

@@ -196,6 +196,24 @@ class Settings:
         _int(1, 5),
         "JetStream replicas for the gateway's streams and buckets (3 on a cluster).",
     )
+    workers: int = _setting(
+        "FLOWGATE_WORKERS",
+        1,
+        lambda raw: _workers(raw),
+        "Worker processes sharing the HTTP and MQTT ports, each a full replica (`auto`: one per CPU).",
+    )
+    reuse_port: bool = _setting(
+        "FLOWGATE_REUSE_PORT",
+        False,
+        lambda raw: _bool(raw),
+        "Bind the listeners with `SO_REUSEPORT` so that several processes share the ports (set for workers).",
+    )
+    lame_duck_seconds: float = _setting(
+        "FLOWGATE_LAME_DUCK_SECONDS",
+        0.0,
+        _float(0, 3600),
+        "On SIGUSR2 or SIGTERM, spread closing the live connections over this long (0: all at once).",
+    )
     log_level: str = _setting("FLOWGATE_LOG_LEVEL", "info", _log_level, "debug, info, warning or error.")
     log_json: bool = _setting(
         "FLOWGATE_LOG_JSON", False, lambda raw: _bool(raw), "Log JSON lines instead of console text."
@@ -268,6 +286,12 @@ def _plans_file(raw: str) -> Path | None:
 
     Catalog.load(Path(raw), server_max_bytes=2**31)
     return Path(raw)
+
+
+def _workers(raw: str) -> int:
+    if raw.lower() == "auto":
+        return os.cpu_count() or 1
+    return _int(1, 256)(raw)
 
 
 def _bool(raw: str) -> bool:

@@ -154,7 +154,11 @@ class MqttServer:
         settings = self.ctx.services.settings
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _TcpProtocol(self.ctx), host=settings.host, port=settings.mqtt_port, backlog=1024
+            lambda: _TcpProtocol(self.ctx),
+            host=settings.host,
+            port=settings.mqtt_port,
+            backlog=1024,
+            reuse_port=settings.reuse_port or None,  # workers share the port (gateway/supervisor.py)
         )
         log.info("MQTT listening on %s:%d", settings.host, self.port)
 
