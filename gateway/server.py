@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
 
@@ -26,14 +27,31 @@ def preflight(settings: Settings) -> None:
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn's server, telling long-lived streams to end as soon as shutdown begins."""
+    """uvicorn's server, owning the one shutdown of every listener (``gateway/draining.py``).
+
+    On SIGTERM it stops accepting HTTP and, through ``Draining``, MQTT at the same moment; SSE
+    streams end with a ``retry:`` hint and MQTT clients are disconnected; then uvicorn closes
+    WebSockets with 1012 and lets in-flight requests finish within the grace period, and the app's
+    lifespan flushes usage and closes the services. With a lame-duck window, the disconnects of
+    every kind are spread over it first.
+    """
 
     def __init__(self, config: uvicorn.Config, draining: Draining) -> None:
         super().__init__(config)
         self.draining = draining
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting HTTP now, with MQTT (uvicorn's shutdown does it again)
         self.draining.begin()
+        window = self.draining.spread_seconds
+        if window > 0:
+            self.draining.spread([connection.shutdown for connection in list(self.server_state.connections)])
+            try:
+                async with asyncio.timeout(window + 1):
+                    await self.draining.settled()
+            except TimeoutError:
+                pass
         await super().shutdown(sockets)
 
 
@@ -82,7 +100,7 @@ def serve(settings: Settings) -> int:
         return Supervisor(settings).run()
     gc.freeze()  # what start-up imported is permanent: later collections do not scan it
     gc.set_threshold(*GC_THRESHOLDS)
-    draining = Draining()
+    draining = Draining(settings.lame_duck_seconds)
     server = GatewayServer(uvicorn_config(settings, draining), draining)
     server.run(sockets=[reuse_port_socket(settings.host, settings.http_port)] if settings.reuse_port else None)
     return 0 if server.started else 1

@@ -212,7 +212,7 @@ class Settings:
         "FLOWGATE_LAME_DUCK_SECONDS",
         0.0,
         _float(0, 3600),
-        "On SIGUSR2 or SIGTERM, spread closing the live connections over this long (0: all at once).",
+        "Lame duck: on SIGTERM, spread closing the live connections over this long (0: all at once), then the grace period.",
     )
     log_level: str = _setting("FLOWGATE_LOG_LEVEL", "info", _log_level, "debug, info, warning or error.")
     log_json: bool = _setting(

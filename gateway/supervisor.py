@@ -7,8 +7,8 @@ everything replicas share lives in JetStream, so what works across replicas work
 The supervisor starts NATS (unless ``FLOWGATE_NATS_URL`` names one), creates the server secrets
 once (workers read the same files), reserves the ports when they are 0, then starts the workers and
 restarts one that exits unexpectedly (with a backoff when it keeps crashing). SIGTERM and SIGINT
-are forwarded to every worker; once they exited (within the grace period, then killed), NATS stops.
-SIGUSR2 (lame duck) is forwarded too. Workers get SIGTERM if the supervisor itself dies.
+are forwarded to every worker as SIGTERM; once they exited (within the lame-duck window and the grace
+period, then killed), NATS stops. Workers get SIGTERM if the supervisor itself dies.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger("flowgate.supervisor")
 
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before restarting a worker that keeps crashing
 STABLE_AFTER = 10.0  # a worker that ran this long counts as healthy again (backoff reset)
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+FORWARDED = (signal.SIGTERM, signal.SIGINT)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -156,11 +156,6 @@ class Supervisor:
         await self._start(worker)
 
     def _on_signal(self, sig: int) -> None:
-        if sig == signal.SIGUSR2:  # lame duck: the workers spread their disconnects, then stop
-            for worker in self.workers:
-                if worker.process is not None and worker.process.returncode is None:
-                    worker.process.send_signal(sig)
-            return
         self._stopping.set()
 
     async def _stop_workers(self) -> None:

@@ -13,6 +13,7 @@ buffer fills (the browser's EventSource reconnects with ``Last-Event-ID``).
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -133,6 +134,8 @@ class SseStream:
                 item = await outbox.get(timeout=heartbeat)
                 if item is None:
                     if outbox.closed:
+                        if self.services.draining.started:  # reconnect elsewhere soon, not all at once
+                            yield b"retry: %d\n: server shutting down\n\n" % (1000 + random.randrange(2000))
                         return
                     yield b": heartbeat\n\n"
                     continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from gateway.bus import BusState
 from gateway.bus.mqtt_store import MqttStore
@@ -161,6 +162,15 @@ class MqttServer:
             reuse_port=settings.reuse_port or None,  # workers share the port (gateway/supervisor.py)
         )
         log.info("MQTT listening on %s:%d", settings.host, self.port)
+        self.ctx.services.draining.on_drain(self._drain)  # one shutdown with HTTP (gateway/draining.py)
+
+    def _drain(self) -> None:
+        """Shutdown began: stop accepting now, with HTTP, and disconnect the clients (spread out in lame duck)."""
+        if self._server is not None:
+            self._server.close()
+        self.ctx.services.draining.spread(
+            [partial(conn.abort, "server shutting down", will=False) for conn in list(self.ctx.connections)]
+        )
 
     async def stop(self) -> None:
         """Stop accepting, close every connection, wait up to the shutdown grace period."""
