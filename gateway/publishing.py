@@ -15,16 +15,19 @@ arrive in the order sent [MQTT-4.6.0-6].
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, cast
+
+from prometheus_client import Histogram
 
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bus, PubAck, Settle
 from gateway.bus import Outlet as BusOutlet
 from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge, Unavailable
-from gateway.metrics import Metrics, Tally
+from gateway.metrics import LATENCY_SAMPLE, Metrics, Tally
 from gateway.payload import QOS_HEADER, Payload
 from gateway.settings import Settings
 
@@ -69,6 +72,8 @@ class Publisher:
         self._metrics = metrics
         self._max_bytes = settings.max_message_bytes
         self._counters: dict[str, Tally] = {}  # published messages per protocol
+        self._latencies: dict[int, Histogram] = {}  # publish latency per protocol, by id() of its Tally
+        self._sampled = 0
         self._guard = guard  # quota, balance and rate limit (gateway.billing); refused messages are never sent
 
     def resolve(self, claims: Claims, name: str) -> str:
@@ -194,6 +199,7 @@ class Publisher:
         counter = self._counters.get(protocol)
         if counter is None:
             counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
+            self._latencies[id(counter)] = self._metrics.publish_latency.labels(protocol)
         return counter
 
     def _stored(
@@ -210,8 +216,13 @@ class Publisher:
         first, then the caller's ``then``."""
         guard = self._guard
         local = self._local
+        self._sampled += 1
+        timer = self._latencies.get(id(counter)) if self._sampled % LATENCY_SAMPLE == 0 else None
+        started = time.perf_counter() if timer is not None else 0.0
 
         def stored(ack: PubAck | None, error: FlowGateError | None) -> None:
+            if timer is not None:
+                timer.observe(time.perf_counter() - started)
             if ack is None:
                 if guard is not None:
                     guard.refund(claims)  # not stored: not billed

@@ -12,6 +12,7 @@ from gateway.app import create_app
 from gateway.draining import Draining
 from gateway.embedded_nats import EmbeddedNatsError, find_nats_server
 from gateway.settings import Settings
+from protocols.http.status_metrics import ErrorCounter
 from protocols.ws.protocol import max_frame_bytes
 from protocols.ws.transport import PROTOCOL_CLASS as WS_PROTOCOL
 
@@ -56,8 +57,9 @@ class GatewayServer(uvicorn.Server):
 
 
 def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvicorn.Config:
+    app = create_app(settings, draining)
     return uvicorn.Config(
-        create_app(settings, draining),
+        ErrorCounter(app, lambda: getattr(getattr(app.app.state, "services", None), "metrics", None)),
         host=settings.host,
         port=settings.http_port,
         loop="uvloop",
