@@ -33,6 +33,7 @@ from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from gateway.hub import Hub
+    from gateway.tracing import Tracing
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -66,7 +67,9 @@ class Publisher:
         *,
         guard: BillingGuard | None = None,
         local: Hub | None = None,  # its core-tier sinks get this process's publishes (Hub.published)
+        tracing: Tracing | None = None,  # spans per publish and a traceparent in the message (gateway/tracing.py)
     ) -> None:
+        self._tracing = tracing
         self._bus = bus
         self._local = local
         self._metrics = metrics
@@ -130,6 +133,10 @@ class Publisher:
         """
         if isinstance(route, str):
             route = self.route(claims, route)
+        if self._tracing is not None:
+            return await self._submit_traced(
+                self._tracing, claims, route, payload, protocol, idempotency_key, headers, acknowledged, then
+            )
         self._check_size(payload)
         msg_id = self._msg_id(claims, idempotency_key)
         if self._guard is not None:
@@ -138,6 +145,49 @@ class Publisher:
         if overfull:
             await self._bus.drain()
         return future
+
+    async def _submit_traced(
+        self,
+        tracing: Tracing,
+        claims: Claims,
+        route: Route,
+        payload: Payload,
+        protocol: str,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+        acknowledged: bool,
+        then: Settle | None,
+    ) -> asyncio.Future[PubAck] | None:
+        """``submit`` in a ``publish`` span: ``admission`` around the guard, ``store`` until the acknowledgement."""
+        with tracing.publish(protocol, claims.namespace.full(route.topic)):
+            self._check_size(payload)
+            msg_id = self._msg_id(claims, idempotency_key)
+            if self._guard is not None:
+                with tracing.admission():
+                    await self._guard.admit(claims, len(payload.body), protocol=protocol)
+            headers = dict(headers or {})
+            span = tracing.store(headers)
+            traced = then
+            if then is not None:
+
+                def traced(ack: PubAck | None, error: FlowGateError | None) -> None:
+                    tracing.stored(span, error)
+                    then(ack, error)
+
+            try:
+                future, overfull = self._send(claims, route, payload, protocol, msg_id, headers, acknowledged, traced)
+            except BaseException as exc:
+                tracing.stored(span, exc if isinstance(exc, Exception) else None)
+                raise
+            if future is not None:
+                future.add_done_callback(
+                    lambda f: tracing.stored(span, None if f.cancelled() else cast(Exception | None, f.exception()))
+                )
+            elif then is None:
+                tracing.stored(span, None)  # not acknowledged (MQTT QoS 0): sent is all there is
+            if overfull:
+                await self._bus.drain()
+            return future
 
     def outlet(self, claims: Claims, name: str, *, protocol: str, headers: dict[str, str] | None = None) -> Outlet:
         """A topic a connection publishes to again and again, prepared once (``route`` and the bus's ``Outlet``).
@@ -271,6 +321,8 @@ class Outlet:
         already has, for local subscribers (``Hub.published``).
         """
         publisher = self._publisher
+        if publisher._tracing is not None:
+            raise AdmitLater  # traced publishes take ``submit`` (a span each), which the caller falls back to
         size = len(payload.body)
         if size > publisher._max_bytes:
             publisher._check_size(payload)  # raises

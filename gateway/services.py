@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 
 log = logging.getLogger("flowgate")
 
@@ -60,7 +61,8 @@ async def running_services(settings: Settings, draining: Draining | None = None)
     bus = Bus(settings)
     try:
         await bus.connect([u.strip() for u in url.split(",")])
-        hub = Hub(bus)
+        tracing = Tracing.from_settings(settings)  # None: tracing off (the default)
+        hub = Hub(bus, tracing)
         metrics = Metrics()
         accounts = await Accounts.open(bus, secrets)
         guard = await BillingGuard.open(settings, bus, accounts, metrics)
@@ -74,7 +76,7 @@ async def running_services(settings: Settings, draining: Draining | None = None)
             tokens=TokenService(
                 secrets.token_key, default_ttl=settings.token_default_ttl, max_ttl=settings.token_max_ttl
             ),
-            publisher=Publisher(settings, bus, metrics, guard=guard, local=hub),
+            publisher=Publisher(settings, bus, metrics, guard=guard, local=hub, tracing=tracing),
             metrics=metrics,
             nats_url=url,
             guard=guard,

@@ -208,6 +208,13 @@ class Settings:
         lambda raw: _bool(raw),
         "Bind the listeners with `SO_REUSEPORT` so that several processes share the ports (set for workers).",
     )
+    otel_traces_exporter: str = _setting(
+        "OTEL_TRACES_EXPORTER",
+        "none",
+        lambda raw: _exporter(raw),
+        "Tracing (OpenTelemetry): `none` (off), `otlp` (`pip install flowgate[tracing]`; the SDK reads the other "
+        "`OTEL_*` variables), `console`, or `memory` (tests).",
+    )
     lame_duck_seconds: float = _setting(
         "FLOWGATE_LAME_DUCK_SECONDS",
         0.0,
@@ -286,6 +293,13 @@ def _plans_file(raw: str) -> Path | None:
 
     Catalog.load(Path(raw), server_max_bytes=2**31)
     return Path(raw)
+
+
+def _exporter(raw: str) -> str:
+    value = raw.lower() or "none"
+    if value not in ("none", "otlp", "console", "memory"):
+        raise ValueError("must be none, otlp, console or memory")
+    return value
 
 
 def _workers(raw: str) -> int:

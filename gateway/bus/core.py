@@ -72,6 +72,7 @@ class Bus:
         self._frames = OutgoingFrames()
         self._max_bytes = settings.max_message_bytes
         self._publish_timeout = settings.publish_timeout_seconds
+        self._trace_headers = settings.otel_traces_exporter != "none"  # deliveries carry the publish's traceparent
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -369,6 +370,7 @@ class Bus:
         while True:
             remaining = deadline - loop.time()
             sub = LiveSubscription(subject_filter, on_delivery)
+            sub.trace_headers = self._trace_headers
             try:
                 await sub.start(self.nc.jetstream(timeout=max(0.5, min(2.0, remaining))), MESSAGES_STREAM, start_seq)
                 return sub
@@ -380,6 +382,7 @@ class Bus:
     async def subscribe_core(self, subject_filter: str, on_delivery: OnDelivery) -> CoreSubscription:
         """Deliver what other replicas and NATS clients publish on ``subject_filter`` from now (no replay)."""
         sub = CoreSubscription(subject_filter, on_delivery)
+        sub.trace_headers = self._trace_headers
         await sub.start(self.nc)
         return sub
 
