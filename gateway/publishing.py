@@ -76,6 +76,7 @@ class Publisher:
         self._max_bytes = settings.max_message_bytes
         self._counters: dict[str, Tally] = {}  # published messages per protocol
         self._latencies: dict[int, Histogram] = {}  # publish latency per protocol, by id() of its Tally
+        self._tenants = metrics.tenants  # messages per user, bounded labels
         self._sampled = 0
         self._guard = guard  # quota, balance and rate limit (gateway.billing); refused messages are never sent
 
@@ -230,6 +231,8 @@ class Publisher:
             if not acknowledged:
                 overfull = bus.emit_now(route.subject, payload, headers=headers)
                 counter.add()
+                if self._tenants is not None:
+                    self._tenants.add(claims.namespace.user_id)
             else:
                 stored = self._stored(claims, counter, then, route.subject, route.topic, payload, qos)
                 if then is not None:
@@ -266,6 +269,7 @@ class Publisher:
         first, then the caller's ``then``."""
         guard = self._guard
         local = self._local
+        tenants = self._tenants
         self._sampled += 1
         timer = self._latencies.get(id(counter)) if self._sampled % LATENCY_SAMPLE == 0 else None
         started = time.perf_counter() if timer is not None else 0.0
@@ -283,6 +287,8 @@ class Publisher:
                 elif local is not None and qos:  # QoS 0 went to them as it was sent
                     local.published(subject, claims.namespace, topic, payload, qos)
                 counter.add()
+                if tenants is not None:
+                    tenants.add(claims.namespace.user_id)
             if then is not None:
                 then(ack, error)
 
@@ -336,6 +342,8 @@ class Outlet:
             if then is None:
                 overfull = bus_outlet.emit(payload)
                 self._counter.add()
+                if publisher._tenants is not None:
+                    publisher._tenants.add(claims.namespace.user_id)
             else:
                 stored = publisher._stored(claims, self._counter, then, bus_outlet.subject, self.topic, payload, qos)
                 overfull = bus_outlet.send_then(payload, stored)

@@ -215,6 +215,12 @@ class Settings:
         "Tracing (OpenTelemetry): `none` (off), `otlp` (`pip install flowgate[tracing]`; the SDK reads the other "
         "`OTEL_*` variables), `console`, or `memory` (tests).",
     )
+    metrics_tenants: int = _setting(
+        "FLOWGATE_METRICS_TENANTS",
+        20,
+        _int(0, 10_000),
+        "Users named in the per-user metric (the busiest first come; the rest counted as `_other`); 0: off.",
+    )
     lame_duck_seconds: float = _setting(
         "FLOWGATE_LAME_DUCK_SECONDS",
         0.0,

@@ -273,8 +273,8 @@ async def test_stream_leader_killed_under_load_loses_nothing_acknowledged(deploy
 
 
 async def test_gateway_killed_loses_nothing_acknowledged_and_its_mqtt_session_resumes(deployment: Deployment) -> None:
-    node_urls = ",".join(node.url for node in deployment.nats.nodes)
-    doomed = deployment.gateway(node_urls)
+    # the last test of the module: replica B is killed, replica A serves what B acknowledged
+    doomed, survivor = deployment.b, deployment.a
     _, token = doomed.user_token()
     device, _ = await RawClient.connect(doomed.mqtt_port, token, client_id="survivor", clean=False)
     await device.subscribe(("load", 1))
@@ -287,10 +287,10 @@ async def test_gateway_killed_loses_nothing_acknowledged_and_its_mqtt_session_re
     stop.set()
     await task
     await device.close()
-    seen = await stored_messages(deployment.b, token, set(load.acked))
+    seen = await stored_messages(survivor, token, set(load.acked))
     assert {m: seen[m] for m in load.acked} == load.acked
     # the device reconnects to the other replica: its session is there and delivers what it missed
-    device, connack = await RawClient.connect(deployment.b.mqtt_port, token, client_id="survivor", clean=False)
+    device, connack = await RawClient.connect(survivor.mqtt_port, token, client_id="survivor", clean=False)
     assert connack.session_present
     delivered: set[bytes] = set()
     async with asyncio.timeout(20):

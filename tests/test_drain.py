@@ -56,7 +56,7 @@ async def test_sigterm_stops_every_listener_at_once_and_tells_each_protocol(
                         break
                 # an in-flight request: a long poll of 2 s on an empty queue
                 poll = asyncio.create_task(http.get("/api/v1/queues/slow/messages", params={"wait": 2}))
-                await asyncio.sleep(0.3)  # the request reached the server (nothing observable to wait on)
+                await asyncio.sleep(0.2)  # the request reached the server (nothing observable to wait on)
                 assert gw.process is not None
                 gw.process.terminate()
                 started = time.monotonic()
@@ -80,7 +80,7 @@ async def test_sigterm_stops_every_listener_at_once_and_tells_each_protocol(
 async def test_lame_duck_spreads_the_disconnects_over_the_window(
     nats_server: NatsServer, make_gateway: Callable[..., Gateway]
 ) -> None:
-    window = 2.0
+    window = 1.2
     gw = make_gateway(nats_server.url, env={"FLOWGATE_LAME_DUCK_SECONDS": str(window), "FLOWGATE_SHUTDOWN_GRACE": "2"})
     _, token = gw.user_token()
     clients = [(await RawClient.connect(gw.mqtt_port, token))[0] for _ in range(8)]
