@@ -33,6 +33,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> FastPath
             app.state.services = services
             mqtt = await MqttServer.open(services)
             await mqtt.start()
+            services.draining.on_drain(mqtt.drain)  # one shutdown with HTTP (gateway/draining.py)
             app.state.mqtt = mqtt
             try:
                 yield

@@ -202,7 +202,7 @@ class Load:
                     try:
                         answer = await http.post("/api/v1/publish", json={"topic": "load", "message": message})
                         status = answer.status_code
-                    except httpx.TransportError:
+                    except (httpx.TransportError, OSError):  # the replica was killed under the request
                         status = 599
                     self.answers.append((time.monotonic(), status))
                     if status == 200:

@@ -151,6 +151,15 @@ class MqttServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    def drain(self) -> None:
+        """Shutdown began (``Draining``): stop accepting now, with HTTP, and disconnect the clients (spread
+        out over the lame-duck window)."""
+        if self._server is not None:
+            self._server.close()
+        self.ctx.services.draining.spread(
+            [partial(conn.abort, "server shutting down", will=False) for conn in list(self.ctx.connections)]
+        )
+
     async def start(self) -> None:
         settings = self.ctx.services.settings
         loop = asyncio.get_running_loop()
@@ -162,15 +171,6 @@ class MqttServer:
             reuse_port=settings.reuse_port or None,  # workers share the port (gateway/supervisor.py)
         )
         log.info("MQTT listening on %s:%d", settings.host, self.port)
-        self.ctx.services.draining.on_drain(self._drain)  # one shutdown with HTTP (gateway/draining.py)
-
-    def _drain(self) -> None:
-        """Shutdown began: stop accepting now, with HTTP, and disconnect the clients (spread out in lame duck)."""
-        if self._server is not None:
-            self._server.close()
-        self.ctx.services.draining.spread(
-            [partial(conn.abort, "server shutting down", will=False) for conn in list(self.ctx.connections)]
-        )
 
     async def stop(self) -> None:
         """Stop accepting, close every connection, wait up to the shutdown grace period."""
