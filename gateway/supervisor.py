@@ -79,22 +79,28 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in FORWARDED:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        holders = [reserve_port(settings.host, settings.http_port), reserve_port(settings.host, settings.mqtt_port)]
+        # a port of -1 (a listener that is off) is passed on as it is
+        holders = [reserve_port(settings.host, port) for port in (settings.http_port, settings.mqtt_port) if port >= 0]
+        reserved = iter(holders)
+        http_port, mqtt_port = (
+            port if port < 0 else int(next(reserved).getsockname()[1])
+            for port in (settings.http_port, settings.mqtt_port)
+        )
         try:
             if settings.nats_url is None:
                 self._nats = EmbeddedNats(settings)
                 nats_url = await self._nats.start()
             else:
                 nats_url = settings.nats_url
-            self._env = self._worker_env(nats_url, holders[0].getsockname()[1], holders[1].getsockname()[1])
+            self._env = self._worker_env(nats_url, http_port, mqtt_port)
             log.info(
                 "supervisor %d: %d workers on HTTP %s:%d and MQTT %s:%d, NATS %s",
                 os.getpid(),
                 len(self.workers),
                 settings.host,
-                holders[0].getsockname()[1],
+                http_port,
                 settings.host,
-                holders[1].getsockname()[1],
+                mqtt_port,
                 nats_url,
             )
             for worker in self.workers:
