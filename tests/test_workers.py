@@ -87,6 +87,32 @@ async def test_two_workers_share_the_ports_and_are_one_system(workers_gateway: G
         await client.close()
 
 
+async def test_a_session_taken_over_across_workers(workers_gateway: Gateway) -> None:
+    gw = workers_gateway
+    _, token = gw.user_token()
+    holders: set[int] = set()
+    previous: RawClient | None = None
+    for attempt in range(20):  # the kernel picks the worker: go on until the takeovers crossed workers
+        client, connack = await RawClient.connect(gw.mqtt_port, token, client_id="roamer", clean=False)
+        assert connack.return_code == 0
+        local = client.writer.get_extra_info("sockname")[1]
+        holders |= {
+            w.pid
+            for w in workers_of(gw)
+            for c in w.net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == local
+        }
+        if previous is not None:
+            assert await previous.closed_by_server(10), "the older connection is closed on whichever worker"
+            await previous.close()
+        previous = client
+        if len(holders) == 2 and attempt >= 2:
+            break
+    assert previous is not None
+    await previous.close()
+    assert len(holders) == 2
+
+
 def test_a_crashed_worker_is_restarted(workers_gateway: Gateway) -> None:
     gw = workers_gateway
     victim, survivor = workers_of(gw)
