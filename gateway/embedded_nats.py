@@ -58,7 +58,7 @@ def nats_server_version(binary: str) -> tuple[int, int, int]:
     return (int(match[1]), int(match[2]), int(match[3])) if match else (0, 0, 0)
 
 
-def _stop_with_parent() -> None:
+def stop_with_parent() -> None:
     """In the child, before exec: on Linux, ask for SIGTERM when the gateway dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -110,7 +110,7 @@ class EmbeddedNats:
             str(config),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_stop_with_parent,
+            preexec_fn=stop_with_parent,
         )
         assert self._process.stderr is not None
         stderr = self._process.stderr

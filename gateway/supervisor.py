@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from gateway.embedded_nats import EmbeddedNats, _stop_with_parent
+from gateway.embedded_nats import EmbeddedNats, stop_with_parent
 from gateway.settings import Settings
 
 log = logging.getLogger("flowgate.supervisor")
@@ -132,7 +132,7 @@ class Supervisor:
             "gateway.cli",
             "serve",
             env=self._env,
-            preexec_fn=_stop_with_parent,
+            preexec_fn=stop_with_parent,
         )
         worker.started = time.monotonic()
         worker.watcher = asyncio.create_task(self._watch(worker, worker.process))
