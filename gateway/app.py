@@ -39,6 +39,7 @@ from protocols.http.cors import Cors
 from protocols.http.fastpath import FastPath
 from protocols.http.revoke import admin_router as revoke_admin_router
 from protocols.http.revoke import router as revoke_router
+from protocols.http.status_metrics import ErrorCounter
 from protocols.mqtt.server import MqttServer
 from protocols.mqtt.websocket import mqtt_over_websocket
 from protocols.sqs import endpoint as sqs
@@ -58,6 +59,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> ASGIApp:
             app.state.services = services
             mqtt = await MqttServer.open(services)
             await mqtt.start()
+            services.draining.on_drain(mqtt.drain)  # one shutdown with HTTP (gateway/draining.py)
             app.state.mqtt = mqtt
             try:
                 yield
@@ -91,6 +93,7 @@ def create_app(settings: Settings, draining: Draining | None = None) -> ASGIApp:
     app.router.routes.extend(sqs.ROUTES)  # SQS wire protocols: POST / and POST /<account>/<queue> (protocols/sqs)
     _document_raw_routes(app, {"/api/v1/publish": publish.OPENAPI, "/api/v1/subscribe": sse.OPENAPI, **queues.OPENAPI})
     asgi: ASGIApp = FastPath(app)  # publish and queue messages without the framework layer (protocols/http/fastpath.py)
+    asgi = ErrorCounter(asgi, lambda: getattr(getattr(app.state, "services", None), "metrics", None))  # 4xx/5xx
     if settings.cors_origins:
         asgi = Cors(asgi, settings.cors_origins)  # preflights on every route, headers on every answer
     if settings.trusted_proxies:

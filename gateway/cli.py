@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -62,7 +63,10 @@ def _client_cli() -> ModuleType | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowgate", description="Flow-Gate messaging gateway")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="start the gateway (HTTP, SSE, WebSocket, MQTT)")
+    serve_command = commands.add_parser("serve", help="start the gateway (HTTP, SSE, WebSocket, MQTT)")
+    serve_command.add_argument(
+        "--workers", help="worker processes sharing the ports (a number or `auto`; default FLOWGATE_WORKERS)"
+    )
     client_cli = _client_cli()
     if client_cli is not None:
         client_cli.build_parser(parser=parser)
@@ -73,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         assert client_cli is not None
         return int(client_cli.run(args, parser, _fallbacks()))
     try:
-        settings = Settings.from_env()
+        workers = getattr(args, "workers", None)
+        environ = os.environ if workers is None else {**os.environ, "FLOWGATE_WORKERS": workers}
+        settings = Settings.from_env(environ)
     except SettingsError as exc:
         print(f"flowgate: invalid setting: {exc}", file=sys.stderr)
         return 2

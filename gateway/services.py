@@ -28,6 +28,7 @@ from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
 from gateway.revocation import RevocationFeed
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 from gateway.triggers import Triggers
 from gateway.webhooks import Webhooks
 
@@ -69,8 +70,9 @@ async def running_services(settings: Settings, draining: Draining | None = None)
     bus = Bus(settings)
     try:
         await bus.connect([u.strip() for u in url.split(",")])
-        hub = Hub(bus)
-        metrics = Metrics()
+        tracing = Tracing.from_settings(settings)  # None: tracing off (the default)
+        hub = Hub(bus, tracing)
+        metrics = Metrics(tenant_labels=settings.metrics_tenants)
         accounts = await Accounts.open(bus, secrets)
         guard = await BillingGuard.open(settings, bus, accounts, metrics)
         queues = await QueueEngine.open(settings, bus, secrets, metrics, guard=guard)
@@ -88,7 +90,7 @@ async def running_services(settings: Settings, draining: Draining | None = None)
                 max_ttl=settings.token_max_ttl,
                 revocations=revocations.state,
             ),
-            publisher=(publisher := Publisher(settings, bus, metrics, guard=guard, local=hub)),
+            publisher=(publisher := Publisher(settings, bus, metrics, guard=guard, local=hub, tracing=tracing)),
             metrics=metrics,
             nats_url=url,
             guard=guard,

@@ -198,6 +198,37 @@ class Settings:
         _int(1, 5),
         "JetStream replicas for the gateway's streams and buckets (3 on a cluster).",
     )
+    workers: int = _setting(
+        "FLOWGATE_WORKERS",
+        1,
+        lambda raw: _workers(raw),
+        "Worker processes sharing the HTTP and MQTT ports, each a full replica (`auto`: one per CPU).",
+    )
+    reuse_port: bool = _setting(
+        "FLOWGATE_REUSE_PORT",
+        False,
+        lambda raw: _bool(raw),
+        "Bind the listeners with `SO_REUSEPORT` so that several processes share the ports (set for workers).",
+    )
+    otel_traces_exporter: str = _setting(
+        "OTEL_TRACES_EXPORTER",
+        "none",
+        lambda raw: _exporter(raw),
+        "Tracing (OpenTelemetry): `none` (off), `otlp` (`pip install flowgate[tracing]`; the SDK reads the other "
+        "`OTEL_*` variables), `console`, or `memory` (tests).",
+    )
+    metrics_tenants: int = _setting(
+        "FLOWGATE_METRICS_TENANTS",
+        20,
+        _int(0, 10_000),
+        "Users named in the per-user metric (the busiest first come; the rest counted as `_other`); 0: off.",
+    )
+    lame_duck_seconds: float = _setting(
+        "FLOWGATE_LAME_DUCK_SECONDS",
+        0.0,
+        _float(0, 3600),
+        "Lame duck: on SIGTERM, spread closing the live connections over this long (0: all at once), then the grace period.",
+    )
     log_level: str = _setting("FLOWGATE_LOG_LEVEL", "info", _log_level, "debug, info, warning or error.")
     log_json: bool = _setting(
         "FLOWGATE_LOG_JSON", False, lambda raw: _bool(raw), "Log JSON lines instead of console text."
@@ -357,6 +388,19 @@ def _plans_file(raw: str) -> Path | None:
 
     Catalog.load(Path(raw), server_max_bytes=2**31)
     return Path(raw)
+
+
+def _exporter(raw: str) -> str:
+    value = raw.lower() or "none"
+    if value not in ("none", "otlp", "console", "memory"):
+        raise ValueError("must be none, otlp, console or memory")
+    return value
+
+
+def _workers(raw: str) -> int:
+    if raw.lower() == "auto":
+        return os.cpu_count() or 1
+    return _int(1, 256)(raw)
 
 
 def _bool(raw: str) -> bool:

@@ -48,8 +48,8 @@ class ServerStats:
             "delivered": sum(delivered.values()),
             "rejected": sum(rejected.values()),
             "slow_consumers": sum(slow.values()),
-            "http_4xx": http.get("4xx", 0.0),
-            "http_5xx": http.get("5xx", 0.0),
+            "http_4xx": sum(n for status, n in http.items() if status.startswith("4")),  # labels are statuses
+            "http_5xx": sum(n for status, n in http.items() if status.startswith("5")),
         }
         now = self.clock()
         rates = dict.fromkeys(RATE_FIELDS, 0.0)

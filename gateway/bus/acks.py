@@ -53,6 +53,7 @@ class PubAck:
 
 Settle = Callable[[PubAck | None, FlowGateError | None], None]  # (ack, None) once stored, or (None, error)
 Pending = asyncio.Future[PubAck] | Settle
+Retry = Callable[[int, Pending, bytes], bool]  # (token, pending publish, its encoded command) -> taken over
 
 
 HEADER_CACHE_SIZE = 256
@@ -186,12 +187,16 @@ class AckInbox:
     no future, no scheduled callback, per message on a front-end's hot path.
     """
 
-    __slots__ = ("_prefix_len", "pending", "prefix")
+    __slots__ = ("_prefix_len", "frames", "pending", "prefix", "retry")
 
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", retry: Retry | None = None) -> None:
         self.pending: dict[int, Pending] = {}
+        self.frames: dict[int, bytes] = {}  # the encoded command of each pending publish, to send it again
         self.prefix = prefix  # the reply subjects are "<prefix><token>"
         self._prefix_len = len(prefix)
+        # Called for a publish no stream took (no responders, or JetStream's 503 while a stream has no
+        # leader): the message was not stored, so sending it again cannot duplicate it. True: it will be.
+        self.retry = retry
 
     def set_prefix(self, prefix: str) -> None:
         self.prefix = prefix
@@ -204,9 +209,12 @@ class AckInbox:
         except ValueError:
             return
         entry = self.pending.pop(token, None)
+        frame = self.frames.pop(token, None)
         if entry is None:
             return  # timed out, failed at a disconnect, or a duplicate acknowledgement
         if not body:
+            if frame is not None and self.retry is not None and self.retry(token, entry, frame):
+                return
             status = _status(headers)
             settle(entry, None, Unavailable(f"no stream accepted the message (status {status or 'empty'})"))
             return
@@ -218,6 +226,8 @@ class AckInbox:
             if error is None:
                 result, failure = PubAck(ack["seq"], ack.get("duplicate", False)), None
             elif error.get("code") == 503:
+                if frame is not None and self.retry is not None and self.retry(token, entry, frame):
+                    return
                 result, failure = None, Unavailable(error.get("description", "JetStream unavailable"))
             else:
                 result, failure = None, BadRequest(error.get("description", "rejected by JetStream"))
@@ -226,6 +236,7 @@ class AckInbox:
         settle(entry, result, failure)
 
     def fail_all(self, error: FlowGateError) -> None:
+        self.frames = {}
         pending, self.pending = self.pending, {}
         for entry in pending.values():
             settle(entry, None, error)

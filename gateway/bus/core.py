@@ -37,6 +37,9 @@ from gateway.topics import MESSAGE_SUBJECT_ROOT
 log = logging.getLogger("flowgate.bus")
 
 MESSAGES_STREAM = "FG_MESSAGES"
+# A publish no stream took (its stream is electing a leader after a node loss) is sent again after
+# this long, until its publish timeout: the election then costs latency, not a 503.
+RETRY_DELAY = 0.2
 _ERR_STREAM_NAME_IN_USE = 10058
 _ERR_SUBJECTS_OVERLAP = 10065
 
@@ -62,7 +65,7 @@ class Bus:
         self._inbox = ""
         self._inbox_prefix = b""  # b"<inbox>.": acknowledgements come to <inbox>.<token>
         self._tokens = itertools.count(1)
-        self._acks = AckInbox()  # pending publishes by token
+        self._acks = AckInbox(retry=self._retry)  # pending publishes by token
         self._deadlines: deque[tuple[float, int]] = deque()  # (loop time, token) of sent publishes, oldest first
         self._sweeper: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[BusState], None]] = []
@@ -70,6 +73,7 @@ class Bus:
         self._frames = OutgoingFrames()
         self._max_bytes = settings.max_message_bytes
         self._publish_timeout = settings.publish_timeout_seconds
+        self._trace_headers = settings.otel_traces_exporter != "none"  # deliveries carry the publish's traceparent
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -188,6 +192,22 @@ class Bus:
 
     def _fail_pending(self, error: FlowGateError) -> None:
         self._acks.fail_all(error)
+
+    def _retry(self, token: int, entry: Pending, frame: bytes) -> bool:
+        """Send a publish that was not stored again shortly (its deadline, kept by ``_sweep``, still holds)."""
+        if not self._ready:
+            return False
+        self._acks.pending[token] = entry
+        self._acks.frames[token] = frame
+        asyncio.get_running_loop().call_later(RETRY_DELAY, self._resend, token)
+        return True
+
+    def _resend(self, token: int) -> None:
+        frame = self._acks.frames.get(token)
+        nc = self._nc
+        if frame is None or token not in self._acks.pending or nc is None or not nc.is_connected:
+            return  # settled meanwhile (deadline, disconnect), or the disconnect will fail it
+        append(nc, frame, 0)
 
     # -- streams and buckets ---------------------------------------------------------
 
@@ -332,6 +352,7 @@ class Bus:
             _, token = deadlines.popleft()
             entry = pending.pop(token, None)
             if entry is not None:
+                self._acks.frames.pop(token, None)
                 settle(entry, None, Unavailable("message bus did not acknowledge in time; retry"))
         while deadlines and deadlines[0][1] not in pending:
             deadlines.popleft()  # acknowledged already
@@ -343,14 +364,30 @@ class Bus:
     async def subscribe(
         self, subject_filter: str, on_delivery: OnDelivery, *, start_seq: int | None = None
     ) -> LiveSubscription:
-        """Deliver every stored message matching ``subject_filter``, in order, from ``start_seq`` or from now."""
-        sub = LiveSubscription(subject_filter, on_delivery)
-        await sub.start(self.js, MESSAGES_STREAM, start_seq)
-        return sub
+        """Deliver every stored message matching ``subject_filter``, in order, from ``start_seq`` or from now.
+
+        Creating the consumer is tried again in short attempts until the publish timeout: while the
+        stream elects a new leader (after a node loss) the request gets no answer, and a single
+        attempt would turn the election into a 503 for the subscriber.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout
+        while True:
+            remaining = deadline - loop.time()
+            sub = LiveSubscription(subject_filter, on_delivery)
+            sub.trace_headers = self._trace_headers
+            try:
+                await sub.start(self.nc.jetstream(timeout=max(0.5, min(2.0, remaining))), MESSAGES_STREAM, start_seq)
+                return sub
+            except Unavailable:
+                if remaining < 0.5 + RETRY_DELAY or not self.connected:
+                    raise
+                await asyncio.sleep(RETRY_DELAY)
 
     async def subscribe_core(self, subject_filter: str, on_delivery: OnDelivery) -> CoreSubscription:
         """Deliver what other replicas and NATS clients publish on ``subject_filter`` from now (no replay)."""
         sub = CoreSubscription(subject_filter, on_delivery)
+        sub.trace_headers = self._trace_headers
         await sub.start(self.nc)
         return sub
 
@@ -407,4 +444,5 @@ class Outlet:
             block,
             body,
         )
+        bus._acks.frames[token] = command  # sent again if no stream takes it (``Bus._retry``)
         return append(nc, command, len(body))

@@ -81,6 +81,12 @@ def _header_meta(block: bytes) -> tuple[Kind | None, int]:
     return (Kind.BINARY if kind else None), qos  # as Payload.from_headers: an unknown kind is binary
 
 
+def _traceparent(block: bytes) -> str | None:
+    """The ``traceparent`` of a raw header block (tracing on: the publishing replica put it there)."""
+    headers = Client._parse_header_lines(block[10:]) if len(block) > 10 else None
+    return headers.get("traceparent") if headers else None
+
+
 def _position(reply: str) -> tuple[int, int]:
     """Stream sequence and store time (ns) from a JetStream reply subject (what ``msg.metadata`` builds, minus the rest).
 
@@ -108,6 +114,7 @@ class _BusSubscription:
         self.last_seq = 0  # of the last message delivered (0 on the core tier, which has no position)
         self._places: dict[bytes, tuple[Namespace, str]] = {}  # subject -> parse_subject()
         self._metas: dict[bytes, tuple[Kind | None, int]] = {}  # header block -> _header_meta()
+        self.trace_headers = False  # read a traceparent header into Delivery.trace (tracing on)
 
     async def _on_queued(self, msg: Msg) -> None:
         """Messages nats-py's task handled before ``deliver_directly`` took over."""
@@ -119,6 +126,8 @@ class _BusSubscription:
         except (InvalidName, ValueError):
             log.warning("skipping message with unparseable subject %r", msg.subject)
             return
+        if self.trace_headers and msg.headers:
+            delivery.trace = msg.headers.get("traceparent")
         self._on_delivery(delivery)
 
     def _read(self, msg: Msg) -> Delivery:
@@ -147,7 +156,10 @@ class _BusSubscription:
             kind, qos = meta
         payload = Payload(data, kind)  # kind None: classified if a front-end asks (Payload.kind)
         self.last_seq = seq
-        self._on_delivery(Delivery(seq, place[0], place[1], payload, stamp, qos))
+        delivery = Delivery(seq, place[0], place[1], payload, stamp, qos)
+        if self.trace_headers and headers is not None and b"traceparent" in headers:
+            delivery.trace = _traceparent(headers)
+        self._on_delivery(delivery)
 
     async def stop(self) -> None:
         sub, self._sub = self._sub, None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -29,13 +28,6 @@ _CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
 }
-
-
-def count_error(app: Any, status: int) -> None:
-    """Count an error answer in ``flowgate_http_errors`` (the admin's live server view shows the rates)."""
-    services = getattr(app.state, "services", None)
-    if services is not None and status >= 400:
-        services.metrics.http_errors.labels(f"{status // 100}xx").inc()
 
 
 def error_response(
@@ -59,25 +51,21 @@ def unexpected_error_response(exc: Exception) -> Response:
 
 async def _flowgate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowGateError)
-    count_error(request.app, exc.status)
     return flowgate_error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    count_error(request.app, 400)
     problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
     return error_response(400, "bad_request", "; ".join(problems) or "invalid request")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    count_error(request.app, exc.status_code)
     return error_response(exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    count_error(request.app, 500)
     return unexpected_error_response(exc)
 
 

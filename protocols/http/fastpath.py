@@ -97,9 +97,7 @@ class FastPath:
         try:
             response = await handler(Request(scope, receive))
         except FlowGateError as exc:
-            errors.count_error(self.app, exc.status)
             response = errors.flowgate_error_response(exc)
         except Exception as exc:
-            errors.count_error(self.app, 500)
             response = errors.unexpected_error_response(exc)
         await response(scope, receive, send)

@@ -16,6 +16,7 @@ EventSource uses itself); its reconnection then gets the 401/403.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -153,6 +154,8 @@ class SseStream:
                     if outbox.closed:
                         if self.revoked_by is not None:
                             yield b"event: revoked\ndata: %s\n\n" % orjson.dumps(self.revoked_by.to_dict())
+                        elif self.services.draining.started:  # reconnect elsewhere soon, not all at once
+                            yield b"retry: %d\n: server shutting down\n\n" % (1000 + random.randrange(2000))
                         return
                     yield b": heartbeat\n\n"
                     continue

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from gateway.bus import BusState
 from gateway.bus.mqtt_store import MqttStore
@@ -201,12 +202,27 @@ class MqttServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    def drain(self) -> None:
+        """Shutdown began (``Draining``): stop accepting now, with HTTP, and disconnect the clients (spread
+        out over the lame-duck window)."""
+        if self._server is not None:
+            self._server.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
+        self.ctx.services.draining.spread(
+            [partial(conn.abort, "server shutting down", will=False) for conn in list(self.ctx.connections)]
+        )
+
     async def start(self) -> None:
         settings = self.ctx.services.settings
         loop = asyncio.get_running_loop()
         if settings.mqtt_port != -1:
             self._server = await loop.create_server(
-                lambda: _TcpProtocol(self.ctx), host=settings.host, port=settings.mqtt_port, backlog=1024
+                lambda: _TcpProtocol(self.ctx),
+                host=settings.host,
+                port=settings.mqtt_port,
+                backlog=1024,
+                reuse_port=settings.reuse_port or None,  # workers share the port (gateway/supervisor.py)
             )
             log.info("MQTT listening on %s:%d", settings.host, self.port)
         if settings.tls_cert_file is not None and settings.mqtts_port != -1:
@@ -217,7 +233,7 @@ class MqttServer:
                 self.ctx.proxies,
                 self.ctx.config.connect_timeout,
             )
-            await self._tls_listener.start(settings.host, settings.mqtts_port)
+            await self._tls_listener.start(settings.host, settings.mqtts_port, reuse_port=settings.reuse_port)
             log.info("MQTT over TLS listening on %s:%d", settings.host, self._tls_listener.port)
 
     async def stop(self) -> None:

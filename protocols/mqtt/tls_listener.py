@@ -45,8 +45,8 @@ class TlsListener:
         assert self._socket is not None
         return int(self._socket.getsockname()[1])
 
-    async def start(self, host: str, port: int) -> None:
-        self._socket = socket.create_server((host, port), backlog=1024)
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        self._socket = socket.create_server((host, port), backlog=1024, reuse_port=reuse_port)
         self._socket.setblocking(False)
         self._accepting = asyncio.get_running_loop().create_task(self._accept(self._socket), name="mqtts-accept")
 
