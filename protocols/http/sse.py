@@ -110,12 +110,12 @@ class SseStream:
         self._preamble = b"retry: 2000\n: connected\n\n"
         self.revoked_by: FlowGateError | None = None
         self.live: LiveHandle | None = None  # registered with the revocations once open
+        self._end_reason = "client closed"
 
     def revoked(self, exc: FlowGateError) -> None:
         self.revoked_by = exc
         self._end_reason = exc.message
         self.sink.outbox.close()
-        self._end_reason = "client closed"
 
     async def open(self) -> None:
         """Subscribe before the response starts, so a failure is still a proper HTTP error."""
