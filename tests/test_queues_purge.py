@@ -10,6 +10,7 @@ nats-server. A receive that hangs fails on the client's short read timeout.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import threading
 import time
@@ -57,7 +58,10 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.monotonic() - started
 
 
-def fifo_fields(i: int) -> dict[str, str]:
+def fields(queue: str, i: int) -> dict[str, str]:
+    """What a send to ``queue`` needs besides the body: a FIFO queue's group and deduplication ids."""
+    if not queue.endswith(".fifo"):
+        return {}
     return {"group_id": "g", "deduplication_id": f"d{i}-{secrets.token_hex(4)}"}
 
 
@@ -94,18 +98,17 @@ def rest_purge(client: QueueClient, q: str) -> None:
 def test_rest_receive_after_delete_send_purge_is_prompt(client: QueueClient, suffix: str) -> None:
     """The reported sequence: create, send, receive, delete, send, purge, receive (wait=0)."""
     q = qname(suffix)
-    extra = (lambda i: fifo_fields(i)) if suffix else (lambda i: {})
     assert client.put(q).status_code == 201
-    client.send_ok(q, "one", **extra(1))
+    client.send_ok(q, "one", **fields(q, 1))
     [message] = client.receive_ok(q)
     assert client.delete(q, message["receipt_handle"]).status_code == 204
-    client.send_ok(q, "two", **extra(2))
+    client.send_ok(q, "two", **fields(q, 2))
     rest_purge(client, q)
     response, took = timed(lambda: client.receive(q, wait=0))
     assert response.status_code == 200, response.text
     assert response.json()["messages"] == []
     assert took < PROMPT
-    client.send_ok(q, "three", **extra(3))
+    client.send_ok(q, "three", **fields(q, 3))
     [after] = client.receive_ok(q, wait=0)
     assert after["body"] == "three"
     assert client.delete(q, after["receipt_handle"]).status_code == 204
@@ -115,9 +118,8 @@ def test_rest_receive_after_delete_send_purge_is_prompt(client: QueueClient, suf
 @pytest.mark.parametrize("suffix", ["", ".fifo"])
 def test_rest_purge_with_messages_in_flight_and_visible(client: QueueClient, suffix: str) -> None:
     q = qname(suffix)
-    extra = (lambda i: fifo_fields(i)) if suffix else (lambda i: {})
     for i in range(4):
-        client.send_ok(q, f"m{i}", **extra(i))
+        client.send_ok(q, f"m{i}", **fields(q, i))
     held = client.receive_ok(q, max=2)
     assert held
     rest_purge(client, q)
@@ -129,7 +131,7 @@ def test_rest_purge_with_messages_in_flight_and_visible(client: QueueClient, suf
     assert response.status_code == 200 and response.json()["messages"] == [], response.text
     assert took < 1 + PROMPT
     assert client.delete(q, held[0]["receipt_handle"]).status_code in (204, 404)  # purged: gone either way
-    client.send_ok(q, "after", **extra(9))
+    client.send_ok(q, "after", **fields(q, 9))
     [after] = client.receive_ok(q, wait=0, max=10)
     assert after["body"] == "after"
 
@@ -185,7 +187,7 @@ def test_rest_dead_letter_queue_after_purge(client: QueueClient) -> None:
     rest_purge(client, dlq)
     rest_purge(client, q)
     for name in (dlq, q):
-        response, took = timed(lambda name=name: client.receive(name, wait=0, max=10))  # type: ignore[misc]
+        response, took = timed(functools.partial(client.receive, name, wait=0, max=10))
         assert response.status_code == 200 and response.json()["messages"] == [], response.text
         assert took < PROMPT
     client.send_ok(q, "again")
@@ -233,29 +235,29 @@ def test_sqs_fifo_purge_then_receive(sqs: Any) -> None:
     assert took < PROMPT
 
 
-def test_sqs_long_poll_started_before_the_purge(sqs: Any, gateway: Gateway, user: AwsUser) -> None:
-    url = sqs.create_queue(QueueName=qname())["QueueUrl"]
+def test_sqs_long_poll_started_before_the_purge(
+    sqs: Any, gateway: Gateway, user: AwsUser, nats_server: NatsServer
+) -> None:
+    name = qname()
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="one")
     [message] = sqs.receive_message(QueueUrl=url)["Messages"]
     sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     sqs.send_message(QueueUrl=url, MessageBody="purged")
+    [held] = sqs.receive_message(QueueUrl=url)["Messages"]  # held: the long poll has nothing to take
+    assert held["Body"] == "purged"
     poller = sqs_client(gateway, user, "json", retries=0, read_timeout=15)
     answers: list[tuple[Any, float]] = []
-    polling = threading.Event()
 
     def poll() -> None:
-        polling.set()
         started = time.monotonic()
         answer = poller.receive_message(QueueUrl=url, WaitTimeSeconds=8, VisibilityTimeout=0)
         answers.append((answer, time.monotonic() - started))
 
-    # The long poll has to be waiting before the purge: the one message is held by a first receive.
-    [held] = sqs.receive_message(QueueUrl=url, VisibilityTimeout=30)["Messages"]
-    assert held["Body"] == "purged"
     thread = threading.Thread(target=poll)
     thread.start()
     try:
-        polling.wait(5)
+        asyncio.run(wait_for_waiting_pull(nats_server.url, name))
         sqs.purge_queue(QueueUrl=url)
         sqs.send_message(QueueUrl=url, MessageBody="after the purge")
         thread.join(12)
@@ -265,8 +267,8 @@ def test_sqs_long_poll_started_before_the_purge(sqs: Any, gateway: Gateway, user
     [(answer, took)] = answers
     assert [m["Body"] for m in answer.get("Messages", [])] == ["after the purge"]
     assert took < 8
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    assert attributes["ApproximateNumberOfMessages"] == "1"  # visible again (VisibilityTimeout=0)
+    again = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2)["Messages"]  # visible again (VisibilityTimeout=0)
+    assert [m["Body"] for m in again] == ["after the purge"]
 
 
 def test_sqs_dead_letter_queue_purge_then_receive(sqs: Any) -> None:

@@ -209,13 +209,32 @@ class WorkQueues:
         await self.purge_delayed(queue_id)
 
     async def purge(self, queue_id: str) -> None:
+        stream = queue_stream(queue_id)
         with nats_errors(f"purge queue {queue_id}"):
-            await self._bus.js.purge_stream(queue_stream(queue_id))
+            await self._bus.js.purge_stream(stream)
+        await self.recount(stream)
         await self.purge_delayed(queue_id)
 
     async def purge_delayed(self, queue_id: str) -> None:
         with nats_errors(f"purge delayed messages of {queue_id}"):
             await self._bus.js.purge_stream(DELAYED_STREAM, subject=delayed_subject(queue_id))
+        await self.recount(DELAYED_STREAM)
+
+    async def recount(self, stream: str) -> None:
+        """Make the server recount what the stream's consumer has left to deliver (after a purge).
+
+        A purge can leave the consumer's count of undelivered messages as it was
+        before (nats-server 2.9 does when the consumer had delivered messages and
+        undelivered ones were purged). A no-wait pull then waits, with no expiry,
+        for messages that no longer exist instead of answering "no messages".
+        Reading the consumer's info makes the server recount; a stream or
+        consumer that is gone has nothing to recount.
+        """
+        try:
+            with nats_errors(f"read the consumer of {stream}"):
+                await self._bus.js.consumer_info(stream, CONSUMER)
+        except NotFound:
+            pass
 
     async def exists(self, queue_id: str) -> bool:
         try:
