@@ -20,12 +20,14 @@ from typing import Any
 import nats
 import orjson
 import pytest
+from nats.js import JetStreamContext
 
 from tests.harness import Gateway, NatsServer
 from tests.queue_client import QueueClient
 from tests.sqs_clients import AwsUser, aws_user, sqs_client
 
 PROMPT = 2.0  # seconds a receive after a purge may take at most (the bug took 5 s, then 503)
+UNDERNEATH = 3.5  # the same after a purge the gateway did not make: it waits 2 s for the server's answer first
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +67,37 @@ def fields(queue: str, i: int) -> dict[str, str]:
     return {"group_id": "g", "deduplication_id": f"d{i}-{secrets.token_hex(4)}"}
 
 
+async def stream_of(js: JetStreamContext, name: str) -> str:
+    """The stream of queue ``name`` (read from the gateway's queue catalog)."""
+    catalog = await js.key_value("fg_queues")
+    for key in await catalog.keys():
+        entry = await catalog.get(key)
+        record = orjson.loads(entry.value or b"{}")
+        if record.get("name") == name:
+            return "FGQ_" + str(record["id"])
+    raise AssertionError(f"queue {name} not in the catalog")
+
+
 async def wait_for_waiting_pull(nats_url: str, name: str, timeout: float = 5) -> None:
     """Until queue ``name``'s consumer holds a waiting pull request (a long poll reached the server)."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        catalog = await js.key_value("fg_queues")
-        stream = ""
-        for key in await catalog.keys():
-            entry = await catalog.get(key)
-            record = orjson.loads(entry.value or b"{}")
-            if record.get("name") == name:
-                stream = "FGQ_" + record["id"]
-        assert stream, f"queue {name} not in the catalog"
+        stream = await stream_of(js, name)
         deadline = time.monotonic() + timeout
         while (await js.consumer_info(stream, "worker")).num_waiting == 0:
             assert time.monotonic() < deadline, "the long poll never reached the server"
             await asyncio.sleep(0.02)
+    finally:
+        await nc.close()
+
+
+async def purge_underneath(nats_url: str, name: str) -> None:
+    """Purge queue ``name``'s stream directly, as an operator's ``nats stream purge`` would."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.purge_stream(await stream_of(js, name))
     finally:
         await nc.close()
 
@@ -134,6 +150,24 @@ def test_rest_purge_with_messages_in_flight_and_visible(client: QueueClient, suf
     client.send_ok(q, "after", **fields(q, 9))
     [after] = client.receive_ok(q, wait=0, max=10)
     assert after["body"] == "after"
+
+
+@pytest.mark.parametrize("wait", [0, 2])
+def test_rest_receive_after_a_purge_made_underneath(client: QueueClient, nats_server: NatsServer, wait: int) -> None:
+    """A purge the gateway did not make (or one racing a receive through another replica) costs 2 s at most."""
+    q = qname()
+    client.send_ok(q, "one")
+    [message] = client.receive_ok(q)
+    assert client.delete(q, message["receipt_handle"]).status_code == 204
+    client.send_ok(q, "two")
+    asyncio.run(purge_underneath(nats_server.url, q))
+    response, took = timed(lambda: client.receive(q, wait=wait))
+    assert response.status_code == 200, response.text
+    assert response.json()["messages"] == []
+    assert wait <= took < wait + UNDERNEATH
+    client.send_ok(q, "three")
+    [after] = client.receive_ok(q, wait=0)
+    assert after["body"] == "three"
 
 
 def test_rest_long_poll_started_before_the_purge(
