@@ -11,7 +11,9 @@ gone for good. Delayed sends wait in the shared stream ``FG_QUEUE_DELAYED``
 Pulls go through a pool of inboxes, one per pull in progress. A pull that is
 abandoned (cancelled, or the bus went away) keeps its inbox subscribed until
 its request has expired on the server; any message that still arrives there is
-handed to ``on_orphan`` so that the engine can release it.
+handed to ``on_orphan`` so that the engine can release it. A no-wait pull left
+unanswered (the server's count of undelivered messages can outlive a purge) is
+drained, its consumer recounted and the pull sent again.
 """
 
 from __future__ import annotations
@@ -359,7 +361,12 @@ class WorkQueues:
                 for pulled in out:  # taken from the server but never handed to the caller
                     self._on_orphan(stream, pulled)
         if stalled:
-            await self._drain(inbox)
+            try:
+                await self._drain(inbox)
+            except BaseException:  # cancelled: what was taken goes back
+                for pulled in out:
+                    self._on_orphan(stream, pulled)
+                raise
         return out, clean
 
     async def pull_available(self, stream: str, batch: int, *, wait: float) -> list[Pulled]:
