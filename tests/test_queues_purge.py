@@ -5,6 +5,12 @@ in time") about 5 s after a purge. Each sequence runs through the REST API and
 through boto3's SQS client (PurgeQueue then ReceiveMessage), on a standard
 queue, a FIFO queue and a dead-letter queue, against the real gateway and
 nats-server. A receive that hangs fails on the client's short read timeout.
+
+The cause: after a purge, nats-server (2.9) can keep counting undelivered
+messages that the purge removed, and then leaves a no-wait pull unanswered. The
+gateway makes the server recount after its own purges; a purge made under it
+(straight on NATS, or racing a receive through another replica) costs a
+receive at most the 2 s after which it recounts and pulls again.
 """
 
 from __future__ import annotations
