@@ -11,7 +11,9 @@ gone for good. Delayed sends wait in the shared stream ``FG_QUEUE_DELAYED``
 Pulls go through a pool of inboxes, one per pull in progress. A pull that is
 abandoned (cancelled, or the bus went away) keeps its inbox subscribed until
 its request has expired on the server; any message that still arrives there is
-handed to ``on_orphan`` so that the engine can release it.
+handed to ``on_orphan`` so that the engine can release it. A no-wait pull left
+unanswered (the server's count of undelivered messages can outlive a purge) is
+drained, its consumer recounted and the pull sent again.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ MAX_IN_FLIGHT = 120_000  # like SQS's in-flight limit of a standard queue
 MAX_WAITING_PULLS = 4096
 _REQUEST_TIMEOUT = 5.0
 _EXPIRY_MARGIN = 2.0
+_NO_WAIT_PATIENCE = 2.0  # a no-wait pull is answered in milliseconds; unanswered this long, it waits for nothing
 
 
 def queue_stream(queue_id: str) -> str:
@@ -209,13 +212,32 @@ class WorkQueues:
         await self.purge_delayed(queue_id)
 
     async def purge(self, queue_id: str) -> None:
+        stream = queue_stream(queue_id)
         with nats_errors(f"purge queue {queue_id}"):
-            await self._bus.js.purge_stream(queue_stream(queue_id))
+            await self._bus.js.purge_stream(stream)
+        await self.recount(stream)
         await self.purge_delayed(queue_id)
 
     async def purge_delayed(self, queue_id: str) -> None:
         with nats_errors(f"purge delayed messages of {queue_id}"):
             await self._bus.js.purge_stream(DELAYED_STREAM, subject=delayed_subject(queue_id))
+        await self.recount(DELAYED_STREAM)
+
+    async def recount(self, stream: str) -> None:
+        """Make the server recount what the stream's consumer has left to deliver (after a purge).
+
+        A purge can leave the consumer's count of undelivered messages as it was
+        before (nats-server 2.9 does when the consumer had delivered messages and
+        undelivered ones were purged). A no-wait pull then waits, with no expiry,
+        for messages that no longer exist instead of answering "no messages".
+        Reading the consumer's info makes the server recount; a stream or
+        consumer that is gone has nothing to recount.
+        """
+        try:
+            with nats_errors(f"read the consumer of {stream}"):
+                await self._bus.js.consumer_info(stream, CONSUMER)
+        except NotFound:
+            pass
 
     async def exists(self, queue_id: str) -> bool:
         try:
@@ -259,7 +281,36 @@ class WorkQueues:
         """Up to ``batch`` messages available now (``wait`` 0), or within ``wait`` seconds.
 
         A waiting pull returns as soon as the server delivered ``batch`` messages,
-        so long polls ask for one and top up with an immediate pull.
+        so long polls ask for one and top up with an immediate pull. A no-wait
+        pull that the server leaves unanswered (its consumer still counts
+        messages that a purge removed: see ``recount``) is given up after
+        ``_NO_WAIT_PATIENCE``: its inbox is drained (the server then drops the
+        request rather than hand it the next message sent), the consumer
+        recounted and the pull sent again.
+        """
+        if wait > 0:
+            out, _ = await self._pull_once(stream, batch, wait=wait, patience=None)
+            return out
+        out, answered = await self._pull_once(stream, batch, wait=0, patience=_NO_WAIT_PATIENCE)
+        if answered or out:
+            return out
+        log.info("a no-wait pull from %s was not answered; recounting its consumer", stream)
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT):  # both steps together, like any one request
+                await self.recount(stream)
+                out, _ = await self._pull_once(stream, batch, wait=0, patience=None)
+        except TimeoutError:
+            raise Unavailable(f"pull from {stream} not answered in time; retry") from None
+        return out
+
+    async def _pull_once(
+        self, stream: str, batch: int, *, wait: float, patience: float | None
+    ) -> tuple[list[Pulled], bool]:
+        """One pull request; (messages, whether the server ended it).
+
+        With ``patience`` (no-wait pulls only), a request the server leaves
+        open that long is given up (its inbox drained) and what it delivered so
+        far returned; without, it raises ``Unavailable`` after the request's own time.
         """
         nc = self._nc
         inbox = await self._take_inbox(nc)
@@ -273,12 +324,12 @@ class WorkQueues:
         else:
             expires = wait
             request["expires"] = int(wait * 1e9)
-        clean = False
+        clean = stalled = False
         out: list[Pulled] = []
         try:
             with nats_errors(f"pull from {stream}"):
                 await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}", orjson.dumps(request), reply=reply)
-            async with asyncio.timeout(expires + _REQUEST_TIMEOUT):
+            async with asyncio.timeout(expires + _REQUEST_TIMEOUT if patience is None else patience):
                 while len(out) < batch:
                     msg = await queue.get()
                     status = (msg.headers or {}).get("Status")
@@ -298,21 +349,32 @@ class WorkQueues:
                         out.append(pulled)
             clean = True
         except TimeoutError:
-            raise Unavailable(f"pull from {stream} not answered in time; retry") from None
+            if patience is None:
+                raise Unavailable(f"pull from {stream} not answered in time; retry") from None
+            stalled = True
         finally:
+            inbox.queue = None
             if clean:
-                inbox.queue = None
                 self._free.append(inbox)
-            else:
-                inbox.queue = None
+            elif not stalled:
                 self._abandon(inbox, expires + _EXPIRY_MARGIN)
                 for pulled in out:  # taken from the server but never handed to the caller
                     self._on_orphan(stream, pulled)
-        return out
+        if stalled:
+            try:
+                await self._drain(inbox)
+            except BaseException:  # cancelled: what was taken goes back
+                for pulled in out:
+                    self._on_orphan(stream, pulled)
+                raise
+        return out, clean
 
     async def pull_available(self, stream: str, batch: int, *, wait: float) -> list[Pulled]:
         """Up to ``batch`` messages, returning as soon as at least one is available (or after ``wait``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         out = await self.pull(stream, batch, wait=0)
+        wait = deadline - loop.time()  # what the immediate pull took is part of the wait
         if out or wait < 0.01:
             return out
         out = await self.pull(stream, 1, wait=wait)
@@ -362,6 +424,21 @@ class WorkQueues:
         task = asyncio.get_running_loop().create_task(linger_then_close())
         self._abandoned.add(task)
         task.add_done_callback(self._abandoned.discard)
+
+    async def _drain(self, inbox: _Inbox) -> None:
+        """End an inbox's interest at once, so that the server drops a request still waiting on it.
+
+        What the server had sent before it processed the unsubscribe still
+        arrives and is released (``on_orphan``), as for a lingering inbox.
+        """
+        sub, inbox.sub = inbox.sub, None
+        if sub is None:
+            return
+        try:
+            with nats_errors("drain a pull inbox"):
+                await sub.drain()  # type: ignore[no-untyped-call]
+        except FlowGateError:
+            log.debug("drain of %s failed", inbox.subject, exc_info=True)
 
     async def _unsubscribe(self, inbox: _Inbox) -> None:
         sub, inbox.sub = inbox.sub, None
