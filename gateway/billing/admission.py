@@ -52,12 +52,18 @@ class Admission:
         self._metrics = metrics
         self._orphan_debt: dict[tuple[str, str], int] = {}
         self.spending: Spending | None = None  # set once replicas share their spend
+        # the hot path's calls, bound once
+        self._fresh = accounts.fresh
+        self._now = clock.now
+        self._period = clock.period
+        self._take = rates.take
+        self._spend = reservations.spend
 
     async def admit(self, claims: Claims, size: int, protocol: str, operation: Operation) -> None:
         """Let one message of ``size`` bytes through, or raise; the unit is then reserved for it."""
         user_id = claims.namespace.user_id
-        now = self._clock.now()
-        account = self._accounts.fresh(user_id, now)
+        now = self._now()
+        account = self._fresh(user_id, now)
         if account is None:
             account = await self._accounts.current(user_id)
         if self._admit(account, claims, size, protocol, operation, now):
@@ -82,8 +88,8 @@ class Admission:
     def admit_now(self, claims: Claims, size: int, protocol: str, operation: Operation) -> bool:
         """``admit`` without waiting: True when admitted (or raises as ``admit`` does); False when the
         account must first be loaded or its reservation refilled, which only ``admit`` can do."""
-        now = self._clock.now()
-        account = self._accounts.fresh(claims.namespace.user_id, now)
+        now = self._now()
+        account = self._fresh(claims.namespace.user_id, now)
         if account is None:
             return False
         return self._admit(account, claims, size, protocol, operation, now)
@@ -99,9 +105,9 @@ class Admission:
                 f"message is {size} bytes; the {limits.name} plan allows {limits.max_message_bytes}",
                 details={"limit": "max_message_bytes", "max_message_bytes": limits.max_message_bytes},
             )
-        key_bucket = self._rates.take(claims, limits, protocol)
-        period = self._clock.period()
-        if not self._reservations.spend(account, self._price[operation], period.id, now):
+        key_bucket = self._take(claims, limits, protocol)
+        period = self._period()
+        if not self._spend(account, self._price[operation], period.id, now):
             self._rates.give_back(account.user_id, key_bucket)
             return False
         self._count(claims, key_bucket, period.id, operation)
