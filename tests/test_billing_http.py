@@ -12,6 +12,7 @@ import pytest
 from tests.billing_env import billing_env, billing_gateway
 from tests.harness import Gateway, NatsServer, temp_dir
 from tests.sse_client import collect
+from tests.waiting import poll
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +127,15 @@ async def test_sse_refused_when_exhausted_and_beyond_max_connections(gw: Gateway
                 third = await http.get("/api/v1/subscribe", params={"topic": "c"})
                 assert third.status_code == 402
                 assert third.json()["error"]["limit"] == "max_connections"
-        # closed connections are counted out once the server has seen them go
-        for _ in range(50):
+
+        # closed connections are counted out once the server has seen them go (nothing tells the client when)
+        async def subscribe_again() -> httpx.Response:
             async with http.stream("GET", "/api/v1/subscribe", params={"topic": "c"}) as again:
-                if again.status_code == 200:
-                    break
-            await asyncio.sleep(0.1)
+                return again
+
+        again = await poll(
+            subscribe_again, lambda r: r.status_code == 200, what="a connection counted out", timeout=5, every=0.1
+        )
         assert again.status_code == 200
         gw.admin("PATCH", f"/api/v1/admin/users/{user_id}", json={"limits": {"quota": 0}})
         refused = await http.get("/api/v1/subscribe", params={"topic": "c"})

@@ -58,7 +58,7 @@ async def test_two_replicas_hammered_together_accept_exactly_the_quota(
         more = await hammer(a, token, attempts=50, workers=1)
         accepted += more.get(200, 0)
         if more.get(200, 0) == 0:
-            await asyncio.sleep(SYNC_INTERVAL)
+            await asyncio.sleep(SYNC_INTERVAL)  # the other replica gives units back at its sync: polled, deadline above
     assert accepted == 1000
     # What was accepted is exactly what was stored.
     assert a.admin("POST", f"/api/v1/admin/users/{user_id}/credits", json={"amount": 5000}).status_code == 200
@@ -70,7 +70,7 @@ async def test_two_replicas_hammered_together_accept_exactly_the_quota(
                 if stream.status_code != 402:
                     break
                 await stream.aclose()
-                await asyncio.sleep(SYNC_INTERVAL / 2)
+                await asyncio.sleep(SYNC_INTERVAL / 2)  # retried like a client until b has heard of the top-up
                 stream = await http.send(http.build_request("GET", "/api/v1/subscribe", params=params), stream=True)
             assert stream.status_code == 200
             assert len(await collect(stream, 1000, timeout=60)) == 1000
@@ -133,5 +133,5 @@ async def test_max_connections_counts_connections_on_every_replica(
                 if third.status_code == 402:
                     refused = third
                     break
-                await asyncio.sleep(SYNC_INTERVAL)
+                await asyncio.sleep(SYNC_INTERVAL)  # counts travel at each sync: polled, deadline above
             assert refused is not None  # 1 here + 1 on b = the plan's 2

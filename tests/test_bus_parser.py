@@ -310,11 +310,14 @@ async def test_flow_control_and_heartbeats_go_through_nats_py(bus: Bus) -> None:
     seqs = await _publish(bus, 6000, b"f" * 1000)  # ~6 MB: more than a flow control window
     counts = _count_fast(client)
     statuses: list[bytes] = []
+    heartbeats = asyncio.Event()  # set at the second idle heartbeat
     inner_process = client._process_msg
 
     async def spy(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if headers and headers[8:9] == b" ":
             statuses.append(headers.split(b"\r\n", 1)[0][13:])
+            if statuses.count(b"Idle Heartbeat") >= 2:
+                heartbeats.set()
         await inner_process(sid, subject, reply, data, headers)
 
     client._process_msg = spy  # type: ignore[method-assign]
@@ -324,7 +327,7 @@ async def test_flow_control_and_heartbeats_go_through_nats_py(bus: Bus) -> None:
     def slow_start(delivery: Delivery) -> None:
         if not stalled[0]:
             stalled[0] = True
-            time.sleep(0.5)  # the reader stalls: the server runs into its flow control window
+            time.sleep(0.5)  # the behaviour under test: the reader stalls, the server runs into its flow control window
         seen(delivery)
 
     sub = await bus.subscribe("fg.msg.u1.app.>", slow_start, start_seq=seqs[0])
@@ -335,7 +338,8 @@ async def test_flow_control_and_heartbeats_go_through_nats_py(bus: Bus) -> None:
         assert sub._sub is not None
         sid = sub._sub._sub._id
         assert b"FlowControl Request" in statuses
-        await asyncio.sleep(4.5)  # two idle heartbeats: the tracked sequences match the server's
+        async with asyncio.timeout(10):  # two idle heartbeats: the tracked sequences match the server's
+            await heartbeats.wait()
         assert b"Idle Heartbeat" in statuses
         assert sub._sub._sub._id == sid  # no reset: nothing was missed, and nats-py knows it
         assert counts[0] >= len(seqs) - 5

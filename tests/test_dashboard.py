@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from unittest.mock import ANY
 
@@ -25,6 +24,7 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 from protocols.dashboard.routes import STATIC, load_assets
 from tests.browser import ARGS, chromium_path
 from tests.harness import ROOT, Gateway, NatsServer, temp_dir
+from tests.waiting import poll
 
 SHOTS = ROOT / "test-artifacts" / "dashboard"
 PHONE = {"width": 375, "height": 812}
@@ -215,12 +215,12 @@ async def test_admin_creates_user_and_key_and_the_user_sees_usage_move(tab: Tab,
         await publish(gw, token, "sensors/usage", n)
     await page.get_by_role("button", name="Refresh").click()
     await expect(figure(page, "Used this period")).to_have_text("3")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the history takes the counts at the next billing sync (0.5 s)
-        history = await get_json(gw, token, "/api/v1/usage/history")
-        if isinstance(history, dict) and sum(h["units"] for h in history["hourly"]) >= 3:
-            break
-        await asyncio.sleep(0.1)
+    await poll(  # the history takes the counts at the next billing sync (0.5 s): polled, no event leaves the process
+        lambda: get_json(gw, token, "/api/v1/usage/history"),
+        lambda history: isinstance(history, dict) and sum(h["units"] for h in history["hourly"]) >= 3,
+        what="3 units in the usage history",
+        timeout=10,
+    )
     await page.get_by_role("button", name="Refresh").click()
     await expect(page.get_by_role("img", name=re.compile(r"Units per hour, last 48 hours: 3 units"))).to_be_visible()
     await tab.shoot("usage")
@@ -440,7 +440,9 @@ async def test_token_refreshed_before_expiry_and_a_revoked_key_cannot_sign_in(ta
     assert stored == [0, 0, ""] and key not in page.url  # signing out forgot the credentials
     await page.get_by_label("API key", exact=True).fill(key)
     await page.get_by_role("button", name="Sign in", exact=True).click()
-    await expect(page.get_by_role("alert")).to_have_text(re.compile(r"Sign-in failed: the API key was deleted\. .*revoked"))
+    await expect(page.get_by_role("alert")).to_have_text(
+        re.compile(r"Sign-in failed: the API key was deleted\. .*revoked")
+    )
     await expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
     tab.assert_clean(re.compile(r"status of 401"))  # the browser's own note on the refused request
 

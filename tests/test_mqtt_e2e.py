@@ -445,8 +445,9 @@ async def test_mqtt_publish_reaches_sse(gateway: Gateway) -> None:
 
     thread = threading.Thread(target=read_sse, daemon=True)
     thread.start()
+    # The response starts only once the hub subscription is registered (protocols/http/sse.py opens the feed
+    # before answering), so the headers are the event: no extra wait.
     assert await asyncio.to_thread(ready.wait, 20)
-    await asyncio.sleep(0.2)  # the stream is open; give the hub subscription a moment to register
     pub, _ = await RawClient.connect(gateway.mqtt_port, token)
     await pub.publish("x/json", b'{"t": 21.5}', 1)
     await pub.publish("x/text", "héllo".encode(), 1)

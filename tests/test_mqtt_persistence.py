@@ -211,7 +211,7 @@ async def test_nats_outage_closes_publishers_unacknowledged_then_recovers(
                 client, connack = await RawClient.connect(gw.mqtt_port, token, client_id=client_id)
                 if connack.return_code == 0:
                     return client
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # a client's reconnect back-off: the behaviour simulated
 
     pub = await reconnect("pub")
     subs[1] = await reconnect("live-1")

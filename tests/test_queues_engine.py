@@ -11,19 +11,21 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
 import pytest
 
 from auth.permissions import Permissions
 from auth.secrets import ServerSecrets
 from auth.tokens import Claims
 from gateway.bus import Bus
-from gateway.bus.queues import DeliveryRef
+from gateway.bus.queues import CONSUMER, DeliveryRef, queue_stream
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
 from gateway.payload import Payload
 from gateway.queues import QueueEngine, SendEntry
 from gateway.settings import Settings
 from gateway.topics import Namespace
+from tests import waiting
 from tests.harness import NatsServer
 
 
@@ -81,11 +83,24 @@ async def test_dead_letter_move_is_exactly_once_across_a_crash(engine: QueueEngi
     assert (await engine.get_queue(who, "src")).counts.in_flight == 0
 
 
-async def test_abandoned_pull_releases_its_message_without_counting_it(engine: QueueEngine) -> None:
+async def test_abandoned_pull_releases_its_message_without_counting_it(
+    engine: QueueEngine, nats_server: NatsServer
+) -> None:
     who = claims()
     await engine.set_attributes(who, "q", {"visibility_timeout": 30})
+    stream = queue_stream((await engine.get_queue(who, "q")).record.id)
     poll = asyncio.create_task(engine.receive(who, "q", wait_seconds=10))
-    await asyncio.sleep(0.3)  # let the long poll wait on the server
+    nc = await nats.connect(nats_server.url)
+    try:  # the event: nats-server holds the long poll's pull request
+        await waiting.poll(
+            lambda: nc.jetstream().consumer_info(stream, CONSUMER),
+            lambda info: (info.num_waiting or 0) > 0,
+            what="the long poll waiting on the server",
+            timeout=5,
+            every=0.02,
+        )
+    finally:
+        await nc.close()
     poll.cancel()
     with pytest.raises(asyncio.CancelledError):
         await poll

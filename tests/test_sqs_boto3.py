@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from tests.harness import Gateway
 from tests.sqs_clients import PROTOCOLS, AwsUser, aws_user, sqs_client
+from tests.waiting import poll_sync
 
 
 @pytest.fixture(scope="module")
@@ -452,10 +453,13 @@ def test_dead_letter_redrive_with_move_tasks(sqs_json: Any, gateway: Gateway, us
     while len(back) < 3:
         back += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5)["Messages"]
     assert sorted(m["Body"] for m in back) == ["m0", "m1", "m2"]
-    deadline = time.monotonic() + 5
-    while (task := sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0])["Status"] == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    task = poll_sync(  # the move task's state lives in the gateway; SQS has no call that waits for it
+        lambda: sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0],
+        lambda t: t["Status"] != "RUNNING",
+        what="the message move task finished",
+        timeout=5,
+        every=0.02,
+    )
     assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 3
     assert task["SourceArn"] == dlq_arn and "TaskHandle" not in task
     with pytest.raises(ClientError) as excinfo:

@@ -340,7 +340,7 @@ async def test_token_refresh_then_expiry_closes_with_4401(gateway: Gateway, conn
     assert _exp(second) > _exp(first)
 
     # Still open after the first token's expiry, and delivering.
-    await asyncio.sleep(max(0.0, _exp(first) - time.time()) + 0.5)
+    await asyncio.sleep(max(0.0, _exp(first) - time.time()) + 0.5)  # waiting out the first token: the behaviour
     seq = await http_publish(gateway, gateway.token(key), "t", "after refresh")
     assert (await client.next())["seq"] == seq
 

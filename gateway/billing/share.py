@@ -18,16 +18,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from gateway.bus import Bus
 from gateway.bus.broadcast import broadcast, listen
 from gateway.errors import FlowGateError
-
-if TYPE_CHECKING:
-    from gateway.billing.guard import BillingGuard
 
 log = logging.getLogger("flowgate.billing")
 
@@ -36,8 +33,31 @@ EXPIRE = 4  # sync intervals
 CHUNK = 2000  # users per message (well under NATS's default 1 MB max_payload)
 
 
+class LocalState(Protocol):
+    """This replica's side of the share (``gateway.billing.peers.Peers``)."""
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two ``send`` calls (the billing sync interval)."""
+        ...
+
+    def now(self) -> float: ...
+
+    def local_connections(self) -> dict[str, int]:
+        """Subscriber connections open here, per user."""
+        ...
+
+    def apply_remote(self, replica: str, spent: dict[str, int], connections: dict[str, int] | None) -> None:
+        """``replica`` spent ``spent`` rate tokens per user and holds ``connections`` (``None``: unchanged)."""
+        ...
+
+    def invalidate(self, user_id: str) -> None:
+        """The user's plan, limits or balance changed elsewhere: read them again."""
+        ...
+
+
 class RateShare:
-    def __init__(self, bus: Bus, guard: BillingGuard) -> None:
+    def __init__(self, bus: Bus, guard: LocalState) -> None:
         self.replica = secrets.token_hex(6)
         self._bus = bus
         self._guard = guard

@@ -9,11 +9,23 @@ also offers the application an ASGI scope extension, ``flowgate.direct``: a
 the socket to drain, and aborts a connection whose peer stopped reading.
 Without the extension (another ASGI server, an in-process test client) the
 endpoint falls back to plain ASGI sends.
+
+What this relies on in uvicorn's internal class, and since which release:
+``WebSocketsSansIOProtocol`` (0.35.0), its keepalive pings for
+``ws_ping_interval`` (0.44.0), ``handle_connect(Request)`` setting ``self.scope``
+with an ``extensions`` dict, the ``transport``, ``close_sent`` and ``writable``
+attributes, and, since 0.52.1, ``disconnected`` and ``connection_lost`` setting
+``writable`` so a ``drained()`` waiting on a paused socket returns when the peer
+goes (before it, a reader paused in ``_publish`` never saw the disconnect).
+``UVICORN_TESTED`` is the range pyproject.toml pins; ``uvicorn_problems`` says
+what an installed uvicorn lacks (tests/test_ws_transport_seam.py).
 """
 
 from __future__ import annotations
 
+import inspect
 import struct
+from importlib.metadata import version
 from typing import Any
 
 from websockets.http11 import Request
@@ -24,6 +36,8 @@ except ImportError:  # pragma: no cover
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
 
 EXTENSION = "flowgate.direct"
+UVICORN_TESTED = ((0, 52, 1), (0, 56))  # >= first release with all of the above, < the next minor after tested
+_ATTRIBUTES = ("transport", "close_sent", "disconnected", "writable", "ping_interval", "conn")
 
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
@@ -45,6 +59,39 @@ def text_frames(payloads: list[bytes]) -> bytes:
             append(_LONG.pack(_FIN_TEXT, 127, size))
         append(payload)
     return b"".join(parts)
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+def uvicorn_problems() -> list[str]:
+    """What the installed uvicorn lacks of what ``DirectProtocol`` relies on (empty: all there)."""
+    installed = version("uvicorn")
+    low, high = UVICORN_TESTED
+    problems = []
+    if not low <= _release(installed) < high:
+        problems.append(
+            f"uvicorn {installed} is outside the tested range >={'.'.join(map(str, low))},<{'.'.join(map(str, high))}"
+        )
+    if WebSocketsSansIOProtocol is None:
+        return [*problems, f"uvicorn {installed} has no uvicorn.protocols.websockets.websockets_sansio_impl"]
+    source = inspect.getsource(WebSocketsSansIOProtocol)
+    init = inspect.getsource(WebSocketsSansIOProtocol.__init__)
+    problems += [
+        f"WebSocketsSansIOProtocol.__init__ of uvicorn {installed} sets no {name!r}"
+        for name in _ATTRIBUTES
+        if f"self.{name}" not in init
+    ]
+    connect = inspect.signature(WebSocketsSansIOProtocol.handle_connect)
+    if list(connect.parameters) != ["self", "event"]:
+        problems.append(f"WebSocketsSansIOProtocol.handle_connect of uvicorn {installed} is {connect}")
+    if "def start_keepalive" not in source:
+        problems.append(f"uvicorn {installed}'s websockets-sansio sends no keepalive pings")
+    lost = inspect.getsource(WebSocketsSansIOProtocol.connection_lost)
+    if "self.writable.set()" not in lost:
+        problems.append(f"uvicorn {installed} leaves writable cleared when a paused connection is lost")
+    return problems
 
 
 class DirectWriter:
