@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from gateway.message_meta import MessageMeta, meta_of
 from gateway.topics import Namespace
 
 KIND_HEADER = "Fg-Type"
@@ -48,6 +49,7 @@ class Payload:
 
     body: bytes
     known_kind: Kind | None  # None: not classified yet
+    meta: MessageMeta | None = None  # message properties (MQTT 5), from the ``Fg-Props`` header
 
     @property
     def kind(self) -> Kind:
@@ -76,10 +78,11 @@ class Payload:
     @classmethod
     def from_headers(cls, body: bytes, headers: dict[str, str] | None) -> Payload:
         kind = (headers or {}).get(KIND_HEADER)
+        meta = meta_of(headers)
         try:
-            return cls(body, Kind(kind)) if kind else cls.raw(body)
+            return cls(body, Kind(kind), meta) if kind else cls(body, None, meta)
         except ValueError:
-            return cls(body, Kind.BINARY)
+            return cls(body, Kind.BINARY, meta)
 
     @property
     def headers(self) -> dict[str, str]:

@@ -30,6 +30,7 @@ from gateway.bus.kv import Bucket
 from gateway.bus.session_consumer import OnSessionMessage, SessionConsumer
 from gateway.bus.translate import nats_errors
 from gateway.errors import NotFound
+from gateway.message_meta import PROPS_HEADER
 from gateway.payload import QOS_HEADER, Payload
 from gateway.topics import MESSAGE_SUBJECT_ROOT, Namespace, parse_subject
 
@@ -161,7 +162,10 @@ class MqttStore:
             with nats_errors("clear retained message"):
                 await self._bus.js.purge_stream(RETAINED_STREAM, subject=subject)
             return
-        await self._bus.publish(subject, payload, headers={QOS_HEADER: str(qos)})
+        headers = {QOS_HEADER: str(qos)}
+        if payload.meta is not None:  # MQTT 5 properties kept with the retained message
+            headers[PROPS_HEADER] = payload.meta.to_header()
+        await self._bus.publish(subject, payload, headers=headers)
 
     async def retained(self, namespace: Namespace, topic_filter: str) -> list[RetainedMessage]:
         """The retained messages of every topic ``topic_filter`` matches (no ``$`` rule applied)."""

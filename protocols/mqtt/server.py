@@ -24,6 +24,7 @@ from gateway.bus.mqtt_store import MqttStore
 from gateway.services import Services
 from gateway.settings import Settings
 from protocols.mqtt.connection import MqttConnection, Wire
+from protocols.mqtt.properties import ReasonCode
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -64,7 +65,7 @@ class MqttContext:
         old = self._sessions.get(key)
         self._sessions[key] = conn
         if old is not None and old is not conn:
-            old.abort("session taken over by a new connection", will=True)
+            old.abort("session taken over by a new connection", will=True, code=ReasonCode.SESSION_TAKEN_OVER)
             try:
                 async with asyncio.timeout(TAKEOVER_WAIT):
                     await old.wait_closed()
@@ -80,7 +81,7 @@ class MqttContext:
     def _on_remote_takeover(self, key: str, owner: str) -> None:
         conn = self._sessions.get(key)
         if conn is not None and conn.id != owner:
-            conn.abort("session taken over on another replica", will=True)
+            conn.abort("session taken over on another replica", will=True, code=ReasonCode.SESSION_TAKEN_OVER)
 
     def _on_bus_state(self, state: BusState) -> None:
         if state is BusState.DISCONNECTED:
@@ -90,7 +91,7 @@ class MqttContext:
     async def close(self, grace: float) -> None:
         connections = list(self.connections)
         for conn in connections:
-            conn.abort("server shutting down", will=False)
+            conn.abort("server shutting down", will=False, code=ReasonCode.SERVER_SHUTTING_DOWN)
         if not connections:
             return
         _, pending = await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in connections], timeout=grace)

@@ -1,0 +1,249 @@
+"""The MQTT 5 hooks of one connection: where ``connection.py`` asks what MQTT 5 changes.
+
+``MqttConnection`` keeps its 3.1.1 flow; at each point where MQTT 5 differs it
+calls one method here (``conn.v5`` is ``None`` for a 3.1.1 client, and these
+methods then answer as 3.1.1 did). The rules themselves are sans-I/O, in
+``v5.py``; this adapter applies them to the connection's state and services:
+CONNACK and refusals with reason codes, message properties to and from
+``Fg-Props``, subscription options, deliveries (expiry, aliases, maximum
+packet size), the DISCONNECT the server sends and re-authentication (AUTH).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from auth.tokens import Claims
+from gateway.errors import FlowGateError
+from gateway.message_meta import PROPS_HEADER, MessageMeta
+from gateway.payload import QOS_HEADER, Delivery, Payload
+from protocols.mqtt.codec5 import encode5
+from protocols.mqtt.packets import Auth, ConnAck, Connect, Disconnect, PubAck, Publish, PubRec, Subscribe, Will
+from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode
+from protocols.mqtt.subscriptions import Outgoing, Subscription
+from protocols.mqtt.v5 import (
+    JWT_AUTH_METHOD,
+    RECEIVE_MAXIMUM,
+    BadAuthenticationMethod,
+    V5Session,
+    connack_reason,
+    expiry_seconds,
+    meta_of_publish,
+    publish_reason,
+    suback_reason,
+)
+
+if TYPE_CHECKING:
+    from protocols.mqtt.connection import MqttConnection
+
+log = logging.getLogger("flowgate.mqtt")
+
+R = ReasonCode
+_QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
+_RETAINED = MessageMeta(retain=True)
+_ACKED_REFUSALS = frozenset({R.NOT_AUTHORIZED, R.QUOTA_EXCEEDED, R.TOPIC_NAME_INVALID})
+
+
+class V5Hooks:
+    __slots__ = ("_conn", "_expire_now", "_origin_meta")
+
+    def __init__(self, conn: MqttConnection) -> None:
+        self._conn = conn
+        self._expire_now = False  # DISCONNECT set the Session Expiry Interval to 0
+        self._origin_meta: MessageMeta | None = None
+
+    @property
+    def _v5(self) -> V5Session:
+        v5 = self._conn.v5
+        assert v5 is not None
+        return v5
+
+    # -- CONNECT ----------------------------------------------------------------------------------
+
+    def token(self, connect: Connect) -> str:
+        """The JWT of an MQTT 5 CONNECT: the password, or the Authentication Data of method ``JWT``."""
+        method = connect.properties.authentication_method
+        if method is None:
+            return (connect.password or b"").decode("utf-8")
+        if method != JWT_AUTH_METHOD:
+            raise BadAuthenticationMethod(f"unsupported authentication method {method!r}; use {JWT_AUTH_METHOD!r}")
+        return (connect.properties.authentication_data or connect.password or b"").decode("utf-8")
+
+    def refused(self, v311_code: int, error: FlowGateError | None, reason: str) -> ConnAck:
+        return ConnAck(False, connack_reason(v311_code, error), Properties(reason_string=reason[:200]))
+
+    def connack(self, present: bool, *, assigned: bool) -> ConnAck:
+        conn = self._conn
+        return self._v5.connack(
+            present,
+            conn.client_id if assigned else None,  # [MQTT-3.2.2-16]
+            conn.ctx.config.max_packet_size,
+            RECEIVE_MAXIMUM,
+        )
+
+    def session_expiry(self) -> float:
+        limit = self._conn.ctx.config.session_expiry
+        if self._conn.v5 is None:
+            return limit
+        return expiry_seconds(self._v5.session_expiry_interval, limit)
+
+    # -- PUBLISH from the client ----------------------------------------------------------------------
+
+    def meta(self, packet: Publish) -> MessageMeta | None:
+        if self._conn.v5 is None:
+            return _RETAINED if packet.retain else None  # for Retain As Published subscribers
+        return meta_of_publish(packet.properties, time.time(), self._v5.origin, retain=packet.retain)
+
+    def payload(self, packet: Publish, meta: MessageMeta | None) -> Payload:
+        if self._conn.v5 is None:
+            return Payload.raw(packet.payload)
+        if meta is None:
+            meta = self._origin()
+        return Payload(packet.payload, None, meta)
+
+    def headers(self, qos: int, meta: MessageMeta | None) -> dict[str, str]:
+        if self._conn.v5 is None and meta is None:
+            return _QOS_HEADERS[qos]
+        if meta is None:
+            meta = self._origin()
+        return {QOS_HEADER: str(qos), PROPS_HEADER: meta.to_header()}
+
+    def _origin(self) -> MessageMeta:
+        """The properties of a message without any: only where it came from (No Local)."""
+        if self._origin_meta is None:
+            self._origin_meta = MessageMeta(origin=self._v5.origin)
+        return self._origin_meta
+
+    def refused_publish(self, packet: Publish, error: FlowGateError) -> bool:
+        """MQTT 5's answer to a refused publish: a PUBACK/PUBREC reason code, or a DISCONNECT; False: as 3.1.1."""
+        conn = self._conn
+        code = publish_reason(error)
+        if code in _ACKED_REFUSALS:
+            conn.ctx.services.metrics.rejected.labels("mqtt", error.code).inc()
+            log.warning("mqtt %s: publish to %r refused (0x%02x): %s", conn.id, packet.topic, code, error.message)
+            if packet.qos:
+                ack = PubAck(packet.packet_id or 0, code) if packet.qos == 1 else PubRec(packet.packet_id or 0, code)
+                conn._queue_ready(encode5(ack))
+            return True
+        if code in (R.MESSAGE_RATE_TOO_HIGH, R.PACKET_TOO_LARGE):
+            conn._fail(f"publish to {packet.topic!r} refused: {error.message}", code=code)
+        return False
+
+    # -- SUBSCRIBE ------------------------------------------------------------------------------------
+
+    def suback_reason(self, error: FlowGateError) -> int:
+        return suback_reason(error)
+
+    def subscribed(self, sub: Subscription, packet: Subscribe, index: int, existed: bool) -> bool:
+        """Apply a subscription's options [3.8.3.1]; whether to send it the retained messages."""
+        if self._conn.v5 is None:
+            return True
+        options = packet.options[index] if index < len(packet.options) else 0
+        sub.no_local = bool(options & 0x04)
+        sub.retain_as_published = bool(options & 0x08)
+        sub.ids = packet.properties.subscription_identifiers
+        retain_handling = (options >> 4) & 0x03
+        # 0: send retained messages; 1: only for a new subscription; 2: never [MQTT-3.3.1-9, 3.3.1-10, 3.3.1-11]
+        return retain_handling == 0 or (retain_handling == 1 and not existed)
+
+    # -- deliveries -----------------------------------------------------------------------------------
+
+    def wanted(self, sub: Subscription, delivery: Delivery) -> bool:
+        """No Local: not the client's own messages [MQTT-3.8.3-3]."""
+        if not sub.no_local:
+            return True
+        meta = delivery.payload.meta
+        return meta is None or meta.origin != self._v5.origin
+
+    def outgoing(self, sub: Subscription, delivery: Delivery, qos: int) -> Outgoing:
+        meta = delivery.payload.meta
+        topic = delivery.namespace.full(delivery.topic) if sub.full else delivery.topic
+        # Retain As Published [MQTT-3.3.1-12, 3.3.1-13]
+        retain = sub.retain_as_published and meta is not None and meta.retain
+        return Outgoing(topic, delivery.payload.body, qos, retain, meta=meta, sub_ids=sub.ids)
+
+    def send_out(self, item: Outgoing) -> None:
+        """``MqttConnection._send_out`` for MQTT 5: a message that expired or is too large is skipped."""
+        conn = self._conn
+        window = conn._window
+        packet_id = None
+        if item.qos:
+            packet_id = item.packet_id if item.packet_id is not None else window.allocate()
+            assert packet_id is not None
+        data = self._v5.publish(
+            item.topic, item.body, item.qos, item.retain, item.dup, packet_id, item.meta, item.sub_ids, time.time()
+        )
+        if data is None:
+            log.info("mqtt %s: message to %r skipped: expired or above the client's maximum size", conn.id, item.topic)
+            if item.ack_subject is not None and conn._consumer is not None:
+                conn._consumer.ack(item.ack_subject)
+            return
+        if packet_id is not None:
+            window.add(packet_id, item.qos, item)
+        elif item.ack_subject is not None and conn._consumer is not None:
+            conn._consumer.ack(item.ack_subject)
+        conn._write(data)
+
+    # -- will, DISCONNECT, AUTH -------------------------------------------------------------------------
+
+    def will_meta(self, will: Will) -> MessageMeta | None:
+        if self._conn.v5 is None or will.properties is NO_PROPERTIES:
+            return None
+        return meta_of_publish(will.properties, time.time(), self._v5.origin)
+
+    def on_disconnect(self, packet: Disconnect) -> bool:
+        """A DISCONNECT from the client: whether the will is still published (0x04) [3.14.2.1]."""
+        conn = self._conn
+        if conn.v5 is None:
+            return False
+        expiry = packet.properties.session_expiry_interval
+        if expiry is not None:
+            if self._v5.session_expiry_interval == 0 and expiry > 0:
+                # [MQTT-3.14.2-2]: a session that was to end with the connection cannot be kept now
+                conn._fail("protocol error: DISCONNECT sets a Session Expiry Interval", code=R.PROTOCOL_ERROR)
+            self._v5.session_expiry_interval = expiry
+            self._expire_now = expiry == 0
+        return packet.reason_code == R.DISCONNECT_WITH_WILL
+
+    async def closing(self, reason: str) -> None:
+        """Before the socket closes: the server's DISCONNECT [MQTT-4.13.2-1], and a session set to expire now."""
+        conn = self._conn
+        code = conn._disconnect_code
+        if code is not None and conn._counted and not conn._peer_gone:
+            conn._send(Disconnect(code, Properties(reason_string=reason[:200])))
+        if self._expire_now and conn.session_key is not None:
+            try:
+                await conn.ctx.store.delete_session(conn.session_key, conn._consumer_name)
+            except FlowGateError as exc:
+                log.warning("mqtt %s: session not deleted: %s", conn.id, exc.message)
+
+    async def on_auth(self, packet: Auth) -> None:
+        """Re-authentication with a fresh JWT [4.12.1]: same user and app, a later expiry; AUTH 0x00 back."""
+        conn = self._conn
+        v5 = conn.v5
+        method = packet.properties.authentication_method
+        if v5 is None or v5.auth_method is None or method != v5.auth_method:
+            # AUTH without an authentication method in CONNECT, or with another one [MQTT-4.12.0-1, 4.12.1-1]
+            conn._fail("protocol error: AUTH without the CONNECT's authentication method", code=R.PROTOCOL_ERROR)
+        if packet.reason_code != R.RE_AUTHENTICATE:
+            conn._fail("protocol error: AUTH that does not re-authenticate", code=R.PROTOCOL_ERROR)
+        try:
+            claims = conn.ctx.services.tokens.verify((packet.properties.authentication_data or b"").decode("utf-8"))
+        except (FlowGateError, UnicodeDecodeError) as exc:
+            conn._fail(f"re-authentication failed: {exc}", code=R.NOT_AUTHORIZED)
+        old = conn.claims
+        assert old is not None
+        if (claims.user_id, claims.app, claims.namespace) != (old.user_id, old.app, old.namespace):
+            conn._fail("re-authentication with another identity", code=R.NOT_AUTHORIZED)
+        self._renew(claims)
+        conn._send(Auth(R.SUCCESS, Properties(authentication_method=method)))
+        log.info("mqtt %s re-authenticated until %d", conn.id, claims.expires_at)
+
+    def _renew(self, claims: Claims) -> None:
+        conn = self._conn
+        conn.claims = claims
+        if conn._token_timer is not None:
+            conn._token_timer.cancel()
+        conn._token_timer = conn._loop.call_later(max(0.0, claims.expires_at - time.time()), conn._token_expired)
