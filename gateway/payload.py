@@ -89,12 +89,19 @@ class Payload:
         return {KIND_HEADER: self.kind.value}
 
     def json_fields(self) -> dict[str, Any]:
-        """The ``data`` (and ``encoding``) fields of a JSON frame carrying this payload."""
+        """The ``data`` (and ``encoding``, and ``properties`` when the message has any) fields of a JSON frame."""
+        fields: dict[str, Any]
         if self.kind is Kind.JSON:
-            return {"data": orjson.Fragment(self.body)}
-        if self.kind is Kind.TEXT:
-            return {"data": self.body.decode("utf-8", errors="replace")}
-        return {"data": base64.b64encode(self.body).decode("ascii"), "encoding": "base64"}
+            fields = {"data": orjson.Fragment(self.body)}
+        elif self.kind is Kind.TEXT:
+            fields = {"data": self.body.decode("utf-8", errors="replace")}
+        else:
+            fields = {"data": base64.b64encode(self.body).decode("ascii"), "encoding": "base64"}
+        if self.meta is not None:
+            properties = self.meta.public_fields()
+            if properties:
+                fields["properties"] = properties  # MQTT 5 message properties (gateway/message_meta.py)
+        return fields
 
 
 def _classify(body: bytes) -> Kind:

@@ -8,7 +8,13 @@ MQTTv5 mode and ``mosquitto_pub``/``mosquitto_sub -V mqttv5``.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import threading
+from typing import Any
 
+import httpx
+import orjson
 import pytest
 
 from protocols.mqtt.packets import (
@@ -22,12 +28,15 @@ from protocols.mqtt.packets import (
     Subscribe,
     UnsubAck,
     Unsubscribe,
+    Will,
 )
 from protocols.mqtt.properties import Properties
 from tests.harness import Gateway
 from tests.mqtt5_client import Raw5
 
 pytestmark = pytest.mark.timeout(60)
+LINE_BUFFERED = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
+needs_mosquitto = pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="mosquitto-clients not installed")
 
 
 async def next_publish(client: Raw5, timeout: float = 10) -> Publish:
@@ -174,3 +183,184 @@ async def test_reauthentication_with_a_fresh_jwt(gateway: Gateway) -> None:
     await client.send(Auth(0x19, Properties(authentication_method="JWT", authentication_data=other[1].encode())))
     assert (await client.expect(Disconnect)).reason_code == 0x87
     await client.close()
+
+
+# -- real clients: paho-mqtt v5, mosquitto -V mqttv5, and the JSON front-ends ---------------------------
+
+
+def test_paho_v5_properties_no_local_and_shared_limits(gateway: Gateway) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties as PahoProperties
+
+    _, token = gateway.user_token()
+    got: dict[str, list[Any]] = {"a": [], "b": []}
+    events = {name: threading.Event() for name in ("a-sub", "b-sub", "a-msg", "b-msg")}
+
+    def client(name: str) -> Any:
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"paho5-{name}", protocol=paho.MQTTv5)
+        c.username_pw_set("Bearer", token)
+        c.on_subscribe = lambda *_a: events[f"{name}-sub"].set()
+
+        def on_message(_c: Any, _u: Any, message: Any) -> None:
+            got[name].append(message)
+            events[f"{name}-msg"].set()
+
+        c.on_message = on_message
+        c.connect("127.0.0.1", gateway.mqtt_port, keepalive=30, clean_start=True)
+        c.loop_start()
+        return c
+
+    a, b = client("a"), client("b")
+    try:
+        a.subscribe([("paho5/t", paho.SubscribeOptions(qos=1, noLocal=True))])
+        b.subscribe([("paho5/t", paho.SubscribeOptions(qos=1))])
+        assert events["a-sub"].wait(10) and events["b-sub"].wait(10)
+        props = PahoProperties(PacketTypes.PUBLISH)
+        props.UserProperty = [("trace", "42")]
+        props.ContentType = "text/plain"
+        props.ResponseTopic = "paho5/reply"
+        props.CorrelationData = b"c-1"
+        a.publish("paho5/t", b"from a", qos=1, properties=props).wait_for_publish(10)
+        assert events["b-msg"].wait(10)
+        message = got["b"][0]
+        assert (message.topic, message.payload) == ("paho5/t", b"from a")
+        assert message.properties.UserProperty == [("trace", "42")]
+        assert message.properties.ContentType == "text/plain"
+        assert message.properties.ResponseTopic == "paho5/reply"
+        assert message.properties.CorrelationData == b"c-1"
+        b.publish("paho5/t", b"from b", qos=1).wait_for_publish(10)
+        assert events["a-msg"].wait(10)
+        assert [m.payload for m in got["a"]] == [b"from b"]  # No Local: not its own [MQTT-3.8.3-3]
+    finally:
+        for c in (a, b):
+            c.disconnect()
+            c.loop_stop()
+
+
+@needs_mosquitto
+def test_mosquitto_v5_properties_and_sse_sees_them(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    common = ["-h", "127.0.0.1", "-p", str(gateway.mqtt_port), "-u", "Bearer", "-P", token, "-V", "mqttv5"]
+    sub = subprocess.Popen(
+        [*LINE_BUFFERED, "mosquitto_sub", *common, "-t", "mosq5/#", "-C", "1", "-W", "30", "-d", "-q", "1",
+         "-F", "%t|%p|%C|%P|%R|%E"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert sub.stdout is not None
+        for line in sub.stdout:
+            if "SUBACK" in line:
+                break
+        done = subprocess.run(
+            ["mosquitto_pub", *common, "-t", "mosq5/a", "-m", "hello v5", "-q", "1",
+             "-D", "publish", "content-type", "text/plain", "-D", "publish", "user-property", "k", "v",
+             "-D", "publish", "response-topic", "mosq5/r", "-D", "publish", "message-expiry-interval", "300"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        out, _ = sub.communicate(timeout=30)
+    finally:
+        sub.kill()
+    [line] = [line for line in out.splitlines() if line.startswith("mosq5/a|")]
+    _, payload, content_type, user, response, expiry = line.split("|")
+    assert (payload, content_type, user, response) == ("hello v5", "text/plain", "k:v", "mosq5/r")
+    assert 0 < int(expiry) <= 300
+    # The same message replayed over SSE: properties as a "properties" field (README, MQTT 5).
+    with httpx.Client(base_url=gateway.base_url, timeout=20) as http:
+        params = {"topic": "mosq5/#", "token": token, "last_event_id": "0"}
+        with http.stream("GET", "/api/v1/subscribe", params=params) as stream:
+            for raw in stream.iter_lines():
+                if raw.startswith("data: "):
+                    event = orjson.loads(raw[6:])
+                    break
+    assert event["data"] == "hello v5"
+    assert event["properties"]["content_type"] == "text/plain"
+    assert event["properties"]["user_properties"] == [["k", "v"]]
+    assert event["properties"]["response_topic"] == "mosq5/r"
+
+
+async def test_persistent_v5_session_message_expiry_and_session_expiry(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    props = Properties(session_expiry_interval=300)
+    sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-keep", clean=True, properties=props)
+    await sub.send(Subscribe(1, (("keep/#", 1),)))
+    await sub.expect(SubAck)
+    await sub.send(Disconnect())
+    assert await sub.closed_by_server()
+    pub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await pub.publish5("keep/short", b"expires", 1, properties=Properties(message_expiry_interval=1))
+    await pub.publish5("keep/long", b"stays", 1, properties=Properties(message_expiry_interval=600))
+    await asyncio.sleep(1.5)  # the condition under test is time passing: the first message's lifetime runs out
+    sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-keep", clean=False, properties=props)
+    assert connack.session_present  # [MQTT-3.2.2-3]
+    got = await next_publish(sub)
+    assert got.payload == b"stays"  # the expired one is not delivered [MQTT-3.3.2-5]
+    assert got.properties.message_expiry_interval is not None and got.properties.message_expiry_interval < 600
+    await sub.nothing(0.5)
+    # Session Expiry Interval 0 on DISCONNECT ends the session [3.14.2.2.2]: the next connect finds none.
+    await sub.send(Disconnect(0, Properties(session_expiry_interval=0)))
+    assert await sub.closed_by_server()
+    sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-keep", clean=False, properties=props)
+    assert not connack.session_present
+    await sub.close()
+    await pub.close()
+
+
+def test_paho_v5_over_websocket(gateway: Gateway) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties as PahoProperties
+
+    _, token = gateway.user_token()
+    arrived = threading.Event()
+    subscribed = threading.Event()
+    got: list[Any] = []
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2, client_id="ws-paho5", transport="websockets", protocol=paho.MQTTv5
+    )
+    client.ws_set_options(path="/mqtt")
+    client.username_pw_set("Bearer", token)
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = lambda _c, _u, m: (got.append(m), arrived.set())
+    client.connect("127.0.0.1", gateway.http_port, keepalive=30)
+    client.loop_start()
+    try:
+        client.subscribe("ws5/#", qos=2)
+        assert subscribed.wait(10)
+        props = PahoProperties(PacketTypes.PUBLISH)
+        props.UserProperty = [("via", "ws")]
+        client.publish("ws5/echo", b"over websocket", qos=2, properties=props).wait_for_publish(10)
+        assert arrived.wait(10)
+        assert (got[0].topic, got[0].payload, got[0].qos) == ("ws5/echo", b"over websocket", 2)
+        assert got[0].properties.UserProperty == [("via", "ws")]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def test_will_delay_interval_and_a_session_resumed_in_time(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    watcher, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await watcher.send(Subscribe(1, (("wills/#", 0),)))
+    await watcher.expect(SubAck)
+    keep = Properties(session_expiry_interval=60)
+
+    def will(payload: bytes, delay: int) -> Will:
+        return Will("wills/dev", payload, 0, False, Properties(will_delay_interval=delay))
+
+    first, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-will", will=will(b"a", 30), properties=keep)
+    await first.close()  # no DISCONNECT: the will waits 30 s
+    second, connack = await Raw5.connect5(
+        gateway.mqtt_port, token, client_id="v5-will", clean=False, will=will(b"b", 1), properties=keep
+    )
+    assert connack.session_present  # resumed within the delay: "a" is never published [MQTT-3.1.3-9]
+    await second.close()
+    got = await next_publish(watcher)
+    assert (got.topic, got.payload) == ("wills/dev", b"b")
+    await watcher.nothing(0.5)
+    await watcher.close()

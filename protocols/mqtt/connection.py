@@ -33,6 +33,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import structlog
@@ -83,7 +84,7 @@ from protocols.mqtt.session import (
     packet_id_for_seq,
 )
 from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription, best_match
-from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session
+from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session, check_connect5
 from protocols.mqtt.v5_connection import V5Hooks
 
 if TYPE_CHECKING:
@@ -446,7 +447,7 @@ class MqttConnection:
             self._fail(f"protocol error: unknown protocol name {connect.protocol_name!r} [MQTT-3.1.2-1]", will=False)
         if connect.protocol_level == 5:
             self.v5 = V5Session.from_connect(connect)
-        code = check_connect(connect)
+        code = check_connect(connect) if self.v5 is None else check_connect5(connect)
         if code != CONNACK_ACCEPTED:
             self._refuse(code, f"CONNECT refused with return code {code}")
         services = self.ctx.services
@@ -1115,7 +1116,11 @@ class MqttConnection:
         else:
             log.log(level, "mqtt %s (%s) closed before CONNECT completed: %s", self.id, self.peer, reason)
         if claims is not None and self._publish_will and self._will is not None and self._will.will is not None:
-            await self._send_will(claims, self._will)
+            delay = self._v5.will_delay(self._will.will)
+            if delay > 0 and self.session_key is not None:  # MQTT 5 Will Delay Interval [MQTT-3.1.3-9]
+                self.ctx.delay_will(self.session_key, delay, partial(self._send_will, claims, self._will))
+            else:
+                await self._send_will(claims, self._will)
         self.ctx.connections.discard(self)
         self.closed.set()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.bus import BusState
@@ -57,6 +58,7 @@ class MqttContext:
         self.config = config
         self.connections: set[MqttConnection] = set()
         self._sessions: dict[str, MqttConnection] = {}
+        self._wills: dict[str, asyncio.Task[None]] = {}  # MQTT 5 delayed wills, by session
         store.on_takeover(self._on_remote_takeover)
         services.bus.add_listener(self._on_bus_state)
 
@@ -64,6 +66,9 @@ class MqttContext:
         """Make ``conn`` the holder of session ``key``; close an older holder here or on any replica."""
         old = self._sessions.get(key)
         self._sessions[key] = conn
+        will = self._wills.pop(key, None)
+        if will is not None:  # the session resumed within the Will Delay Interval: no will [MQTT-3.1.3-9]
+            will.cancel()
         if old is not None and old is not conn:
             old.abort("session taken over by a new connection", will=True, code=ReasonCode.SESSION_TAKEN_OVER)
             try:
@@ -72,6 +77,20 @@ class MqttContext:
             except TimeoutError:
                 log.warning("mqtt %s did not close in time for the takeover", old.id)
         await self.store.announce_takeover(key, conn.id)
+
+    def delay_will(self, key: str, delay: float, send: Callable[[], Awaitable[None]]) -> None:
+        """Publish a will after ``delay`` seconds unless session ``key`` is taken up again here first."""
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if self._wills.get(key) is task:
+                del self._wills[key]
+            await send()
+
+        old = self._wills.pop(key, None)
+        if old is not None:
+            old.cancel()
+        task = self._wills[key] = asyncio.get_running_loop().create_task(later(), name=f"mqtt-will-{key}")
 
     def release(self, conn: MqttConnection) -> None:
         key = conn.session_key
@@ -89,6 +108,9 @@ class MqttContext:
                 conn.bus_interrupted()
 
     async def close(self, grace: float) -> None:
+        for will in self._wills.values():
+            will.cancel()
+        self._wills.clear()
         connections = list(self.connections)
         for conn in connections:
             conn.abort("server shutting down", will=False, code=ReasonCode.SERVER_SHUTTING_DOWN)

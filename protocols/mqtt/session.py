@@ -104,14 +104,10 @@ def foreign_protocol(connect: Connect) -> bool:
 
 def check_connect(connect: Connect) -> int:
     """The CONNACK return code for ``connect`` before its token is verified (0 = go on)."""
-    if connect.protocol_name != "MQTT" or connect.protocol_level not in (4, 5):
+    if connect.protocol_name != "MQTT" or connect.protocol_level != 4:
         # Unsupported protocol level: answer 1, then close [MQTT-3.1.2-2].
         return CONNACK_UNACCEPTABLE_PROTOCOL
-    if connect.protocol_level == 5 and connect.properties.authentication_method is not None:
-        # MQTT 5 enhanced authentication: the token is the Authentication Data (v5.py) [3.1.2.11.9]
-        return CONNACK_ACCEPTED if valid_client_id(connect.client_id) else CONNACK_IDENTIFIER_REJECTED
-    if not connect.client_id and not connect.clean_session and connect.protocol_level == 4:
-        # (MQTT 5 assigns an identifier whatever Clean Start says [MQTT-3.1.3-6])
+    if not connect.client_id and not connect.clean_session:
         # A zero-byte ClientId needs CleanSession 1 [MQTT-3.1.3-7, 3.1.3-8].
         return CONNACK_IDENTIFIER_REJECTED
     if not valid_client_id(connect.client_id):

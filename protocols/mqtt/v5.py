@@ -39,6 +39,7 @@ from gateway.errors import (
 from gateway.message_meta import MessageMeta
 from protocols.mqtt.codec5 import encode_publish5
 from protocols.mqtt.packets import (
+    CONNACK_ACCEPTED,
     CONNACK_BAD_CREDENTIALS,
     CONNACK_IDENTIFIER_REJECTED,
     CONNACK_NOT_AUTHORIZED,
@@ -48,6 +49,7 @@ from protocols.mqtt.packets import (
     Connect,
 )
 from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode, encode_properties
+from protocols.mqtt.session import valid_client_id
 
 R = ReasonCode
 TOPIC_ALIAS_MAXIMUM: Final = 64  # aliases a client may use towards the server
@@ -85,6 +87,21 @@ def connack_reason(v311_code: int, error: FlowGateError | None = None) -> int:
     if isinstance(error, NotFound):
         return R.NOT_AUTHORIZED
     return _CONNACK_V5.get(v311_code, R.UNSPECIFIED_ERROR)
+
+
+def check_connect5(connect: Connect) -> int:
+    """``session.check_connect`` for MQTT 5 (as a 3.1.1 code, mapped by ``connack_reason``).
+
+    An empty client id is assigned one whatever Clean Start says [MQTT-3.1.3-6]; with an
+    Authentication Method the token is the Authentication Data, not the password [3.1.2.11.9].
+    """
+    if not valid_client_id(connect.client_id):
+        return CONNACK_IDENTIFIER_REJECTED
+    if connect.properties.authentication_method is not None:
+        return CONNACK_ACCEPTED
+    if connect.username is None or connect.username.lower() != "bearer" or not connect.password:
+        return CONNACK_BAD_CREDENTIALS
+    return CONNACK_ACCEPTED
 
 
 def publish_reason(error: FlowGateError) -> int:
