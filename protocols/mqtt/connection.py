@@ -848,7 +848,8 @@ class MqttConnection:
                 continue  # e.g. '$' topics for wildcard filters [MQTT-4.7.2-1]
             topic = claims.namespace.full(message.topic) if sub.full else message.topic
             qos = delivery_qos(message.qos, sub.qos)
-            self._queue_out(Outgoing(topic, message.payload.body, qos, True, meta=message.payload.meta, sub_ids=sub.ids))
+            meta = message.payload.meta
+            self._queue_out(Outgoing(topic, message.payload.body, qos, True, meta=meta, sub_ids=sub.ids))
             self._delivered_count += 1
 
     async def _on_unsubscribe(self, packet: Unsubscribe) -> None:
