@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from protocols.mqtt.packets import (
 from protocols.mqtt.properties import Properties
 from tests.harness import Gateway
 from tests.mqtt5_client import Raw5
+from tests.mqtt_client import RawClient
 
 pytestmark = pytest.mark.timeout(60)
 LINE_BUFFERED = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
@@ -108,8 +110,10 @@ async def test_forbidden_gets_0x87_on_suback_and_puback(gateway: Gateway) -> Non
     _, key = gateway.new_user()
     permissions = {"publish": {"allow": ["open/#"]}, "subscribe": {"allow": ["open/#"]}}
     client, _ = await Raw5.connect5(gateway.mqtt_port, gateway.token(key, permissions=permissions))
-    await client.send(Subscribe(1, (("open/a", 1), ("closed/a", 1), ("$share/g/open/a", 1))))
-    assert (await client.expect(SubAck)).return_codes == (1, 0x87, 0x9E)
+    filters = (("open/a", 1), ("closed/a", 1), ("$share/g/closed/a", 1), ("$share/g+/open/a", 1), ("open/+/#/x", 1))
+    await client.send(Subscribe(1, filters))
+    # not authorised 0x87 [3.9.3], a bad shared name or filter 0x8F [MQTT-4.8.2-1]
+    assert (await client.expect(SubAck)).return_codes == (1, 0x87, 0x87, 0x8F, 0x8F)
     assert await client.publish5("closed/a", b"x", 1) == PubAck(1, 0x87)  # [3.4.2.1]
     rec = await client.publish5("closed/a", b"x", 2)
     assert rec is not None and getattr(rec, "reason_code", 0) == 0x87
@@ -364,3 +368,34 @@ async def test_will_delay_interval_and_a_session_resumed_in_time(gateway: Gatewa
     assert (got.topic, got.payload) == ("wills/dev", b"b")
     await watcher.nothing(0.5)
     await watcher.close()
+
+
+async def test_shared_subscription_across_replicas_with_redelivery_to_another_member(
+    gateway: Gateway, make_gateway: Callable[..., Gateway]
+) -> None:
+    """``$share/<group>/<filter>`` [4.8.2]: each message to one member, whichever replica it is on, and what a
+    member leaves unacknowledged goes to another member; a 3.1.1 client may be a member too."""
+    there = make_gateway(gateway.nats_url, secret_key=gateway.secret_key, admin_key=gateway.admin_key)
+    _, token = gateway.user_token()
+    holder, _ = await Raw5.connect5(gateway.mqtt_port, token, properties=Properties(receive_maximum=2))
+    await holder.send(Subscribe(1, (("$share/workers/jobs/#", 1),)))
+    assert (await holder.expect(SubAck)).return_codes == (1,)
+    worker, _ = await RawClient.connect(there.mqtt_port, token)  # MQTT 3.1.1, on the other replica
+    assert (await worker.subscribe(("$share/workers/jobs/#", 1))).return_codes == (1,)
+    pub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    sent = {f"job-{n}".encode() for n in range(6)}
+    for payload in sorted(sent):
+        await pub.publish5("jobs/a", payload, 1)
+    held = await holder.recv()  # never acknowledged
+    assert isinstance(held, Publish) and held.payload in sent
+    await holder.close()  # gone without PUBACK: its messages go to the other member
+    got: list[bytes] = []
+    while len(got) < len(sent):
+        packet = await worker.recv()
+        if isinstance(packet, Publish):
+            got.append(packet.payload)
+            await worker.acknowledge(packet)
+    assert sorted(got) == sorted(sent)  # each once, including what the holder had
+    await worker.nothing(0.5)
+    await worker.close()
+    await pub.close()

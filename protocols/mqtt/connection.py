@@ -83,6 +83,7 @@ from protocols.mqtt.session import (
     keepalive_deadline,
     packet_id_for_seq,
 )
+from protocols.mqtt.shared import SHARE_PREFIX, SharedSubscriptions, parse_shared
 from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription, best_match
 from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session, check_connect5
 from protocols.mqtt.v5_connection import V5Hooks
@@ -183,6 +184,7 @@ class MqttConnection:
         self._decoder = ServerDecoder(ctx.config.max_packet_size, topic_alias_maximum=TOPIC_ALIAS_MAXIMUM)
         self.v5: V5Session | None = None  # set by an MQTT 5 CONNECT; the rules it adds live in v5.py
         self._v5 = V5Hooks(self)
+        self._shared = SharedSubscriptions(self)
         self._disconnect_code: int | None = None  # MQTT 5: the DISCONNECT sent before the server closes
         self._token_timer: asyncio.TimerHandle | None = None
         self._inbox: deque[Packet | _Violation | _Refused] = deque()
@@ -751,8 +753,14 @@ class MqttConnection:
         added: list[Subscription] = []
         retained_for: list[Subscription] = []
         for index, (name, requested) in enumerate(packet.topics):
-            if self.v5 is not None and name.startswith("$share/"):
-                codes.append(ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+            if name.startswith(SHARE_PREFIX):  # one member of a group gets each message (shared.py)
+                try:
+                    group, _ = parse_shared(name) or ("", "")
+                    ids = packet.properties.subscription_identifiers
+                    codes.append(await self._shared.subscribe(name, group, requested, ids))
+                except FlowGateError as exc:
+                    log.info("mqtt %s: shared subscription %r refused: %s", self.id, name, exc.message)
+                    codes.append(SUBACK_FAILURE if self.v5 is None else self._v5.suback_reason(exc))
                 continue
             try:
                 topic_filter = namespace.filter(name)
@@ -858,6 +866,10 @@ class MqttConnection:
         changed = False
         codes: list[int] = []  # MQTT 5 [3.11.3]
         for name in packet.topics:
+            if name.startswith(SHARE_PREFIX):
+                left = await self._shared.unsubscribe(name)
+                codes.append(ReasonCode.SUCCESS if left else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+                continue
             try:
                 topic_filter = claims.namespace.filter(name)
             except FlowGateError:
@@ -907,8 +919,8 @@ class MqttConnection:
         losing the PUBREL.
         """
         item = self._window.get(packet_id)
-        if item is None or item.ack_subject is None or self._consumer is None:
-            return
+        if item is None or item.ack_subject is None or self._consumer is None or item.consumer is not None:
+            return  # (a shared subscription's message is acknowledged at PUBCOMP)
         self._pubrel.add(packet_id)
         try:
             await self._save_session()
@@ -996,6 +1008,8 @@ class MqttConnection:
     def _want_more(self) -> None:
         if self._consumer is not None:
             self._consumer.want(self._window.free - len(self._backlog))
+        if self._shared:
+            self._shared.want(self._window.free - len(self._backlog))
 
     def _queue_out(self, item: Outgoing) -> None:
         if self._backlog or self._write_paused or not self._fits(item):
@@ -1022,8 +1036,9 @@ class MqttConnection:
             return
         if item.qos == 0:
             self._write(encode_publish(item.topic, item.body, 0, item.retain))
-            if item.ack_subject is not None and self._consumer is not None:
-                self._consumer.ack(item.ack_subject)
+            consumer = item.consumer or self._consumer
+            if item.ack_subject is not None and consumer is not None:
+                consumer.ack(item.ack_subject)
             return
         packet_id = item.packet_id if item.packet_id is not None else self._window.allocate()
         assert packet_id is not None
@@ -1042,8 +1057,9 @@ class MqttConnection:
         """The client completed a QoS 1/2 delivery (PUBACK or PUBCOMP)."""
         if item is None:
             return  # an acknowledgement for nothing in flight is ignored
-        if item.ack_subject is not None and self._consumer is not None:
-            self._consumer.ack(item.ack_subject)
+        consumer = item.consumer or self._consumer
+        if item.ack_subject is not None and consumer is not None:
+            consumer.ack(item.ack_subject)
         self._pump_backlog()
 
     def _bill(self, namespace: Namespace | None) -> None:
@@ -1100,6 +1116,8 @@ class MqttConnection:
                 await self._save_session()
             except FlowGateError as exc:
                 log.warning("mqtt %s: session state not saved: %s", self.id, exc.message)
+        if self._shared:
+            await self._shared.close()  # what the client did not acknowledge goes to another member
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()  # unacknowledged messages stay with the durable consumer

@@ -22,6 +22,10 @@ from gateway.payload import Delivery
 from gateway.topics import topic_matches
 
 
+class Acker(Protocol):
+    def ack(self, ack_subject: str) -> None: ...
+
+
 class DeliveryTarget(Protocol):
     def deliver_live(self, subscription: Subscription, delivery: Delivery) -> None: ...
 
@@ -97,3 +101,4 @@ class Outgoing:
     ack_subject: str | None = None
     meta: MessageMeta | None = None  # MQTT 5: the message's properties
     sub_ids: tuple[int, ...] = ()  # MQTT 5: the matching subscription's identifier
+    consumer: Acker | None = None  # acknowledges ``ack_subject`` (default: the session's consumer)

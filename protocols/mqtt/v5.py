@@ -226,7 +226,6 @@ class V5Session:
             assigned_client_identifier=assigned_client_id,
             server_keep_alive=self.server_keep_alive,
             authentication_method=self.auth_method,
-            shared_subscription_available=0,
         )
         return ConnAck(session_present, R.SUCCESS, props)
 

@@ -177,13 +177,16 @@ class V5Hooks:
         )
         if data is None:
             log.info("mqtt %s: message to %r skipped: expired or above the client's maximum size", conn.id, item.topic)
-            if item.ack_subject is not None and conn._consumer is not None:
-                conn._consumer.ack(item.ack_subject)
+            consumer = item.consumer or conn._consumer
+            if item.ack_subject is not None and consumer is not None:
+                consumer.ack(item.ack_subject)
             return
         if packet_id is not None:
             window.add(packet_id, item.qos, item)
-        elif item.ack_subject is not None and conn._consumer is not None:
-            conn._consumer.ack(item.ack_subject)
+        elif item.ack_subject is not None:
+            consumer = item.consumer or conn._consumer
+            if consumer is not None:
+                consumer.ack(item.ack_subject)
         conn._write(data)
 
     # -- will, DISCONNECT, AUTH -------------------------------------------------------------------------
