@@ -18,13 +18,17 @@ import httpx
 import orjson
 import pytest
 
+from protocols.mqtt.codec5 import encode5
 from protocols.mqtt.packets import (
     Auth,
     Disconnect,
     PingReq,
     PingResp,
     PubAck,
+    PubComp,
     Publish,
+    PubRec,
+    PubRel,
     SubAck,
     Subscribe,
     UnsubAck,
@@ -399,3 +403,17 @@ async def test_shared_subscription_across_replicas_with_redelivery_to_another_me
     await worker.nothing(0.5)
     await worker.close()
     await pub.close()
+
+
+async def test_receive_maximum_exceeded_and_pubrel_for_an_unknown_id(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    client, connack = await Raw5.connect5(gateway.mqtt_port, token)
+    await client.send(PubRel(77))
+    assert await client.expect(PubComp) == PubComp(77, 0x92)  # Packet Identifier not found [3.7.2.1]
+    limit = connack.properties.receive_maximum
+    assert limit is not None
+    # QoS 2 publishes stay unacknowledged until PUBREL: one more than the Receive Maximum is 0x93 [MQTT-3.3.4-8]
+    await client.send_raw(b"".join(encode5(Publish("rm/t", b"x", 2, packet_id=i + 1)) for i in range(limit + 1)))
+    while not isinstance(packet := await client.recv(), Disconnect):
+        assert isinstance(packet, PubRec)
+    assert packet.reason_code == 0x93

@@ -425,7 +425,9 @@ class MqttConnection:
             if packet.packet_id in self._inbound:
                 self._inbound.release(packet.packet_id)
                 self._mark_dirty()
-            self._queue_ready(encode(PubComp(packet.packet_id)))
+                self._queue_ready(encode(PubComp(packet.packet_id)))
+            else:  # MQTT 5: 0x92 Packet Identifier not found [3.7.2.1]
+                self._queue_ready(self._v5.pubcomp_unknown(packet.packet_id))
         elif type(packet) is PingReq:
             self._send(PingResp())  # [MQTT-3.12.4-1]
         elif type(packet) is Subscribe:
@@ -671,6 +673,8 @@ class MqttConnection:
         elif qos == 2:
             self._inbound.stored(packet.packet_id or 0)
             self._mark_dirty()
+        if qos and self.v5 is not None:
+            self._v5.received(qos)  # Receive Maximum [MQTT-3.3.4-8]
         if pending is not None:
             self._acks.append(pending)
             if pending.settled:
@@ -716,7 +720,7 @@ class MqttConnection:
         if not self._acks:
             self._write(packet)
             return
-        ready = _Stored(self, packet, 1)
+        ready = _Stored(self, packet, -1)  # (no publish of its own: not a QoS 1 store)
         ready.settled = True
         self._acks.append(ready)
 
@@ -727,6 +731,8 @@ class MqttConnection:
             if not stored.settled:
                 break
             acks.popleft()
+            if stored.qos == 1 and self.v5 is not None:
+                self._v5.acknowledged()
             error = stored.error
             if error is not None:
                 if stored.qos == 0:

@@ -19,8 +19,20 @@ from auth.tokens import Claims
 from gateway.errors import FlowGateError
 from gateway.message_meta import PROPS_HEADER, MessageMeta
 from gateway.payload import QOS_HEADER, Delivery, Payload
+from protocols.mqtt.codec import encode
 from protocols.mqtt.codec5 import encode5
-from protocols.mqtt.packets import Auth, ConnAck, Connect, Disconnect, PubAck, Publish, PubRec, Subscribe, Will
+from protocols.mqtt.packets import (
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    Subscribe,
+    Will,
+)
 from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode
 from protocols.mqtt.subscriptions import Outgoing, Subscription
 from protocols.mqtt.v5 import (
@@ -47,10 +59,11 @@ _ACKED_REFUSALS = frozenset({R.NOT_AUTHORIZED, R.QUOTA_EXCEEDED, R.TOPIC_NAME_IN
 
 
 class V5Hooks:
-    __slots__ = ("_conn", "_expire_now", "_origin_meta")
+    __slots__ = ("_conn", "_expire_now", "_origin_meta", "_qos1_unacknowledged")
 
     def __init__(self, conn: MqttConnection) -> None:
         self._conn = conn
+        self._qos1_unacknowledged = 0  # QoS 1 publishes whose PUBACK is not sent yet
         self._expire_now = False  # DISCONNECT set the Session Expiry Interval to 0
         self._origin_meta: MessageMeta | None = None
 
@@ -115,6 +128,24 @@ class V5Hooks:
         if self._origin_meta is None:
             self._origin_meta = MessageMeta(origin=self._v5.origin)
         return self._origin_meta
+
+    def received(self, qos: int) -> None:
+        """A QoS 1/2 PUBLISH was taken in: more than the Receive Maximum we announced unacknowledged is
+        a protocol error, 0x93 [MQTT-3.3.4-8] (QoS 2 counts until PUBREL, as ``InboundQoS2`` holds it)."""
+        conn = self._conn
+        if qos == 1:
+            self._qos1_unacknowledged += 1
+        if self._qos1_unacknowledged + len(conn._inbound) > RECEIVE_MAXIMUM:
+            conn.abort(f"more than {RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged", code=R.RECEIVE_MAXIMUM_EXCEEDED)
+
+    def acknowledged(self) -> None:
+        self._qos1_unacknowledged -= 1
+
+    def pubcomp_unknown(self, packet_id: int) -> bytes:
+        """PUBCOMP for a PUBREL whose identifier is not (or no longer) held."""
+        if self._conn.v5 is None:
+            return encode(PubComp(packet_id))  # 3.1.1: PUBCOMP all the same [MQTT-4.3.3-2]
+        return encode5(PubComp(packet_id, R.PACKET_IDENTIFIER_NOT_FOUND))
 
     def refused_publish(self, packet: Publish, error: FlowGateError) -> bool:
         """MQTT 5's answer to a refused publish: a PUBACK/PUBREC reason code, or a DISCONNECT; False: as 3.1.1."""
@@ -222,7 +253,10 @@ class V5Hooks:
         conn = self._conn
         code = conn._disconnect_code
         if code is not None and conn._counted and not conn._peer_gone:
-            conn._send(Disconnect(code, Properties(reason_string=reason[:200])))
+            packet = Disconnect(code, Properties(reason_string=reason[:200]))
+            if len(encode5(packet)) > (self._v5.maximum_packet_size or 1 << 28):
+                packet = Disconnect(code)  # the reason string would break the client's limit [MQTT-3.1.2-25]
+            conn._send(packet)
         if self._expire_now and conn.session_key is not None:
             try:
                 await conn.ctx.store.delete_session(conn.session_key, conn._consumer_name)
