@@ -402,6 +402,19 @@ async def test_shared_subscription_across_replicas_with_redelivery_to_another_me
     assert sorted(got) == sorted(sent)  # each once, including what the holder had
     await worker.nothing(0.5)
     await worker.close()
+    # A persistent MQTT 5 session resumed on the other replica, with what was published meanwhile.
+    keep = Properties(session_expiry_interval=120)
+    device, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="roamer", properties=keep)
+    await device.send(Subscribe(1, (("roam/#", 1),), Properties(subscription_identifiers=(3,))))
+    await device.expect(SubAck)
+    await device.send(Disconnect())
+    assert await device.closed_by_server()
+    await pub.publish5("roam/x", b"while away", 1, properties=Properties(content_type="text/plain"))
+    device, connack = await Raw5.connect5(there.mqtt_port, token, client_id="roamer", clean=False, properties=keep)
+    assert connack.session_present
+    got_back = await next_publish(device)
+    assert (got_back.payload, got_back.properties.content_type) == (b"while away", "text/plain")
+    await device.close()
     await pub.close()
 
 
