@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import BadRequest
+
 PROPS_HEADER = "Fg-Props"
 
 
@@ -92,6 +94,57 @@ class MessageMeta:
         if self.expires_at is not None:
             fields["expires_at"] = self.expires_at
         return fields
+
+
+def meta_from_request(fields: object, now: float) -> MessageMeta:
+    """The properties a JSON publisher gives (``"properties"`` of HTTP ``/publish``), checked; ``BadRequest`` if not.
+
+    Same names as ``public_fields``, with ``message_expiry_interval`` (seconds) instead of ``expires_at``.
+    """
+    if not isinstance(fields, dict):
+        raise BadRequest("properties must be an object")
+    unknown = set(fields) - _REQUEST_FIELDS
+    if unknown:
+        raise BadRequest(f"unknown properties: {', '.join(sorted(unknown))}")
+    strings = {name: fields.get(name) for name in ("content_type", "response_topic")}
+    if any(value is not None and not isinstance(value, str) for value in strings.values()):
+        raise BadRequest("content_type and response_topic must be strings")
+    payload_format = fields.get("payload_format")
+    if payload_format not in (None, 0, 1):
+        raise BadRequest("payload_format must be 0 or 1")
+    expiry = fields.get("message_expiry_interval")
+    if expiry is not None and (not isinstance(expiry, int) or isinstance(expiry, bool) or not 0 < expiry < 2**32):
+        raise BadRequest("message_expiry_interval must be whole seconds, 1..4294967295")
+    pairs = fields.get("user_properties", [])
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+    ):
+        raise BadRequest("user_properties must be a list of [name, value] string pairs")
+    correlation = fields.get("correlation_data")
+    try:
+        data = base64.b64decode(correlation, validate=True) if correlation is not None else None
+    except (ValueError, TypeError):
+        raise BadRequest("correlation_data must be base64") from None
+    return MessageMeta(
+        content_type=strings["content_type"],
+        payload_format=payload_format,
+        response_topic=strings["response_topic"],
+        correlation_data=data,
+        user_properties=tuple((p[0], p[1]) for p in pairs),
+        expires_at=now + expiry if expiry is not None else None,
+    )
+
+
+_REQUEST_FIELDS = frozenset(
+    {
+        "content_type",
+        "payload_format",
+        "response_topic",
+        "correlation_data",
+        "user_properties",
+        "message_expiry_interval",
+    }
+)
 
 
 def _text(value: object) -> str | None:

@@ -430,3 +430,32 @@ async def test_receive_maximum_exceeded_and_pubrel_for_an_unknown_id(gateway: Ga
     while not isinstance(packet := await client.recv(), Disconnect):
         assert isinstance(packet, PubRec)
     assert packet.reason_code == 0x93
+
+
+async def test_http_publish_sets_properties_an_mqtt5_subscriber_gets(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await sub.send(Subscribe(1, (("http5/#", 1),)))
+    await sub.expect(SubAck)
+    properties = {
+        "content_type": "application/json",
+        "response_topic": "http5/reply",
+        "correlation_data": "AAE=",
+        "user_properties": [["source", "http"]],
+        "message_expiry_interval": 60,
+    }
+
+    def post(body: dict[str, Any]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.post(gateway.base_url + "/api/v1/publish", headers=headers, json=body, timeout=10)
+
+    answer = await asyncio.to_thread(post, {"topic": "http5/a", "message": {"n": 1}, "properties": properties})
+    assert answer.status_code == 200, answer.text
+    got = await next_publish(sub)
+    p = got.properties
+    assert (got.payload, p.content_type, p.response_topic) == (b'{"n":1}', "application/json", "http5/reply")
+    assert p.correlation_data == b"\x00\x01" and p.user_properties == (("source", "http"),)
+    assert p.message_expiry_interval is not None and 0 < p.message_expiry_interval <= 60
+    bad = await asyncio.to_thread(post, {"topic": "http5/a", "message": 1, "properties": {"user_properties": "x"}})
+    assert bad.status_code == 400 and "user_properties" in bad.text
+    await sub.close()

@@ -147,3 +147,24 @@ def test_parse_shared_rejects(name: str) -> None:
 def test_session_expiry_is_capped() -> None:
     assert expiry_seconds(0xFFFFFFFF, 600.0) == 600.0
     assert expiry_seconds(30, 600.0) == 30.0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [],
+        {"colour": "red"},
+        {"content_type": 1},
+        {"payload_format": 2},
+        {"message_expiry_interval": 0},
+        {"message_expiry_interval": True},
+        {"user_properties": [["a"]]},
+        {"correlation_data": "not base64!"},
+    ],
+)
+def test_json_publishers_properties_are_checked(fields: object) -> None:
+    from gateway.errors import BadRequest
+    from gateway.message_meta import meta_from_request
+
+    with pytest.raises(BadRequest):
+        meta_from_request(fields, 0.0)
