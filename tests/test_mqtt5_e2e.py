@@ -84,6 +84,9 @@ async def test_publish_subscribe_with_reason_codes_and_properties(gateway: Gatew
     await sub.send(Subscribe(1, (("v5/+", 1),), props, (0x01,)))
     suback = await sub.expect(SubAck)
     assert suback.return_codes == (1,)
+    plain, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-sub0")
+    await plain.send(Subscribe(1, (("v5/x", 0),)))
+    await plain.expect(SubAck)
     pub, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-pub")
     message = Properties(
         payload_format_indicator=1,
@@ -103,9 +106,16 @@ async def test_publish_subscribe_with_reason_codes_and_properties(gateway: Gatew
     assert p.user_properties == (("a", "1"), ("a", "2"), ("ü", "ß"))
     assert p.subscription_identifiers == (7,)  # [MQTT-3.3.4-3]
     assert p.message_expiry_interval is not None and 0 < p.message_expiry_interval <= 120  # [MQTT-3.3.2-6]
+    at_qos0 = await next_publish(plain)  # rendered once for all QoS 0 subscribers without their own properties
+    assert at_qos0.qos == 0 and at_qos0.properties.user_properties == p.user_properties
+    assert at_qos0.properties.content_type == "application/json" and not at_qos0.properties.subscription_identifiers
     await sub.send(Unsubscribe(2, ("v5/+", "v5/none")))
     unsuback = await sub.expect(UnsubAck)
     assert unsuback.reason_codes == (0x00, 0x11)
+    await pub.publish5("v5/x", b"again", 0, properties=Properties(user_properties=(("b", "2"),)))
+    again = await next_publish(plain)
+    assert (again.payload, again.properties.user_properties) == (b"again", (("b", "2"),))
+    await plain.close()
     await pub.close()
     await sub.close()
 

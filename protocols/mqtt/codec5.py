@@ -143,12 +143,16 @@ def encode_publish5(
         topic = topic.encode("utf-8")
     if len(topic) > 0xFFFF:
         raise ValueError("topic is longer than 65535 bytes")
-    _check_qos(qos, "PUBLISH qos")
-    first = 0x30 | (qos << 1) | (0x08 if dup and qos else 0) | (0x01 if retain else 0)
-    head = _U16.pack(len(topic)) + topic
-    if qos:
-        head += _U16.pack(_check_id(packet_id))
-    return _packet(first, head, properties, payload)
+    if qos == 0:
+        first = 0x31 if retain else 0x30
+        head = _U16.pack(len(topic)) + topic
+    else:
+        _check_qos(qos, "PUBLISH qos")
+        first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+        head = _U16.pack(len(topic)) + topic + _U16.pack(_check_id(packet_id))
+    return b"".join(
+        (bytes((first,)), _length_bytes(len(head) + len(properties) + len(payload)), head, properties, payload)
+    )
 
 
 def _encode_connect(p: Connect) -> bytes:

@@ -944,9 +944,8 @@ class MqttConnection:
             return
         qos = delivery.qos if delivery.qos < subscription.qos else subscription.qos
         if self.v5 is not None:
-            if not self._v5.wanted(subscription, delivery):
-                return
-            self._queue_out(self._v5.outgoing(subscription, delivery, qos))
+            if not self._v5.deliver(subscription, delivery, qos):
+                return  # No Local, or too large for the client: not delivered, not billed
         elif qos == 0 and not self._write_paused and not self._backlog:
             frame = delivery.frame(
                 _FRAME_FULL if subscription.full else _FRAME_SHORT, _RENDER_FULL if subscription.full else _RENDER_SHORT

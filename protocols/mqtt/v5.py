@@ -37,6 +37,7 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.message_meta import MessageMeta
+from gateway.payload import Delivery
 from protocols.mqtt.codec5 import encode_publish5
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
@@ -180,6 +181,31 @@ def meta_of_publish(props: Properties, now: float, origin: str, *, retain: bool 
     )
 
 
+def message_properties(meta: MessageMeta | None, now: float | None = None) -> Properties:
+    """The PUBLISH properties of a message's meta (without its expiry when ``now`` is ``None``)."""
+    if meta is None:
+        return NO_PROPERTIES
+    expiry = None
+    if now is not None and meta.expires_at is not None:
+        expiry = max(1, math.ceil(meta.expires_at - now))
+    return Properties(
+        payload_format_indicator=meta.payload_format,
+        message_expiry_interval=expiry,
+        content_type=meta.content_type,
+        response_topic=meta.response_topic,
+        correlation_data=meta.correlation_data,
+        user_properties=meta.user_properties,
+    )
+
+
+def render_qos0(delivery: Delivery, full: bool) -> bytes:
+    """A QoS 0 PUBLISH of a delivery as every MQTT 5 subscriber without per-subscriber properties gets it
+    (rendered once per delivery: ``Delivery.frame``)."""
+    topic = delivery.namespace.full(delivery.topic) if full else delivery.topic
+    props = encode_properties(message_properties(delivery.payload.meta))
+    return encode_publish5(topic, delivery.payload.body, 0, False, False, None, props)
+
+
 def has_message_properties(props: Properties) -> bool:
     """Whether a PUBLISH carries properties to forward (its Topic Alias is the connection's own business)."""
     return props is not NO_PROPERTIES and props != Properties(topic_alias=props.topic_alias)
@@ -249,6 +275,10 @@ class V5Session:
                 return None  # expired: not delivered [MQTT-3.3.2-5]
             expiry = math.ceil(remaining)
         name, alias = self.aliases.use(topic)
+        if meta is None and alias is None and not subscription_ids:  # the commonest case: no properties
+            data = encode_publish5(name, body, qos, retain, dup, packet_id)
+            too_large = self.maximum_packet_size is not None and len(data) > self.maximum_packet_size
+            return None if too_large else data
         props = Properties(
             payload_format_indicator=meta.payload_format if meta else None,
             message_expiry_interval=expiry,

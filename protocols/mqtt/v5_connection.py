@@ -44,6 +44,7 @@ from protocols.mqtt.v5 import (
     expiry_seconds,
     meta_of_publish,
     publish_reason,
+    render_qos0,
     suback_reason,
 )
 
@@ -55,6 +56,18 @@ log = logging.getLogger("flowgate.mqtt")
 R = ReasonCode
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
 _RETAINED = MessageMeta(retain=True)
+_FRAME_SHORT, _FRAME_FULL = "mqtt5-0", "mqtt5-0f"  # Delivery.frame names: a v5 QoS 0 PUBLISH, short or full topic
+
+
+def _render(delivery: Delivery) -> bytes:
+    return render_qos0(delivery, False)
+
+
+def _render_full(delivery: Delivery) -> bytes:
+    return render_qos0(delivery, True)
+
+
+_RENDER, _RENDER_FULL = _render, _render_full
 _ACKED_REFUSALS = frozenset({R.NOT_AUTHORIZED, R.QUOTA_EXCEEDED, R.TOPIC_NAME_INVALID})
 
 
@@ -187,6 +200,30 @@ class V5Hooks:
             return True
         meta = delivery.payload.meta
         return meta is None or meta.origin != self._v5.origin
+
+    def deliver(self, sub: Subscription, delivery: Delivery, qos: int) -> bool:
+        """``MqttConnection.deliver_live`` for MQTT 5 (False: not for this client). A QoS 0 message without
+        per-subscriber properties (subscription identifier, topic alias, expiry) is rendered once for all."""
+        conn = self._conn
+        if not self.wanted(sub, delivery):
+            return False
+        v5 = self._v5
+        meta = delivery.payload.meta
+        if (
+            qos == 0
+            and not sub.ids
+            and not v5.aliases.maximum
+            and (meta is None or (meta.expires_at is None and not (meta.retain and sub.retain_as_published)))
+            and not conn._write_paused
+            and not conn._backlog
+        ):
+            frame = delivery.frame(_FRAME_FULL if sub.full else _FRAME_SHORT, _RENDER_FULL if sub.full else _RENDER)
+            if v5.maximum_packet_size is not None and len(frame) > v5.maximum_packet_size:
+                return False  # [MQTT-3.1.2-25]
+            conn._write(frame)
+            return True
+        conn._queue_out(self.outgoing(sub, delivery, qos))
+        return True
 
     def outgoing(self, sub: Subscription, delivery: Delivery, qos: int) -> Outgoing:
         meta = delivery.payload.meta
