@@ -23,6 +23,7 @@ from gateway.errors import FlowGateError
 log = logging.getLogger("flowgate.mqtt.store")
 
 SHARED_ACK_WAIT = 30.0  # a member that vanished without a word: its messages go to another after this
+SHARED_PULL_BATCH = 5  # messages one member asks for at a time: small, so a burst is spread over the members
 
 
 def shared_consumer_name(namespace_prefix: str, group: str, topic_filter: str) -> str:
@@ -49,6 +50,9 @@ class SharedConsumer(SessionConsumer):
         with nats_errors(f"create shared consumer {self.name}"):
             await js.add_consumer(self.stream, config=config)  # idempotent for the same configuration
         await self._attach(window)
+
+    def want(self, count: int) -> None:
+        super().want(min(count, SHARED_PULL_BATCH))
 
     async def leave(self, unacknowledged: list[str]) -> None:
         """Stop pulling and give the messages the client did not acknowledge back to the group, at once."""

@@ -55,7 +55,7 @@ from protocols.mqtt.session import valid_client_id
 R = ReasonCode
 TOPIC_ALIAS_MAXIMUM: Final = 64  # aliases a client may use towards the server
 RECEIVE_MAXIMUM: Final = 1024  # QoS 1/2 publishes a client may have unacknowledged towards the server
-SERVER_KEEP_ALIVE_MAX: Final = 3600  # a client asking for more (or for none) gets this [MQTT-3.2.2-21]
+SERVER_KEEP_ALIVE_MAX: Final = 60  # a client asking for more (or for none) gets this [MQTT-3.2.2-21]
 NEVER_EXPIRES: Final = 0xFFFFFFFF  # Session Expiry Interval: the session does not expire [3.1.2.11.2]
 JWT_AUTH_METHOD: Final = "JWT"  # enhanced authentication: the token in Authentication Data, AUTH re-authenticates
 
