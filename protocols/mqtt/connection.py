@@ -1013,7 +1013,7 @@ class MqttConnection:
     def _want_more(self) -> None:
         if self._consumer is not None:
             self._consumer.want(self._window.free - len(self._backlog))
-        if self._shared:
+        if self._shared.members:
             self._shared.want(self._window.free - len(self._backlog))
 
     def _queue_out(self, item: Outgoing) -> None:
@@ -1121,7 +1121,7 @@ class MqttConnection:
                 await self._save_session()
             except FlowGateError as exc:
                 log.warning("mqtt %s: session state not saved: %s", self.id, exc.message)
-        if self._shared:
+        if self._shared.members:
             await self._shared.close()  # what the client did not acknowledge goes to another member
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None

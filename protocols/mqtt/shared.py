@@ -63,14 +63,11 @@ class Membership:
 
 
 class SharedSubscriptions:
-    __slots__ = ("_conn", "_members")
+    __slots__ = ("_conn", "members")
 
     def __init__(self, conn: MqttConnection) -> None:
         self._conn = conn
-        self._members: dict[str, Membership] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._members)
+        self.members: dict[str, Membership] = {}  # by name; the connection tests it on its hot path
 
     async def subscribe(self, name: str, group: str, requested: int, ids: tuple[int, ...]) -> int:
         """Join (or re-join at another QoS) the group; returns the granted QoS. Raises ``FlowGateError``."""
@@ -83,11 +80,11 @@ class SharedSubscriptions:
         if not claims.permissions.subscribe.permits_filter(topic_filter):
             raise Forbidden(f"may not subscribe to {topic_filter!r}")
         granted = min(requested, 2)
-        existing = self._members.get(name)
+        existing = self.members.get(name)
         if existing is not None:
             existing.qos, existing.ids = granted, ids
             return granted
-        if len(self._members) >= MAX_SHARED:
+        if len(self.members) >= MAX_SHARED:
             raise Forbidden(f"at most {MAX_SHARED} shared subscriptions per connection")
         subject, exact = namespace.subscription_subject([topic_filter])
         consumer_name = shared_consumer_name(namespace.prefix, group, topic_filter)
@@ -96,22 +93,22 @@ class SharedSubscriptions:
         consumer = SharedConsumer(bus, MESSAGES_STREAM, consumer_name, subject, partial(self._on_message, name))
         member = Membership(name, topic_filter, granted, full, exact, consumer, ids)
         await consumer.open(window=max(1, conn._window.free), expiry=conn.ctx.config.session_expiry)
-        self._members[name] = member
+        self.members[name] = member
         return granted
 
     async def unsubscribe(self, name: str) -> bool:
-        member = self._members.pop(name, None)
+        member = self.members.pop(name, None)
         if member is None:
             return False
         await member.consumer.leave(self._unacknowledged(member.consumer))
         return True
 
     def want(self, free: int) -> None:
-        for member in self._members.values():
+        for member in self.members.values():
             member.consumer.want(free)
 
     async def close(self) -> None:
-        members, self._members = list(self._members.values()), {}
+        members, self.members = list(self.members.values()), {}
         for member in members:
             await member.consumer.leave(self._unacknowledged(member.consumer))
 
@@ -127,7 +124,7 @@ class SharedSubscriptions:
 
     def _on_message(self, name: str, message: SessionMessage) -> None:
         conn = self._conn
-        member = self._members.get(name)
+        member = self.members.get(name)
         claims = conn.claims
         if conn._close_reason is not None or claims is None or member is None:
             return  # not acknowledged: given back when the membership ends, or after the ack wait
