@@ -399,7 +399,7 @@ class MqttConnection:
                 # so storing overlaps with reading instead of alternating with it.
                 await asyncio.sleep(0)
 
-    def _fail(self, reason: str, *, will: bool = True, code: int | None = None) -> NoReturn:
+    def _fail(self, reason: str, *, will: bool = True, code: int | None = ReasonCode.UNSPECIFIED_ERROR) -> NoReturn:
         if self._close_reason is None:
             self._disconnect_code = code
         self._close_reason = self._close_reason or reason
@@ -436,7 +436,7 @@ class MqttConnection:
             await self._on_unsubscribe(packet)
         elif type(packet) is Disconnect:
             # A clean DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3]; MQTT 5's 0x04 keeps it [3.14.2.1].
-            self._fail("client disconnected", will=self._v5.on_disconnect(packet))
+            self._fail("client disconnected", will=self._v5.on_disconnect(packet), code=None)
         elif type(packet) is Auth:
             await self._v5.on_auth(packet)
         elif type(packet) is Connect:
