@@ -424,6 +424,7 @@ async def test_shared_subscription_across_replicas_with_redelivery_to_another_me
     assert connack.session_present
     got_back = await next_publish(device)
     assert (got_back.payload, got_back.properties.content_type) == (b"while away", "text/plain")
+    assert got_back.properties.subscription_identifiers == (3,)  # kept with the session's subscription
     await device.close()
     await pub.close()
 

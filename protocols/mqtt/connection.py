@@ -523,8 +523,8 @@ class MqttConnection:
         self._token_timer = self._loop.call_later(max(0.0, claims.expires_at - time.time()), self._token_expired)
         if record is not None:
             for stored in record.subscriptions:
-                self._subs[stored.topic_filter] = Subscription(
-                    stored.topic_filter, stored.qos, stored.full, stored.since
+                self._subs[stored.topic_filter] = self._v5.restored(
+                    Subscription(stored.topic_filter, stored.qos, stored.full, stored.since), stored
                 )
             self._inbound.restore(record.inbound)
             for packet_id in record.pubrel:
@@ -895,7 +895,10 @@ class MqttConnection:
         assert self.session_key is not None
         self._dirty = False
         record = SessionRecord(
-            tuple(StoredSubscription(s.topic_filter, s.qos, s.since, s.full) for s in self._subs.values()),
+            tuple(
+                StoredSubscription(s.topic_filter, s.qos, s.since, s.full, *self._v5.stored_options(s))
+                for s in self._subs.values()
+            ),
             tuple(sorted(self._pubrel)),
             self._inbound.snapshot(),
         )
@@ -986,6 +989,7 @@ class MqttConnection:
         topic = delivery.namespace.full(delivery.topic) if sub.full else delivery.topic
         if self.v5 is not None:
             item = self._v5.outgoing(sub, delivery, qos)
+            item.sub_ids = self._v5.matching_ids(self._subs.values(), delivery)  # one copy: every id [MQTT-3.3.4-4]
             item.ack_subject = message.ack_subject
             if qos:
                 item.dup = message.redelivered

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from auth.tokens import Claims
+from gateway.bus.mqtt_store import StoredSubscription
 from gateway.errors import FlowGateError
 from gateway.message_meta import PROPS_HEADER, MessageMeta
 from gateway.payload import QOS_HEADER, Delivery, Payload
+from gateway.topics import topic_matches
 from protocols.mqtt.codec import encode
 from protocols.mqtt.codec5 import encode5
 from protocols.mqtt.packets import (
@@ -191,6 +194,29 @@ class V5Hooks:
         retain_handling = (options >> 4) & 0x03
         # 0: send retained messages; 1: only for a new subscription; 2: never [MQTT-3.3.1-9, 3.3.1-10, 3.3.1-11]
         return retain_handling == 0 or (retain_handling == 1 and not existed)
+
+    @staticmethod
+    def stored_options(sub: Subscription) -> tuple[int, tuple[int, ...]]:
+        """What a persistent session keeps of a subscription's MQTT 5 options (``StoredSubscription``)."""
+        return (0x04 if sub.no_local else 0) | (0x08 if sub.retain_as_published else 0), sub.ids
+
+    @staticmethod
+    def restored(sub: Subscription, stored: StoredSubscription) -> Subscription:
+        sub.no_local = bool(stored.options & 0x04)
+        sub.retain_as_published = bool(stored.options & 0x08)
+        sub.ids = stored.ids
+        return sub
+
+    @staticmethod
+    def matching_ids(subs: Iterable[Subscription], delivery: Delivery) -> tuple[int, ...]:
+        """The identifiers of every subscription a persistent session's message matches."""
+        topic = delivery.topic
+        return tuple(
+            i
+            for sub in subs
+            if sub.ids and delivery.seq > sub.since and topic_matches(sub.topic_filter, topic)
+            for i in sub.ids
+        )
 
     # -- deliveries -----------------------------------------------------------------------------------
 
