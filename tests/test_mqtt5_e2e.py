@@ -509,3 +509,11 @@ def test_paho_shared_subscription_spreads_a_burst_over_the_members(gateway: Gate
         for c in clients:
             c.disconnect()
             c.loop_stop()
+
+
+async def test_no_local_on_a_shared_subscription_is_a_protocol_error(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    client, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await client.send(Subscribe(1, (("$share/g/nl", 1),), options=(0x05,)))
+    assert (await client.expect(Disconnect)).reason_code == 0x82  # [MQTT-3.8.3-4]
+    assert await client.closed_by_server()

@@ -760,6 +760,8 @@ class MqttConnection:
         retained_for: list[Subscription] = []
         for index, (name, requested) in enumerate(packet.topics):
             if name.startswith(SHARE_PREFIX):  # one member of a group gets each message (shared.py)
+                if packet.options and packet.options[index] & 0x04:
+                    self._fail("protocol error: No Local on a shared subscription [MQTT-3.8.3-4]", code=0x82)
                 try:
                     group, _ = parse_shared(name) or ("", "")
                     ids = packet.properties.subscription_identifiers
