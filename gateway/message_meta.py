@@ -36,6 +36,18 @@ class MessageMeta:
     origin: str | None = None  # the publishing connection (MQTT No Local)
     retain: bool = False  # published with RETAIN (MQTT Retain As Published)
 
+    @property
+    def bare(self) -> bool:
+        """No message properties: only where the message came from (and its retain flag)."""
+        return (
+            self.content_type is None
+            and self.payload_format is None
+            and self.response_topic is None
+            and self.correlation_data is None
+            and not self.user_properties
+            and self.expires_at is None
+        )
+
     def to_header(self) -> str:
         fields: dict[str, Any] = {}
         if self.content_type is not None:

@@ -275,7 +275,7 @@ class V5Session:
                 return None  # expired: not delivered [MQTT-3.3.2-5]
             expiry = math.ceil(remaining)
         name, alias = self.aliases.use(topic)
-        if meta is None and alias is None and not subscription_ids:  # the commonest case: no properties
+        if (meta is None or meta.bare) and alias is None and not subscription_ids:  # the commonest: no properties
             data = encode_publish5(name, body, qos, retain, dup, packet_id)
             too_large = self.maximum_packet_size is not None and len(data) > self.maximum_packet_size
             return None if too_large else data
