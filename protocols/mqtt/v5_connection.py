@@ -127,7 +127,7 @@ class V5Hooks:
 
     def payload(self, packet: Publish, meta: MessageMeta | None) -> Payload:
         if self._conn.v5 is None:
-            return Payload.raw(packet.payload)
+            return Payload.raw(packet.payload) if meta is None else Payload(packet.payload, None, meta)
         if meta is None:
             meta = self._origin()
         return Payload(packet.payload, None, meta)
