@@ -517,3 +517,36 @@ async def test_no_local_on_a_shared_subscription_is_a_protocol_error(gateway: Ga
     await client.send(Subscribe(1, (("$share/g/nl", 1),), options=(0x05,)))
     assert (await client.expect(Disconnect)).reason_code == 0x82  # [MQTT-3.8.3-4]
     assert await client.closed_by_server()
+
+
+async def test_retain_handling_and_retain_as_published(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    pub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await pub.publish5("rh/t", b"kept", 1, retain=True)
+
+    async def subscriber(options: int, topic: str = "rh/t") -> Raw5:
+        client, _ = await Raw5.connect5(gateway.mqtt_port, token)
+        await client.send(Subscribe(1, ((topic, 1),), options=(options,)))
+        await client.expect(SubAck)
+        return client
+
+    never = await subscriber(0x21)  # Retain Handling 2: no retained messages [MQTT-3.3.1-11]
+    if_new = await subscriber(0x11)  # 1: only for a new subscription [MQTT-3.3.1-10]
+    always = await subscriber(0x01)  # 0: at every subscribe [MQTT-3.3.1-9]
+    for client in (if_new, always):
+        got = await next_publish(client)
+        assert (got.payload, got.retain) == (b"kept", True)
+    for client, options in ((if_new, 0x11), (always, 0x01)):  # subscribing again: the subscription exists
+        await client.send(Subscribe(2, (("rh/t", 1),), options=(options,)))
+        await client.expect(SubAck)
+    assert (await next_publish(always)).payload == b"kept"
+    await never.nothing(0.3)
+    await if_new.nothing(0.3)
+    as_published = await subscriber(0x09, "rh/live")  # Retain As Published [MQTT-3.3.1-12]
+    plain = await subscriber(0x01, "rh/live")
+    await pub.publish5("rh/live", b"now", 1, retain=True)
+    assert (await next_publish(as_published)).retain is True
+    assert (await next_publish(plain)).retain is False  # [MQTT-3.3.1-13]
+    await pub.publish5("rh/live", b"", 1, retain=True)  # clear it again
+    for client in (pub, never, if_new, always, as_published, plain):
+        await client.close()
