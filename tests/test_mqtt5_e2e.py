@@ -310,6 +310,9 @@ async def test_persistent_v5_session_message_expiry_and_session_expiry(gateway: 
     await sub.expect(SubAck)
     await sub.send(Disconnect())
     assert await sub.closed_by_server()
+    old, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="v311-keep", clean=False)
+    await old.subscribe(("keep/#", 1))
+    await old.close()
     pub, _ = await Raw5.connect5(gateway.mqtt_port, token)
     await pub.publish5("keep/short", b"expires", 1, properties=Properties(message_expiry_interval=1))
     await pub.publish5("keep/long", b"stays", 1, properties=Properties(message_expiry_interval=600))
@@ -320,6 +323,9 @@ async def test_persistent_v5_session_message_expiry_and_session_expiry(gateway: 
     assert got.payload == b"stays"  # the expired one is not delivered [MQTT-3.3.2-5]
     assert got.properties.message_expiry_interval is not None and got.properties.message_expiry_interval < 600
     await sub.nothing(0.5)
+    old, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="v311-keep", clean=False)
+    assert (await next_publish(old)).payload == b"stays"  # a 3.1.1 session does not get it either
+    await old.close()
     # Session Expiry Interval 0 on DISCONNECT ends the session [3.14.2.2.2]: the next connect finds none.
     await sub.send(Disconnect(0, Properties(session_expiry_interval=0)))
     assert await sub.closed_by_server()

@@ -85,7 +85,7 @@ from protocols.mqtt.session import (
 )
 from protocols.mqtt.shared import SHARE_PREFIX, SharedSubscriptions, parse_shared
 from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription, best_match
-from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session, check_connect5
+from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session, check_connect5, expired
 from protocols.mqtt.v5_connection import V5Hooks
 
 if TYPE_CHECKING:
@@ -862,6 +862,8 @@ class MqttConnection:
         for message in retained:
             if not topic_matches(sub.topic_filter, message.topic) or rule.hides(message.topic):
                 continue  # e.g. '$' topics for wildcard filters [MQTT-4.7.2-1]
+            if expired(message.payload.meta, time.time()):
+                continue  # [MQTT-3.3.2-5]
             topic = claims.namespace.full(message.topic) if sub.full else message.topic
             qos = delivery_qos(message.qos, sub.qos)
             meta = message.payload.meta
@@ -979,7 +981,7 @@ class MqttConnection:
         assert claims is not None
         delivery = message.delivery
         sub = best_match(self._subs.values(), delivery, claims.permissions.subscribe)
-        if sub is None:
+        if sub is None or expired(delivery.payload.meta, time.time()):  # [MQTT-3.3.2-5], for 3.1.1 clients too
             consumer.ack(message.ack_subject)
             self._want_more()
             return

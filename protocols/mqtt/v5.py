@@ -166,6 +166,11 @@ class OutboundAliases:
             del self._aliases[topic]
 
 
+def expired(meta: MessageMeta | None, now: float) -> bool:
+    """Whether a message's Message Expiry Interval has passed: it is then not delivered [MQTT-3.3.2-5]."""
+    return meta is not None and meta.expires_at is not None and meta.expires_at <= now
+
+
 def meta_of_publish(props: Properties, now: float, origin: str, *, retain: bool = False) -> MessageMeta:
     """What travels with a message published over MQTT 5 (``Fg-Props``); ``origin`` serves No Local."""
     expiry = props.message_expiry_interval
