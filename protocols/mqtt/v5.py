@@ -207,7 +207,8 @@ def render_qos0(delivery: Delivery, full: bool) -> bytes:
     """A QoS 0 PUBLISH of a delivery as every MQTT 5 subscriber without per-subscriber properties gets it
     (rendered once per delivery: ``Delivery.frame``)."""
     topic = delivery.namespace.full(delivery.topic) if full else delivery.topic
-    props = encode_properties(message_properties(delivery.payload.meta))
+    meta = delivery.payload.meta
+    props = b"\x00" if meta is None or meta.bare else encode_properties(message_properties(meta))
     return encode_publish5(topic, delivery.payload.body, 0, False, False, None, props)
 
 

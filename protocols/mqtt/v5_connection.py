@@ -231,10 +231,11 @@ class V5Hooks:
         """``MqttConnection.deliver_live`` for MQTT 5 (False: not for this client). A QoS 0 message without
         per-subscriber properties (subscription identifier, topic alias, expiry) is rendered once for all."""
         conn = self._conn
-        if not self.wanted(sub, delivery):
-            return False
-        v5 = self._v5
+        v5 = conn.v5
+        assert v5 is not None
         meta = delivery.payload.meta
+        if sub.no_local and meta is not None and meta.origin == v5.origin:
+            return False  # No Local [MQTT-3.8.3-3]
         if (
             qos == 0
             and not sub.ids
