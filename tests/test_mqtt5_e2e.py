@@ -436,7 +436,8 @@ async def test_shared_subscription_across_replicas_with_redelivery_to_another_me
 
 
 async def test_receive_maximum_exceeded_and_pubrel_for_an_unknown_id(gateway: Gateway) -> None:
-    _, token = gateway.user_token()
+    _, key = gateway.new_user(plan="pro")  # a publish rate the burst below stays within
+    token = gateway.token(key)
     client, connack = await Raw5.connect5(gateway.mqtt_port, token)
     await client.send(PubRel(77))
     assert await client.expect(PubComp) == PubComp(77, 0x92)  # Packet Identifier not found [3.7.2.1]
@@ -556,3 +557,12 @@ async def test_retain_handling_and_retain_as_published(gateway: Gateway) -> None
     await pub.publish5("rh/live", b"", 1, retain=True)  # clear it again
     for client in (pub, never, if_new, always, as_published, plain):
         await client.close()
+
+
+async def test_a_rate_limited_publisher_gets_disconnect_0x96(gateway: Gateway) -> None:
+    """3.1.1 could only stop reading; MQTT 5 says why: Message rate too high (the free plan: burst 1,000)."""
+    _, token = gateway.user_token()
+    client, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await client.send_raw(b"".join(encode5(Publish("rate/t", b"x")) for _ in range(3000)))
+    assert (await client.expect(Disconnect)).reason_code == 0x96
+    assert await client.closed_by_server()

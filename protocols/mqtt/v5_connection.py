@@ -23,7 +23,7 @@ from gateway.message_meta import PROPS_HEADER, MessageMeta
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.topics import topic_matches
 from protocols.mqtt.codec import encode
-from protocols.mqtt.codec5 import encode5
+from protocols.mqtt.codec5 import encode5, encode_publish5
 from protocols.mqtt.packets import (
     Auth,
     ConnAck,
@@ -249,7 +249,21 @@ class V5Hooks:
                 return False  # [MQTT-3.1.2-25]
             conn._write(frame)
             return True
-        conn._queue_out(self.outgoing(sub, delivery, qos))
+        item = self.outgoing(sub, delivery, qos)
+        if (
+            qos
+            and not sub.ids
+            and not v5.aliases.maximum
+            and v5.maximum_packet_size is None
+            and (meta is None or meta.bare)
+            and not conn._write_paused
+            and not conn._backlog
+        ):  # as 3.1.1's inlined path: a place in the window, then the PUBLISH without properties
+            packet_id = conn._window.put(qos, item)
+            if packet_id is not None:
+                conn._write(encode_publish5(item.topic, item.body, qos, item.retain, False, packet_id))
+                return True
+        conn._queue_out(item)
         return True
 
     def outgoing(self, sub: Subscription, delivery: Delivery, qos: int) -> Outgoing:
