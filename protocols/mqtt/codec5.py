@@ -38,8 +38,17 @@ from protocols.mqtt.codec import (
     _check_qos,
     _decode_connect,
     _length_bytes,
+    _new_object,
     _read_bin,
     _read_str,
+    _set_dup,
+    _set_packet_id,
+    _set_payload,
+    _set_properties,
+    _set_qos,
+    _set_raw,
+    _set_retain,
+    _set_topic,
 )
 from protocols.mqtt.packets import (
     Auth,
@@ -340,17 +349,33 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
     if qos:
         packet_id = _id(buf, pos, end, "PUBLISH")
         pos += 2
-    props, pos = _props(buf, pos, end, PUBLISH)
-    return Publish(topic, bytes(buf[pos:end]), qos, bool(flags & 1), bool(flags & 8), packet_id, None, props)
+    if pos < end and buf[pos] == 0:  # no properties: the commonest case
+        props = NO_PROPERTIES
+        pos += 1
+    else:
+        props, pos = _props(buf, pos, end, PUBLISH)
+    # as codec.py's decoder: the slots set directly, without the frozen dataclass __init__ (hot path)
+    packet = _new_object(Publish)
+    _set_topic(packet, topic)
+    _set_payload(packet, buf[pos:end])
+    _set_qos(packet, qos)
+    _set_retain(packet, bool(flags & 1))
+    _set_dup(packet, bool(flags & 8))
+    _set_packet_id(packet, packet_id)
+    _set_raw(packet, None)
+    _set_properties(packet, props)
+    return packet
 
 
 def _ack_packet(cls: type[PubAck | PubRec | PubRel | PubComp], ptype: int, name: str) -> Callable[..., Packet]:
     codes = _ACK_CODES[ptype]
+    short = _DECODERS[ptype]  # remaining length 2: exactly the 3.1.1 packet (reason 0, no properties)
+    assert short is not None
 
     def decode_ack(buf: bytes, pos: int, end: int, flags: int) -> Packet:
-        packet_id = _id(buf, pos, end, name)
         if end - pos == 2:
-            return cls(packet_id)
+            return short(buf, pos, end, flags)
+        packet_id = _id(buf, pos, end, name)
         code = buf[pos + 2]
         if code not in codes:
             raise _fail(f"{name}: invalid reason code 0x{code:02x}", R.PROTOCOL_ERROR)
