@@ -32,6 +32,7 @@ from typing import Any, cast
 import psutil
 
 from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode, encode_publish
+from protocols.mqtt.codec5 import ClientDecoder, encode5, encode_publish5
 from protocols.mqtt.packets import (
     ConnAck,
     Connect,
@@ -60,6 +61,7 @@ class Target:
     password: bytes | None = None
     pids: tuple[int, ...] = ()  # broker processes whose RSS and CPU are reported (first = the broker itself)
     tls: ssl.SSLContext | None = None  # connect over TLS with this client context
+    protocol: int = 4  # MQTT protocol level: 4 (3.1.1) or 5 (5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class Scenario:
     payload_size: int = 100
     stall_timeout: float = 10.0
     rate: float = 0.0  # > 0: open loop, paced at this many messages/s (for latency at a moderate load)
+    shared: bool = False  # the subscribers are one shared subscription group ($share/bench/...): one copy each
 
 
 @dataclass(slots=True)
@@ -108,8 +111,10 @@ class BrokerRefused(Exception):
 class Connection(asyncio.Protocol):
     """One MQTT client connection; counts deliveries and acknowledgements, answers QoS 1/2 handshakes."""
 
-    def __init__(self, progress: asyncio.Event) -> None:
-        self.decoder = Decoder(1 << 24, server_side=False)
+    def __init__(self, progress: asyncio.Event, protocol: int = 4) -> None:
+        self.decoder: Decoder = ClientDecoder(1 << 24) if protocol == 5 else Decoder(1 << 24, server_side=False)
+        self.encode = encode5 if protocol == 5 else encode
+        self.encode_publish = encode_publish5 if protocol == 5 else encode_publish
         self.transport: asyncio.Transport | None = None
         self.progress = progress
         self.received = 0  # measured PUBLISH deliveries
@@ -153,7 +158,7 @@ class Connection(asyncio.Protocol):
                         self.probe_seq = seq
                     if packet.qos == 1:
                         assert packet.packet_id is not None
-                        replies.append(encode(PubAck(packet.packet_id)))
+                        replies.append(encode(PubAck(packet.packet_id)))  # the same bytes in MQTT 5
                     elif packet.qos == 2:
                         assert packet.packet_id is not None
                         replies.append(encode(PubRec(packet.packet_id)))
@@ -228,11 +233,11 @@ class Connection(asyncio.Protocol):
         return packet
 
     async def subscribe(self, topic: str, qos: int, packet_id: int = 1) -> None:
-        self.write(encode(Subscribe(packet_id, ((topic, qos),))))
+        self.write(self.encode(Subscribe(packet_id, ((topic, qos),))))
         ack = await self.expect(SubAck)
         assert isinstance(ack, SubAck)
-        if ack.return_codes[0] == 0x80:
-            raise BrokerRefused(f"SUBACK 0x80 for {topic!r}")
+        if ack.return_codes[0] >= 0x80:
+            raise BrokerRefused(f"SUBACK 0x{ack.return_codes[0]:02x} for {topic!r}")
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -242,8 +247,11 @@ class Connection(asyncio.Protocol):
 
 async def connect(target: Target, client_id: str, progress: asyncio.Event, *, clean: bool = True) -> Connection:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: Connection(progress), target.host, target.port, ssl=target.tls)
-    conn.write(encode(Connect(client_id, clean, 120, target.username, target.password)))
+    _, conn = await loop.create_connection(
+        lambda: Connection(progress, target.protocol), target.host, target.port, ssl=target.tls
+    )
+    level = target.protocol
+    conn.write(conn.encode(Connect(client_id, clean, 120, target.username, target.password, protocol_level=level)))
     ack = await conn.expect(ConnAck)
     assert isinstance(ack, ConnAck)
     if ack.return_code:
@@ -307,16 +315,21 @@ class _Monitor:
         return broker_rss, other_rss, broker_cpu, sum(cpu[1:]) * scale, mine * scale
 
 
-async def _barrier(publisher: Connection, subscribers: list[Connection], topic: str, qos: int, padding: bytes) -> None:
-    """Publish probes until every subscriber has seen the latest one: all subscriptions are live and drained."""
+async def _barrier(
+    publisher: Connection, subscribers: list[Connection], topic: str, qos: int, padding: bytes, shared: bool = False
+) -> None:
+    """Publish probes until every subscriber has seen the latest one: all subscriptions are live and drained
+    (a shared group: until one member has, as each message goes to one member)."""
     deadline = time.monotonic() + 30
     seq = 0
     progress = publisher.progress
     while True:
         seq += 1
-        publisher.write(encode(Publish(topic, _HEAD.pack(0, seq) + padding, qos, packet_id=60000 + seq % 5000)))
+        publisher.write(
+            publisher.encode(Publish(topic, _HEAD.pack(0, seq) + padding, qos, packet_id=60000 + seq % 5000))
+        )
         wait_until = time.monotonic() + 0.25
-        while any(s.probe_seq != seq for s in subscribers):
+        while (all if shared else any)(s.probe_seq != seq for s in subscribers):
             remaining = wait_until - time.monotonic()
             if remaining <= 0:
                 break
@@ -342,10 +355,11 @@ async def run_scenario(target: Target, scenario: Scenario) -> Result:
         for start in range(0, scenario.subscribers, 25):  # connect in small groups, like devices coming online
             group = range(start, min(scenario.subscribers, start + 25))
             subscribers += await asyncio.gather(*(connect(target, f"bs-{tag}-{i}", progress) for i in group))
-        await asyncio.gather(*(s.subscribe(topic, scenario.qos) for s in subscribers))
+        name = f"$share/bench/{topic}" if scenario.shared else topic
+        await asyncio.gather(*(s.subscribe(name, scenario.qos) for s in subscribers))
         publisher = await connect(target, f"bp-{tag}", progress)
         padding = b"\x5a" * (scenario.payload_size - _HEAD.size)
-        await _barrier(publisher, subscribers, topic, scenario.qos, padding)
+        await _barrier(publisher, subscribers, topic, scenario.qos, padding, scenario.shared)
         await asyncio.sleep(0.2)  # let the probes' acknowledgements settle before counting
         for s in subscribers:
             s.received = 0
@@ -361,11 +375,13 @@ async def run_scenario(target: Target, scenario: Scenario) -> Result:
 async def _measure(
     target: Target, scenario: Scenario, topic: str, publisher: Connection, subscribers: list[Connection], padding: bytes
 ) -> Result:
-    qos, n_subs, total = scenario.qos, len(subscribers), scenario.messages
+    qos, total = scenario.qos, scenario.messages
+    n_subs = 1 if scenario.shared else len(subscribers)  # copies of each message
     progress = publisher.progress
     monitor = _Monitor(target.pids)
     monitor.start()
     topic_bytes = topic.encode()
+    encode_one = publisher.encode_publish
     sent = 0
     packet_id = 0
     stalled = False
@@ -401,13 +417,11 @@ async def _measure(
             parts = []
             for seq in range(sent, sent + count):
                 packet_id = packet_id % 50000 + 1  # 60000.. are the probes' ids
-                parts.append(encode_publish(topic_bytes, _HEAD.pack(now, seq) + padding, qos, packet_id=packet_id))
+                parts.append(encode_one(topic_bytes, _HEAD.pack(now, seq) + padding, qos, packet_id=packet_id))
             publisher.write(b"".join(parts))
         else:
             publisher.write(
-                b"".join(
-                    encode_publish(topic_bytes, _HEAD.pack(now, seq) + padding) for seq in range(sent, sent + count)
-                )
+                b"".join(encode_one(topic_bytes, _HEAD.pack(now, seq) + padding) for seq in range(sent, sent + count))
             )
         sent += count
         if not await publisher.drain(scenario.stall_timeout):  # the broker stopped reading
@@ -428,12 +442,12 @@ async def _measure(
         target=target.name,
         scenario=scenario.name,
         qos=qos,
-        subscribers=n_subs,
+        subscribers=len(subscribers),
         published=sent,
         deliveries=deliveries,
         seconds=seconds,
         lost=sent * n_subs - deliveries,
-        out_of_order=sum(s.out_of_order for s in subscribers),
+        out_of_order=0 if scenario.shared else sum(s.out_of_order for s in subscribers),
         stalled=stalled,
         p50_ms=_percentile(latencies, 0.50),
         p99_ms=_percentile(latencies, 0.99),
@@ -464,4 +478,5 @@ class Suite:
             Scenario("qos1", qos=1, subscribers=1, messages=n(100_000), window=2000, ack_window=1000),
             Scenario("fanout", qos=0, subscribers=100, messages=n(5_000), window=300, batch=50),
             Scenario("qos1-5k", qos=1, subscribers=1, messages=n(25_000), window=2000, batch=50, rate=5000),
+            Scenario("shared10", qos=1, subscribers=10, messages=n(50_000), window=2000, ack_window=1000, shared=True),
         )

@@ -11,6 +11,7 @@ side by side and are measured alternately, scenario by scenario.
     .venv/bin/python bench/mqtt_throughput.py --brokers mosquitto  # any subset
     .venv/bin/python bench/mqtt_throughput.py --connect 127.0.0.1:1883 --username Bearer --password "$JWT"
     .venv/bin/python bench/mqtt_throughput.py --scale 0.2 --repeat 3 --json out.json
+    .venv/bin/python bench/mqtt_throughput.py --protocol 5   # MQTT 5.0 load, plus a 10-member shared subscription
 
 mosquitto is started as ``/usr/sbin/mosquitto -c <tiny config>`` on a free
 127.0.0.1 port; nats-server 2.9's own MQTT listener (``mqtt { listen: ... }``,
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,7 +176,12 @@ def table(results: list[Result]) -> str:
         f"{'RSS MB':>7} {'+NATS MB':>8} {'CPU':>5} {'+NATS':>6} {'tool CPU':>8}",
     ]
     for r in results:
-        labels = {"qos0": "QoS 0 1->1 msg", "qos1": "QoS 1 1->1 msg", "qos1-5k": "QoS 1 @5k/s msg"}
+        labels = {
+            "qos0": "QoS 0 1->1 msg",
+            "qos1": "QoS 1 1->1 msg",
+            "qos1-5k": "QoS 1 @5k/s msg",
+            "shared10": "QoS 1 $share x10 msg",
+        }
         label = labels.get(r.scenario, f"fan-out 1->{r.subscribers} dlv")
         nats_rss = f"{r.other_rss_mb:8.1f}" if r.other_rss_mb else f"{'-':>8}"
         nats_cpu = f"{r.other_cpu:5.0f}%" if r.other_rss_mb else f"{'-':>6}"
@@ -213,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", help="with --connect: password (e.g. a JWT)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the message counts")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; the median is reported")
-    parser.add_argument("--only", help="comma-separated scenarios: qos0, qos1, fanout, qos1-5k")
+    parser.add_argument("--only", help="comma-separated scenarios: qos0, qos1, fanout, qos1-5k, shared10")
+    parser.add_argument(
+        "--protocol",
+        type=int,
+        choices=(4, 5),
+        default=4,
+        help="MQTT protocol level of the load: 4 (3.1.1) or 5 (MQTT 5.0; nats-mqtt has none; adds shared10)",
+    )
     parser.add_argument(
         "--gateway-env", action="append", default=[], metavar="NAME=VALUE", help="extra gateway setting"
     )
@@ -224,20 +237,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         wanted = set(args.only.split(","))
         scenarios = tuple(s for s in scenarios if s.name in wanted)
+    elif args.protocol == 4:
+        scenarios = tuple(s for s in scenarios if not s.shared)  # nats-mqtt has no shared subscriptions
+    level = args.protocol
     results: list[Result] = []
     notes: list[str] = []
     if args.connect:
         host, _, port = args.connect.rpartition(":")
         password = args.password.encode() if args.password is not None else None
-        target = Target(host or "127.0.0.1", host or "127.0.0.1", int(port), args.username, password)
+        target = Target(host or "127.0.0.1", host or "127.0.0.1", int(port), args.username, password, protocol=level)
         results += run_async(measure([target], scenarios, args.repeat))
     else:
         brokers = args.brokers.split(",")
         with contextlib.ExitStack() as stack:  # all brokers up at once, measured alternately
             targets = []
             if "mosquitto" in brokers:
-                targets.append(stack.enter_context(mosquitto()))
-            if "nats-mqtt" in brokers:
+                targets.append(replace(stack.enter_context(mosquitto()), protocol=level))
+            if "nats-mqtt" in brokers and level == 5:
+                notes.append("nats-mqtt: nats-server's MQTT listener speaks 3.1.1 only; not measured in MQTT 5")
+            elif "nats-mqtt" in brokers:
                 targets.append(stack.enter_context(nats_mqtt()))
             if "flow-gate" in brokers or "gateway" in brokers:
                 env = dict(item.split("=", 1) for item in args.gateway_env)
@@ -245,12 +263,12 @@ def main(argv: list[str] | None = None) -> int:
                 if gw_target is None:
                     notes.append("flow-gate: the gateway has no MQTT listener on FLOWGATE_MQTT_PORT yet; not measured")
                 else:
-                    targets.append(gw_target)
+                    targets.append(replace(gw_target, protocol=level))
             if targets:
                 results += run_async(measure(targets, scenarios, args.repeat))
 
     print(
-        f"MQTT 3.1.1, {scenarios[0].payload_size}-byte payloads, closed-loop publisher; brokers alternating, median of {args.repeat}"
+        f"MQTT {'5.0' if level == 5 else '3.1.1'}, {scenarios[0].payload_size}-byte payloads, closed-loop publisher; brokers alternating, median of {args.repeat}"
     )
     if not args.connect and "mosquitto" in args.brokers:
         print("mosquitto: " + ", ".join(f"{k} {v}" for k, v in MOSQUITTO_SETTINGS.items() if k != "log_dest"))

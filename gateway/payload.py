@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from gateway.message_meta import MessageMeta, meta_of
 from gateway.topics import Namespace
 
 KIND_HEADER = "Fg-Type"
@@ -48,6 +49,7 @@ class Payload:
 
     body: bytes
     known_kind: Kind | None  # None: not classified yet
+    meta: MessageMeta | None = None  # message properties (MQTT 5), from the ``Fg-Props`` header
 
     @property
     def kind(self) -> Kind:
@@ -76,22 +78,30 @@ class Payload:
     @classmethod
     def from_headers(cls, body: bytes, headers: dict[str, str] | None) -> Payload:
         kind = (headers or {}).get(KIND_HEADER)
+        meta = meta_of(headers)
         try:
-            return cls(body, Kind(kind)) if kind else cls.raw(body)
+            return cls(body, Kind(kind), meta) if kind else cls(body, None, meta)
         except ValueError:
-            return cls(body, Kind.BINARY)
+            return cls(body, Kind.BINARY, meta)
 
     @property
     def headers(self) -> dict[str, str]:
         return {KIND_HEADER: self.kind.value}
 
     def json_fields(self) -> dict[str, Any]:
-        """The ``data`` (and ``encoding``) fields of a JSON frame carrying this payload."""
+        """The ``data`` (and ``encoding``, and ``properties`` when the message has any) fields of a JSON frame."""
+        fields: dict[str, Any]
         if self.kind is Kind.JSON:
-            return {"data": orjson.Fragment(self.body)}
-        if self.kind is Kind.TEXT:
-            return {"data": self.body.decode("utf-8", errors="replace")}
-        return {"data": base64.b64encode(self.body).decode("ascii"), "encoding": "base64"}
+            fields = {"data": orjson.Fragment(self.body)}
+        elif self.kind is Kind.TEXT:
+            fields = {"data": self.body.decode("utf-8", errors="replace")}
+        else:
+            fields = {"data": base64.b64encode(self.body).decode("ascii"), "encoding": "base64"}
+        if self.meta is not None:
+            properties = self.meta.public_fields()
+            if properties:
+                fields["properties"] = properties  # MQTT 5 message properties (gateway/message_meta.py)
+        return fields
 
 
 def _classify(body: bytes) -> Kind:

@@ -20,6 +20,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from nats.aio.msg import Msg
@@ -30,6 +31,7 @@ from gateway.bus.kv import Bucket
 from gateway.bus.session_consumer import OnSessionMessage, SessionConsumer
 from gateway.bus.translate import nats_errors
 from gateway.errors import NotFound
+from gateway.message_meta import PROPS_HEADER
 from gateway.payload import QOS_HEADER, Payload
 from gateway.topics import MESSAGE_SUBJECT_ROOT, Namespace, parse_subject
 
@@ -62,6 +64,8 @@ class StoredSubscription:
     qos: int
     since: int
     full: bool
+    options: int = 0  # MQTT 5 subscription options bits: 0x04 No Local, 0x08 Retain As Published
+    ids: tuple[int, ...] = ()  # MQTT 5 subscription identifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,16 @@ class SessionRecord:
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             {
-                "subs": [[s.topic_filter, s.qos, s.since, s.full] for s in self.subscriptions],
+                "subs": [
+                    [
+                        s.topic_filter,
+                        s.qos,
+                        s.since,
+                        s.full,
+                        *([{"o": s.options, "i": s.ids}] if s.options or s.ids else []),
+                    ]
+                    for s in self.subscriptions
+                ],
                 "pubrel": list(self.pubrel),
                 "inbound": list(self.inbound),
             }
@@ -91,10 +104,17 @@ class SessionRecord:
     @classmethod
     def from_bytes(cls, data: bytes, revision: int) -> SessionRecord:
         raw = orjson.loads(data)
-        subs = tuple(StoredSubscription(str(f), int(q), int(n), bool(full)) for f, q, n, full in raw.get("subs", []))
+        subs = tuple(_stored_subscription(entry) for entry in raw.get("subs", []))
         pubrel = tuple(int(i) for i in raw.get("pubrel", []))
         inbound = tuple(int(i) for i in raw.get("inbound", []))
         return cls(subs, pubrel, inbound, revision)
+
+
+def _stored_subscription(entry: list[Any]) -> StoredSubscription:
+    topic_filter, qos, since, full, *more = entry
+    extra = more[0] if more and isinstance(more[0], dict) else {}
+    options, ids = int(extra.get("o", 0)), tuple(int(i) for i in extra.get("i", ()))
+    return StoredSubscription(str(topic_filter), int(qos), int(since), bool(full), options, ids)
 
 
 def session_names(namespace: Namespace, client_id: str) -> tuple[str, str]:
@@ -161,7 +181,10 @@ class MqttStore:
             with nats_errors("clear retained message"):
                 await self._bus.js.purge_stream(RETAINED_STREAM, subject=subject)
             return
-        await self._bus.publish(subject, payload, headers={QOS_HEADER: str(qos)})
+        headers = {QOS_HEADER: str(qos)}
+        if payload.meta is not None:  # MQTT 5 properties kept with the retained message
+            headers[PROPS_HEADER] = payload.meta.to_header()
+        await self._bus.publish(subject, payload, headers=headers)
 
     async def retained(self, namespace: Namespace, topic_filter: str) -> list[RetainedMessage]:
         """The retained messages of every topic ``topic_filter`` matches (no ``$`` rule applied)."""

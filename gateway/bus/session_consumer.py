@@ -105,6 +105,10 @@ class SessionConsumer:
             )
             with nats_errors(f"create consumer {self.name}"):
                 await js.add_consumer(self.stream, config=config)
+        await self._attach(window)
+
+    async def _attach(self, window: int) -> None:
+        """Receive the consumer's messages on an inbox and start pulling ``window`` of them."""
         nc = self._bus.nc
         self._inbox = nc.new_inbox()
         with nats_errors("subscribe to session deliveries"):

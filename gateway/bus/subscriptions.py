@@ -34,6 +34,7 @@ from nats.js import JetStreamContext, api
 from gateway.bus.direct import deliver_directly
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, InvalidName
+from gateway.message_meta import MessageMeta, meta_of
 from gateway.payload import KIND_HEADER, QOS_HEADER, Delivery, Kind, Payload
 from gateway.topics import Namespace, parse_subject
 
@@ -59,26 +60,32 @@ def _delivery_of(msg: Msg, seq: int, stored_ns: int) -> Delivery:
     headers = msg.headers
     if headers:
         kind = headers.get(KIND_HEADER)
-        payload = Payload(msg.data, _KINDS[kind]) if kind in _KINDS else Payload.from_headers(msg.data, headers)
+        payload = (
+            Payload(msg.data, _KINDS[kind], meta_of(headers))
+            if kind in _KINDS
+            else Payload.from_headers(msg.data, headers)
+        )
         qos = _QOS.get(headers.get(QOS_HEADER, ""), 1)
     else:
         payload, qos = Payload.raw(msg.data), 1
     return Delivery(seq, namespace, topic, payload, stored_ns, qos)
 
 
-def _header_meta(block: bytes) -> tuple[Kind | None, int]:
-    """Payload kind (``None``: sniff the body) and QoS of a raw header block, by ``to_delivery``'s rules.
+def _header_meta(block: bytes) -> tuple[Kind | None, int, MessageMeta | None]:
+    """Payload kind (``None``: sniff the body), QoS and message properties of a raw header block, by
+    ``to_delivery``'s rules.
 
     Parsed as nats-py parses a block without an inline status (the only kind the raw path is given).
     """
     headers = Client._parse_header_lines(block[10:]) if len(block) > 10 else None
     if not headers:
-        return None, 1
+        return None, 1, None
     kind = headers.get(KIND_HEADER)
     qos = _QOS.get(headers.get(QOS_HEADER, ""), 1)
+    meta = meta_of(headers)
     if kind in _KINDS:
-        return _KINDS[kind], qos
-    return (Kind.BINARY if kind else None), qos  # as Payload.from_headers: an unknown kind is binary
+        return _KINDS[kind], qos, meta
+    return (Kind.BINARY if kind else None), qos, meta  # as Payload.from_headers: an unknown kind is binary
 
 
 def _traceparent(block: bytes) -> str | None:
@@ -113,7 +120,7 @@ class _BusSubscription:
         self._on_delivery = on_delivery
         self.last_seq = 0  # of the last message delivered (0 on the core tier, which has no position)
         self._places: dict[bytes, tuple[Namespace, str]] = {}  # subject -> parse_subject()
-        self._metas: dict[bytes, tuple[Kind | None, int]] = {}  # header block -> _header_meta()
+        self._metas: dict[bytes, tuple[Kind | None, int, MessageMeta | None]] = {}  # header block -> _header_meta()
         self.trace_headers = False  # read a traceparent header into Delivery.trace (tracing on)
 
     async def _on_queued(self, msg: Msg) -> None:
@@ -145,16 +152,16 @@ class _BusSubscription:
                 self._places.clear()  # many distinct topics: start over rather than grow
             self._places[subject] = place
         if headers is None:
-            kind, qos = None, 1
+            kind, qos, meta = None, 1, None
         else:
-            meta = self._metas.get(headers)
-            if meta is None:
-                meta = _header_meta(headers)
+            cached = self._metas.get(headers)
+            if cached is None:
+                cached = _header_meta(headers)
                 if len(self._metas) >= HEADER_CACHE_SIZE:
                     self._metas.clear()
-                self._metas[headers] = meta
-            kind, qos = meta
-        payload = Payload(data, kind)  # kind None: classified if a front-end asks (Payload.kind)
+                self._metas[headers] = cached
+            kind, qos, meta = cached
+        payload = Payload(data, kind, meta)  # kind None: classified if a front-end asks (Payload.kind)
         self.last_seq = seq
         delivery = Delivery(seq, place[0], place[1], payload, stamp, qos)
         if self.trace_headers and headers is not None and b"traceparent" in headers:

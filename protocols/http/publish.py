@@ -7,11 +7,14 @@ without the framework's middleware; its schema is still in ``/docs``.
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import BadRequest
+from gateway.message_meta import PROPS_HEADER, meta_from_request
 from gateway.payload import Payload
 from protocols.http.deps import claims_of, header, read_body, services_of
 
@@ -53,12 +56,18 @@ async def publish(request: Request) -> Response:
         raise BadRequest('body must be JSON: {"topic": ..., "message": ...}') from None
     if not isinstance(document, dict) or not isinstance(document.get("topic"), str) or "message" not in document:
         raise BadRequest('body must be {"topic": <string>, "message": <string or JSON>}')
+    payload = Payload.from_value(document["message"])
+    headers = None
+    if "properties" in document:  # MQTT 5 message properties (gateway/message_meta.py)
+        payload.meta = meta_from_request(document["properties"], time.time())
+        headers = {PROPS_HEADER: payload.meta.to_header()}
     published = await services.publisher.publish(
         claims,
         document["topic"],
-        Payload.from_value(document["message"]),
+        payload,
         protocol="http",
         idempotency_key=header(request, b"idempotency-key"),
+        headers=headers,
     )
     answer = {"topic": published.full_name, "seq": published.seq, "duplicate": published.duplicate}
     return Response(orjson.dumps(answer), media_type="application/json")

@@ -60,6 +60,7 @@ from protocols.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from protocols.mqtt.properties import NO_PROPERTIES
 
 __all__ = [
     "DEFAULT_MAX_PACKET_SIZE",
@@ -115,10 +116,13 @@ class MQTTProtocolError(BadRequest):
     """
 
     code = "mqtt_protocol_error"
+    reason_code = 0x81  # MQTT 5: the DISCONNECT reason code sent before closing (Malformed Packet)
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, reason_code: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        if reason_code is not None:
+            self.reason_code = reason_code
 
 
 class PacketTooLarge(MQTTProtocolError):
@@ -126,6 +130,7 @@ class PacketTooLarge(MQTTProtocolError):
 
     status = 413
     code = "payload_too_large"
+    reason_code = 0x95
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -425,7 +430,12 @@ def _decode_connack(buf: bytes, pos: int, end: int, flags: int) -> ConnAck:
 
 
 def _id_packet(cls: type[PubAck | PubRec | PubRel | PubComp | UnsubAck], name: str) -> Callable[..., Packet]:
-    set_packet_id = vars(cls)["packet_id"].__set__  # as in _decode_publish: no frozen __init__ per packet
+    # as in _decode_publish: no frozen __init__ per packet
+    reason = "reason_codes" if cls is UnsubAck else "reason_code"
+    set_packet_id, set_reason, set_properties = (
+        vars(cls)[name].__set__ for name in ("packet_id", reason, "properties")
+    )
+    no_reason: int | tuple[int, ...] = () if cls is UnsubAck else 0
 
     def decode_id_packet(buf: bytes, pos: int, end: int, flags: int) -> Packet:
         if end - pos != 2:
@@ -435,6 +445,8 @@ def _id_packet(cls: type[PubAck | PubRec | PubRel | PubComp | UnsubAck], name: s
             raise _fail(f"{name}: packet identifier 0 [MQTT-2.3.1-1]")
         packet = _new_object(cls)
         set_packet_id(packet, packet_id)
+        set_reason(packet, no_reason)
+        set_properties(packet, NO_PROPERTIES)
         return packet
 
     return decode_id_packet
@@ -491,8 +503,9 @@ def _empty(packet: Packet, name: str) -> Callable[..., Packet]:
 
 
 _new_object: Final = object.__new__
-_set_topic, _set_payload, _set_qos, _set_retain, _set_dup, _set_packet_id, _set_raw = (
-    vars(Publish)[name].__set__ for name in ("topic", "payload", "qos", "retain", "dup", "packet_id", "raw")
+_set_topic, _set_payload, _set_qos, _set_retain, _set_dup, _set_packet_id, _set_raw, _set_properties = (
+    vars(Publish)[name].__set__
+    for name in ("topic", "payload", "qos", "retain", "dup", "packet_id", "raw", "properties")
 )
 
 
@@ -537,6 +550,7 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
     _set_dup(packet, bool(flags & 8))
     _set_packet_id(packet, packet_id)
     _set_raw(packet, None)
+    _set_properties(packet, NO_PROPERTIES)
     return packet
 
 
@@ -575,7 +589,9 @@ class Decoder:
     split fixed header, so a large packet fed in small pieces costs O(n).
     """
 
-    __slots__ = ("_allowed", "_buf", "_chunks", "_chunks_len", "_error", "_max", "_need", "_pos")
+    __slots__ = (
+        "_allowed", "_bodies", "_buf", "_chunks", "_chunks_len", "_error", "_fast", "_max", "_need", "_pos", "_publish"
+    )  # fmt: skip
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, *, server_side: bool = True) -> None:
         if max_packet_size < 0:
@@ -589,6 +605,10 @@ class Decoder:
         self._chunks_len = 0
         self._need = 2  # bytes needed from _pos before parsing can progress
         self._error: MQTTProtocolError | None = None
+        # What decodes each packet's body; an MQTT 5 decoder (codec5.py) swaps these after CONNECT.
+        self._bodies: tuple[_Body | None, ...] = _DECODERS
+        self._publish: Callable[[bytes, int, int, int], Publish] = _decode_publish
+        self._fast = True  # the one-piece PUBLISH shortcut of next_packet (MQTT 3.1.1 only)
 
     @property
     def buffered(self) -> int:
@@ -620,7 +640,7 @@ class Decoder:
             # complete in the buffer. Anything else, and any doubt, goes through _next.
             buf = self._buf
             pos = self._pos
-            if pos + 2 <= len(buf) and buf[pos] >> 4 == PUBLISH:
+            if pos + 2 <= len(buf) and buf[pos] >> 4 == PUBLISH and self._fast:
                 length = buf[pos + 1]
                 end = pos + 2 + length
                 if length < 0x80 and end <= len(buf) and length <= self._max:
@@ -713,7 +733,7 @@ class Decoder:
             self._pos = end
             self._need = 2
             if ptype == PUBLISH:
-                return _decode_publish(buf, start, end, flags)
-            decoder = _DECODERS[ptype]
+                return self._publish(buf, start, end, flags)
+            decoder = self._bodies[ptype]
             assert decoder is not None
             return decoder(buf, start, end, flags)

@@ -33,6 +33,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import structlog
@@ -48,12 +49,14 @@ from gateway.events import Session
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.publishing import AdmitLater, Outlet
 from gateway.topics import Namespace, topic_matches
-from protocols.mqtt.codec import Decoder, MQTTProtocolError, encode, encode_publish
+from protocols.mqtt.codec import MQTTProtocolError, encode, encode_publish
+from protocols.mqtt.codec5 import ServerDecoder, encode5
 from protocols.mqtt.errors import PublishReaction, connack_code, publish_reaction, reject_reason, retry_after
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
     CONNACK_NOT_AUTHORIZED,
     SUBACK_FAILURE,
+    Auth,
     ConnAck,
     Connect,
     Disconnect,
@@ -70,6 +73,7 @@ from protocols.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
 )
+from protocols.mqtt.properties import NO_PROPERTIES, ReasonCode
 from protocols.mqtt.session import (
     GateState,
     InboundQoS2,
@@ -81,7 +85,10 @@ from protocols.mqtt.session import (
     keepalive_deadline,
     packet_id_for_seq,
 )
+from protocols.mqtt.shared import SHARE_PREFIX, SharedSubscriptions, parse_shared
 from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription, best_match
+from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session, check_connect5, expired
+from protocols.mqtt.v5_connection import V5Hooks
 
 if TYPE_CHECKING:
     from protocols.mqtt.server import MqttContext
@@ -112,10 +119,11 @@ class Wire(Protocol):
 
 
 class _Violation:
-    __slots__ = ("reason",)
+    __slots__ = ("code", "reason")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: int = ReasonCode.MALFORMED_PACKET) -> None:
         self.reason = reason
+        self.code = code  # MQTT 5: the DISCONNECT reason code
 
 
 class _Stored:
@@ -175,7 +183,12 @@ class MqttConnection:
         self.transport_name = transport_name
         self.id = secrets.token_hex(8)
         self._loop = asyncio.get_running_loop()
-        self._decoder = Decoder(ctx.config.max_packet_size)
+        self._decoder = ServerDecoder(ctx.config.max_packet_size, topic_alias_maximum=TOPIC_ALIAS_MAXIMUM)
+        self.v5: V5Session | None = None  # set by an MQTT 5 CONNECT; the rules it adds live in v5.py
+        self._v5 = V5Hooks(self)
+        self._shared = SharedSubscriptions(self)
+        self._disconnect_code: int | None = None  # MQTT 5: the DISCONNECT sent before the server closes
+        self._token_timer: asyncio.TimerHandle | None = None
         self._inbox: deque[Packet | _Violation | _Refused] = deque()
         self._idle = False  # the reader task waits for packets: data_received may handle some itself
         self._wake = asyncio.Event()
@@ -242,7 +255,7 @@ class MqttConnection:
                     inbox.append(packet)
         except MQTTProtocolError as exc:
             # Handled in order, after the packets that came before it [MQTT-4.8.0-1].
-            inbox.append(_Violation(exc.reason))
+            inbox.append(_Violation(exc.reason, exc.reason_code))
         if inbox:
             self._wake.set()
             if len(inbox) >= INBOX_HIGH and not self._reading_paused:
@@ -278,7 +291,7 @@ class MqttConnection:
         if type(packet) is PubAck:  # the commonest packet of a QoS 1 subscriber
             self._complete(self._window.puback(packet.packet_id))
             return True
-        if type(packet) is Publish and packet.qos < 2 and not packet.retain:
+        if type(packet) is Publish and packet.qos < 2 and not packet.retain and packet.properties is NO_PROPERTIES:
             try:
                 return self._publish_now(packet)  # False: _on_publish (via _dispatch) tries it again
             except FlowGateError as exc:
@@ -309,13 +322,18 @@ class MqttConnection:
         rather than miss a message at QoS 1 without knowing (hub.py).
         """
         if self._bus_bound:
-            self.abort("message bus connection lost: QoS 1 deliveries may have been missed; reconnect", will=True)
+            self.abort(
+                "message bus connection lost: QoS 1 deliveries may have been missed; reconnect",
+                will=True,
+                code=ReasonCode.SERVER_BUSY,
+            )
 
-    def abort(self, reason: str, *, will: bool = True) -> None:
-        """Close from the server side (keepalive, takeover, expiry, overflow, shutdown)."""
+    def abort(self, reason: str, *, will: bool = True, code: int = ReasonCode.UNSPECIFIED_ERROR) -> None:
+        """Close from the server side (keepalive, takeover, expiry, overflow, shutdown); ``code``: MQTT 5's DISCONNECT."""
         if self._close_reason is not None:
             return
         self._close_reason = reason
+        self._disconnect_code = code
         self._publish_will = will
         self._inbox.clear()
         self._wake.set()
@@ -367,11 +385,11 @@ class MqttConnection:
                 self._reading_paused = False
                 self.wire.resume_reading()
             if isinstance(packet, _Violation):
-                self._fail(f"protocol error: {packet.reason}")
+                self._fail(f"protocol error: {packet.reason}", code=packet.code)
             if gate.state is not _CONNECTED or type(packet) is Connect or type(packet) is Disconnect:
                 violation = gate.admit(packet)  # (connected, any other packet: admitted)
                 if violation is not None:
-                    self._fail(f"protocol error: {violation.reason}")
+                    self._fail(f"protocol error: {violation.reason}", code=ReasonCode.PROTOCOL_ERROR)
             done = self._handle_now(packet)  # no coroutine for the commonest packets
             if isinstance(done, _Refused):
                 await self._react(done)
@@ -385,7 +403,9 @@ class MqttConnection:
                 # so storing overlaps with reading instead of alternating with it.
                 await asyncio.sleep(0)
 
-    def _fail(self, reason: str, *, will: bool = True) -> NoReturn:
+    def _fail(self, reason: str, *, will: bool = True, code: int | None = ReasonCode.UNSPECIFIED_ERROR) -> NoReturn:
+        if self._close_reason is None:
+            self._disconnect_code = code
         self._close_reason = self._close_reason or reason
         self._publish_will = will
         raise _Closing
@@ -409,7 +429,9 @@ class MqttConnection:
             if packet.packet_id in self._inbound:
                 self._inbound.release(packet.packet_id)
                 self._mark_dirty()
-            self._queue_ready(encode(PubComp(packet.packet_id)))
+                self._queue_ready(encode(PubComp(packet.packet_id)))
+            else:  # MQTT 5: 0x92 Packet Identifier not found [3.7.2.1]
+                self._queue_ready(self._v5.pubcomp_unknown(packet.packet_id))
         elif type(packet) is PingReq:
             self._send(PingResp())  # [MQTT-3.12.4-1]
         elif type(packet) is Subscribe:
@@ -417,8 +439,10 @@ class MqttConnection:
         elif type(packet) is Unsubscribe:
             await self._on_unsubscribe(packet)
         elif type(packet) is Disconnect:
-            # A clean DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3].
-            self._fail("client disconnected", will=False)
+            # A clean DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3]; MQTT 5's 0x04 keeps it [3.14.2.1].
+            self._fail("client disconnected", will=self._v5.on_disconnect(packet), code=None)
+        elif type(packet) is Auth:
+            await self._v5.on_auth(packet)
         elif type(packet) is Connect:
             await self._on_connect(packet)
         else:
@@ -429,12 +453,14 @@ class MqttConnection:
     async def _on_connect(self, connect: Connect) -> None:
         if foreign_protocol(connect):
             self._fail(f"protocol error: unknown protocol name {connect.protocol_name!r} [MQTT-3.1.2-1]", will=False)
-        code = check_connect(connect)
+        if connect.protocol_level == 5:
+            self.v5 = V5Session.from_connect(connect)
+        code = check_connect(connect) if self.v5 is None else check_connect5(connect)
         if code != CONNACK_ACCEPTED:
             self._refuse(code, f"CONNECT refused with return code {code}")
         services = self.ctx.services
         try:
-            token = (connect.password or b"").decode("utf-8")
+            token = self._v5.token(connect) if self.v5 is not None else (connect.password or b"").decode("utf-8")
             claims = services.tokens.verify(token)
             user = await services.accounts.get_user(claims.user_id)
             if user.disabled:
@@ -448,28 +474,32 @@ class MqttConnection:
         except NotFound:
             self._refuse(CONNACK_NOT_AUTHORIZED, "user no longer exists")
         except InvalidName as exc:
+            if self.v5 is not None:  # [3.2.2.2] 0x90 Topic Name invalid
+                self._refuse(CONNACK_NOT_AUTHORIZED, f"invalid will topic: {exc.message}", exc)
             self._fail(f"protocol error: invalid will topic: {exc.message}", will=False)
         except FlowGateError as exc:
-            self._refuse(connack_code(exc), f"CONNECT refused: {exc.message}")
+            self._refuse(connack_code(exc), f"CONNECT refused: {exc.message}", exc)
         namespace = claims.namespace
         # A zero-byte ClientId with CleanSession 1 gets a unique one [MQTT-3.1.3-6].
         self.client_id = connect.client_id or "auto-" + secrets.token_hex(8)
         self.session_key, self._consumer_name = session_names(namespace, self.client_id)
-        self._persistent = not connect.clean_session
+        self._persistent = not connect.clean_session if self.v5 is None else self.v5.session_expiry_interval > 0
         self._will = connect if connect.will is not None else None
-        self._keepalive = connect.keepalive
+        self._keepalive = connect.keepalive if self.v5 is None else self.v5.keepalive
+        if self.v5 is not None:  # the client's Receive Maximum bounds the deliveries in flight [MQTT-3.3.4-9]
+            self._window = OutboundWindow(min(self.ctx.config.window, self.v5.receive_maximum))
         store = self.ctx.store
         try:
             await self.ctx.take_over(self.session_key, self)
             present = False
             record: SessionRecord | None = None
             if connect.clean_session:
-                # CleanSession 1 discards any previous session [MQTT-3.1.2-6].
+                # CleanSession 1 discards any previous session [MQTT-3.1.2-6] (MQTT 5: Clean Start [MQTT-3.1.2-4]).
                 if await store.load_session(self.session_key) is not None or await store.consumer_exists(
                     self._consumer_name
                 ):
                     await store.delete_session(self.session_key, self._consumer_name)
-            else:
+            if self._persistent:
                 record = await store.load_session(self.session_key)
                 present = record is not None and await store.consumer_exists(self._consumer_name)
                 if record is None or not present:
@@ -484,18 +514,22 @@ class MqttConnection:
         services.metrics.connections.labels("mqtt").inc()
         self._counted = True
         # Session present is 0 for a clean session [MQTT-3.2.2-1], else whether state was found [MQTT-3.2.2-2].
-        self._send(ConnAck(present, CONNACK_ACCEPTED))
+        self._send(
+            ConnAck(present, CONNACK_ACCEPTED)
+            if self.v5 is None
+            else self._v5.connack(present, assigned=not connect.client_id)
+        )
         log.info(
             "mqtt %s connected: user=%s app=%s client_id=%r clean=%s keepalive=%d via %s",
             self.id, claims.user_id, claims.app, self.client_id, connect.clean_session, connect.keepalive,
             self.transport_name,
         )  # fmt: skip
         self._schedule_keepalive()
-        self._timers.append(self._loop.call_later(max(0.0, claims.expires_at - time.time()), self._token_expired))
+        self._token_timer = self._loop.call_later(max(0.0, claims.expires_at - time.time()), self._token_expired)
         if record is not None:
             for stored in record.subscriptions:
-                self._subs[stored.topic_filter] = Subscription(
-                    stored.topic_filter, stored.qos, stored.full, stored.since
+                self._subs[stored.topic_filter] = self._v5.restored(
+                    Subscription(stored.topic_filter, stored.qos, stored.full, stored.since), stored
                 )
             self._inbound.restore(record.inbound)
             for packet_id in record.pubrel:
@@ -508,21 +542,23 @@ class MqttConnection:
                 namespace,
                 self._on_session_message,
                 window=self._window.size,
-                expiry=self.ctx.config.session_expiry,
+                expiry=self._v5.session_expiry(),
             )
         self.events = services.events.connected(namespace, "mqtt", client_id=self.client_id, filters=list(self._subs))
 
-    def _refuse(self, code: int, reason: str) -> NoReturn:
-        # A refused CONNECT gets its CONNACK, then the connection closes [MQTT-3.2.2-5].
-        self._send(ConnAck(False, code))
+    def _refuse(self, code: int, reason: str, error: FlowGateError | None = None) -> NoReturn:
+        # A refused CONNECT gets its CONNACK, then the connection closes [MQTT-3.2.2-5] [MQTT-3.2.2-7].
+        self._send(ConnAck(False, code) if self.v5 is None else self._v5.refused(code, error, reason))
         self._fail(reason, will=False)
 
     def _revoked(self, exc: FlowGateError) -> None:
-        # MQTT 3.1.1 has no reason code: the socket is closed, the will not sent, a persistent session kept.
-        self.abort(f"{exc.code}: {exc.message}", will=False)
+        # MQTT 3.1.1 has no reason code: the socket is closed; MQTT 5 first gets DISCONNECT 0x87 (disabled:
+        # 0x98, an administrative action). The will is not sent and a persistent session is kept.
+        code = ReasonCode.ADMINISTRATIVE_ACTION if exc.status == 403 else ReasonCode.NOT_AUTHORIZED
+        self.abort(f"{exc.code}: {exc.message}", will=False, code=code)
 
     def _token_expired(self) -> None:
-        self.abort("token expired", will=True)
+        self.abort("token expired", will=True, code=ReasonCode.MAXIMUM_CONNECT_TIME)
 
     def _schedule_keepalive(self) -> None:
         deadline = keepalive_deadline(self._keepalive, self._last_rx)
@@ -536,7 +572,7 @@ class MqttConnection:
             return
         if self._loop.time() >= deadline:
             # Nothing received for 1.5 x keepalive: the client is gone [MQTT-3.1.2-24]; its will goes out.
-            self.abort(f"keepalive timeout ({self._keepalive}s)", will=True)
+            self.abort(f"keepalive timeout ({self._keepalive}s)", will=True, code=ReasonCode.KEEP_ALIVE_TIMEOUT)
         else:
             self._timers.append(self._loop.call_at(deadline, self._check_keepalive))
 
@@ -557,7 +593,7 @@ class MqttConnection:
             assert claims is not None
             try:
                 outlet = self.ctx.services.publisher.outlet(
-                    claims, packet.topic, protocol="mqtt", headers=_QOS_HEADERS[qos]
+                    claims, packet.topic, protocol="mqtt", headers=self._v5.headers(qos, None)
                 )
             except FlowGateError:
                 return False  # refused: _on_publish reports it
@@ -569,7 +605,8 @@ class MqttConnection:
         # A QoS 0 PUBLISH is what a QoS 0 subscriber who spells the topic the same way gets: forwarded as is.
         frames = None if qos or raw is None else {_FRAME_SHORT if packet.topic == outlet.topic else _FRAME_FULL: raw}
         try:
-            overfull = outlet.submit_now(Payload.raw(packet.payload), pending, protocol="mqtt", frames=frames)
+            payload = Payload.raw(packet.payload) if self.v5 is None else self._v5.payload(packet, None)
+            overfull = outlet.submit_now(payload, pending, protocol="mqtt", frames=frames)
         except AdmitLater:
             return False
         self._published(packet, pending)
@@ -586,7 +623,9 @@ class MqttConnection:
         claims = self.claims
         assert claims is not None
         services = self.ctx.services
-        payload = Payload.raw(packet.payload)
+        meta = self._v5.meta(packet)
+        payload = self._v5.payload(packet, meta)
+        headers = self._v5.headers(qos, meta)
         while True:
             try:
                 if packet.retain:
@@ -598,7 +637,7 @@ class MqttConnection:
                     packet.topic,
                     payload,
                     protocol="mqtt",
-                    headers=_QOS_HEADERS[qos],
+                    headers=headers,
                     acknowledged=pending is not None,
                     then=pending,
                 )
@@ -612,6 +651,8 @@ class MqttConnection:
 
     async def _refused(self, packet: Publish, exc: FlowGateError) -> bool:
         """React to a publish the gateway refused: True when done with it, False to try it again."""
+        if self.v5 is not None and self._v5.refused_publish(packet, exc):
+            return True
         reaction = publish_reaction(exc)
         if reaction is PublishReaction.RETRY_LATER:
             await self._throttle(retry_after(exc))
@@ -644,6 +685,8 @@ class MqttConnection:
         elif qos == 2:
             self._inbound.stored(packet.packet_id or 0)
             self._mark_dirty()
+        if qos and self.v5 is not None:
+            self._v5.received(qos)  # Receive Maximum [MQTT-3.3.4-8]
         if pending is not None:
             self._acks.append(pending)
             if pending.settled:
@@ -689,7 +732,7 @@ class MqttConnection:
         if not self._acks:
             self._write(packet)
             return
-        ready = _Stored(self, packet, 1)
+        ready = _Stored(self, packet, -1)  # (no publish of its own: not a QoS 1 store)
         ready.settled = True
         self._acks.append(ready)
 
@@ -700,6 +743,8 @@ class MqttConnection:
             if not stored.settled:
                 break
             acks.popleft()
+            if stored.qos == 1 and self.v5 is not None:
+                self._v5.acknowledged()
             error = stored.error
             if error is not None:
                 if stored.qos == 0:
@@ -724,7 +769,19 @@ class MqttConnection:
         rule = claims.permissions.subscribe
         codes: list[int] = []
         added: list[Subscription] = []
-        for name, requested in packet.topics:
+        retained_for: list[Subscription] = []
+        for index, (name, requested) in enumerate(packet.topics):
+            if name.startswith(SHARE_PREFIX):  # one member of a group gets each message (shared.py)
+                if packet.options and packet.options[index] & 0x04:
+                    self._fail("protocol error: No Local on a shared subscription [MQTT-3.8.3-4]", code=0x82)
+                try:
+                    group, _ = parse_shared(name) or ("", "")
+                    ids = packet.properties.subscription_identifiers
+                    codes.append(await self._shared.subscribe(name, group, requested, ids))
+                except FlowGateError as exc:
+                    log.info("mqtt %s: shared subscription %r refused: %s", self.id, name, exc.message)
+                    codes.append(SUBACK_FAILURE if self.v5 is None else self._v5.suback_reason(exc))
+                continue
             try:
                 topic_filter = namespace.filter(name)
                 if not rule.permits_filter(topic_filter):
@@ -733,22 +790,25 @@ class MqttConnection:
                     raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
                 full = name.startswith(namespace.prefix) and len(name) > len(namespace.prefix)
                 granted = min(requested, 2)
+                existed = topic_filter in self._subs
                 sub = await self._add_subscription(topic_filter, granted, full)
             except FlowGateError as exc:
                 # Refused filters get 0x80, the others are granted [MQTT-3.9.3-1, 3.8.4-5].
                 log.info("mqtt %s: subscription to %r refused: %s", self.id, name, exc.message)
                 if self.events is not None and exc.status == 403:
                     self.events.auth_failure(exc.message)
-                codes.append(SUBACK_FAILURE)
+                codes.append(SUBACK_FAILURE if self.v5 is None else self._v5.suback_reason(exc))
                 continue
             codes.append(granted)
             added.append(sub)
+            if self.v5 is None or self._v5.subscribed(sub, packet, index, existed):
+                retained_for.append(sub)
         if self.events is not None:
             self.events.subscribed([sub.topic_filter for sub in added])
         if self._persistent and added:
             await self._save_session()
         self._send(SubAck(packet.packet_id, tuple(codes)))  # [MQTT-3.8.4-1, 3.8.4-2]
-        for sub in added:
+        for sub in retained_for:
             await self._send_retained(sub)
 
     async def _add_subscription(self, topic_filter: str, qos: int, full: bool) -> Subscription:
@@ -818,20 +878,31 @@ class MqttConnection:
         for message in retained:
             if not topic_matches(sub.topic_filter, message.topic) or rule.hides(message.topic):
                 continue  # e.g. '$' topics for wildcard filters [MQTT-4.7.2-1]
+            if expired(message.payload.meta, time.time()):
+                continue  # [MQTT-3.3.2-5]
             topic = claims.namespace.full(message.topic) if sub.full else message.topic
-            self._queue_out(Outgoing(topic, message.payload.body, delivery_qos(message.qos, sub.qos), retain=True))
+            qos = delivery_qos(message.qos, sub.qos)
+            meta = message.payload.meta
+            self._queue_out(Outgoing(topic, message.payload.body, qos, True, meta=meta, sub_ids=sub.ids))
             self._delivered_count += 1
 
     async def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         claims = self.claims
         assert claims is not None
         changed = False
+        codes: list[int] = []  # MQTT 5 [3.11.3]
         for name in packet.topics:
+            if name.startswith(SHARE_PREFIX):
+                left = await self._shared.unsubscribe(name)
+                codes.append(ReasonCode.SUCCESS if left else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+                continue
             try:
                 topic_filter = claims.namespace.filter(name)
             except FlowGateError:
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID)
                 continue
             sub = self._subs.pop(topic_filter, None)
+            codes.append(ReasonCode.SUCCESS if sub is not None else ReasonCode.NO_SUBSCRIPTION_EXISTED)
             if sub is not None:
                 changed = True
                 await self._remove_sinks(sub)
@@ -839,13 +910,17 @@ class MqttConnection:
                     self.events.unsubscribed([topic_filter])
         if changed and self._persistent:
             await self._save_session()
-        self._send(UnsubAck(packet.packet_id))  # even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]
+        # Even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]; MQTT 5: one reason code per filter [MQTT-3.11.3-1].
+        self._send(UnsubAck(packet.packet_id, tuple(codes) if self.v5 is not None else ()))
 
     async def _save_session(self) -> None:
         assert self.session_key is not None
         self._dirty = False
         record = SessionRecord(
-            tuple(StoredSubscription(s.topic_filter, s.qos, s.since, s.full) for s in self._subs.values()),
+            tuple(
+                StoredSubscription(s.topic_filter, s.qos, s.since, s.full, *self._v5.stored_options(s))
+                for s in self._subs.values()
+            ),
             tuple(sorted(self._pubrel)),
             self._inbound.snapshot(),
         )
@@ -875,8 +950,8 @@ class MqttConnection:
         losing the PUBREL.
         """
         item = self._window.get(packet_id)
-        if item is None or item.ack_subject is None or self._consumer is None:
-            return
+        if item is None or item.ack_subject is None or self._consumer is None or item.consumer is not None:
+            return  # (a shared subscription's message is acknowledged at PUBCOMP)
         self._pubrel.add(packet_id)
         try:
             await self._save_session()
@@ -893,7 +968,10 @@ class MqttConnection:
         if self._close_reason is not None:
             return
         qos = delivery.qos if delivery.qos < subscription.qos else subscription.qos
-        if qos == 0 and not self._write_paused and not self._backlog:
+        if self.v5 is not None:
+            if not self._v5.deliver(subscription, delivery, qos):
+                return  # No Local, or too large for the client: not delivered, not billed
+        elif qos == 0 and not self._write_paused and not self._backlog:
             frame = delivery.frame(
                 _FRAME_FULL if subscription.full else _FRAME_SHORT, _RENDER_FULL if subscription.full else _RENDER_SHORT
             )
@@ -921,13 +999,25 @@ class MqttConnection:
         assert claims is not None
         delivery = message.delivery
         sub = best_match(self._subs.values(), delivery, claims.permissions.subscribe)
-        if sub is None:
+        if sub is None or expired(delivery.payload.meta, time.time()):  # [MQTT-3.3.2-5], for 3.1.1 clients too
+            consumer.ack(message.ack_subject)
+            self._want_more()
+            return
+        if self.v5 is not None and not self._v5.wanted(sub, delivery):
             consumer.ack(message.ack_subject)
             self._want_more()
             return
         qos = delivery_qos(delivery.qos, sub.qos)
         topic = delivery.namespace.full(delivery.topic) if sub.full else delivery.topic
-        if qos == 0:
+        if self.v5 is not None:
+            item = self._v5.outgoing(sub, delivery, qos)
+            item.sub_ids = self._v5.matching_ids(self._subs.values(), delivery)  # one copy: every id [MQTT-3.3.4-4]
+            item.ack_subject = message.ack_subject
+            if qos:
+                item.dup = message.redelivered
+                item.packet_id = packet_id_for_seq(delivery.seq)
+            self._queue_out(item)
+        elif qos == 0:
             self._queue_out(Outgoing(topic, delivery.payload.body, 0, ack_subject=message.ack_subject))
         else:
             item = Outgoing(
@@ -949,12 +1039,16 @@ class MqttConnection:
     def _want_more(self) -> None:
         if self._consumer is not None:
             self._consumer.want(self._window.free - len(self._backlog))
+        if self._shared.members:
+            self._shared.want(self._window.free - len(self._backlog))
 
     def _queue_out(self, item: Outgoing) -> None:
         if self._backlog or self._write_paused or not self._fits(item):
             if len(self._backlog) >= self.ctx.config.outbound_limit:
                 self.ctx.services.metrics.slow_consumers.labels("mqtt").inc()
-                self.abort(f"slow consumer: {len(self._backlog)} messages waiting", will=True)
+                self.abort(
+                    f"slow consumer: {len(self._backlog)} messages waiting", will=True, code=ReasonCode.QUOTA_EXCEEDED
+                )
                 return
             self._backlog.append(item)
             return
@@ -968,10 +1062,14 @@ class MqttConnection:
         return self._window.free > 0
 
     def _send_out(self, item: Outgoing) -> None:
+        if self.v5 is not None:
+            self._v5.send_out(item)
+            return
         if item.qos == 0:
             self._write(encode_publish(item.topic, item.body, 0, item.retain))
-            if item.ack_subject is not None and self._consumer is not None:
-                self._consumer.ack(item.ack_subject)
+            consumer = item.consumer or self._consumer
+            if item.ack_subject is not None and consumer is not None:
+                consumer.ack(item.ack_subject)
             return
         packet_id = item.packet_id if item.packet_id is not None else self._window.allocate()
         assert packet_id is not None
@@ -990,8 +1088,9 @@ class MqttConnection:
         """The client completed a QoS 1/2 delivery (PUBACK or PUBCOMP)."""
         if item is None:
             return  # an acknowledgement for nothing in flight is ignored
-        if item.ack_subject is not None and self._consumer is not None:
-            self._consumer.ack(item.ack_subject)
+        consumer = item.consumer or self._consumer
+        if item.ack_subject is not None and consumer is not None:
+            consumer.ack(item.ack_subject)
         self._pump_backlog()
 
     def _bill(self, namespace: Namespace | None) -> None:
@@ -1004,7 +1103,7 @@ class MqttConnection:
     # -- writing ---------------------------------------------------------------------------------
 
     def _send(self, packet: Packet) -> None:
-        self._write(encode(packet))
+        self._write(encode(packet) if self.v5 is None else encode5(packet))
 
     def _write(self, data: bytes) -> None:
         self._wbuf.append(data)
@@ -1052,9 +1151,15 @@ class MqttConnection:
                 await self._save_session()
             except FlowGateError as exc:
                 log.warning("mqtt %s: session state not saved: %s", self.id, exc.message)
+        if self._shared.members:
+            await self._shared.close()  # what the client did not acknowledge goes to another member
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()  # unacknowledged messages stay with the durable consumer
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+        if self.v5 is not None:
+            await self._v5.closing(reason)  # DISCONNECT with a reason code; a session that ends with it
         self.ctx.release(self)
         self._flush()
         self.wire.close()
@@ -1065,7 +1170,11 @@ class MqttConnection:
         else:
             log.log(level, "mqtt %s (%s) closed before CONNECT completed: %s", self.id, self.peer, reason)
         if claims is not None and self._publish_will and self._will is not None and self._will.will is not None:
-            await self._send_will(claims, self._will)
+            delay = self._v5.will_delay(self._will.will)
+            if delay > 0 and self.session_key is not None:  # MQTT 5 Will Delay Interval [MQTT-3.1.3-9]
+                self.ctx.delay_will(self.session_key, delay, partial(self._send_will, claims, self._will))
+            else:
+                await self._send_will(claims, self._will)
         self.ctx.connections.discard(self)
         self.closed.set()
 
@@ -1074,13 +1183,14 @@ class MqttConnection:
         will = connect.will
         assert will is not None
         services = self.ctx.services
-        payload = Payload.raw(will.payload)
+        meta = self._v5.will_meta(will)
+        payload = Payload(will.payload, None, meta)
         try:
             if will.retain:
                 topic = services.publisher.resolve(claims, will.topic)
                 await self.ctx.store.retain(claims.namespace, topic, payload, will.qos)
             await services.publisher.publish(
-                claims, will.topic, payload, protocol="mqtt", headers=_QOS_HEADERS[will.qos]
+                claims, will.topic, payload, protocol="mqtt", headers=self._v5.headers(will.qos, meta)
             )
         except FlowGateError as exc:
             log.warning("mqtt %s: will message to %r not published: %s", self.id, will.topic, exc.message)

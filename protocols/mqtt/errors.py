@@ -19,6 +19,10 @@ A QoS 1/2 publish is acknowledged only after JetStream stored it, so closing
 the connection on a failure makes the client re-send it after reconnecting
 [MQTT-4.4.0-1]; a refused (forbidden) publish is acknowledged so the client
 does not re-send it forever, and is counted in ``flowgate_messages_rejected``.
+
+MQTT 5 clients get reason codes instead (``v5.py``: ``connack_reason``,
+``publish_reason``, ``suback_reason``): a refused publish is acknowledged with
+0x87 or 0x97, a rate-limited one ends the connection with DISCONNECT 0x96.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from protocols.mqtt.properties import NO_PROPERTIES, Properties
+
 __all__ = [
     "CONNACK_ACCEPTED",
     "CONNACK_BAD_CREDENTIALS",
@@ -17,6 +19,7 @@ __all__ = [
     "CONNACK_SERVER_UNAVAILABLE",
     "CONNACK_UNACCEPTABLE_PROTOCOL",
     "SUBACK_FAILURE",
+    "Auth",
     "ConnAck",
     "Connect",
     "Disconnect",
@@ -55,6 +58,7 @@ class Will:
     payload: bytes
     qos: int
     retain: bool
+    properties: Properties = NO_PROPERTIES  # MQTT 5 Will Properties
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class Connect:
     will: Will | None = None
     protocol_name: str = "MQTT"
     protocol_level: int = 4
+    properties: Properties = NO_PROPERTIES  # MQTT 5 only, as for every ``properties`` below
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +82,8 @@ class ConnAck:
     3 unavailable, 4 bad user name or password, 5 not authorised."""
 
     session_present: bool
-    return_code: int
+    return_code: int  # MQTT 5: the reason code
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,7 @@ class Publish:
     dup: bool = False
     packet_id: int | None = None
     raw: bytes | None = field(default=None, compare=False, repr=False)
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,8 @@ class PubAck:
     """PUBACK (type 4): QoS 1 acknowledgement."""
 
     packet_id: int
+    reason_code: int = 0  # MQTT 5
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,8 @@ class PubRec:
     """PUBREC (type 5): QoS 2, part 1."""
 
     packet_id: int
+    reason_code: int = 0  # MQTT 5
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,8 @@ class PubRel:
     """PUBREL (type 6): QoS 2, part 2."""
 
     packet_id: int
+    reason_code: int = 0  # MQTT 5
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,8 @@ class PubComp:
     """PUBCOMP (type 7): QoS 2, part 3."""
 
     packet_id: int
+    reason_code: int = 0  # MQTT 5
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +146,8 @@ class Subscribe:
 
     packet_id: int
     topics: tuple[tuple[str, int], ...]
+    properties: Properties = NO_PROPERTIES
+    options: tuple[int, ...] = ()  # MQTT 5: each filter's whole subscription options byte [3.8.3.1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +155,8 @@ class SubAck:
     """SUBACK (type 9): one return code per filter: granted qos 0, 1, 2 or 0x80 failure."""
 
     packet_id: int
-    return_codes: tuple[int, ...]
+    return_codes: tuple[int, ...]  # MQTT 5: the reason codes
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +165,16 @@ class Unsubscribe:
 
     packet_id: int
     topics: tuple[str, ...]
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
 class UnsubAck:
-    """UNSUBACK (type 11)."""
+    """UNSUBACK (type 11); MQTT 5 adds one reason code per filter."""
 
     packet_id: int
+    reason_codes: tuple[int, ...] = ()
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +189,18 @@ class PingResp:
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    """DISCONNECT (type 14), client to server."""
+    """DISCONNECT (type 14), client to server (MQTT 5: either way, with a reason code)."""
+
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """AUTH (type 15, MQTT 5 only): 0x00 success, 0x18 continue, 0x19 re-authenticate."""
+
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
 
 
 Packet = (
@@ -186,4 +218,5 @@ Packet = (
     | PingReq
     | PingResp
     | Disconnect
+    | Auth
 )

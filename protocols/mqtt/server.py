@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -32,6 +33,7 @@ from gateway.services import Services
 from gateway.settings import Settings
 from gateway.tls import CertificateReloader, TlsFiles
 from protocols.mqtt.connection import MqttConnection, Wire
+from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.proxy_protocol import ProxyHeaderReader, ProxyProtocolError
 from protocols.mqtt.tls_listener import TlsListener
 
@@ -67,6 +69,7 @@ class MqttContext:
         self.connections: set[MqttConnection] = set()
         self.proxies = TrustedProxies(services.settings.trusted_proxies)
         self._sessions: dict[str, MqttConnection] = {}
+        self._wills: dict[str, asyncio.Task[None]] = {}  # MQTT 5 delayed wills, by session
         store.on_takeover(self._on_remote_takeover)
         services.bus.add_listener(self._on_bus_state)
 
@@ -74,14 +77,31 @@ class MqttContext:
         """Make ``conn`` the holder of session ``key``; close an older holder here or on any replica."""
         old = self._sessions.get(key)
         self._sessions[key] = conn
+        will = self._wills.pop(key, None)
+        if will is not None:  # the session resumed within the Will Delay Interval: no will [MQTT-3.1.3-9]
+            will.cancel()
         if old is not None and old is not conn:
-            old.abort("session taken over by a new connection", will=True)
+            old.abort("session taken over by a new connection", will=True, code=ReasonCode.SESSION_TAKEN_OVER)
             try:
                 async with asyncio.timeout(TAKEOVER_WAIT):
                     await old.wait_closed()
             except TimeoutError:
                 log.warning("mqtt %s did not close in time for the takeover", old.id)
         await self.store.announce_takeover(key, conn.id)
+
+    def delay_will(self, key: str, delay: float, send: Callable[[], Awaitable[None]]) -> None:
+        """Publish a will after ``delay`` seconds unless session ``key`` is taken up again here first."""
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if self._wills.get(key) is task:
+                del self._wills[key]
+            await send()
+
+        old = self._wills.pop(key, None)
+        if old is not None:
+            old.cancel()
+        task = self._wills[key] = asyncio.get_running_loop().create_task(later(), name=f"mqtt-will-{key}")
 
     def release(self, conn: MqttConnection) -> None:
         key = conn.session_key
@@ -91,7 +111,7 @@ class MqttContext:
     def _on_remote_takeover(self, key: str, owner: str) -> None:
         conn = self._sessions.get(key)
         if conn is not None and conn.id != owner:
-            conn.abort("session taken over on another replica", will=True)
+            conn.abort("session taken over on another replica", will=True, code=ReasonCode.SESSION_TAKEN_OVER)
 
     def _on_bus_state(self, state: BusState) -> None:
         if state is BusState.DISCONNECTED:
@@ -99,9 +119,12 @@ class MqttContext:
                 conn.bus_interrupted()
 
     async def close(self, grace: float) -> None:
+        for will in self._wills.values():
+            will.cancel()
+        self._wills.clear()
         connections = list(self.connections)
         for conn in connections:
-            conn.abort("server shutting down", will=False)
+            conn.abort("server shutting down", will=False, code=ReasonCode.SERVER_SHUTTING_DOWN)
         if not connections:
             return
         _, pending = await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in connections], timeout=grace)
@@ -210,7 +233,10 @@ class MqttServer:
         if self._tls_listener is not None:
             self._tls_listener.close()
         self.ctx.services.draining.spread(
-            [partial(conn.abort, "server shutting down", will=False) for conn in list(self.ctx.connections)]
+            [
+                partial(conn.abort, "server shutting down", will=False, code=ReasonCode.SERVER_SHUTTING_DOWN)
+                for conn in list(self.ctx.connections)
+            ]
         )
 
     async def start(self) -> None:

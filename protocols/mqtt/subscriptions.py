@@ -17,8 +17,13 @@ from functools import partial
 from typing import Protocol
 
 from auth.permissions import Rule
+from gateway.message_meta import MessageMeta
 from gateway.payload import Delivery
 from gateway.topics import topic_matches
+
+
+class Acker(Protocol):
+    def ack(self, ack_subject: str) -> None: ...
 
 
 class DeliveryTarget(Protocol):
@@ -33,6 +38,10 @@ class Subscription:
     since: int = 0  # persistent sessions: only messages after this stream sequence match
     sinks: list[tuple[str, HubSink]] = field(default_factory=list)
     core: bool = False  # the sinks are on the hub's core tier (granted QoS 0 or 1)
+    # MQTT 5 subscription options [3.8.3.1] and identifier [3.8.2.1.2]
+    no_local: bool = False
+    retain_as_published: bool = False
+    ids: tuple[int, ...] = ()
 
 
 class HubSink:
@@ -90,3 +99,6 @@ class Outgoing:
     dup: bool = False
     packet_id: int | None = None
     ack_subject: str | None = None
+    meta: MessageMeta | None = None  # MQTT 5: the message's properties
+    sub_ids: tuple[int, ...] = ()  # MQTT 5: the matching subscription's identifier
+    consumer: Acker | None = None  # acknowledges ``ack_subject`` (default: the session's consumer)

@@ -1,0 +1,371 @@
+"""The MQTT 5 hooks of one connection: where ``connection.py`` asks what MQTT 5 changes.
+
+``MqttConnection`` keeps its 3.1.1 flow; at each point where MQTT 5 differs it
+calls one method here (``conn.v5`` is ``None`` for a 3.1.1 client, and these
+methods then answer as 3.1.1 did). The rules themselves are sans-I/O, in
+``v5.py``; this adapter applies them to the connection's state and services:
+CONNACK and refusals with reason codes, message properties to and from
+``Fg-Props``, subscription options, deliveries (expiry, aliases, maximum
+packet size), the DISCONNECT the server sends and re-authentication (AUTH).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from auth.tokens import Claims
+from gateway.bus.mqtt_store import StoredSubscription
+from gateway.errors import FlowGateError
+from gateway.message_meta import PROPS_HEADER, MessageMeta
+from gateway.payload import QOS_HEADER, Delivery, Payload
+from gateway.topics import topic_matches
+from protocols.mqtt.codec import encode
+from protocols.mqtt.codec5 import encode5, encode_publish5
+from protocols.mqtt.packets import (
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    Subscribe,
+    Will,
+)
+from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode
+from protocols.mqtt.subscriptions import Outgoing, Subscription
+from protocols.mqtt.v5 import (
+    JWT_AUTH_METHOD,
+    RECEIVE_MAXIMUM,
+    BadAuthenticationMethod,
+    V5Session,
+    connack_reason,
+    expiry_seconds,
+    meta_of_publish,
+    publish_reason,
+    render_qos0,
+    suback_reason,
+)
+
+if TYPE_CHECKING:
+    from protocols.mqtt.connection import MqttConnection
+
+log = logging.getLogger("flowgate.mqtt")
+
+R = ReasonCode
+_QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
+_RETAINED = MessageMeta(retain=True)
+_FRAME_SHORT, _FRAME_FULL = "mqtt5-0", "mqtt5-0f"  # Delivery.frame names: a v5 QoS 0 PUBLISH, short or full topic
+
+
+def _render(delivery: Delivery) -> bytes:
+    return render_qos0(delivery, False)
+
+
+def _render_full(delivery: Delivery) -> bytes:
+    return render_qos0(delivery, True)
+
+
+_RENDER, _RENDER_FULL = _render, _render_full
+_ACKED_REFUSALS = frozenset({R.NOT_AUTHORIZED, R.QUOTA_EXCEEDED, R.TOPIC_NAME_INVALID})
+
+
+class V5Hooks:
+    __slots__ = ("_conn", "_expire_now", "_origin_meta", "_qos1_unacknowledged")
+
+    def __init__(self, conn: MqttConnection) -> None:
+        self._conn = conn
+        self._qos1_unacknowledged = 0  # QoS 1 publishes whose PUBACK is not sent yet
+        self._expire_now = False  # DISCONNECT set the Session Expiry Interval to 0
+        self._origin_meta: MessageMeta | None = None
+
+    @property
+    def _v5(self) -> V5Session:
+        v5 = self._conn.v5
+        assert v5 is not None
+        return v5
+
+    # -- CONNECT ----------------------------------------------------------------------------------
+
+    def token(self, connect: Connect) -> str:
+        """The JWT of an MQTT 5 CONNECT: the password, or the Authentication Data of method ``JWT``."""
+        method = connect.properties.authentication_method
+        if method is None:
+            return (connect.password or b"").decode("utf-8")
+        if method != JWT_AUTH_METHOD:
+            raise BadAuthenticationMethod(f"unsupported authentication method {method!r}; use {JWT_AUTH_METHOD!r}")
+        return (connect.properties.authentication_data or connect.password or b"").decode("utf-8")
+
+    def refused(self, v311_code: int, error: FlowGateError | None, reason: str) -> ConnAck:
+        return ConnAck(False, connack_reason(v311_code, error), Properties(reason_string=reason[:200]))
+
+    def connack(self, present: bool, *, assigned: bool) -> ConnAck:
+        conn = self._conn
+        return self._v5.connack(
+            present,
+            conn.client_id if assigned else None,  # [MQTT-3.2.2-16]
+            conn.ctx.config.max_packet_size,
+            RECEIVE_MAXIMUM,
+        )
+
+    def session_expiry(self) -> float:
+        limit = self._conn.ctx.config.session_expiry
+        if self._conn.v5 is None:
+            return limit
+        return expiry_seconds(self._v5.session_expiry_interval, limit)
+
+    # -- PUBLISH from the client ----------------------------------------------------------------------
+
+    def meta(self, packet: Publish) -> MessageMeta | None:
+        if self._conn.v5 is None:
+            return _RETAINED if packet.retain else None  # for Retain As Published subscribers
+        return meta_of_publish(packet.properties, time.time(), self._v5.origin, retain=packet.retain)
+
+    def payload(self, packet: Publish, meta: MessageMeta | None) -> Payload:
+        if self._conn.v5 is None:
+            return Payload.raw(packet.payload) if meta is None else Payload(packet.payload, None, meta)
+        if meta is None:
+            meta = self._origin()
+        return Payload(packet.payload, None, meta)
+
+    def headers(self, qos: int, meta: MessageMeta | None) -> dict[str, str]:
+        if self._conn.v5 is None and meta is None:
+            return _QOS_HEADERS[qos]
+        if meta is None:
+            meta = self._origin()
+        return {QOS_HEADER: str(qos), PROPS_HEADER: meta.to_header()}
+
+    def _origin(self) -> MessageMeta:
+        """The properties of a message without any: only where it came from (No Local)."""
+        if self._origin_meta is None:
+            self._origin_meta = MessageMeta(origin=self._v5.origin)
+        return self._origin_meta
+
+    def received(self, qos: int) -> None:
+        """A QoS 1/2 PUBLISH was taken in: more than the Receive Maximum we announced unacknowledged is
+        a protocol error, 0x93 [MQTT-3.3.4-8] (QoS 2 counts until PUBREL, as ``InboundQoS2`` holds it)."""
+        conn = self._conn
+        if qos == 1:
+            self._qos1_unacknowledged += 1
+        if self._qos1_unacknowledged + len(conn._inbound) > RECEIVE_MAXIMUM:
+            conn.abort(f"more than {RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged", code=R.RECEIVE_MAXIMUM_EXCEEDED)
+
+    def acknowledged(self) -> None:
+        self._qos1_unacknowledged -= 1
+
+    def pubcomp_unknown(self, packet_id: int) -> bytes:
+        """PUBCOMP for a PUBREL whose identifier is not (or no longer) held."""
+        if self._conn.v5 is None:
+            return encode(PubComp(packet_id))  # 3.1.1: PUBCOMP all the same [MQTT-4.3.3-2]
+        return encode5(PubComp(packet_id, R.PACKET_IDENTIFIER_NOT_FOUND))
+
+    def refused_publish(self, packet: Publish, error: FlowGateError) -> bool:
+        """MQTT 5's answer to a refused publish: a PUBACK/PUBREC reason code, or a DISCONNECT; False: as 3.1.1."""
+        conn = self._conn
+        code = publish_reason(error)
+        if code in _ACKED_REFUSALS:
+            conn.ctx.services.metrics.rejected.labels("mqtt", error.code).inc()
+            log.warning("mqtt %s: publish to %r refused (0x%02x): %s", conn.id, packet.topic, code, error.message)
+            if packet.qos:
+                ack = PubAck(packet.packet_id or 0, code) if packet.qos == 1 else PubRec(packet.packet_id or 0, code)
+                conn._queue_ready(encode5(ack))
+            return True
+        if code in (R.MESSAGE_RATE_TOO_HIGH, R.PACKET_TOO_LARGE):
+            conn._fail(f"publish to {packet.topic!r} refused: {error.message}", code=code)
+        return False
+
+    # -- SUBSCRIBE ------------------------------------------------------------------------------------
+
+    def suback_reason(self, error: FlowGateError) -> int:
+        return suback_reason(error)
+
+    def subscribed(self, sub: Subscription, packet: Subscribe, index: int, existed: bool) -> bool:
+        """Apply a subscription's options [3.8.3.1]; whether to send it the retained messages."""
+        if self._conn.v5 is None:
+            return True
+        options = packet.options[index] if index < len(packet.options) else 0
+        sub.no_local = bool(options & 0x04)
+        sub.retain_as_published = bool(options & 0x08)
+        sub.ids = packet.properties.subscription_identifiers
+        retain_handling = (options >> 4) & 0x03
+        # 0: send retained messages; 1: only for a new subscription; 2: never [MQTT-3.3.1-9, 3.3.1-10, 3.3.1-11]
+        return retain_handling == 0 or (retain_handling == 1 and not existed)
+
+    @staticmethod
+    def stored_options(sub: Subscription) -> tuple[int, tuple[int, ...]]:
+        """What a persistent session keeps of a subscription's MQTT 5 options (``StoredSubscription``)."""
+        return (0x04 if sub.no_local else 0) | (0x08 if sub.retain_as_published else 0), sub.ids
+
+    @staticmethod
+    def restored(sub: Subscription, stored: StoredSubscription) -> Subscription:
+        sub.no_local = bool(stored.options & 0x04)
+        sub.retain_as_published = bool(stored.options & 0x08)
+        sub.ids = stored.ids
+        return sub
+
+    @staticmethod
+    def matching_ids(subs: Iterable[Subscription], delivery: Delivery) -> tuple[int, ...]:
+        """The identifiers of every subscription a persistent session's message matches."""
+        topic = delivery.topic
+        return tuple(
+            i
+            for sub in subs
+            if sub.ids and delivery.seq > sub.since and topic_matches(sub.topic_filter, topic)
+            for i in sub.ids
+        )
+
+    # -- deliveries -----------------------------------------------------------------------------------
+
+    def wanted(self, sub: Subscription, delivery: Delivery) -> bool:
+        """No Local: not the client's own messages [MQTT-3.8.3-3]."""
+        if not sub.no_local:
+            return True
+        meta = delivery.payload.meta
+        return meta is None or meta.origin != self._v5.origin
+
+    def deliver(self, sub: Subscription, delivery: Delivery, qos: int) -> bool:
+        """``MqttConnection.deliver_live`` for MQTT 5 (False: not for this client). A QoS 0 message without
+        per-subscriber properties (subscription identifier, topic alias, expiry) is rendered once for all."""
+        conn = self._conn
+        v5 = conn.v5
+        assert v5 is not None
+        meta = delivery.payload.meta
+        if sub.no_local and meta is not None and meta.origin == v5.origin:
+            return False  # No Local [MQTT-3.8.3-3]
+        if (
+            qos == 0
+            and not sub.ids
+            and not v5.aliases.maximum
+            and (meta is None or (meta.expires_at is None and not (meta.retain and sub.retain_as_published)))
+            and not conn._write_paused
+            and not conn._backlog
+        ):
+            frame = delivery.frame(_FRAME_FULL if sub.full else _FRAME_SHORT, _RENDER_FULL if sub.full else _RENDER)
+            if v5.maximum_packet_size is not None and len(frame) > v5.maximum_packet_size:
+                return False  # [MQTT-3.1.2-25]
+            conn._write(frame)
+            return True
+        item = self.outgoing(sub, delivery, qos)
+        if (
+            qos
+            and not sub.ids
+            and not v5.aliases.maximum
+            and v5.maximum_packet_size is None
+            and (meta is None or meta.bare)
+            and not conn._write_paused
+            and not conn._backlog
+        ):  # as 3.1.1's inlined path: a place in the window, then the PUBLISH without properties
+            packet_id = conn._window.put(qos, item)
+            if packet_id is not None:
+                conn._write(encode_publish5(item.topic, item.body, qos, item.retain, False, packet_id))
+                return True
+        conn._queue_out(item)
+        return True
+
+    def outgoing(self, sub: Subscription, delivery: Delivery, qos: int) -> Outgoing:
+        meta = delivery.payload.meta
+        topic = delivery.namespace.full(delivery.topic) if sub.full else delivery.topic
+        # Retain As Published [MQTT-3.3.1-12, 3.3.1-13]
+        retain = sub.retain_as_published and meta is not None and meta.retain
+        return Outgoing(topic, delivery.payload.body, qos, retain, meta=meta, sub_ids=sub.ids)
+
+    def send_out(self, item: Outgoing) -> None:
+        """``MqttConnection._send_out`` for MQTT 5: a message that expired or is too large is skipped."""
+        conn = self._conn
+        window = conn._window
+        packet_id = None
+        if item.qos:
+            packet_id = item.packet_id if item.packet_id is not None else window.allocate()
+            assert packet_id is not None
+        data = self._v5.publish(
+            item.topic, item.body, item.qos, item.retain, item.dup, packet_id, item.meta, item.sub_ids, time.time()
+        )
+        if data is None:
+            log.info("mqtt %s: message to %r skipped: expired or above the client's maximum size", conn.id, item.topic)
+            consumer = item.consumer or conn._consumer
+            if item.ack_subject is not None and consumer is not None:
+                consumer.ack(item.ack_subject)
+            return
+        if packet_id is not None:
+            window.add(packet_id, item.qos, item)
+        elif item.ack_subject is not None:
+            consumer = item.consumer or conn._consumer
+            if consumer is not None:
+                consumer.ack(item.ack_subject)
+        conn._write(data)
+
+    # -- will, DISCONNECT, AUTH -------------------------------------------------------------------------
+
+    def will_meta(self, will: Will) -> MessageMeta | None:
+        if self._conn.v5 is None or will.properties is NO_PROPERTIES:
+            return None
+        return meta_of_publish(will.properties, time.time(), self._v5.origin)
+
+    def will_delay(self, will: Will) -> float:
+        """Seconds to hold the will back: its Will Delay Interval, or less if the session ends first [3.1.3.2.2]."""
+        v5 = self._conn.v5
+        if v5 is None or not will.properties.will_delay_interval:
+            return 0.0
+        return float(min(will.properties.will_delay_interval, v5.session_expiry_interval))
+
+    def on_disconnect(self, packet: Disconnect) -> bool:
+        """A DISCONNECT from the client: whether the will is still published (0x04) [3.14.2.1]."""
+        conn = self._conn
+        if conn.v5 is None:
+            return False
+        expiry = packet.properties.session_expiry_interval
+        if expiry is not None:
+            if self._v5.session_expiry_interval == 0 and expiry > 0:
+                # [MQTT-3.14.2-2]: a session that was to end with the connection cannot be kept now
+                conn._fail("protocol error: DISCONNECT sets a Session Expiry Interval", code=R.PROTOCOL_ERROR)
+            self._v5.session_expiry_interval = expiry
+            self._expire_now = expiry == 0
+        return packet.reason_code == R.DISCONNECT_WITH_WILL
+
+    async def closing(self, reason: str) -> None:
+        """Before the socket closes: the server's DISCONNECT [MQTT-4.13.2-1], and a session set to expire now."""
+        conn = self._conn
+        code = conn._disconnect_code
+        if code is not None and conn._counted and not conn._peer_gone:
+            packet = Disconnect(code, Properties(reason_string=reason[:200]))
+            if len(encode5(packet)) > (self._v5.maximum_packet_size or 1 << 28):
+                packet = Disconnect(code)  # the reason string would break the client's limit [MQTT-3.1.2-25]
+            conn._send(packet)
+        if self._expire_now and conn.session_key is not None:
+            try:
+                await conn.ctx.store.delete_session(conn.session_key, conn._consumer_name)
+            except FlowGateError as exc:
+                log.warning("mqtt %s: session not deleted: %s", conn.id, exc.message)
+
+    async def on_auth(self, packet: Auth) -> None:
+        """Re-authentication with a fresh JWT [4.12.1]: same user and app, a later expiry; AUTH 0x00 back."""
+        conn = self._conn
+        v5 = conn.v5
+        method = packet.properties.authentication_method
+        if v5 is None or v5.auth_method is None or method != v5.auth_method:
+            # AUTH without an authentication method in CONNECT, or with another one [MQTT-4.12.0-1, 4.12.1-1]
+            conn._fail("protocol error: AUTH without the CONNECT's authentication method", code=R.PROTOCOL_ERROR)
+        if packet.reason_code != R.RE_AUTHENTICATE:
+            conn._fail("protocol error: AUTH that does not re-authenticate", code=R.PROTOCOL_ERROR)
+        try:
+            claims = conn.ctx.services.tokens.verify((packet.properties.authentication_data or b"").decode("utf-8"))
+        except (FlowGateError, UnicodeDecodeError) as exc:
+            conn._fail(f"re-authentication failed: {exc}", code=R.NOT_AUTHORIZED)
+        old = conn.claims
+        assert old is not None
+        if (claims.user_id, claims.app, claims.namespace) != (old.user_id, old.app, old.namespace):
+            conn._fail("re-authentication with another identity", code=R.NOT_AUTHORIZED)
+        self._renew(claims)
+        conn._send(Auth(R.SUCCESS, Properties(authentication_method=method)))
+        log.info("mqtt %s re-authenticated until %d", conn.id, claims.expires_at)
+
+    def _renew(self, claims: Claims) -> None:
+        conn = self._conn
+        conn.claims = claims
+        if conn._token_timer is not None:
+            conn._token_timer.cancel()
+        conn._token_timer = conn._loop.call_later(max(0.0, claims.expires_at - time.time()), conn._token_expired)
