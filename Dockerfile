@@ -12,7 +12,8 @@ COPY gateway ./gateway
 COPY protocols ./protocols
 COPY auth ./auth
 COPY clients/python ./clients/python
-RUN pip install --no-cache-dir . ./clients/python
+COPY clients/js/flowgate.js clients/js/flowgate.d.ts ./clients/js/
+RUN pip install --no-cache-dir . ./clients/python  # the wheel copies /sdk/'s files (symlinks into clients/js)
 
 ENV FLOWGATE_HOST=0.0.0.0 \
     FLOWGATE_HTTP_PORT=8080 \

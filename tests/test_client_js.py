@@ -30,7 +30,7 @@ def test_node_suite_against_the_gateway(gateway: Gateway) -> None:
 @pytest.mark.parametrize("name", ["flowgate.js", "flowgate.d.ts"])
 def test_the_gateway_serves_the_client_unchanged(gateway: Gateway, name: str) -> None:
     source = (JS / name).read_bytes()
-    assert (SERVED / name).read_bytes() == source, f"run: cp clients/js/{name} protocols/http/sdk_files/"
+    assert (SERVED / name).resolve() == (JS / name).resolve()  # one file: the package data is a symlink to it
     answer = httpx.get(f"{gateway.base_url}/sdk/{name}")
     assert answer.status_code == 200 and answer.content == source
     assert answer.headers["access-control-allow-origin"] == "*"
