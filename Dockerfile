@@ -10,6 +10,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY protocols ./protocols
+COPY flowgate ./flowgate
 COPY auth ./auth
 COPY clients/python ./clients/python
 COPY clients/js/flowgate.js clients/js/flowgate.d.ts ./clients/js/

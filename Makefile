@@ -40,7 +40,7 @@ clients/js/node_modules/.package-lock.json: clients/js/package-lock.json
 	cd clients/js && npm ci --no-audit --no-fund
 
 lint: install-test
-	$(BIN)/ruff check gateway protocols auth tests bench clients/python
+	$(BIN)/ruff check gateway protocols auth flowgate tests bench clients/python
 	$(BIN)/mypy
 
 bench: install-test test-system-deps

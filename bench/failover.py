@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.embedded_nats import find_nats_server, nats_server_version
+from flowgate.embedded_nats import find_nats_server, nats_server_version
 from protocols.mqtt.packets import PubAck, Publish
 from tests.harness import Gateway, NatsCluster, temp_dir
 from tests.mqtt_client import RawClient

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from flowgate.server import GC_THRESHOLDS  # noqa: E402
+from flowgate.services import running_services  # noqa: E402
 from gateway.bus.mqtt_store import MqttStore  # noqa: E402
-from gateway.server import GC_THRESHOLDS  # noqa: E402
-from gateway.services import running_services  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from gateway.topics import Namespace  # noqa: E402
 from protocols.mqtt.codec import Decoder, encode, encode_publish  # noqa: E402

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.mqtt_loadclient import Result, Scenario, Suite, Target, run_scenario  # noqa: E402
-from gateway.embedded_nats import find_nats_server  # noqa: E402
+from flowgate.embedded_nats import find_nats_server  # noqa: E402
 from tests.harness import Gateway, NatsServer, _drain, free_port, wait_for_line  # noqa: E402
 
 MOSQUITTO = "/usr/sbin/mosquitto"

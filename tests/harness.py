@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from gateway.embedded_nats import find_nats_server
+from flowgate.embedded_nats import find_nats_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -209,7 +209,7 @@ class Gateway:
     def start(self, timeout: float = 30) -> Gateway:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"],
+            [sys.executable, "-m", "flowgate.cli", "serve"],
             cwd=ROOT,
             env=self.environment(),
             stderr=subprocess.PIPE,

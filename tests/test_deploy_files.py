@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
-from gateway.embedded_nats import find_nats_server
+from flowgate.embedded_nats import find_nats_server
 from gateway.settings import Settings
 from tests.harness import ROOT, Gateway
 

@@ -26,7 +26,7 @@ def test_embedded_nats_lifecycle_and_generated_admin_key(make_gateway) -> None: 
 
     env = gw.environment()
     env.pop("FLOWGATE_ADMIN_KEY")
-    cli = [sys.executable, "-m", "gateway.cli"]
+    cli = [sys.executable, "-m", "flowgate.cli"]
     created = subprocess.run(
         [*cli, "users", "create", "dave"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
     )

@@ -21,7 +21,7 @@ from starlette.routing import Match, Route
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from gateway.app import create_app
+from flowgate.app import create_app
 from gateway.errors import PayloadTooLarge, Unavailable
 from gateway.settings import Settings
 from protocols.http import publish, queues

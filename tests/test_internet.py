@@ -180,7 +180,7 @@ def test_unusable_tls_files_stop_start_up_naming_the_setting(
         if file:
             env[f"FLOWGATE_TLS_{name}_FILE"] = str(directory / file)
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "flowgate.cli", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2
     assert variable in done.stderr and why in done.stderr, done.stderr
@@ -512,7 +512,7 @@ def test_tls_only_with_the_plain_ports_off(nats_server: NatsServer, certs: Certs
     )
     gateway.data_dir.mkdir(parents=True, exist_ok=True)
     gateway.process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve"],
+        [sys.executable, "-m", "flowgate.cli", "serve"],
         cwd=ROOT,
         env=gateway.environment(),
         stderr=subprocess.PIPE,

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from gateway.embedded_nats import find_nats_server, nats_server_version
+from flowgate.embedded_nats import find_nats_server, nats_server_version
 from protocols.mqtt.packets import Publish
 from tests.harness import DEBIAN_NATS_SERVER, Gateway, NatsServer, temp_dir
 from tests.mqtt_client import RawClient

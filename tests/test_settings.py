@@ -48,7 +48,7 @@ def test_settings_are_frozen() -> None:
 
 def test_invalid_setting_stops_start_up_with_one_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve"],
+        [sys.executable, "-m", "flowgate.cli", "serve"],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "FLOWGATE_HTTP_PORT": "not-a-port"},
         capture_output=True,
@@ -63,7 +63,7 @@ def test_invalid_setting_stops_start_up_with_one_line() -> None:
 
 def test_missing_nats_server_is_one_clear_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve"],
+        [sys.executable, "-m", "flowgate.cli", "serve"],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",

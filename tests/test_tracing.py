@@ -17,9 +17,9 @@ import httpx
 import pytest
 import websockets
 
+from flowgate.server import GatewayServer, uvicorn_config
 from gateway.draining import Draining
 from gateway.logging import _trace_ids
-from gateway.server import GatewayServer, uvicorn_config
 from gateway.settings import Settings
 from protocols.mqtt.packets import Publish
 from tests.harness import NatsServer, free_port, temp_dir

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from gateway.app import create_app
+from flowgate.app import create_app
 from gateway.settings import Settings
 from tests.harness import NatsServer
 

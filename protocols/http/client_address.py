@@ -7,7 +7,7 @@ header names, and its ``scheme`` what ``Forwarded: proto=`` / ``X-Forwarded-Prot
 says (``Forwarded``: the client's own hop). Everything downstream (the ``/token`` throttle, logs, MQTT over WebSocket)
 reads ``scope["client"]`` as usual. Headers from any other peer are ignored, so
 a client cannot pick its own address. uvicorn's own proxy handling is off
-(``proxy_headers=False`` in ``gateway.server``): it trusts 127.0.0.1 by default
+(``proxy_headers=False`` in ``flowgate.server``): it trusts 127.0.0.1 by default
 and knows no ``Forwarded``.
 """
 

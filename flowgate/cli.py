@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"flowgate: invalid setting: {exc}", file=sys.stderr)
         return 2
-    from gateway.embedded_nats import EmbeddedNatsError  # imported here: the client verbs start faster without
+    from flowgate.embedded_nats import EmbeddedNatsError  # imported here: the client verbs start faster without
+    from flowgate.server import serve
     from gateway.logging import configure
-    from gateway.server import serve
 
     configure(settings)
     try:

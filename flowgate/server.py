@@ -11,10 +11,10 @@ from typing import Any
 
 import uvicorn
 
-from gateway.app import create_app
+from flowgate.app import create_app
+from flowgate.embedded_nats import EmbeddedNatsError, find_nats_server
+from flowgate.https import HttpsListener
 from gateway.draining import Draining
-from gateway.embedded_nats import EmbeddedNatsError, find_nats_server
-from gateway.https import HttpsListener
 from gateway.settings import Settings
 from protocols.ws.protocol import max_frame_bytes
 from protocols.ws.transport import PROTOCOL_CLASS as WS_PROTOCOL
@@ -112,7 +112,7 @@ def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvic
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """The HTTP listening socket bound with ``SO_REUSEPORT``: workers share the port (``gateway/supervisor.py``)."""
+    """The HTTP listening socket bound with ``SO_REUSEPORT``: workers share the port (``flowgate/supervisor.py``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -131,7 +131,7 @@ GC_THRESHOLDS = (50_000, 50, 100)
 def serve(settings: Settings) -> int:
     preflight(settings)
     if settings.workers > 1:
-        from gateway.supervisor import Supervisor
+        from flowgate.supervisor import Supervisor
 
         return Supervisor(settings).run()
     gc.freeze()  # what start-up imported is permanent: later collections do not scan it

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from gateway.embedded_nats import EmbeddedNats, stop_with_parent
+from flowgate.embedded_nats import EmbeddedNats, stop_with_parent
 from gateway.settings import Settings
 
 log = logging.getLogger("flowgate.supervisor")
@@ -129,7 +129,7 @@ class Supervisor:
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "gateway.cli",
+            "flowgate.cli",
             "serve",
             env=self._env,
             preexec_fn=stop_with_parent,

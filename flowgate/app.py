@@ -12,9 +12,9 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 
 import gateway
+from flowgate.services import running_services
 from gateway.draining import Draining
 from gateway.proxies import TrustedProxies
-from gateway.services import running_services
 from gateway.settings import Settings
 from protocols.dashboard import routes as dashboard
 from protocols.http import (
