@@ -40,8 +40,8 @@ from gateway.settings import Settings  # noqa: E402
 from gateway.topics import Namespace  # noqa: E402
 from protocols.mqtt.codec import Decoder, encode, encode_publish  # noqa: E402
 from protocols.mqtt.connection import MqttConnection  # noqa: E402
+from protocols.mqtt.context import MqttConfig, MqttContext  # noqa: E402
 from protocols.mqtt.packets import Connect, PubAck, Publish, Subscribe  # noqa: E402
-from protocols.mqtt.server import MqttConfig, MqttContext  # noqa: E402
 from tests.harness import NatsServer  # noqa: E402
 
 BATCH = 500  # PUBLISHes per data_received call

@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import NoReturn, Protocol
 
 import structlog
 
@@ -51,6 +51,7 @@ from gateway.publishing import AdmitLater, Outlet
 from gateway.topics import Namespace, topic_matches
 from protocols.mqtt.codec import MQTTProtocolError, encode, encode_publish
 from protocols.mqtt.codec5 import ServerDecoder, encode5
+from protocols.mqtt.context import MqttContext
 from protocols.mqtt.errors import PublishReaction, connack_code, publish_reaction, reject_reason, retry_after
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
@@ -89,9 +90,6 @@ from protocols.mqtt.shared import SHARE_PREFIX, SharedSubscriptions, parse_share
 from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription, best_match
 from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session, check_connect5, expired
 from protocols.mqtt.v5_connection import V5Hooks
-
-if TYPE_CHECKING:
-    from protocols.mqtt.server import MqttContext
 
 log = logging.getLogger("flowgate.mqtt")
 

@@ -14,20 +14,37 @@ to the connection: they are not stored with a persistent session.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from auth.tokens import Claims
 from gateway.bus.core import MESSAGES_STREAM
 from gateway.bus.session_consumer import SessionMessage
 from gateway.bus.shared_consumer import SharedConsumer, shared_consumer_name
 from gateway.errors import Forbidden, InvalidName
-from gateway.topics import topic_matches
-from protocols.mqtt.session import delivery_qos
+from gateway.topics import Namespace, topic_matches
+from protocols.mqtt.context import MqttContext
+from protocols.mqtt.session import OutboundWindow, delivery_qos
 from protocols.mqtt.subscriptions import Outgoing
 
-if TYPE_CHECKING:
-    from protocols.mqtt.connection import MqttConnection
+
+class SharedHost(Protocol):
+    """What shared memberships need from their connection (``MqttConnection`` is one)."""
+
+    ctx: MqttContext
+    claims: Claims | None
+    _window: OutboundWindow[Outgoing]
+    _backlog: deque[Outgoing]
+    _close_reason: str | None
+    _delivered_count: int
+    _billing_namespace: Namespace | None
+    _unbilled: int
+
+    def _queue_out(self, item: Outgoing) -> None: ...
+
+    def _bill(self, namespace: Namespace | None) -> None: ...
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -65,7 +82,7 @@ class Membership:
 class SharedSubscriptions:
     __slots__ = ("_conn", "members")
 
-    def __init__(self, conn: MqttConnection) -> None:
+    def __init__(self, conn: SharedHost) -> None:
         self._conn = conn
         self.members: dict[str, Membership] = {}  # by name; the connection tests it on its hot path
 

@@ -11,24 +11,29 @@ packet size), the DISCONNECT the server sends and re-authentication (AUTH).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import NoReturn, Protocol
 
 from auth.tokens import Claims
 from gateway.bus.mqtt_store import StoredSubscription
+from gateway.bus.session_consumer import SessionConsumer
 from gateway.errors import FlowGateError
 from gateway.message_meta import PROPS_HEADER, MessageMeta
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.topics import topic_matches
 from protocols.mqtt.codec import encode
 from protocols.mqtt.codec5 import encode5, encode_publish5
+from protocols.mqtt.context import MqttContext
 from protocols.mqtt.packets import (
     Auth,
     ConnAck,
     Connect,
     Disconnect,
+    Packet,
     PubAck,
     PubComp,
     Publish,
@@ -37,6 +42,7 @@ from protocols.mqtt.packets import (
     Will,
 )
 from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode
+from protocols.mqtt.session import InboundQoS2, OutboundWindow
 from protocols.mqtt.subscriptions import Outgoing, Subscription
 from protocols.mqtt.v5 import (
     JWT_AUTH_METHOD,
@@ -51,8 +57,41 @@ from protocols.mqtt.v5 import (
     suback_reason,
 )
 
-if TYPE_CHECKING:
-    from protocols.mqtt.connection import MqttConnection
+
+class V5Host(Protocol):
+    """What the MQTT 5 hooks need from their connection (``MqttConnection`` is one)."""
+
+    ctx: MqttContext
+    id: str
+    v5: V5Session | None
+    claims: Claims | None
+    client_id: str
+    session_key: str | None
+    _loop: asyncio.AbstractEventLoop
+    _window: OutboundWindow[Outgoing]
+    _backlog: deque[Outgoing]
+    _consumer: SessionConsumer | None
+    _consumer_name: str
+    _counted: bool
+    _disconnect_code: int | None
+    _inbound: InboundQoS2
+    _peer_gone: bool
+    _token_timer: asyncio.TimerHandle | None
+    _write_paused: bool
+
+    def abort(self, reason: str, *, will: bool = True, code: int = ReasonCode.UNSPECIFIED_ERROR) -> None: ...
+
+    def _fail(self, reason: str, *, will: bool = True, code: int | None = ReasonCode.UNSPECIFIED_ERROR) -> NoReturn: ...
+
+    def _queue_out(self, item: Outgoing) -> None: ...
+
+    def _queue_ready(self, packet: bytes) -> None: ...
+
+    def _send(self, packet: Packet) -> None: ...
+
+    def _write(self, data: bytes) -> None: ...
+
+    def _token_expired(self) -> None: ...
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -77,7 +116,7 @@ _ACKED_REFUSALS = frozenset({R.NOT_AUTHORIZED, R.QUOTA_EXCEEDED, R.TOPIC_NAME_IN
 class V5Hooks:
     __slots__ = ("_conn", "_expire_now", "_origin_meta", "_qos1_unacknowledged")
 
-    def __init__(self, conn: MqttConnection) -> None:
+    def __init__(self, conn: V5Host) -> None:
         self._conn = conn
         self._qos1_unacknowledged = 0  # QoS 1 publishes whose PUBACK is not sent yet
         self._expire_now = False  # DISCONNECT set the Session Expiry Interval to 0
