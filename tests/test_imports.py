@@ -1,0 +1,147 @@
+"""Imports point one way: core (gateway, auth) < front-ends (protocols) < assembly (flowgate).
+
+The test reads every module's AST (imports at any depth, ``if TYPE_CHECKING:``
+blocks included: a type-only back-reference is still a loop) and fails on an
+import from a lower layer to a higher one and on any cycle between modules.
+``auth`` and ``gateway`` share the bottom layer with one direction between
+them: ``auth`` may use only gateway's base modules (``AUTH_USES``), and those
+never import ``auth``; the rest of gateway builds on auth.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = {"gateway": 0, "auth": 0, "protocols": 1, "flowgate": 2}
+AUTH_USES = ("gateway.errors", "gateway.topics", "gateway.settings", "gateway.bus")
+
+Graph = dict[str, set[str]]
+
+
+def module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph(root: Path, packages: list[str]) -> Graph:
+    """Module -> the modules of ``packages`` it imports (a name from a package resolves to its submodule)."""
+    files = {module_name(root, p): p for pkg in packages for p in sorted((root / pkg).rglob("*.py"))}
+    graph: Graph = {}
+    for name, path in files.items():
+        is_pkg = path.name == "__init__.py"
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: resolve against this module's package
+                    anchor = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
+                    base = ".".join([*anchor, base] if base else anchor)
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.add(sub if sub in files else base)
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def layer_violations(graph: Graph) -> list[str]:
+    found = []
+    for src, targets in graph.items():
+        for dst in sorted(targets):
+            top_src, top_dst = src.split(".")[0], dst.split(".")[0]
+            if LAYERS.get(top_dst, -1) > LAYERS.get(top_src, -1):
+                found.append(f"{src} -> {dst} (points up)")
+            elif top_src == "auth" and top_dst == "gateway" and not dst.startswith(AUTH_USES):
+                found.append(f"{src} -> {dst} (auth uses only {', '.join(AUTH_USES)})")
+            elif top_src == "gateway" and src.startswith(AUTH_USES) and top_dst == "auth":
+                found.append(f"{src} -> {dst} (gateway's base must not import auth)")
+    return sorted(found)
+
+
+def cycles(graph: Graph) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_imports_point_down() -> None:
+    graph = import_graph(ROOT, list(LAYERS))
+    assert len(graph) > 100  # the walk saw the tree
+    assert any(t.startswith("protocols.") for t in graph["flowgate.app"])
+    assert layer_violations(graph) == []
+
+
+def test_no_import_cycle_between_modules() -> None:
+    assert cycles(import_graph(ROOT, list(LAYERS))) == []
+
+
+def test_the_checks_fail_on_a_loop_and_an_upward_import(tmp_path: Path) -> None:
+    files = {
+        "gateway/__init__.py": "",
+        "gateway/hub.py": "from gateway import outbox\n",
+        "gateway/outbox.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from gateway.hub import Hub\n",
+        "gateway/errors.py": "import auth.tokens\n",
+        "auth/__init__.py": "",
+        "auth/tokens.py": "from gateway.errors import X\nfrom gateway.hub import Hub\n",
+        "protocols/__init__.py": "",
+        "protocols/ws.py": "from . import http\n",
+        "protocols/http.py": "from flowgate.app import create_app\n",
+        "flowgate/__init__.py": "",
+        "flowgate/app.py": "from protocols import ws\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    graph = import_graph(tmp_path, list(LAYERS))
+    assert graph["protocols.ws"] == {"protocols.http"}
+    assert sorted(map(tuple, cycles(graph))) == [
+        ("auth.tokens", "gateway.errors"),
+        ("flowgate.app", "protocols.http", "protocols.ws"),
+        ("gateway.hub", "gateway.outbox"),
+    ]
+    assert layer_violations(graph) == [
+        "auth.tokens -> gateway.hub (auth uses only gateway.errors, gateway.topics, gateway.settings, gateway.bus)",
+        "gateway.errors -> auth.tokens (gateway's base must not import auth)",
+        "protocols.http -> flowgate.app (points up)",
+    ]
