@@ -26,6 +26,7 @@ from nats.js import JetStreamContext, api
 
 from gateway.bus.acks import AckClient, AckInbox, Pending, PubAck, Settle, settle
 from gateway.bus.kv import Bucket
+from gateway.bus.natspy import check_natspy, max_payload, subscription_id
 from gateway.bus.outgoing import OutgoingFrames, append
 from gateway.bus.subscriptions import CoreSubscription, LiveSubscription, OnDelivery
 from gateway.bus.translate import nats_errors
@@ -79,6 +80,7 @@ class Bus:
 
     async def connect(self, servers: list[str], *, name: str = "flowgate", attempts_timeout: float = 30.0) -> None:
         """Connect (retrying for ``attempts_timeout``), then create the streams and buckets needed."""
+        check_natspy()  # the installed nats-py has the internals gateway/bus/natspy.py uses, or a clear error
         deadline = asyncio.get_running_loop().time() + attempts_timeout
         while True:
             try:
@@ -113,7 +115,7 @@ class Bus:
         self._acks.set_prefix(self._inbox + ".")
         with nats_errors("subscribe to acknowledgements"):
             ack_sub = await nc.subscribe(self._inbox + ".*")
-        nc.route_acks(ack_sub._id, self._acks.on_message)
+        nc.route_acks(subscription_id(ack_sub), self._acks.on_message)
         await self.ensure_stream(
             api.StreamConfig(
                 name=MESSAGES_STREAM,
@@ -337,8 +339,9 @@ class Bus:
         if nc is None or not nc.is_connected:
             raise Unavailable("message bus unavailable; retry shortly")
         size = len(payload.body)
-        if size > self._max_bytes or size > nc._max_payload:
-            raise PayloadTooLarge(f"message is larger than {min(self._max_bytes, nc._max_payload)} bytes")
+        limit = max_payload(nc)
+        if size > self._max_bytes or size > limit:
+            raise PayloadTooLarge(f"message is larger than {min(self._max_bytes, limit)} bytes")
         return nc
 
     def _sweep(self) -> None:

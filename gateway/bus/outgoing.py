@@ -7,21 +7,20 @@ sets (``Fg-Type`` and ``Fg-QoS``), and its subjects are built by
 ``gateway.topics``, valid by construction. ``OutgoingFrames`` keeps each header
 set's encoded block, and ``append`` adds one ``HPUB`` command (built by
 ``gateway.bus.core.Outlet``) to the client's pending buffer and wakes nats-py's
-flusher task exactly as ``Client.publish`` does, so both kinds of publish share
+flusher task exactly as ``Client.publish`` does (``natspy.append``), so both kinds of publish share
 one ordered buffer and one writer.
 """
 
 from __future__ import annotations
 
-import asyncio
-
-from nats.aio.client import Client
-
+from gateway.bus.natspy import append, drain
 from gateway.payload import KIND_HEADER
 
 _HEADER_LINE = b"NATS/1.0\r\n"
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 HEADER_BLOCK_CACHE = 64
+
+__all__ = ["HEADER_BLOCK_CACHE", "OutgoingFrames", "append"]
 
 
 class OutgoingFrames:
@@ -48,24 +47,4 @@ class OutgoingFrames:
             return block + b"\r\n"
         return block + b"Nats-Msg-Id: " + msg_id.strip().translate(_NEWLINES).encode() + b"\r\n\r\n"
 
-    @staticmethod
-    async def drain(nc: Client) -> None:
-        """Force the pending buffer out, as nats-py does when a publish overfills it."""
-        await nc._flush_pending(force_flush=True)
-
-
-def append(nc: Client, command: bytes, body_size: int) -> bool:
-    """Append one encoded command to ``nc``'s pending buffer and wake its flusher, as ``Client.publish`` does.
-
-    True when the buffer is over its limit (drain it).
-    """
-    nc._pending.append(command)
-    nc._pending_data_size += len(command)
-    stats = nc.stats
-    stats["out_msgs"] += 1
-    stats["out_bytes"] += body_size
-    flush_queue = nc._flush_queue
-    if flush_queue is not None and flush_queue.empty():
-        # What Client._flush_pending does: one wake-up of the flusher task for everything queued until it runs.
-        flush_queue.put_nowait(asyncio.get_running_loop().create_future())
-    return 0 < nc._max_pending_size < nc._pending_data_size
+    drain = staticmethod(drain)  # force the pending buffer out, as nats-py does when a publish overfills it

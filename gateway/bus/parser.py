@@ -7,7 +7,7 @@ deletes each line and each payload from the front of its buffer (two
 buffer: the control line is found with ``find(b"\\r\\n")`` and ``split()``,
 the buffer is compacted once per chunk, and each message is first offered to
 the client's synchronous ``_dispatch_fast`` (``AckClient``); only when that
-declines is ``_process_msg`` awaited.
+declines is ``_process_msg`` awaited (through ``natspy.process_msg``).
 
 Only canonical lines take that path: ``MSG``/``HMSG`` with whitespace
 separated arguments ending in digits, and bare ``PING``, ``PONG``, ``+OK``.
@@ -22,6 +22,8 @@ awaited; the parser then stops reading the old buffer.
 from __future__ import annotations
 
 from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, MAX_CONTROL_LINE_SIZE, Parser
+
+from gateway.bus.natspy import process_msg, process_ping, process_pong
 
 _CRLF = b"\r\n"
 _MSG = b"MSG"
@@ -61,7 +63,7 @@ class FastParser(Parser):
                 self.header_needed = 0
                 sid, subject, reply = args["sid"], args["subject"], args["reply"]
                 if not nc._dispatch_fast(sid, subject, reply, payload, hdr):
-                    await nc._process_msg(sid, subject, reply, payload, hdr)
+                    await process_msg(nc, sid, subject, reply, payload, hdr)
                     if self.buf is not buf:
                         return
             while pos < end:
@@ -108,17 +110,17 @@ class FastParser(Parser):
                         hdr, payload = None, raw[start : start + needed]
                     pos = start + needed + 2
                     if not nc._dispatch_fast(sid, subject, reply, payload, hdr):
-                        await nc._process_msg(sid, subject, reply, payload, hdr)
+                        await process_msg(nc, sid, subject, reply, payload, hdr)
                         if self.buf is not buf:
                             return
                     continue
                 line = raw[pos:eol]
                 if line == _PING:
                     pos = eol + 2
-                    await nc._process_ping()
+                    await process_ping(nc)
                 elif line == _PONG:
                     pos = eol + 2
-                    await nc._process_pong()
+                    await process_pong(nc)
                 elif line == _OK:
                     pos = eol + 2
                     continue

@@ -32,6 +32,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
 from gateway.bus.direct import deliver_directly
+from gateway.bus.natspy import inner_subscription, parse_header_lines
 from gateway.bus.translate import nats_errors
 from gateway.errors import FlowGateError, InvalidName
 from gateway.message_meta import MessageMeta, meta_of
@@ -77,7 +78,7 @@ def _header_meta(block: bytes) -> tuple[Kind | None, int, MessageMeta | None]:
 
     Parsed as nats-py parses a block without an inline status (the only kind the raw path is given).
     """
-    headers = Client._parse_header_lines(block[10:]) if len(block) > 10 else None
+    headers = parse_header_lines(block[10:]) if len(block) > 10 else None
     if not headers:
         return None, 1, None
     kind = headers.get(KIND_HEADER)
@@ -90,7 +91,7 @@ def _header_meta(block: bytes) -> tuple[Kind | None, int, MessageMeta | None]:
 
 def _traceparent(block: bytes) -> str | None:
     """The ``traceparent`` of a raw header block (tracing on: the publishing replica put it there)."""
-    headers = Client._parse_header_lines(block[10:]) if len(block) > 10 else None
+    headers = parse_header_lines(block[10:]) if len(block) > 10 else None
     return headers.get("traceparent") if headers else None
 
 
@@ -203,7 +204,7 @@ class LiveSubscription(_BusSubscription):
                 idle_heartbeat=2.0,
             )
         # Messages go to _on_msg as nats-py parses them, not through its queue and task (direct.py).
-        deliver_directly(self._sub._sub, self._on_msg, self._on_raw)
+        deliver_directly(inner_subscription(self._sub), self._on_msg, self._on_raw)
 
     def _read(self, msg: Msg) -> Delivery:
         delivery = to_delivery(msg)
