@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,3 +295,23 @@ class Gateway:
 
 def temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@contextmanager
+def replicas_on_own_nats(prefix: str, env: dict[str, str]) -> Iterator[list[Gateway]]:
+    """Two replicas (same secrets) on a NATS of their own, so their durable consumers and buckets stay out of
+    other modules' way; started together, stopped and removed even when one failed to start."""
+    nats_server = NatsServer(temp_dir(f"{prefix}nats-")).start()
+    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    dirs = [temp_dir(prefix), temp_dir(prefix)]
+    gateways = [Gateway(nats_server.url, d, env=env, **shared) for d in dirs]  # type: ignore[arg-type]
+    try:
+        with ThreadPoolExecutor(2) as pool:  # both start at once
+            list(pool.map(Gateway.start, gateways))
+        yield gateways
+    finally:
+        for gw in gateways:
+            gw.stop()
+        nats_server.stop()
+        for d in [*dirs, nats_server.store]:
+            shutil.rmtree(d, ignore_errors=True)

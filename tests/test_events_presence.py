@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-import shutil
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +13,7 @@ import orjson
 import pytest
 import websockets
 
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.harness import Gateway, replicas_on_own_nats
 from tests.mqtt_client import RawClient
 from tests.sse_client import reader
 
@@ -29,21 +26,8 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[list[Gateway]]:
-    """Two replicas on a NATS of their own: their durable consumers and buckets stay out of other modules' way."""
-    nats_server = NatsServer(temp_dir("fg-ev-nats-")).start()
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
-    dirs = [temp_dir("fg-ev-"), temp_dir("fg-ev-")]
-    gateways = [Gateway(nats_server.url, d, env=ENV, **shared) for d in dirs]  # type: ignore[arg-type]
-    try:
-        with ThreadPoolExecutor(2) as pool:  # both start at once
-            list(pool.map(Gateway.start, gateways))
+    with replicas_on_own_nats("fg-ev-", ENV) as gateways:
         yield gateways
-    finally:  # also when one of them failed to start
-        for gw in gateways:
-            gw.stop()
-        nats_server.stop()
-        for d in [*dirs, nats_server.store]:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 class Watcher:

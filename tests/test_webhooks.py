@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-import shutil
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -19,7 +16,7 @@ import standardwebhooks
 
 from gateway.errors import BadRequest, Forbidden
 from gateway.webhooks.targets import check_target
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.harness import Gateway, replicas_on_own_nats
 from tests.webhook_receiver import Answer, Receiver, Request
 
 ENV = {
@@ -33,21 +30,8 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[list[Gateway]]:
-    """Two replicas on a NATS of their own: their durable consumers and buckets stay out of other modules' way."""
-    nats_server = NatsServer(temp_dir("fg-wh-nats-")).start()
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
-    dirs = [temp_dir("fg-wh-"), temp_dir("fg-wh-")]
-    gateways = [Gateway(nats_server.url, d, env=ENV, **shared) for d in dirs]  # type: ignore[arg-type]
-    try:
-        with ThreadPoolExecutor(2) as pool:  # both start at once
-            list(pool.map(Gateway.start, gateways))
+    with replicas_on_own_nats("fg-wh-", ENV) as gateways:
         yield gateways
-    finally:  # also when one of them failed to start
-        for gw in gateways:
-            gw.stop()
-        nats_server.stop()
-        for d in [*dirs, nats_server.store]:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

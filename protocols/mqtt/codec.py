@@ -60,7 +60,7 @@ from protocols.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from protocols.mqtt.properties import NO_PROPERTIES
+from protocols.mqtt.properties import MAX_VARINT, NO_PROPERTIES, encode_varint
 
 __all__ = [
     "DEFAULT_MAX_PACKET_SIZE",
@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PACKET_SIZE: Final = 1024 * 1024
-MAX_REMAINING_LENGTH: Final = 268_435_455  # four bytes of variable length encoding [MQTT-2.2.3]
+MAX_REMAINING_LENGTH: Final = MAX_VARINT  # four bytes of variable length encoding [MQTT-2.2.3]
 
 # Packet type numbers [MQTT-2.2.1].
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
@@ -136,21 +136,7 @@ class PacketTooLarge(MQTTProtocolError):
 # -- encoding ---------------------------------------------------------------------------------
 
 
-def _length_bytes(length: int) -> bytes:
-    """Variable length encoding of the remaining length [MQTT-2.2.3]."""
-    if length < 0x80:
-        return bytes((length,))
-    if length > MAX_REMAINING_LENGTH:
-        raise ValueError(f"remaining length {length} exceeds {MAX_REMAINING_LENGTH}")
-    out = bytearray()
-    while True:
-        digit = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(digit | 0x80)
-        else:
-            out.append(digit)
-            return bytes(out)
+_length_bytes = encode_varint  # the remaining length is a Variable Byte Integer [MQTT-2.2.3]
 
 
 def _str(value: str, what: str) -> bytes:

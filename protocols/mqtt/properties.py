@@ -207,10 +207,11 @@ _U32: Final = struct.Struct(">I")
 
 
 def encode_varint(value: int) -> bytes:
+    """A Variable Byte Integer [MQTT-1.5.5]: remaining lengths, property lengths and varint properties."""
+    if 0 <= value < 0x80:  # the common case first: most packets and properties are short
+        return bytes((value,))
     if not 0 <= value <= MAX_VARINT:
         raise ValueError(f"variable byte integer out of range: {value}")
-    if value < 0x80:
-        return bytes((value,))
     out = bytearray()
     while True:
         digit = value & 0x7F
