@@ -272,12 +272,34 @@ async def test_stream_leader_killed_under_load_loses_nothing_acknowledged(deploy
     assert {m: seen[m] for m in load.acked} == load.acked  # every acknowledged message, at its sequence
 
 
+async def persistent_subscriber(gateway: Gateway, token: str, client_id: str, topic: str) -> RawClient:
+    """A device with a persistent session subscribed to ``topic`` at QoS 1 on ``gateway``.
+
+    Right after the previous test's node came back, the session bucket may still be electing a leader:
+    the gateway then answers CONNACK 3, refuses the filter (0x80) or closes a connection whose session
+    it could not save, and the device tries again, as a real one would, for as long as a node loss may take.
+    """
+    deadline = time.monotonic() + NODE_LOSS_BOUND + 10
+    while True:
+        device: RawClient | None = None
+        try:
+            device, connack = await RawClient.connect(gateway.mqtt_port, token, client_id=client_id, clean=False)
+            if connack.return_code == 0 and (await device.subscribe((topic, 1))).return_codes == (1,):
+                return device
+        except ConnectionError:
+            pass
+        if device is not None:
+            await device.close()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gateway.mqtt_port}: no session could be saved")
+        await asyncio.sleep(0.2)  # a device's reconnect back-off
+
+
 async def test_gateway_killed_loses_nothing_acknowledged_and_its_mqtt_session_resumes(deployment: Deployment) -> None:
     # the last test of the module: replica B is killed, replica A serves what B acknowledged
     doomed, survivor = deployment.b, deployment.a
     _, token = doomed.user_token()
-    device, _ = await RawClient.connect(doomed.mqtt_port, token, client_id="survivor", clean=False)
-    await device.subscribe(("load", 1))
+    device = await persistent_subscriber(doomed, token, "survivor", "load")
     load, stop = Load(), asyncio.Event()
     task = asyncio.create_task(load.run([doomed], token, stop, clients=4))
     await wait_until(lambda: len(load.acked) >= 100, 10)

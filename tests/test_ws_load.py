@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 TOTAL = 50_000
 PUBLISHERS = 5
 PAYLOAD = "x" * 400
+LAG = 2_000  # how far the publishers may run ahead of the slowest reader (each connection holds 5,000)
 RSS_CEILING = 40 * 1024 * 1024  # growth allowed while 50,000 messages go by; an unbounded buffer grew ~225 MB
 
 
@@ -79,8 +80,9 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(
     nats_server: NatsServer, make_gateway: Callable[..., Gateway]
 ) -> None:
     # A load test, not a billing test. The two readers share this test process with five publishers,
-    # so under a loaded machine they may fall well behind the gateway; give every connection room for
-    # 5,000 messages (about 2.5 MB, well under the RSS ceiling) so only the client that never reads fills it.
+    # so on a loaded machine they could fall behind the gateway by any amount; the publishers wait
+    # whenever they are more than LAG messages ahead of the slowest reader, and every connection has
+    # room for 5,000 (about 2.5 MB, well under the RSS ceiling), so only the client that never reads fills it.
     gateway = make_gateway(nats_server.url, env={"FLOWGATE_BILLING": "false", "FLOWGATE_OUTBOUND_QUEUE": "5000"})
     _, key = gateway.new_user(plan="pro")
     token = gateway.token(key, ttl=3600)
@@ -96,17 +98,33 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(
     for reader in readers:
         await request(reader, 1, action="subscribe", topic="firehose")
 
-    async def read_all(ws: ClientConnection) -> list[tuple[int, int, int]]:
+    received_counts = [0] * len(readers)
+    progress = asyncio.Condition()
+    sent = 0
+
+    async def read_all(reader: int, ws: ClientConnection) -> list[tuple[int, int, int]]:
         got: list[tuple[int, int, int]] = []
         while len(got) < TOTAL:
             frame = orjson.loads(await ws.recv())
             if frame["action"] == "message":
                 got.append((frame["seq"], frame["data"]["p"], frame["data"]["n"]))
+                if len(got) % 100 == 0 or len(got) == TOTAL:
+                    async with progress:
+                        received_counts[reader] = len(got)
+                        progress.notify_all()
         return got
 
+    def caught_up() -> bool:
+        return sent - min(received_counts) <= LAG
+
     async def publish(ws: ClientConnection, index: int) -> None:
+        nonlocal sent
         share = TOTAL // PUBLISHERS
         for n in range(share):
+            if n % 100 == 0:
+                async with progress:
+                    await progress.wait_for(caught_up)
+            sent += 1
             await ws.send(
                 orjson.dumps(
                     {"action": "publish", "topic": "firehose", "message": {"p": index, "n": n, "pad": PAYLOAD}}
@@ -121,7 +139,7 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(
     publishers = [await connect(gateway, token) for _ in range(PUBLISHERS)]
     baseline = psutil.Process(gateway.pid).memory_info().rss
     with RssSampler(gateway.pid) as rss:
-        consuming = [asyncio.create_task(read_all(r)) for r in readers]
+        consuming = [asyncio.create_task(read_all(i, r)) for i, r in enumerate(readers)]
         async with asyncio.timeout(240):
             await asyncio.gather(*(publish(ws, i) for i, ws in enumerate(publishers)))
             assert errors == []
@@ -158,9 +176,8 @@ async def test_a_thousand_subscribers_receive_every_message_of_a_burst(
 ) -> None:
     subscribers_count, burst = 1000, 200
     raise_fd_limit(4096)  # before the gateway starts: it inherits the limit
-    # A load test, not a billing test. The two readers share this test process with five publishers,
-    # so under a loaded machine they may fall well behind the gateway; give every connection room for
-    # 5,000 messages (about 2.5 MB, well under the RSS ceiling) so only the client that never reads fills it.
+    # A load test, not a billing test; the 1,000 subscribers share this test process, so every
+    # connection gets room for the whole burst however far behind its reader falls.
     gateway = make_gateway(nats_server.url, env={"FLOWGATE_BILLING": "false", "FLOWGATE_OUTBOUND_QUEUE": "5000"})
     _, key = gateway.new_user(plan="pro")
     token = gateway.token(key, ttl=3600)
