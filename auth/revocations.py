@@ -1,7 +1,7 @@
 """What is refused right now, held in memory on every replica: no request pays a KV round trip.
 
 ``Revocations`` is plain state (no I/O, clock injected), fed by the JetStream
-watcher in ``gateway.revocation``:
+watcher in ``auth.revocation_feed``:
 
 - users disabled (403) or deleted (401), from the users bucket;
 - tokens revoked by ``jti`` (per user), every token of a user issued up to a

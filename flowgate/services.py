@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from auth.accounts import Accounts
+from auth.revocation_feed import RevocationFeed
 from auth.revocations import Revocations
 from auth.secrets import ServerSecrets
 from auth.tokens import TokenService
@@ -24,7 +25,6 @@ from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
-from gateway.revocation import RevocationFeed
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.tracing import Tracing

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auth.accounts import Accounts
+from auth.revocation_feed import RevocationFeed
 from auth.secrets import ServerSecrets
 from auth.tokens import TokenService
 from gateway.billing import BillingGuard
@@ -18,7 +19,6 @@ from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
-from gateway.revocation import RevocationFeed
 from gateway.settings import Settings
 from gateway.triggers import Triggers
 from gateway.webhooks import Webhooks
