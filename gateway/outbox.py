@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from auth.permissions import Rule
 from gateway.payload import Delivery
+from gateway.principal import TopicRule
 from gateway.topics import topic_matches
 
 T = TypeVar("T")
@@ -98,7 +98,7 @@ class FilteredSink:
         self,
         outbox: Outbox[tuple[object, Delivery]],
         filters: Sequence[str],
-        rule: Rule,
+        rule: TopicRule,
         *,
         exact: bool,
         tag: object = None,
@@ -110,7 +110,7 @@ class FilteredSink:
         # ``exact``: the bus subject already matches exactly these filters (see Namespace.subscription_subject).
         self._check = not exact or any(f[:1] in ("+", "#") for f in self.filters) or bool(rule.deny)
 
-    def restrict(self, rule: Rule) -> None:
+    def restrict(self, rule: TopicRule) -> None:
         """Apply a refreshed token's subscribe rule to what is still to come."""
         self.rule = rule
         self._check = self._check or bool(rule.deny)

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, cast
 
 from prometheus_client import Histogram
 
-from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bus, PubAck, Settle
 from gateway.bus import Outlet as BusOutlet
 from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge, Unavailable
 from gateway.metrics import LATENCY_SAMPLE, Metrics, Tally
 from gateway.payload import QOS_HEADER, Payload
+from gateway.principal import Principal
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Publisher:
         self._sampled = 0
         self._guard = guard  # quota, balance and rate limit (gateway.billing); refused messages are never sent
 
-    def resolve(self, claims: Claims, name: str) -> str:
+    def resolve(self, claims: Principal, name: str) -> str:
         """The validated topic ``name`` refers to, if the token may publish there."""
         topic = claims.namespace.topic(name)
         if topic[:1] == "$" and topic.startswith(RESERVED):
@@ -90,14 +90,14 @@ class Publisher:
             raise Forbidden(f"this token may not publish to {topic!r}")
         return topic
 
-    def route(self, claims: Claims, name: str) -> Route:
+    def route(self, claims: Principal, name: str) -> Route:
         """``resolve`` plus the NATS subject: what a connection may keep for the names it publishes to often."""
         topic = self.resolve(claims, name)
         return Route(topic, claims.namespace.subject(topic))
 
     async def publish(
         self,
-        claims: Claims,
+        claims: Principal,
         name: str,
         payload: Payload,
         *,
@@ -116,7 +116,7 @@ class Publisher:
 
     async def submit(
         self,
-        claims: Claims,
+        claims: Principal,
         route: Route | str,
         payload: Payload,
         *,
@@ -153,7 +153,7 @@ class Publisher:
     async def _submit_traced(
         self,
         tracing: Tracing,
-        claims: Claims,
+        claims: Principal,
         route: Route,
         payload: Payload,
         protocol: str,
@@ -193,7 +193,7 @@ class Publisher:
                 await self._bus.drain()
             return future
 
-    def outlet(self, claims: Claims, name: str, *, protocol: str, headers: dict[str, str] | None = None) -> Outlet:
+    def outlet(self, claims: Principal, name: str, *, protocol: str, headers: dict[str, str] | None = None) -> Outlet:
         """A topic a connection publishes to again and again, prepared once (``route`` and the bus's ``Outlet``).
 
         Raises as ``route`` does when the token may not publish there.
@@ -202,7 +202,7 @@ class Publisher:
         bus_outlet = self._bus.outlet(route.subject, headers)
         return Outlet(self, claims, route.topic, bus_outlet, self._counter(protocol), _qos(headers))
 
-    def _msg_id(self, claims: Claims, idempotency_key: str | None) -> str | None:
+    def _msg_id(self, claims: Principal, idempotency_key: str | None) -> str | None:
         if idempotency_key is None:
             return None
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
@@ -215,7 +215,7 @@ class Publisher:
 
     def _send(
         self,
-        claims: Claims,
+        claims: Principal,
         route: Route,
         payload: Payload,
         protocol: str,
@@ -260,7 +260,7 @@ class Publisher:
 
     def _stored(
         self,
-        claims: Claims,
+        claims: Principal,
         counter: Tally,
         then: Settle | None,
         subject: str,
@@ -309,7 +309,7 @@ class Outlet:
     __slots__ = ("_bus_outlet", "_claims", "_counter", "_publisher", "_qos", "topic")
 
     def __init__(
-        self, publisher: Publisher, claims: Claims, topic: str, bus_outlet: BusOutlet, counter: Tally, qos: int
+        self, publisher: Publisher, claims: Principal, topic: str, bus_outlet: BusOutlet, counter: Tally, qos: int
     ) -> None:
         self._publisher = publisher
         self._claims = claims

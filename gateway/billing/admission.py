@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from auth.tokens import Claims
 from gateway.billing.cache import Account, AccountCache
 from gateway.billing.clock import BillingClock
 from gateway.billing.meter import UsageMeter
@@ -22,6 +21,7 @@ from gateway.billing.rates import PublishRates
 from gateway.billing.reservations import Reservations
 from gateway.errors import FlowGateError, PayloadTooLarge, PaymentRequired, Unauthorized
 from gateway.metrics import Metrics
+from gateway.principal import Principal
 from gateway.topics import Namespace
 
 
@@ -59,7 +59,7 @@ class Admission:
         self._take = rates.take
         self._spend = reservations.spend
 
-    async def admit(self, claims: Claims, size: int, protocol: str, operation: Operation) -> None:
+    async def admit(self, claims: Principal, size: int, protocol: str, operation: Operation) -> None:
         """Let one message of ``size`` bytes through, or raise; the unit is then reserved for it."""
         user_id = claims.namespace.user_id
         now = self._now()
@@ -85,7 +85,7 @@ class Admission:
             raise
         self._count(claims, key_bucket, period.id, operation)
 
-    def admit_now(self, claims: Claims, size: int, protocol: str, operation: Operation) -> bool:
+    def admit_now(self, claims: Principal, size: int, protocol: str, operation: Operation) -> bool:
         """``admit`` without waiting: True when admitted (or raises as ``admit`` does); False when the
         account must first be loaded or its reservation refilled, which only ``admit`` can do."""
         now = self._now()
@@ -95,7 +95,7 @@ class Admission:
         return self._admit(account, claims, size, protocol, operation, now)
 
     def _admit(
-        self, account: Account, claims: Claims, size: int, protocol: str, operation: Operation, now: float
+        self, account: Account, claims: Principal, size: int, protocol: str, operation: Operation, now: float
     ) -> bool:
         """Size, rate and a unit of the local reservation; False (nothing taken) when the reservation is spent."""
         limits = account.limits
@@ -113,7 +113,7 @@ class Admission:
         self._count(claims, key_bucket, period.id, operation)
         return True
 
-    def _count(self, claims: Claims, key_bucket: str, period: str, operation: Operation) -> None:
+    def _count(self, claims: Principal, key_bucket: str, period: str, operation: Operation) -> None:
         """An admitted message: tell the other replicas' rate limiters and the usage meter."""
         namespace = claims.namespace
         if self.spending is not None:
@@ -123,7 +123,7 @@ class Admission:
         if self._meter is not None:
             self._meter.count(period, namespace.user_id, namespace.app, operation)
 
-    def refund(self, claims: Claims, operation: Operation) -> None:
+    def refund(self, claims: Principal, operation: Operation) -> None:
         """Give back the unit of an admitted message that was not stored after all (or was a duplicate)."""
         account = self._accounts.get(claims.user_id)
         if account is None:

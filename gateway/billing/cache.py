@@ -17,7 +17,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from auth.accounts import User
 from gateway.billing.ledger import LedgerState
 from gateway.billing.plans import Catalog, Plan
 from gateway.errors import FlowGateError, NotFound, Unauthorized
@@ -49,10 +48,20 @@ class Account:
     changed: bool = False  # changed by an admin call here: wait for the reload before judging
 
 
+class PlanHolder(Protocol):
+    """What billing reads of a user record (``auth.accounts.User``)."""
+
+    @property
+    def plan(self) -> str: ...
+
+    @property
+    def extra(self) -> dict[str, Any]: ...
+
+
 class Users(Protocol):
     """Where a user's plan comes from (``auth.accounts.Accounts``)."""
 
-    async def get_user(self, user_id: str) -> User: ...
+    async def get_user(self, user_id: str) -> PlanHolder: ...
 
 
 def background(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from auth.tokens import Claims
 from gateway.billing.admission import Admission
 from gateway.billing.cache import FORGET_AFTER, LIMITS_REFRESH, AccountCache, Users
 from gateway.billing.clock import BillingClock
@@ -61,6 +60,7 @@ from gateway.billing.token_requests import TokenRequests
 from gateway.bus import Bus
 from gateway.errors import FlowGateError, PaymentRequired, RateLimited
 from gateway.metrics import Metrics
+from gateway.principal import Principal
 from gateway.settings import Settings
 from gateway.topics import Namespace
 
@@ -191,18 +191,20 @@ class BillingGuard:
     # -- the hot path -----------------------------------------------------------------------
 
     async def admit(
-        self, claims: Claims, size: int, *, protocol: str, operation: Operation = Operation.PUBLISH
+        self, claims: Principal, size: int, *, protocol: str, operation: Operation = Operation.PUBLISH
     ) -> None:
         """Let one message of ``size`` bytes through, or raise; the unit is then reserved for it."""
         if self.enabled:
             await self._admission.admit(claims, size, protocol, operation)
 
-    def admit_now(self, claims: Claims, size: int, *, protocol: str, operation: Operation = Operation.PUBLISH) -> bool:
+    def admit_now(
+        self, claims: Principal, size: int, *, protocol: str, operation: Operation = Operation.PUBLISH
+    ) -> bool:
         """``admit`` without waiting: True when admitted (or raises as ``admit`` does); False when the
         account must first be loaded or its reservation refilled, which only ``admit`` can do."""
         return not self.enabled or self._admission.admit_now(claims, size, protocol, operation)
 
-    def refund(self, claims: Claims, *, operation: Operation = Operation.PUBLISH) -> None:
+    def refund(self, claims: Principal, *, operation: Operation = Operation.PUBLISH) -> None:
         """Give back the unit of an admitted message that was not stored after all (or was a duplicate)."""
         if self.enabled:
             self._admission.refund(claims, operation)
@@ -223,7 +225,7 @@ class BillingGuard:
         if self.enabled:
             await self._admission.check_connect(user_id)
 
-    async def connect(self, claims: Claims, protocol: str) -> ConnectionLease:
+    async def connect(self, claims: Principal, protocol: str) -> ConnectionLease:
         """Count a new subscriber connection; refused when nothing is left or all the plan's connections are open."""
         if not self.enabled:
             return ConnectionLease(None, None, protocol)

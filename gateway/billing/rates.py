@@ -2,7 +2,7 @@
 
 ``take`` is the hot path: one token of the user's bucket (the plan's rate and
 burst) and one of the API key's bucket when the key carries its own limit
-(``Claims.key_limit``), or ``RateLimited`` naming which. Tokens taken for a
+(``Principal.key_limit``), or ``RateLimited`` naming which. Tokens taken for a
 message refused later are given back. ``charge_remote`` charges what other
 replicas spent (``RateShare``) to the same buckets, so one user's rate limit
 is one limit, approximately, across replicas.
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from auth.tokens import Claims
 from gateway.billing.limiter import RateLimiter
 from gateway.billing.plans import Plan
 from gateway.errors import RateLimited
 from gateway.metrics import Metrics
+from gateway.principal import Principal
 
 
 def rate_limited(limiter: RateLimiter, key: str, rate: float, burst: float, what: str, limit: str) -> RateLimited:
@@ -34,7 +34,7 @@ class PublishRates:
         self._limiter = limiter
         self._metrics = metrics
 
-    def take(self, claims: Claims, limits: Plan, protocol: str) -> str:
+    def take(self, claims: Principal, limits: Plan, protocol: str) -> str:
         """One token of the user's bucket and of the API key's own bucket, if it has one (its name, else "")."""
         key = claims.namespace.user_id
         limiter = self._limiter

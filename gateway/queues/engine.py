@@ -30,9 +30,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from auth.permissions import Rule
-from auth.secrets import ServerSecrets
-from auth.tokens import Claims
 from gateway.billing import BillingGuard, Operation
 from gateway.bus import Bucket, Bus
 from gateway.bus.queues import (
@@ -46,6 +43,7 @@ from gateway.bus.queues import (
 from gateway.errors import BadRequest, Conflict, FlowGateError, Forbidden, NotFound, PayloadTooLarge, Unavailable
 from gateway.metrics import Metrics
 from gateway.payload import Payload
+from gateway.principal import Principal, TopicRule
 from gateway.queues import fifo
 from gateway.queues.attributes import MAX_DELAY_SECONDS, MAX_VISIBILITY_TIMEOUT, MAX_WAIT_SECONDS, QueueAttributes
 from gateway.queues.catalog import BUCKET as CATALOG_BUCKET
@@ -59,7 +57,7 @@ from gateway.queues.errors import (
     StaleReceiptHandle,
     TooManyEntries,
 )
-from gateway.queues.handles import ReceiptHandle
+from gateway.queues.handles import ReceiptHandle, Signer
 from gateway.queues.messages import (
     ATTRS_HEADER,
     MAX_BATCH,
@@ -104,7 +102,7 @@ class QueueEngine:
         self,
         settings: Settings,
         bus: Bus,
-        secrets_: ServerSecrets,
+        signer: Signer,
         metrics: Metrics,
         catalog: Catalog,
         deliveries: Bucket,
@@ -113,7 +111,7 @@ class QueueEngine:
     ) -> None:
         self._settings = settings
         self._guard = guard
-        self._secrets = secrets_
+        self._signer = signer
         self._metrics = metrics
         self._catalog = catalog
         self._tasks: set[asyncio.Task[None]] = set()
@@ -129,7 +127,7 @@ class QueueEngine:
         cls,
         settings: Settings,
         bus: Bus,
-        secrets_: ServerSecrets,
+        signer: Signer,
         metrics: Metrics,
         *,
         guard: BillingGuard | None = None,
@@ -138,7 +136,7 @@ class QueueEngine:
         engine = cls(
             settings,
             bus,
-            secrets_,
+            signer,
             metrics,
             catalog,
             await bus.bucket(DELIVERIES_BUCKET, ttl=float(TTL_SECONDS)),
@@ -165,7 +163,7 @@ class QueueEngine:
     # -- names, permissions and records ---------------------------------------------------
 
     @staticmethod
-    def _name(claims: Claims, name: str, *rules: tuple[str, Rule]) -> str:
+    def _name(claims: Principal, name: str, *rules: tuple[str, TopicRule]) -> str:
         short = claims.namespace.topic(name)
         for what, rule in rules:
             if not rule.permits_topic(short):
@@ -173,21 +171,21 @@ class QueueEngine:
         return short
 
     @staticmethod
-    def _send_rule(claims: Claims) -> tuple[str, Rule]:
+    def _send_rule(claims: Principal) -> tuple[str, TopicRule]:
         return ("send to", claims.permissions.publish)
 
     @staticmethod
-    def _receive_rule(claims: Claims) -> tuple[str, Rule]:
+    def _receive_rule(claims: Principal) -> tuple[str, TopicRule]:
         return ("receive from", claims.permissions.subscribe)
 
-    async def _existing(self, claims: Claims, short: str, *, fresh: bool = False) -> QueueRecord:
+    async def _existing(self, claims: Principal, short: str, *, fresh: bool = False) -> QueueRecord:
         record = await self._catalog.get(claims.namespace, short, fresh=fresh)
         if record is None:
             raise QueueNotFound(f"queue {claims.namespace.full(short)!r} does not exist")
         return record
 
     async def _create(
-        self, claims: Claims, short: str, attributes: QueueAttributes, tags: dict[str, str] | None = None
+        self, claims: Principal, short: str, attributes: QueueAttributes, tags: dict[str, str] | None = None
     ) -> QueueRecord:
         """Create a queue, or return the one another replica created first."""
         queue_id = secrets.token_hex(8)
@@ -217,7 +215,7 @@ class QueueEngine:
         default = QueueAttributes.default(self._settings.max_message_bytes)
         return replace(default, fifo_queue=True) if short.endswith(fifo.NAME_SUFFIX) else default
 
-    async def _for_send(self, claims: Claims, short: str, *, fresh: bool = False) -> QueueRecord:
+    async def _for_send(self, claims: Principal, short: str, *, fresh: bool = False) -> QueueRecord:
         record = await self._catalog.get(claims.namespace, short, fresh=fresh)
         if record is not None:
             return record
@@ -231,7 +229,7 @@ class QueueEngine:
 
     # -- queues ---------------------------------------------------------------------------------
 
-    async def set_attributes(self, claims: Claims, name: str, changes: dict[str, Any]) -> tuple[QueueRecord, bool]:
+    async def set_attributes(self, claims: Principal, name: str, changes: dict[str, Any]) -> tuple[QueueRecord, bool]:
         """Create the queue with ``changes`` over the defaults, or change its attributes; (record, created)."""
         short = self._name(claims, name, self._send_rule(claims))
         limit = self._settings.max_message_bytes
@@ -266,7 +264,7 @@ class QueueEngine:
         raise Conflict("the queue's attributes changed concurrently; retry")
 
     async def create_queue(
-        self, claims: Claims, name: str, changes: dict[str, Any], tags: dict[str, str] | None = None
+        self, claims: Principal, name: str, changes: dict[str, Any], tags: dict[str, str] | None = None
     ) -> tuple[QueueRecord, bool]:
         """Create a queue with ``changes`` over the defaults and ``tags``; an existing one is returned unchanged.
 
@@ -281,12 +279,12 @@ class QueueEngine:
         attributes = await self._checked_redrive(claims, short, attributes)
         return await self._create(claims, short, attributes, tags), True
 
-    async def queue(self, claims: Claims, name: str) -> QueueRecord:
+    async def queue(self, claims: Principal, name: str) -> QueueRecord:
         """A queue's record; ``QueueNotFound`` if there is none."""
         return await self._existing(claims, self._name(claims, name), fresh=True)
 
     async def tag_queue(
-        self, claims: Claims, name: str, add: dict[str, str], remove: Sequence[str] = ()
+        self, claims: Principal, name: str, add: dict[str, str], remove: Sequence[str] = ()
     ) -> QueueRecord:
         """Add (or overwrite) and remove a queue's tags."""
         short = self._name(claims, name, self._send_rule(claims))
@@ -297,7 +295,7 @@ class QueueEngine:
         return await self._update_record(claims, short, change)
 
     async def _update_record(
-        self, claims: Claims, short: str, change: Callable[[QueueRecord], QueueRecord]
+        self, claims: Principal, short: str, change: Callable[[QueueRecord], QueueRecord]
     ) -> QueueRecord:
         """Change a queue's record with compare-and-set."""
         for _ in range(5):
@@ -312,7 +310,7 @@ class QueueEngine:
             return updated
         raise Conflict("the queue changed concurrently; retry")
 
-    async def dead_letter_sources(self, claims: Claims, name: str) -> list[QueueRecord]:
+    async def dead_letter_sources(self, claims: Principal, name: str) -> list[QueueRecord]:
         """The queues whose redrive policy names this queue as their dead-letter queue."""
         record = await self.queue(claims, name)
         return [
@@ -321,7 +319,7 @@ class QueueEngine:
             if r.attributes.redrive_policy is not None and r.attributes.redrive_policy.dead_letter_queue == record.name
         ]
 
-    async def _checked_redrive(self, claims: Claims, short: str, attributes: QueueAttributes) -> QueueAttributes:
+    async def _checked_redrive(self, claims: Principal, short: str, attributes: QueueAttributes) -> QueueAttributes:
         policy = attributes.redrive_policy
         if policy is None:
             return attributes
@@ -335,17 +333,17 @@ class QueueEngine:
             await self._create(claims, dlq, QueueAttributes.default(self._settings.max_message_bytes))
         return replace(attributes, redrive_policy=replace(policy, dead_letter_queue=dlq))
 
-    async def get_queue(self, claims: Claims, name: str) -> QueueInfo:
+    async def get_queue(self, claims: Principal, name: str) -> QueueInfo:
         short = self._name(claims, name)
         record = await self._existing(claims, short, fresh=True)
         stats, delayed = await asyncio.gather(self._wq.stats(record.id), self._wq.delayed_count(record.id))
         counts = QueueCounts(max(0, stats.stored - stats.unacknowledged), stats.unacknowledged, delayed)
         return QueueInfo(record, counts)
 
-    async def list_queues(self, claims: Claims) -> list[QueueRecord]:
+    async def list_queues(self, claims: Principal) -> list[QueueRecord]:
         return await self._catalog.list(claims.namespace)
 
-    async def delete_queue(self, claims: Claims, name: str) -> None:
+    async def delete_queue(self, claims: Principal, name: str) -> None:
         short = self._name(claims, name, self._send_rule(claims), self._receive_rule(claims))
         record = await self._existing(claims, short, fresh=True)
         await self._catalog.delete(record)
@@ -354,7 +352,7 @@ class QueueEngine:
             await self._groups.forget(record.id)
         log.info("deleted queue %s", record.full_name)
 
-    async def purge(self, claims: Claims, name: str) -> None:
+    async def purge(self, claims: Principal, name: str) -> None:
         short = self._name(claims, name, self._send_rule(claims), self._receive_rule(claims))
         record = await self._existing(claims, short, fresh=True)
         await self._wq.purge(record.id)
@@ -366,7 +364,13 @@ class QueueEngine:
     # -- sending -----------------------------------------------------------------------------------
 
     async def send_messages(
-        self, claims: Claims, name: str, entries: Sequence[SendEntry], *, protocol: str = PROTOCOL, create: bool = True
+        self,
+        claims: Principal,
+        name: str,
+        entries: Sequence[SendEntry],
+        *,
+        protocol: str = PROTOCOL,
+        create: bool = True,
     ) -> list[Sent | FlowGateError]:
         """The one send path: store up to 10 messages; per entry, what was stored or why not.
 
@@ -424,7 +428,7 @@ class QueueEngine:
         return None
 
     async def _send_one(
-        self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry, protocol: str = PROTOCOL
+        self, claims: Principal, short: str, record: QueueRecord, entry: SendEntry, protocol: str = PROTOCOL
     ) -> Sent:
         problem = self._problem(record.attributes, entry)
         if problem is not None:
@@ -440,7 +444,7 @@ class QueueEngine:
                 guard.refund(claims, operation=Operation.QUEUE_SEND)  # not stored: not billed
             raise
 
-    async def _store(self, claims: Claims, short: str, record: QueueRecord, entry: SendEntry, delay: int) -> Sent:
+    async def _store(self, claims: Principal, short: str, record: QueueRecord, entry: SendEntry, delay: int) -> Sent:
         if record.attributes.fifo_queue:
             return await self._store_fifo(claims, record, entry)
         message_id = str(uuid.uuid4())
@@ -468,7 +472,7 @@ class QueueEngine:
                 record = await self._for_send(claims, short, fresh=True)
         raise AssertionError("unreachable")
 
-    async def _store_fifo(self, claims: Claims, record: QueueRecord, entry: SendEntry) -> Sent:
+    async def _store_fifo(self, claims: Principal, record: QueueRecord, entry: SendEntry) -> Sent:
         """Store a FIFO message once per deduplication id (JetStream drops a repeat within the window)."""
         dedup = entry.deduplication_id or fifo.content_dedup_id(entry.payload.body)
         headers = {SENDER_HEADER: claims.user_id, fifo.GROUP_HEADER: entry.group_id or "", fifo.DEDUP_HEADER: dedup}
@@ -485,7 +489,7 @@ class QueueEngine:
 
     async def receive(
         self,
-        claims: Claims,
+        claims: Principal,
         name: str,
         *,
         max_messages: int = 1,
@@ -545,7 +549,7 @@ class QueueEngine:
             await self._wq.nak(stream, message.ref, delay=max(0.0, delay))
         return admission.deliver
 
-    async def _accept(self, claims: Claims, record: QueueRecord, pulled: Pulled, vt: int) -> ReceivedMessage | None:
+    async def _accept(self, claims: Principal, record: QueueRecord, pulled: Pulled, vt: int) -> ReceivedMessage | None:
         """Turn a delivery into a received message, or move it to the dead-letter queue."""
         ref = pulled.ref
         seq = ref.stream_seq
@@ -569,7 +573,7 @@ class QueueEngine:
         group = headers.get(fifo.GROUP_HEADER)
         return ReceivedMessage(
             message_id=headers.get(MSG_ID_HEADER) or (fifo.message_id(record.id, seq) if group is not None else ""),
-            receipt_handle=ReceiptHandle(record.id, ref).encode(self._secrets, claims.namespace),
+            receipt_handle=ReceiptHandle(record.id, ref).encode(self._signer, claims.namespace),
             payload=payload,
             md5_of_body=md5_hex(pulled.body),
             attributes=decode_attributes(headers.get(ATTRS_HEADER)),
@@ -583,7 +587,7 @@ class QueueEngine:
             sequence_number=fifo.sequence_number(seq) if group is not None else None,
         )
 
-    async def _dead_letter(self, claims: Claims, record: QueueRecord, pulled: Pulled, *, had_state: bool) -> None:
+    async def _dead_letter(self, claims: Principal, record: QueueRecord, pulled: Pulled, *, had_state: bool) -> None:
         """Move a message to the dead-letter queue exactly once: deduplicated publish, then ack at the source."""
         policy = record.attributes.redrive_policy
         assert policy is not None
@@ -606,16 +610,16 @@ class QueueEngine:
 
     # -- after receiving ------------------------------------------------------------------------------
 
-    async def _current(self, claims: Claims, name: str, receipt_handle: str) -> tuple[QueueRecord, ReceiptHandle]:
+    async def _current(self, claims: Principal, name: str, receipt_handle: str) -> tuple[QueueRecord, ReceiptHandle]:
         short = self._name(claims, name, self._receive_rule(claims))
         record = await self._existing(claims, short)
-        handle = ReceiptHandle.decode(receipt_handle, self._secrets, claims.namespace)
+        handle = ReceiptHandle.decode(receipt_handle, self._signer, claims.namespace)
         if handle.queue_id != record.id:
             raise InvalidReceiptHandle("receipt handle belongs to another queue")
         return record, handle
 
     async def delete_messages(
-        self, claims: Claims, name: str, receipt_handles: Sequence[str]
+        self, claims: Principal, name: str, receipt_handles: Sequence[str]
     ) -> list[FlowGateError | None]:
         """Delete received messages for good; per handle, ``None`` or why not (stale, invalid)."""
         if not receipt_handles:
@@ -635,7 +639,7 @@ class QueueEngine:
                 raise result
         return out
 
-    async def _delete_one(self, claims: Claims, short: str, receipt_handle: str) -> None:
+    async def _delete_one(self, claims: Principal, short: str, receipt_handle: str) -> None:
         record, handle = await self._current(claims, short, receipt_handle)
         seq = handle.ref.stream_seq
         state = await self._states.get(record.id, seq)
@@ -649,7 +653,9 @@ class QueueEngine:
         if record.attributes.fifo_queue and self._groups is not None:
             await self._groups.gone(record.id, seq)
 
-    async def change_visibility(self, claims: Claims, name: str, receipt_handle: str, visibility_timeout: Any) -> None:
+    async def change_visibility(
+        self, claims: Principal, name: str, receipt_handle: str, visibility_timeout: Any
+    ) -> None:
         """Make a received message visible again after ``visibility_timeout`` seconds from now (0: at once)."""
         if isinstance(visibility_timeout, bool) or not isinstance(visibility_timeout, int):
             raise BadRequest(f"visibility_timeout must be an integer between 0 and {MAX_VISIBILITY_TIMEOUT}")
@@ -676,7 +682,7 @@ class QueueEngine:
         return await self._catalog.get(dlq.namespace, name, fresh=True) if name else None
 
     async def start_move(
-        self, claims: Claims, source: str, destination: str | None = None, rate: int | None = None
+        self, claims: Principal, source: str, destination: str | None = None, rate: int | None = None
     ) -> MoveTask:
         """Move a dead-letter queue's messages to ``destination``, or each back to the queue it came from."""
         short = self._name(claims, source, self._send_rule(claims), self._receive_rule(claims))
@@ -694,17 +700,17 @@ class QueueEngine:
         stats = await self._wq.stats(record.id)
         return self._moves.start(record, target, rate, max(0, stats.stored - stats.unacknowledged))
 
-    async def list_moves(self, claims: Claims, source: str) -> list[MoveTask]:
+    async def list_moves(self, claims: Principal, source: str) -> list[MoveTask]:
         """The latest move tasks (up to 10, newest first) from a queue, as this replica knows them."""
         return self._moves.list(await self.queue(claims, source))
 
-    def cancel_move(self, claims: Claims, handle: str) -> MoveTask:
+    def cancel_move(self, claims: Principal, handle: str) -> MoveTask:
         """Stop a running move task of the caller's namespace; ``NotFound`` if there is none with ``handle``."""
         return self._moves.cancel_for(claims.namespace, handle)
 
     # -- releasing deliveries no client received -------------------------------------------------
 
-    async def release(self, claims: Claims, name: str, messages: Sequence[ReceivedMessage]) -> None:
+    async def release(self, claims: Principal, name: str, messages: Sequence[ReceivedMessage]) -> None:
         """Make received messages visible again without counting the receive (their client went away)."""
         for message in messages:
             record, handle = await self._current(claims, name, message.receipt_handle)

@@ -15,8 +15,8 @@ import binascii
 import hmac
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
-from auth.secrets import ServerSecrets
 from gateway.bus.queues import DeliveryRef
 from gateway.queues.errors import InvalidReceiptHandle
 from gateway.topics import Namespace
@@ -26,6 +26,12 @@ _LAYOUT = struct.Struct(">B8sQQIQ")
 _MAC_BYTES = 16
 _DOMAIN = b"flowgate-receipt-v1\x00"
 MAX_HANDLE_CHARS = 128
+
+
+class Signer(Protocol):
+    """The MAC replicas share for opaque handles (``auth.secrets.ServerSecrets``)."""
+
+    def mac(self, data: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +45,13 @@ class ReceiptHandle:
             _VERSION, bytes.fromhex(self.queue_id), r.stream_seq, r.delivery_seq, r.delivered, r.timestamp_ns
         )
 
-    def encode(self, secrets: ServerSecrets, namespace: Namespace) -> str:
+    def encode(self, signer: Signer, namespace: Namespace) -> str:
         payload = self._payload()
-        mac = secrets.mac(_scope(namespace) + payload)[:_MAC_BYTES]
+        mac = signer.mac(_scope(namespace) + payload)[:_MAC_BYTES]
         return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode("ascii")
 
     @classmethod
-    def decode(cls, text: str, secrets: ServerSecrets, namespace: Namespace) -> ReceiptHandle:
+    def decode(cls, text: str, signer: Signer, namespace: Namespace) -> ReceiptHandle:
         if not isinstance(text, str) or not 0 < len(text) <= MAX_HANDLE_CHARS:
             raise InvalidReceiptHandle("receipt handle must be a non-empty string from a receive")
         try:
@@ -55,7 +61,7 @@ class ReceiptHandle:
         if len(raw) != _LAYOUT.size + _MAC_BYTES:
             raise InvalidReceiptHandle("receipt handle is not valid")
         payload, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
-        if not hmac.compare_digest(mac, secrets.mac(_scope(namespace) + payload)[:_MAC_BYTES]):
+        if not hmac.compare_digest(mac, signer.mac(_scope(namespace) + payload)[:_MAC_BYTES]):
             raise InvalidReceiptHandle("receipt handle is not valid for this namespace")
         version, queue_id, sseq, dseq, delivered, ts = _LAYOUT.unpack(payload)
         if version != _VERSION:

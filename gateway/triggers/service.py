@@ -17,11 +17,10 @@ from typing import Any
 
 import orjson
 
-from auth.permissions import Permissions
-from auth.tokens import Claims
 from gateway.bus import Bucket, Bus
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.payload import Kind, Payload
+from gateway.principal import Owner, Principal
 from gateway.publishing import Published, Publisher
 from gateway.topics import Namespace
 from gateway.triggers.verification import Scheme, verify
@@ -85,7 +84,7 @@ class Triggers:
     async def open(cls, bus: Bus, publisher: Publisher) -> Triggers:
         return cls(await bus.bucket(BUCKET), publisher)
 
-    async def create(self, claims: Claims, document: Any) -> Trigger:
+    async def create(self, claims: Principal, document: Any) -> Trigger:
         if not isinstance(document, dict) or set(document) - {"topic", "verify", "secret"}:
             raise BadRequest('body must be {"topic": ..., "verify": ..., "secret": ...}')
         if not isinstance(document.get("topic"), str):
@@ -122,13 +121,13 @@ class Triggers:
         entry = await self._records.get(trigger_id)
         return Trigger(**orjson.loads(entry.value)) if entry is not None else None
 
-    async def get(self, claims: Claims, trigger_id: str) -> Trigger:
+    async def get(self, claims: Principal, trigger_id: str) -> Trigger:
         trigger = await self._find(trigger_id)
         if trigger is None or trigger.namespace != claims.namespace:
             raise NotFound(f"no trigger {trigger_id!r}")
         return trigger
 
-    async def list_all(self, claims: Claims) -> list[Trigger]:
+    async def list_all(self, claims: Principal) -> list[Trigger]:
         out = []
         for key in await self._records.keys():
             entry = await self._records.get(key)
@@ -138,7 +137,7 @@ class Triggers:
                     out.append(trigger)
         return sorted(out, key=lambda t: (t.created_at, t.id))
 
-    async def delete(self, claims: Claims, trigger_id: str) -> None:
+    async def delete(self, claims: Principal, trigger_id: str) -> None:
         trigger = await self.get(claims, trigger_id)
         await self._records.delete(trigger.id)
 
@@ -151,7 +150,7 @@ class Triggers:
             raise NotFound("no such trigger")
         now = time.time()
         delivery_id = verify(Scheme(trigger.verify), trigger.secret, headers, body, now)
-        owner = Claims(trigger.namespace, int(now), int(now) + 60, f"trigger-{trigger.id}", Permissions())
+        owner = Owner(trigger.namespace)
         key = f"{trigger.id}:{delivery_id}"[:200] if delivery_id else None
         return await self._publisher.publish(
             owner, trigger.topic, payload_of(content_type, body), protocol=PROTOCOL, idempotency_key=key

@@ -27,12 +27,11 @@ from typing import Any
 
 import orjson
 
-from auth.permissions import Permissions
-from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus.durable import DurableConsumer, Stored
 from gateway.errors import FlowGateError
 from gateway.payload import QOS_HEADER, Kind, Payload
+from gateway.principal import Owner
 from gateway.queues import QueueEngine
 from gateway.queues.messages import SendEntry
 from gateway.settings import Settings
@@ -290,8 +289,6 @@ class Dispatcher:
     async def _dead_letter(self, stored: Stored, namespace: Namespace, topic: str, error: str) -> None:
         """Store one message in the webhook's dead-letter queue (a repeated move stores it once)."""
         webhook = self.webhook
-        now = int(time.time())
-        claims = Claims(namespace, now, now + 60, f"webhook-{webhook.id}", Permissions())
         document = {
             "webhook_id": webhook.id,
             "attempts": stored.delivered,
@@ -299,7 +296,7 @@ class Dispatcher:
             "message": orjson.Fragment(render(stored, topic)),
         }
         entry = SendEntry(Payload(orjson.dumps(document), Kind.JSON))
-        [result] = await self._context.queues.send_messages(claims, webhook.dead_letter_queue, [entry])
+        [result] = await self._context.queues.send_messages(Owner(namespace), webhook.dead_letter_queue, [entry])
         if isinstance(result, FlowGateError):
             raise result
 

@@ -15,12 +15,12 @@ import logging
 import secrets
 from typing import Any
 
-from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus import Bucket, Bus
 from gateway.bus.durable import DurableConsumer
 from gateway.errors import BadRequest, Conflict, FlowGateError, Forbidden, NotFound
 from gateway.metrics import Metrics
+from gateway.principal import Principal
 from gateway.queues import QueueEngine
 from gateway.settings import Settings
 from gateway.webhooks.deliverylog import DeliveryLog
@@ -70,7 +70,7 @@ class Webhooks:
 
     # -- the API ----------------------------------------------------------------------------
 
-    async def create(self, claims: Claims, document: Any) -> Webhook:
+    async def create(self, claims: Principal, document: Any) -> Webhook:
         webhook = Webhook.new(claims.namespace, document)
         self._check_filter(claims, webhook.filter)
         await check_target(webhook.url, allow_private=self._settings.webhook_allow_private)
@@ -82,14 +82,14 @@ class Webhooks:
         log.info("webhook %s created for %s on %r", webhook.id, claims.namespace.prefix, webhook.filter)
         return webhook
 
-    async def get(self, claims: Claims, webhook_id: str) -> Webhook:
+    async def get(self, claims: Principal, webhook_id: str) -> Webhook:
         entry = await self._records.get(webhook_id) if _valid_id(webhook_id) else None
         webhook = Webhook.decode(entry.value) if entry is not None else None
         if webhook is None or webhook.namespace != claims.namespace:
             raise NotFound(f"no webhook {webhook_id!r}")
         return webhook
 
-    async def list_all(self, claims: Claims) -> list[Webhook]:
+    async def list_all(self, claims: Principal) -> list[Webhook]:
         out = []
         for key in await self._records.keys():
             entry = await self._records.get(key)
@@ -99,7 +99,7 @@ class Webhooks:
                     out.append(webhook)
         return sorted(out, key=lambda w: (w.created_at, w.id))
 
-    async def update(self, claims: Claims, webhook_id: str, document: Any) -> Webhook:
+    async def update(self, claims: Principal, webhook_id: str, document: Any) -> Webhook:
         for _ in range(5):
             entry = await self._records.get(webhook_id) if _valid_id(webhook_id) else None
             current = Webhook.decode(entry.value) if entry is not None else None
@@ -120,20 +120,20 @@ class Webhooks:
             return changed
         raise Conflict("the webhook keeps changing concurrently; retry")
 
-    async def delete(self, claims: Claims, webhook_id: str) -> None:
+    async def delete(self, claims: Principal, webhook_id: str) -> None:
         webhook = await self.get(claims, webhook_id)
         await self._records.delete(webhook.id)
         await self._stop(webhook.id)
         await DurableConsumer.delete(self._bus, webhook.consumer)
         await self._context.log.forget(webhook.id)
 
-    async def deliveries(self, claims: Claims, webhook_id: str) -> list[dict[str, object]]:
+    async def deliveries(self, claims: Principal, webhook_id: str) -> list[dict[str, object]]:
         """The most recent delivery attempts, newest first."""
         webhook = await self.get(claims, webhook_id)
         return await self._context.log.recent(webhook.id)
 
     @staticmethod
-    def _check_filter(claims: Claims, topic_filter: str) -> None:
+    def _check_filter(claims: Principal, topic_filter: str) -> None:
         if not claims.permissions.subscribe.permits_filter(topic_filter):
             raise Forbidden(f"this token may not subscribe to {topic_filter!r}")
 
