@@ -32,6 +32,7 @@ TYPES_HEADER = "Fg-Attr-Types"
 SENDER_HEADER = "Fg-Sender"
 TRACE_HEADER = "Fg-Trace"
 
+PROTOCOL = "queue"  # the metrics and billing label of queue operations
 MAX_ATTRIBUTES = 10
 MAX_BATCH = 10
 _ATTR_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
