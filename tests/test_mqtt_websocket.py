@@ -68,16 +68,22 @@ async def test_text_frame_closes(gateway: Gateway) -> None:
 
 def test_paho_over_websocket(gateway: Gateway) -> None:
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     _, token = gateway.user_token()
     arrived = threading.Event()
     subscribed = threading.Event()
     got: list[Any] = []
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="ws-paho", transport="websockets")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ws-paho", transport="websockets")
     client.ws_set_options(path="/mqtt")
     client.username_pw_set("Bearer", token)
     client.on_subscribe = lambda *a: subscribed.set()
-    client.on_message = lambda _c, _u, m: (got.append(m), arrived.set())
+
+    def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        got.append(message)
+        arrived.set()
+
+    client.on_message = on_message
     client.connect("127.0.0.1", gateway.http_port, keepalive=30)
     client.loop_start()
     try:

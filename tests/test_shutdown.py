@@ -8,6 +8,7 @@ import time
 import httpx
 import paho.mqtt.client as mqtt
 import websockets
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.sse_client import collect
 
@@ -15,7 +16,7 @@ from tests.sse_client import collect
 async def test_sigterm_with_every_kind_of_client_connected(nats_server, make_gateway) -> None:  # type: ignore[no-untyped-def]
     gw = make_gateway(nats_server.url, env={"FLOWGATE_SHUTDOWN_GRACE": "2"})
     _, token = gw.user_token()
-    mqtt_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="shutdown-test")
+    mqtt_client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="shutdown-test")
     mqtt_client.username_pw_set("Bearer", token)
     mqtt_client.connect("127.0.0.1", gw.mqtt_port)
     mqtt_client.loop_start()
