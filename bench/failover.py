@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import secrets
 import shutil
 import signal
 import sys
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flowgate.embedded_nats import find_nats_server, nats_server_version
 from protocols.mqtt.packets import PubAck, Publish
-from tests.harness import Gateway, NatsCluster, temp_dir
+from tests.harness import Gateway, NatsCluster, shared_keys, temp_dir
 from tests.mqtt_client import RawClient
 
 
@@ -83,7 +82,7 @@ async def sse_attempts(gw: Gateway, token: str, stop: asyncio.Event, log: list[t
 async def one_run(binary: str, publish_timeout: float) -> dict[str, object]:
     root = temp_dir("fg-failover-")
     nats = NatsCluster(root, binary=binary).start()
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys()
     env = {
         "FLOWGATE_STREAM_REPLICAS": "3",
         "FLOWGATE_BILLING": "false",
@@ -91,7 +90,7 @@ async def one_run(binary: str, publish_timeout: float) -> dict[str, object]:
     }
     urls = [n.url for n in nats.nodes]
     gateways = [
-        Gateway(",".join(order), temp_dir("fg-failover-gw-"), env=env, **shared).start(60)  # type: ignore[arg-type]
+        Gateway(",".join(order), temp_dir("fg-failover-gw-"), env=env, **shared).start(60)
         for order in (urls, list(reversed(urls)))
     ]
     try:

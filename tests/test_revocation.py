@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from websockets.asyncio.client import ClientConnection
 
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.harness import Gateway, NatsServer, shared_keys, temp_dir
 from tests.sse_client import Event, reader
 
 WITHIN = 1.0  # seconds: the bound, from the change's answer to each observation
@@ -40,9 +40,9 @@ WITHIN = 1.0  # seconds: the issue's bound, from the change's answer to each obs
 
 @pytest.fixture(scope="module")
 def replicas(nats_server: NatsServer) -> Iterator[tuple[Gateway, Gateway]]:
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys()
     dirs = [temp_dir("fg-revoke-"), temp_dir("fg-revoke-")]
-    gateways = [Gateway(nats_server.url, d, **shared) for d in dirs]  # type: ignore[arg-type]
+    gateways = [Gateway(nats_server.url, d, **shared) for d in dirs]
     try:
         for gw in gateways:
             gw.start()
