@@ -147,7 +147,9 @@ async def main() -> None:
                 result = await one_run(binary, timeout)
                 rows.append((f"{version} / {timeout:g}s", result))
                 if args.timeline:
-                    for t, counts in result["timeline"].items():  # type: ignore[attr-defined]
+                    timeline = result["timeline"]
+                    assert isinstance(timeline, dict)
+                    for t, counts in timeline.items():
                         print(f"  {t:5.1f}s {counts}")
     print(
         f"\n{'nats / timeout':16} {'HTTP 503 window s':>18} {'HTTP refused':>13} {'MQTT lost window s':>19} "

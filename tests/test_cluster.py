@@ -13,7 +13,7 @@ import asyncio
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -234,9 +234,9 @@ async def stored_messages(gw: Gateway, token: str, wanted: set[str], timeout: fl
     return seen
 
 
-async def wait_until(predicate: object, timeout: float) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError
         await asyncio.sleep(0.05)
