@@ -39,6 +39,7 @@ js-deps: clients/js/node_modules/.package-lock.json
 clients/js/node_modules/.package-lock.json: clients/js/package-lock.json
 	cd clients/js && npm ci --no-audit --no-fund
 
+# mypy is strict over the packages, tests and bench: the list is [tool.mypy] in pyproject.toml
 lint: install-test
 	$(BIN)/ruff check gateway protocols auth flowgate tests bench clients/python
 	$(BIN)/mypy

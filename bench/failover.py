@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import secrets
 import shutil
 import signal
 import sys
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flowgate.embedded_nats import find_nats_server, nats_server_version
 from protocols.mqtt.packets import PubAck, Publish
-from tests.harness import Gateway, NatsCluster, temp_dir
+from tests.harness import Gateway, NatsCluster, shared_keys, temp_dir
 from tests.mqtt_client import RawClient
 
 
@@ -83,7 +82,7 @@ async def sse_attempts(gw: Gateway, token: str, stop: asyncio.Event, log: list[t
 async def one_run(binary: str, publish_timeout: float) -> dict[str, object]:
     root = temp_dir("fg-failover-")
     nats = NatsCluster(root, binary=binary).start()
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys()
     env = {
         "FLOWGATE_STREAM_REPLICAS": "3",
         "FLOWGATE_BILLING": "false",
@@ -91,7 +90,7 @@ async def one_run(binary: str, publish_timeout: float) -> dict[str, object]:
     }
     urls = [n.url for n in nats.nodes]
     gateways = [
-        Gateway(",".join(order), temp_dir("fg-failover-gw-"), env=env, **shared).start(60)  # type: ignore[arg-type]
+        Gateway(",".join(order), temp_dir("fg-failover-gw-"), env=env, **shared).start(60)
         for order in (urls, list(reversed(urls)))
     ]
     try:
@@ -148,7 +147,9 @@ async def main() -> None:
                 result = await one_run(binary, timeout)
                 rows.append((f"{version} / {timeout:g}s", result))
                 if args.timeline:
-                    for t, counts in result["timeline"].items():  # type: ignore[attr-defined]
+                    timeline = result["timeline"]
+                    assert isinstance(timeline, dict)
+                    for t, counts in timeline.items():
                         print(f"  {t:5.1f}s {counts}")
     print(
         f"\n{'nats / timeout':16} {'HTTP 503 window s':>18} {'HTTP refused':>13} {'MQTT lost window s':>19} "

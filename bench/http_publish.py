@@ -15,7 +15,6 @@ same token (a plan whose limits the load never reaches, so every answer is
 from __future__ import annotations
 
 import argparse
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import wrk
-from tests.harness import Gateway, NatsServer, free_port, temp_dir
+from tests.harness import Gateway, NatsServer, free_port, shared_keys, temp_dir
 
 MESSAGE = {"topic": "bench", "message": "x" * 100}
 UNREACHABLE = {"quota": 10**15, "rate": 10**7, "burst": 10**8, "max_connections": 10**6, "max_message_bytes": 1 << 20}
@@ -83,7 +82,7 @@ def main() -> None:
     nats = NatsServer(store).start()
     plans = data / "plans.json"
     plans.write_bytes(orjson.dumps({"plans": {"free": UNREACHABLE}}))
-    shared = {"admin_key": "fga_bench_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys("fga_bench_")
     gateway = Gateway(
         nats.url, data, env={"FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_PLANS_FILE": str(plans)}, **shared
     ).start()

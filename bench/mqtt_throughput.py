@@ -32,9 +32,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -162,12 +163,12 @@ async def measure(targets: list[Target], scenarios: tuple[Scenario, ...], repeat
     return kept
 
 
-def run_async(coro: object) -> list[Result]:
+def run_async(coro: Coroutine[Any, Any, list[Result]]) -> list[Result]:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a gateway dependency
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    return uvloop.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def table(results: list[Result]) -> str:

@@ -111,7 +111,8 @@ async def run_phase(workers: int, step: Callable[[int], Awaitable[int]], total: 
 
 
 def rss_mb(pid: int) -> float:
-    return psutil.Process(pid).memory_info().rss / 2**20
+    rss: int = psutil.Process(pid).memory_info().rss  # psutil has no annotations
+    return rss / 2**20
 
 
 async def gateway_rates(

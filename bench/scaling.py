@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import resource
-import secrets
 import shutil
 import sys
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import wrk
 from protocols.mqtt.codec import Decoder, encode, encode_publish
 from protocols.mqtt.packets import ConnAck, Connect, PubAck
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.harness import Gateway, NatsServer, shared_keys, temp_dir
 
 MESSAGE = {"topic": "bench", "message": "x" * 100}
 UNREACHABLE = {"quota": 10**15, "rate": 10**7, "burst": 10**8, "max_connections": 10**6, "max_message_bytes": 1 << 20}
@@ -152,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     store = temp_dir("bench-scale-nats-")
     nats = NatsServer(store).start()
-    shared = {"admin_key": "fga_bench_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys("fga_bench_")
     rows = []
     try:
         for workers in (1, 2):
@@ -160,7 +159,7 @@ def main() -> None:
             plans = data / "plans.json"
             plans.write_bytes(orjson.dumps({"plans": {"free": UNREACHABLE}}))
             env = {"FLOWGATE_WORKERS": str(workers), "FLOWGATE_LOG_LEVEL": "warning", "FLOWGATE_PLANS_FILE": str(plans)}
-            gateway = Gateway(nats.url, data, env=env, **shared).start(60)  # type: ignore[arg-type]
+            gateway = Gateway(nats.url, data, env=env, **shared).start(60)
             try:
                 deadline = time.monotonic() + 60
                 while not both_listening(gateway, workers):

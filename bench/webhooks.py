@@ -191,8 +191,8 @@ async def main(messages: int, rounds: int) -> None:
             began = time.monotonic()
             for n in range(messages):
                 started.append(time.monotonic())
-                body = orjson.dumps({"type": "message", "seq": n, "topic": "hooked", "data": {"n": n, "pad": "x" * 80}})
-                await http.post(url, content=body, headers={"content-type": "application/json"})
+                raw = orjson.dumps({"type": "message", "seq": n, "topic": "hooked", "data": {"n": n, "pad": "x" * 80}})
+                await http.post(url, content=raw, headers={"content-type": "application/json"})
             bare_rate = messages / (time.monotonic() - began)
         arrived = await receiver.arrivals(messages)
         bare = [arrived[n] - at for n, at in enumerate(started)]

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,18 @@ class WrkResult:
     errors: int
 
 
+def _found(match: re.Match[str] | None, what: str) -> re.Match[str]:
+    if match is None:
+        raise ValueError(f"no {what} in wrk's report")
+    return match
+
+
 def _ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    number, unit = _found(re.fullmatch(r"([\d.]+)(us|ms|s|m)", value), "latency").groups()
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def post_script(path: str, body: dict[str, object], headers: dict[str, str]) -> Path:
+def post_script(path: str, body: Mapping[str, object], headers: Mapping[str, str]) -> Path:
     lines = ['wrk.method = "POST"', f"wrk.body = {orjson.dumps(orjson.dumps(body).decode()).decode()}"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
@@ -44,9 +51,9 @@ def run(url: str, script: Path, *, seconds: int, connections: int, threads: int 
         text=True,
         check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out)[1])  # type: ignore[index]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
+    rps = float(_found(re.search(r"Requests/sec:\s+([\d.]+)", out), "Requests/sec")[1])
+    p50 = _ms(_found(re.search(r"\s50%\s+(\S+)", out), "50th percentile")[1])
+    p99 = _ms(_found(re.search(r"\s99%\s+(\S+)", out), "99th percentile")[1])
     non_2xx = int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     errors = (
         sum(int(x) for x in m.groups())

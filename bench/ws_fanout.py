@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import orjson
 import psutil
@@ -129,7 +130,9 @@ class RawClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is not an asyncio.Transport
+        # a stream connection's transport (asyncio types the parameter as its base class); uvloop's TCPTransport
+        # is not an asyncio.Transport subclass, so an isinstance check would refuse it
+        self.transport = cast(asyncio.Transport, transport)
         self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -245,7 +248,8 @@ async def peak_rss(pid: int, stop: asyncio.Event) -> int:
     """The highest RSS of ``pid`` seen, sampled every 10 ms until ``stop`` is set."""
     process, peak = psutil.Process(pid), 0
     while True:
-        peak = max(peak, process.memory_info().rss)
+        rss: int = process.memory_info().rss  # psutil has no annotations
+        peak = max(peak, rss)
         if stop.is_set():
             return peak
         try:

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 import orjson
@@ -13,8 +14,25 @@ import orjson
 from tests.harness import Gateway, temp_dir
 from tests.sse_client import collect
 
-GENEROUS = {"quota": 10_000_000, "rate": 10_000, "burst": 10_000, "max_connections": 100, "max_message_bytes": 1 << 20}
-PLANS = {
+
+class Plan(TypedDict):
+    """One plan of the plans file (gateway/billing/plans.py reads it)."""
+
+    quota: int
+    rate: float
+    burst: int
+    max_connections: int
+    max_message_bytes: int
+
+
+GENEROUS: Plan = {
+    "quota": 10_000_000,
+    "rate": 10_000,
+    "burst": 10_000,
+    "max_connections": 100,
+    "max_message_bytes": 1 << 20,
+}
+PLANS: dict[str, Plan] = {
     "free": GENEROUS,
     "tiny": {"quota": 20, "rate": 10_000, "burst": 10_000, "max_connections": 2, "max_message_bytes": 1000},
     "slow": {"quota": 10_000_000, "rate": 0.05, "burst": 5, "max_connections": 100, "max_message_bytes": 1 << 20},

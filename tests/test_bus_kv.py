@@ -25,7 +25,9 @@ async def test_keys_lists_a_key_right_after_it_is_written(nats_server: NatsServe
         assert sorted(await bucket.keys("other.>")) == ["other.a"]
         await bucket.delete("user.u0")
         assert await bucket.get("user.u0") is None  # listing may still name it; get() says it is gone
-        revision = (await bucket.get("user.u1")).revision  # type: ignore[union-attr]
+        entry = await bucket.get("user.u1")
+        assert entry is not None
+        revision = entry.revision
         await bucket.update("user.u1", b"z", revision)
         with pytest.raises(Conflict):
             await bucket.update("user.u1", b"w", revision)  # a stale revision

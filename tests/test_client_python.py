@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +78,11 @@ async def client(env: Env, user: tuple[str, str]) -> AsyncIterator[Client]:
         yield c
 
 
-async def take(sub: AsyncIterator[Message] | object, count: int, timeout: float = 10) -> list[Message]:
+async def take(sub: AsyncIterable[Message], count: int, timeout: float = 10) -> list[Message]:
     out: list[Message] = []
 
     async def run() -> None:
-        async for msg in sub:  # type: ignore[attr-defined]
+        async for msg in sub:
             out.append(msg)
             if len(out) == count:
                 return

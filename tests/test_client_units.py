@@ -43,7 +43,8 @@ def test_errors_from_http_bodies_and_websocket_frames() -> None:
     frame = {"action": "error", "id": 3, "code": 429, "error": "rate_limited", "message": "slow", "retry_after": 0.5}
     limited = error_from_body(429, frame)
     assert isinstance(limited, RateLimited) and limited.code == "rate_limited" and limited.retry_after == 0.5
-    assert isinstance(error_from_body(503, None, "2"), Unavailable) and error_from_body(503, None, "2").retry_after == 2
+    unavailable = error_from_body(503, None, "2")
+    assert isinstance(unavailable, Unavailable) and unavailable.retry_after == 2
     assert type(error_from_body(502, "<html>")) is ServerError
     assert type(error_from_body(418, {})) is ApiError and str(error_from_body(418, {})) == "418: HTTP 418"
 

@@ -10,11 +10,10 @@ its MQTT session resumes on the other replica).
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -22,7 +21,7 @@ import pytest
 
 from protocols.mqtt.packets import Disconnect, PubAck, Publish
 from tests.billing_env import PLANS, billing_env
-from tests.harness import Gateway, NatsCluster, temp_dir
+from tests.harness import Gateway, NatsCluster, SharedKeys, shared_keys, temp_dir
 from tests.mqtt_client import RawClient
 from tests.queue_client import QueueClient
 from tests.sse_client import collect
@@ -40,7 +39,7 @@ PUBLISH_TIMEOUT = 12.0
 class Deployment:
     nats: NatsCluster
     gateways: list[Gateway]
-    shared: dict[str, str]
+    shared: SharedKeys
     env: dict[str, str]
     extra: list[Gateway] = field(default_factory=list)
 
@@ -53,7 +52,7 @@ class Deployment:
         return self.gateways[1]
 
     def gateway(self, urls: str) -> Gateway:
-        gw = Gateway(urls, temp_dir("fg-cluster-gw-"), env=self.env, **self.shared)  # type: ignore[arg-type]
+        gw = Gateway(urls, temp_dir("fg-cluster-gw-"), env=self.env, **self.shared)
         self.extra.append(gw)
         return gw.start(timeout=60)
 
@@ -62,7 +61,7 @@ class Deployment:
 def deployment() -> Iterator[Deployment]:
     root = temp_dir("fg-cluster-")
     nats = NatsCluster(root).start()
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys()
     # a publish waits out a stream leader election (4-9 s in nats-server's raft) instead of failing
     env = billing_env(root, FLOWGATE_STREAM_REPLICAS="3", FLOWGATE_PUBLISH_TIMEOUT=str(PUBLISH_TIMEOUT))
     node_urls = [node.url for node in nats.nodes]
@@ -235,9 +234,9 @@ async def stored_messages(gw: Gateway, token: str, wanted: set[str], timeout: fl
     return seen
 
 
-async def wait_until(predicate: object, timeout: float) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError
         await asyncio.sleep(0.05)

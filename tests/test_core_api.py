@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -25,13 +27,14 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 
 def test_token_from_every_credential_place(gateway: Gateway, http: httpx.Client) -> None:
     user_id, key = gateway.new_user()
-    for kwargs in (
+    places: tuple[dict[str, Any], ...] = (
         {"headers": {"Authorization": f"Bearer {key}"}, "json": {"app": "myapp"}},
         {"headers": {"X-API-Key": key}, "json": {"app": "myapp"}},
         {"json": {"app": "myapp", "api_key": key}},
-    ):
+    )
+    for kwargs in places:
         for path in ("/token", "/token/"):
-            response = http.post(path, **kwargs)  # type: ignore[arg-type]
+            response = http.post(path, **kwargs)
             assert response.status_code == 200, response.text
             body = response.json()
             assert body["token_type"] == "Bearer" and body["user_id"] == user_id and body["app"] == "myapp"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.harness import Gateway
+from tests.harness import Gateway, NatsServer
 from tests.sse_client import collect, events
 
 
@@ -16,17 +18,18 @@ def auth(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def client(gateway: Gateway) -> httpx.AsyncClient:
+async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway.base_url, timeout=15) as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
-async def publish(client: httpx.AsyncClient, token: str, topic: str, message: object, **headers: str) -> dict:
+async def publish(client: httpx.AsyncClient, token: str, topic: str, message: object, **headers: str) -> dict[str, Any]:
     response = await client.post(
         "/api/v1/publish", headers=auth(token) | headers, json={"topic": topic, "message": message}
     )
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    ack: dict[str, Any] = response.json()
+    return ack
 
 
 async def test_publish_then_sse_in_order_with_types(gateway: Gateway, client: httpx.AsyncClient) -> None:
@@ -192,7 +195,7 @@ async def test_sse_refusals(gateway: Gateway, client: httpx.AsyncClient) -> None
     assert response.status_code == 400
 
 
-async def test_heartbeat_keeps_idle_streams_open(make_gateway, nats_server) -> None:  # type: ignore[no-untyped-def]
+async def test_heartbeat_keeps_idle_streams_open(make_gateway: Callable[..., Gateway], nats_server: NatsServer) -> None:
     gw = make_gateway(nats_server.url, env={"FLOWGATE_SSE_HEARTBEAT_SECONDS": "0.2"})
     _, token = gw.user_token()
     async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as c:
@@ -203,7 +206,7 @@ async def test_heartbeat_keeps_idle_streams_open(make_gateway, nats_server) -> N
                     pass
 
 
-async def test_resume_after_retention_says_so(make_gateway, nats_server) -> None:  # type: ignore[no-untyped-def]
+async def test_resume_after_retention_says_so(make_gateway: Callable[..., Gateway], nats_server: NatsServer) -> None:
     gw = make_gateway(nats_server.url)
     _, token = gw.user_token()
     async with httpx.AsyncClient(base_url=gw.base_url, timeout=10) as c:

@@ -8,10 +8,13 @@ from collections.abc import Callable
 
 import httpx
 
+from tests.harness import Gateway, NatsServer
 from tests.sse_client import collect
 
 
-async def test_nats_outage_is_503_fast_then_recovers_without_losing_acknowledged(make_nats, make_gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_nats_outage_is_503_fast_then_recovers_without_losing_acknowledged(
+    make_nats: Callable[[], NatsServer], make_gateway: Callable[..., Gateway]
+) -> None:
     nats = make_nats()
     gw = make_gateway(nats.url)
     _, token = gw.user_token()

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 import websockets
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Locator, Page, ViewportSize, async_playwright, expect
 
 from protocols.dashboard.routes import STATIC, load_assets
 from tests.browser import ARGS, chromium_path
@@ -27,8 +27,8 @@ from tests.harness import ROOT, Gateway, NatsServer, temp_dir
 from tests.waiting import poll
 
 SHOTS = ROOT / "test-artifacts" / "dashboard"
-PHONE = {"width": 375, "height": 812}
-DESKTOP = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 375, "height": 812}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 XSS = ["<img src=x onerror=alert(1)>", "<script>alert(2)</script>"]
 LINE_BUFFERED = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
 WS_FAILURE = re.compile(r"WebSocket connection to .* failed")
@@ -107,7 +107,7 @@ async def tab(browser: Browser, gw: Gateway) -> AsyncIterator[Tab]:
         await context.close()
 
 
-def figure(page: Page, label: str) -> object:
+def figure(page: Page, label: str) -> Locator:
     return page.locator(".figure", has_text=label).locator(".figure-value")
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 import httpx
 import psutil
 
-from tests.harness import ROOT
+from tests.harness import ROOT, Gateway
 
 
-def test_embedded_nats_lifecycle_and_generated_admin_key(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_embedded_nats_lifecycle_and_generated_admin_key(make_gateway: Callable[..., Gateway]) -> None:
     gw = make_gateway(None, env={"FLOWGATE_ADMIN_KEY": ""})
     children = [p for p in psutil.Process(gw.pid).children() if "nats-server" in p.name()]
     assert len(children) == 1
@@ -54,9 +55,10 @@ def test_embedded_nats_lifecycle_and_generated_admin_key(make_gateway) -> None: 
     assert httpx.post(gw.base_url + "/token", headers={"X-API-Key": api_key}, json={"app": "x"}).status_code == 200
 
 
-def test_embedded_nats_does_not_outlive_a_killed_gateway(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_embedded_nats_does_not_outlive_a_killed_gateway(make_gateway: Callable[..., Gateway]) -> None:
     gw = make_gateway(None)
     (child,) = [p for p in psutil.Process(gw.pid).children() if "nats-server" in p.name()]
+    assert gw.process is not None
     gw.process.kill()
     gw.process.wait(10)
     child.wait(10)  # raises psutil.TimeoutExpired if the child stayed behind

@@ -27,6 +27,7 @@ from gateway.settings import Settings
 from protocols.http import publish, queues
 from protocols.http.deps import read_body
 from protocols.http.fastpath import FastPath, match_queue_route
+from protocols.http.status_metrics import ErrorCounter
 from tests.billing_env import billing_env
 from tests.harness import NatsServer
 
@@ -109,7 +110,10 @@ def request_of(messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]
 
 
 async def test_read_body_joins_chunks_and_stops_a_body_without_length_at_the_limit() -> None:
-    chunks = [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.request", "body": b"cd"}]
+    chunks: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd"},
+    ]
     assert await read_body(request_of(chunks), 4) == b"abcd"
     endless = [{"type": "http.request", "body": b"x" * 3, "more_body": True}] * 2 + [{"type": "never read"}]
     with pytest.raises(PayloadTooLarge):
@@ -177,12 +181,14 @@ def app(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> It
         max_message_bytes=MAX_MESSAGE_BYTES,
     )
     outer = create_app(settings)  # the error counter around the fast path around FastAPI
+    assert isinstance(outer, ErrorCounter)
     fast = outer.app
     assert isinstance(fast, FastPath)
     recording = Recording(fast.app)
-    fast.app = recording
-    with TestClient(outer) as client:
-        yield App(client, fast, recording, admin_key)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast, "app", recording)  # the stand-in for FastAPI
+        with TestClient(outer) as client:
+            yield App(client, fast, recording, admin_key)
 
 
 @pytest.fixture

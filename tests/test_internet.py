@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.typing import Origin, Subprotocol
 
 from protocols.mqtt.codec import encode
 from protocols.mqtt.packets import Connect
@@ -383,15 +384,17 @@ async def test_preflight_on_every_route_and_websocket_origin_check(edge: Edge) -
         async with http.stream("GET", "/api/v1/subscribe?topic=x&token=forged", headers={"Origin": origin}) as sse:
             assert sse.status_code == 401 and sse.headers["access-control-allow-origin"] == origin
     token = edge.token()
-    for path, subprotocols in (("/ws", None), ("/mqtt", ["mqtt"])):
+    for path, subprotocols in (("/ws", None), ("/mqtt", [Subprotocol("mqtt")])):
         with pytest.raises(websockets.InvalidStatus) as refused_ws:
             await websockets.connect(
-                f"{edge.gateway.ws_url}{path}?token={token}", origin="https://evil.example", subprotocols=subprotocols
+                f"{edge.gateway.ws_url}{path}?token={token}",
+                origin=Origin("https://evil.example"),
+                subprotocols=subprotocols,
             )
         assert refused_ws.value.response.status_code == 403
     own = f"http://127.0.0.1:{edge.gateway.http_port}"  # a page the gateway serves itself (same origin)
     for allowed in (origin, own):
-        async with websockets.connect(f"{edge.gateway.ws_url}/ws?token={token}", origin=allowed) as ws:
+        async with websockets.connect(f"{edge.gateway.ws_url}/ws?token={token}", origin=Origin(allowed)) as ws:
             await ws.send(json.dumps({"action": "ping"}))
             assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["action"] == "pong"
 

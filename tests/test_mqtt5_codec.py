@@ -24,7 +24,10 @@ from typing import Any
 import paho.mqtt.client as paho
 import paho.mqtt.properties as paho_props
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from protocols.mqtt.codec import MQTTProtocolError
 from protocols.mqtt.codec5 import ClientDecoder, ServerDecoder, encode5
@@ -53,6 +56,7 @@ from protocols.mqtt.properties import (
     WILL,
     Properties,
     PropertyError,
+    PropertySpec,
     decode_properties,
     encode_properties,
 )
@@ -71,7 +75,7 @@ def pk(first: str, body: str) -> bytes:
 _PAHO = paho_props.Properties(PacketTypes.CONNECT)
 PAHO_NAME = {identifier: name.replace(" ", "") for name, identifier in _PAHO.names.items()}
 
-SAMPLE = {
+SAMPLE: dict[str, Any] = {  # one value of each data type, for a property of that kind
     "byte": 1,
     "two": 513,
     "four": 70000,
@@ -83,13 +87,14 @@ SAMPLE = {
 
 
 @pytest.mark.parametrize("spec", PROPERTY_TABLE, ids=lambda s: s.field)
-def test_each_property_encodes_as_paho_does(spec: Any) -> None:
+def test_each_property_encodes_as_paho_does(spec: PropertySpec) -> None:
     value = SAMPLE[spec.kind]
     packet = min(spec.packets)
     paho_type = PacketTypes.WILLMESSAGE if packet == WILL else packet
     theirs = paho_props.Properties(paho_type)
     setattr(theirs, PAHO_NAME[spec.identifier], [value] if spec.repeatable else value)
-    ours = Properties(**{spec.field: (value,) if spec.repeatable else value})
+    field: Any = (value,) if spec.repeatable else value  # its type follows spec.kind, known only at run time
+    ours = Properties(**{spec.field: field})
     assert encode_properties(ours, packet) == theirs.pack()
     decoded, end = decode_properties(theirs.pack(), 0, len(theirs.pack()), packet)
     assert decoded == ours and end == len(theirs.pack())
@@ -208,7 +213,8 @@ def test_topic_alias_is_resolved_and_a_3_1_1_connect_stays_3_1_1() -> None:
     first = encode5(Publish("x/y", b"1", properties=Properties(topic_alias=3)))
     again = encode5(Publish("", b"2", properties=Properties(topic_alias=3)))
     packets = _server_decode(first + again)
-    assert [(p.topic, p.payload) for p in packets] == [("x/y", b"1"), ("x/y", b"2")]
+    publishes = [p for p in packets if isinstance(p, Publish)]
+    assert publishes == packets and [(p.topic, p.payload) for p in publishes] == [("x/y", b"1"), ("x/y", b"2")]
     decoder = ServerDecoder(1 << 20)
     decoder.feed(h("10 0c 0004 4d515454 04 02 003c 0000") + pk("30", "0001 61 6869"))
     assert decoder.next_packet() == Connect("", True, 60)
@@ -322,7 +328,7 @@ def test_paho_v5_packets_decode_and_ours_reach_paho() -> None:
     peer = _Peer()
     got: dict[str, Any] = {"messages": []}
     event = threading.Event()
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="dev-1", protocol=paho.MQTTv5)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="dev-1", protocol=paho.MQTTv5)
     client.username_pw_set("Bearer", "tok")
     will = paho_props.Properties(PacketTypes.WILLMESSAGE)
     will.WillDelayInterval = 10
@@ -383,7 +389,7 @@ def test_paho_v5_packets_decode_and_ours_reach_paho() -> None:
 
         sub_props = paho_props.Properties(PacketTypes.SUBSCRIBE)
         sub_props.SubscriptionIdentifier = 42
-        options = paho.SubscribeOptions(qos=2, noLocal=True, retainAsPublished=True, retainHandling=2)
+        options = SubscribeOptions(qos=2, noLocal=True, retainAsPublished=True, retainHandling=2)
         client.subscribe([("s/#", options)], properties=sub_props)
         subscribe = peer.expect()
         assert isinstance(subscribe, Subscribe)
@@ -414,7 +420,7 @@ def test_paho_v5_packets_decode_and_ours_reach_paho() -> None:
         assert peer.expect() == PubRel(q2.packet_id or 0)
         peer.send(PubComp(q2.packet_id or 0))
 
-        client.disconnect(reasoncode=paho.ReasonCode(PacketTypes.DISCONNECT, identifier=0x04))
+        client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=0x04))
         assert peer.expect() == Disconnect(0x04)
     finally:
         client.loop_stop()

@@ -45,7 +45,7 @@ LINE_BUFFERED = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
 needs_mosquitto = pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="mosquitto-clients not installed")
 
 
-async def next_publish(client: Raw5, timeout: float = 10) -> Publish:
+async def next_publish(client: RawClient, timeout: float = 10) -> Publish:
     while True:
         packet = await client.recv(timeout)
         if isinstance(packet, Publish):
@@ -208,15 +208,17 @@ async def test_reauthentication_with_a_fresh_jwt(gateway: Gateway) -> None:
 
 def test_paho_v5_properties_no_local_and_shared_limits(gateway: Gateway) -> None:
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties as PahoProperties
+    from paho.mqtt.subscribeoptions import SubscribeOptions
 
     _, token = gateway.user_token()
     got: dict[str, list[Any]] = {"a": [], "b": []}
     events = {name: threading.Event() for name in ("a-sub", "b-sub", "a-msg", "b-msg")}
 
     def client(name: str) -> Any:
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"paho5-{name}", protocol=paho.MQTTv5)
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"paho5-{name}", protocol=paho.MQTTv5)
         c.username_pw_set("Bearer", token)
         c.on_subscribe = lambda *_a: events[f"{name}-sub"].set()
 
@@ -231,8 +233,8 @@ def test_paho_v5_properties_no_local_and_shared_limits(gateway: Gateway) -> None
 
     a, b = client("a"), client("b")
     try:
-        a.subscribe([("paho5/t", paho.SubscribeOptions(qos=1, noLocal=True))])
-        b.subscribe([("paho5/t", paho.SubscribeOptions(qos=1))])
+        a.subscribe([("paho5/t", SubscribeOptions(qos=1, noLocal=True))])
+        b.subscribe([("paho5/t", SubscribeOptions(qos=1))])
         assert events["a-sub"].wait(10) and events["b-sub"].wait(10)
         props = PahoProperties(PacketTypes.PUBLISH)
         props.UserProperty = [("trace", "42")]
@@ -340,6 +342,7 @@ async def test_persistent_v5_session_message_expiry_and_session_expiry(gateway: 
 
 def test_paho_v5_over_websocket(gateway: Gateway) -> None:
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties as PahoProperties
 
@@ -348,12 +351,17 @@ def test_paho_v5_over_websocket(gateway: Gateway) -> None:
     subscribed = threading.Event()
     got: list[Any] = []
     client = paho.Client(
-        paho.CallbackAPIVersion.VERSION2, client_id="ws-paho5", transport="websockets", protocol=paho.MQTTv5
+        CallbackAPIVersion.VERSION2, client_id="ws-paho5", transport="websockets", protocol=paho.MQTTv5
     )
     client.ws_set_options(path="/mqtt")
     client.username_pw_set("Bearer", token)
     client.on_subscribe = lambda *a: subscribed.set()
-    client.on_message = lambda _c, _u, m: (got.append(m), arrived.set())
+
+    def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        got.append(message)
+        arrived.set()
+
+    client.on_message = on_message
     client.connect("127.0.0.1", gateway.http_port, keepalive=30)
     client.loop_start()
     try:
@@ -485,6 +493,7 @@ async def test_http_publish_sets_properties_an_mqtt5_subscriber_gets(gateway: Ga
 def test_paho_shared_subscription_spreads_a_burst_over_the_members(gateway: Gateway) -> None:
     """As the Paho MQTT 5 interoperability suite checks it: 10 QoS 0 messages, each to one member, both get some."""
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     _, token = gateway.user_token()
     got: dict[str, list[bytes]] = {"a": [], "b": []}
@@ -492,7 +501,7 @@ def test_paho_shared_subscription_spreads_a_burst_over_the_members(gateway: Gate
     enough = threading.Event()
 
     def member(name: str) -> Any:
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"share-{name}", protocol=paho.MQTTv5)
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"share-{name}", protocol=paho.MQTTv5)
         c.username_pw_set("Bearer", token)
         c.on_subscribe = lambda *_a: subscribed[name].set()
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import Forbidden, InvalidName, PayloadTooLarge, PaymentRequired, RateLimited, Unauthorized
+from gateway.errors import (
+    FlowGateError,
+    Forbidden,
+    InvalidName,
+    PayloadTooLarge,
+    PaymentRequired,
+    RateLimited,
+    Unauthorized,
+)
 from gateway.message_meta import MessageMeta, meta_of
 from protocols.mqtt.codec5 import ClientDecoder
 from protocols.mqtt.packets import Connect, Publish
-from protocols.mqtt.properties import Properties
+from protocols.mqtt.properties import NO_PROPERTIES, Properties
 from protocols.mqtt.shared import parse_shared
 from protocols.mqtt.v5 import (
     SERVER_KEEP_ALIVE_MAX,
@@ -25,10 +33,8 @@ from protocols.mqtt.v5 import (
 )
 
 
-def session(**props: object) -> V5Session:
-    return V5Session.from_connect(
-        Connect("c", True, 30, "Bearer", b"t", protocol_level=5, properties=Properties(**props))
-    )  # type: ignore[arg-type]
+def session(properties: Properties = NO_PROPERTIES) -> V5Session:
+    return V5Session.from_connect(Connect("c", True, 30, "Bearer", b"t", protocol_level=5, properties=properties))
 
 
 def decode(data: bytes) -> Publish:
@@ -40,7 +46,9 @@ def decode(data: bytes) -> Publish:
 
 
 def test_connect_limits_and_connack() -> None:
-    v5 = session(session_expiry_interval=10, receive_maximum=5, maximum_packet_size=100, topic_alias_maximum=3)
+    v5 = session(
+        Properties(session_expiry_interval=10, receive_maximum=5, maximum_packet_size=100, topic_alias_maximum=3)
+    )
     assert (v5.session_expiry_interval, v5.receive_maximum, v5.maximum_packet_size) == (10, 5, 100)
     connack = v5.connack(False, "auto-1", 2048, 1024)
     assert connack.properties.assigned_client_identifier == "auto-1"  # [MQTT-3.2.2-16]
@@ -76,11 +84,11 @@ def test_check_connect5(connect: Connect, code: int) -> None:
         (BadAuthenticationMethod("x"), 0x8C, 0x80, 0x87),
     ],
 )
-def test_error_tables(error: Exception, connack: int, puback: int, suback: int) -> None:
+def test_error_tables(error: FlowGateError, connack: int, puback: int, suback: int) -> None:
     v311 = {Forbidden: 5, PaymentRequired: 5, Unauthorized: 4, BadAuthenticationMethod: 4}.get(type(error), 3)
-    assert connack_reason(v311, error) == connack  # type: ignore[arg-type]
-    assert publish_reason(error) == puback  # type: ignore[arg-type]
-    assert suback_reason(error) == suback  # type: ignore[arg-type]
+    assert connack_reason(v311, error) == connack
+    assert publish_reason(error) == puback
+    assert suback_reason(error) == suback
 
 
 def test_outbound_aliases() -> None:
@@ -93,7 +101,7 @@ def test_outbound_aliases() -> None:
 
 
 def test_delivery_expiry_size_and_properties() -> None:
-    v5 = session(topic_alias_maximum=1, maximum_packet_size=40)
+    v5 = session(Properties(topic_alias_maximum=1, maximum_packet_size=40))
     meta = MessageMeta(content_type="t", expires_at=100.0, user_properties=(("k", "v"),))
     assert v5.publish("a/b", b"x", 1, False, False, 3, meta, (7,), now=101.0) is None  # expired [MQTT-3.3.2-5]
     assert v5.publish("a/b", b"x" * 50, 0, False, False, None, None, (), now=0) is None  # too large [MQTT-3.1.2-25]

@@ -62,9 +62,9 @@ FUZZ_INPUTS = int(os.environ.get("MQTT_FUZZ_INPUTS", "1000000"))
 
 # -- strategies ---------------------------------------------------------------------------
 
-_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+_chars = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
 topic_names = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00+#"), min_size=1, max_size=40
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00+#"), min_size=1, max_size=40
 )
 filters = st.text(_chars, max_size=40)
 strings = st.text(_chars, max_size=30)
@@ -288,7 +288,10 @@ def _corpus(rng: random.Random) -> list[bytes]:
         seeds.append(encode(Unsubscribe(packet_id, tuple(f for f, _ in filters))))
         codes = tuple(rng.choice((0, 1, 2, 0x80)) for _ in range(rng.randrange(1, 5)))
         session_present = chance(0.5)
-        server = [SubAck(packet_id, codes), ConnAck(session_present, 0 if session_present else rng.randrange(6))]
+        server: list[Packet] = [
+            SubAck(packet_id, codes),
+            ConnAck(session_present, 0 if session_present else rng.randrange(6)),
+        ]
         server += [rng.choice((PubAck, PubRec, PubRel, PubComp, UnsubAck))(packet_id), PingResp(), PingReq()]
         seeds.append(b"".join(map(encode, rng.sample(server, rng.randrange(1, 4)))))
     return seeds

@@ -462,12 +462,13 @@ async def test_mqtt_publish_reaches_sse(gateway: Gateway) -> None:
 
 def test_paho_client_qos1_round_trip(gateway: Gateway) -> None:
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     _, token = gateway.user_token()
     got: list[Any] = []
     subscribed = threading.Event()
     arrived = threading.Event()
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="paho-1", protocol=paho.MQTTv311)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="paho-1", protocol=paho.MQTTv311)
     client.username_pw_set("Bearer", token)
     client.on_subscribe = lambda *a: subscribed.set()
 

@@ -50,7 +50,7 @@ async def drive(client: RawClient, *, publishes: int, until: set[tuple[type[Pack
         packet_id = getattr(packet, "packet_id", None)
         if isinstance(packet, PubRec) and (PubRec, packet.packet_id) in pending:
             await client.send(PubRel(packet.packet_id))
-        pending.discard((type(packet), packet_id))  # type: ignore[arg-type]
+        pending.discard((type(packet), packet_id))
     return got
 
 

@@ -231,6 +231,7 @@ def test_a_paho_device_rides_out_a_nats_restart_by_reconnecting(
     gateway closes the connection (hub.py), paho reconnects by itself, subscribes again in ``on_connect``
     as clean-session clients do, and receives what is published after that, at QoS 1."""
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     nats = make_nats()
     gw = make_gateway(nats.url)
@@ -240,7 +241,7 @@ def test_a_paho_device_rides_out_a_nats_restart_by_reconnecting(
     dropped = threading.Event()
     got: list[Any] = []
     arrived = threading.Condition()
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="paho-device", protocol=paho.MQTTv311)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="paho-device", protocol=paho.MQTTv311)
     client.username_pw_set("Bearer", token)
     client.reconnect_delay_set(min_delay=1, max_delay=2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from auth.permissions import Rule
 from gateway.errors import (
     BadRequest,
+    FlowGateError,
     Forbidden,
     InvalidName,
     PayloadTooLarge,
@@ -25,6 +27,7 @@ from protocols.mqtt.errors import PublishReaction, connack_code, publish_reactio
 from protocols.mqtt.packets import (
     Connect,
     Disconnect,
+    Packet,
     PingReq,
     PubAck,
     Publish,
@@ -46,8 +49,8 @@ from protocols.mqtt.subscriptions import HubSink, Subscription, best_match
 TOKEN = b"header.payload.signature"
 
 
-def connect(**changes: object) -> Connect:
-    fields: dict[str, object] = {
+def connect(**changes: Any) -> Connect:
+    fields: dict[str, Any] = {
         "client_id": "dev",
         "clean_session": True,
         "keepalive": 60,
@@ -55,16 +58,16 @@ def connect(**changes: object) -> Connect:
         "password": TOKEN,
     }
     fields.update(changes)
-    return Connect(**fields)  # type: ignore[arg-type]
+    return Connect(**fields)
 
 
 # -- packet order -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("first", [PingReq(), Publish("a", b"x"), Subscribe(1, (("a", 0),)), Disconnect(), PubAck(1)])
-def test_first_packet_must_be_connect(first: object) -> None:
+def test_first_packet_must_be_connect(first: Packet) -> None:
     gate = PacketGate()
-    violation = gate.admit(first)  # type: ignore[arg-type]
+    violation = gate.admit(first)
     assert violation is not None and "MQTT-3.1.0-1" in violation.reason
     assert gate.state is GateState.CLOSED
     assert gate.admit(connect()) is not None  # nothing after the violation
@@ -261,8 +264,8 @@ def test_inbound_qos2_ids() -> None:
     ("error", "code"),
     [(Unauthorized(), 4), (Forbidden(), 5), (PaymentRequired(), 5), (Unavailable(), 3), (RateLimited(), 3)],
 )
-def test_connack_codes_for_errors(error: Exception, code: int) -> None:
-    assert connack_code(error) == code  # type: ignore[arg-type]
+def test_connack_codes_for_errors(error: FlowGateError, code: int) -> None:
+    assert connack_code(error) == code
 
 
 @pytest.mark.parametrize(
@@ -277,8 +280,8 @@ def test_connack_codes_for_errors(error: Exception, code: int) -> None:
         (PayloadTooLarge(), PublishReaction.CLOSE),
     ],
 )
-def test_publish_reactions(error: Exception, reaction: PublishReaction) -> None:
-    assert publish_reaction(error) is reaction  # type: ignore[arg-type]
+def test_publish_reactions(error: FlowGateError, reaction: PublishReaction) -> None:
+    assert publish_reaction(error) is reaction
 
 
 def test_retry_after() -> None:

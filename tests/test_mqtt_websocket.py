@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import websockets
 from websockets.asyncio.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from protocols.mqtt.codec import Decoder, encode
 from protocols.mqtt.packets import ConnAck, Connect, PubAck, Publish, SubAck, Subscribe
@@ -21,7 +22,7 @@ async def test_packets_may_span_frames_and_reach_tcp_clients(gateway: Gateway) -
     _, token = gateway.user_token()
     tcp, _ = await RawClient.connect(gateway.mqtt_port, token)
     await tcp.subscribe(("web/out", 1))
-    async with ws_connect(gateway.ws_url + "/mqtt", subprotocols=["mqtt"]) as ws:  # type: ignore[list-item]
+    async with ws_connect(gateway.ws_url + "/mqtt", subprotocols=[Subprotocol("mqtt")]) as ws:
         assert ws.subprotocol == "mqtt"  # [MQTT-6.0.0-4]
         connect = encode(Connect("browser-1", True, 30, "Bearer", token.encode()))
         await ws.send(connect[:5])  # one packet over two frames [MQTT-6.0.0-2]
@@ -58,7 +59,7 @@ async def test_upgrade_without_the_mqtt_subprotocol_is_refused(gateway: Gateway)
 
 async def test_text_frame_closes(gateway: Gateway) -> None:
     _, token = gateway.user_token()
-    async with ws_connect(gateway.ws_url + "/mqtt", subprotocols=["mqtt"]) as ws:  # type: ignore[list-item]
+    async with ws_connect(gateway.ws_url + "/mqtt", subprotocols=[Subprotocol("mqtt")]) as ws:
         await ws.send(encode(Connect("t", True, 30, "Bearer", token.encode())))
         await ws.recv()
         await ws.send("not binary")
@@ -68,16 +69,22 @@ async def test_text_frame_closes(gateway: Gateway) -> None:
 
 def test_paho_over_websocket(gateway: Gateway) -> None:
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     _, token = gateway.user_token()
     arrived = threading.Event()
     subscribed = threading.Event()
     got: list[Any] = []
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="ws-paho", transport="websockets")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="ws-paho", transport="websockets")
     client.ws_set_options(path="/mqtt")
     client.username_pw_set("Bearer", token)
     client.on_subscribe = lambda *a: subscribed.set()
-    client.on_message = lambda _c, _u, m: (got.append(m), arrived.set())
+
+    def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        got.append(message)
+        arrived.set()
+
+    client.on_message = on_message
     client.connect("127.0.0.1", gateway.http_port, keepalive=30)
     client.loop_start()
     try:

@@ -22,7 +22,7 @@ from gateway.bus.queues import CONSUMER, DeliveryRef, queue_stream
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
 from gateway.payload import Payload
-from gateway.queues import QueueEngine, SendEntry
+from gateway.queues import QueueEngine, SendEntry, Sent
 from gateway.settings import Settings
 from gateway.topics import Namespace
 from tests import waiting
@@ -59,6 +59,7 @@ async def test_dead_letter_move_is_exactly_once_across_a_crash(engine: QueueEngi
     policy = {"dead_letter_queue": "dlq", "max_receive_count": 1}
     await engine.set_attributes(who, "src", {"visibility_timeout": 1, "redrive_policy": policy})
     [sent] = await engine.send_messages(who, "src", [entry("poison")])
+    assert isinstance(sent, Sent)
     [first] = await engine.receive(who, "src")
     assert first.receive_count == 1
 
@@ -77,7 +78,7 @@ async def test_dead_letter_move_is_exactly_once_across_a_crash(engine: QueueEngi
     assert crashed.is_set()
     assert await engine.receive(who, "src", wait_seconds=5) == []  # redelivered again: moved again, acked
     dead = await engine.receive(who, "dlq", max_messages=10, visibility_timeout=60)
-    assert [(m.message_id, m.payload.body) for m in dead] == [(sent.message_id, b"poison")]  # type: ignore[union-attr]
+    assert [(m.message_id, m.payload.body) for m in dead] == [(sent.message_id, b"poison")]
     info = await engine.get_queue(who, "dlq")
     assert (info.counts.visible, info.counts.in_flight) == (0, 1)
     assert (await engine.get_queue(who, "src")).counts.in_flight == 0

@@ -12,6 +12,7 @@ of that message had been confirmed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -78,7 +79,7 @@ async def test_nothing_lost_nothing_kept(nats_server: NatsServer, make_gateway: 
                 while pending:
                     entries = [{"id": k, "body": v} for k, v in pending.items()]
                     answer = await retrying(
-                        lambda e=entries: client.post(url + "/messages/batch", json={"entries": e}), deadline
+                        functools.partial(client.post, url + "/messages/batch", json={"entries": entries}), deadline
                     )
                     assert answer.status_code == 200, answer.text
                     for ok in answer.json()["successful"]:

@@ -28,9 +28,11 @@ import orjson
 import paho.mqtt.client as paho
 import pytest
 import websockets
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 from websockets.asyncio.client import ClientConnection
 
-from tests.harness import Gateway, NatsServer, temp_dir
+from tests.harness import Gateway, NatsServer, shared_keys, temp_dir
 from tests.sse_client import Event, reader
 
 WITHIN = 1.0  # seconds: the bound, from the change's answer to each observation
@@ -38,9 +40,9 @@ WITHIN = 1.0  # seconds: the issue's bound, from the change's answer to each obs
 
 @pytest.fixture(scope="module")
 def replicas(nats_server: NatsServer) -> Iterator[tuple[Gateway, Gateway]]:
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys()
     dirs = [temp_dir("fg-revoke-"), temp_dir("fg-revoke-")]
-    gateways = [Gateway(nats_server.url, d, **shared) for d in dirs]  # type: ignore[arg-type]
+    gateways = [Gateway(nats_server.url, d, **shared) for d in dirs]
     try:
         for gw in gateways:
             gw.start()
@@ -78,14 +80,18 @@ class Mqtt:
         self.connected = threading.Event()
         self.dropped = threading.Event()
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id="rv-" + secrets.token_hex(4), protocol=paho.MQTTv311
+            CallbackAPIVersion.VERSION2, client_id="rv-" + secrets.token_hex(4), protocol=paho.MQTTv311
         )
         self.client.username_pw_set("Bearer", token)
         self.client.reconnect_delay_set(min_delay=60, max_delay=60)  # no reconnection within the test
-        self.client.on_connect = lambda c, u, f, rc, p: rc.is_failure or self.connected.set()
+        self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda c, u, f, rc, p: self.dropped.set()
         self.client.connect("127.0.0.1", port, keepalive=60)
         self.client.loop_start()
+
+    def _on_connect(self, _c: paho.Client, _u: Any, _f: paho.ConnectFlags, rc: ReasonCode, _p: Any) -> None:
+        if not rc.is_failure:
+            self.connected.set()
 
     def close(self) -> None:
         self.client.disconnect()
@@ -288,6 +294,7 @@ async def test_revoking_one_token_by_jti_leaves_the_others_and_bad_bodies_get_40
         await refused_within(request, change, deadline)
         own = {"Authorization": f"Bearer {second}"}
         assert (await http.post("/api/v1/publish", json={"topic": "t", "message": "m"}, headers=own)).status_code == 200
+        body: object
         for body in ({"jti": "not hex!"}, {"all": "yes"}, {"jti": "ab", "all": True}, {"other": 1}, []):
             answer = await http.post("/api/v1/tokens/revoke", json=body, headers=own)
             assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import httpx
 import paho.mqtt.client as mqtt
 import websockets
+from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.harness import Gateway, NatsServer
 from tests.sse_client import collect
 
 
-async def test_sigterm_with_every_kind_of_client_connected(nats_server, make_gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_sigterm_with_every_kind_of_client_connected(
+    nats_server: NatsServer, make_gateway: Callable[..., Gateway]
+) -> None:
     gw = make_gateway(nats_server.url, env={"FLOWGATE_SHUTDOWN_GRACE": "2"})
     _, token = gw.user_token()
-    mqtt_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="shutdown-test")
+    mqtt_client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="shutdown-test")
     mqtt_client.username_pw_set("Bearer", token)
     mqtt_client.connect("127.0.0.1", gw.mqtt_port)
     mqtt_client.loop_start()
@@ -29,6 +34,7 @@ async def test_sigterm_with_every_kind_of_client_connected(nats_server, make_gat
                 )
                 await collect(sse, 1)
                 process = gw.process
+                assert process is not None
                 started = time.monotonic()
                 process.terminate()
                 code = await asyncio.to_thread(process.wait, 15)

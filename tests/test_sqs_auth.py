@@ -243,7 +243,9 @@ async def test_keys_made_before_sqs_keep_working_without_a_pair(gw: Gateway, nat
     nc = await nats.connect(nats_server.url)
     try:
         kv = await nc.jetstream().key_value("fg_keys")
-        record = orjson.loads((await kv.get(f"id.{user.key_id}")).value)
+        entry = await kv.get(f"id.{user.key_id}")
+        assert entry.value is not None
+        record = orjson.loads(entry.value)
         del record["sealed_aws_secret"]
         await kv.put(f"id.{user.key_id}", orjson.dumps(record))
     finally:

@@ -277,7 +277,7 @@ def test_invalid_messages_get_sqs_errors(sqs: Any) -> None:
 
 def test_batches(sqs: Any) -> None:
     url = sqs.create_queue(QueueName=qname())["QueueUrl"]
-    entries = [
+    entries: list[dict[str, Any]] = [
         {
             "Id": f"e{i}",
             "MessageBody": f"m{i}",

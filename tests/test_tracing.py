@@ -22,7 +22,7 @@ from gateway.draining import Draining
 from gateway.logging import _trace_ids
 from gateway.settings import Settings
 from protocols.mqtt.packets import Publish
-from tests.harness import NatsServer, free_port, temp_dir
+from tests.harness import NatsServer, free_port, shared_keys, temp_dir
 from tests.mqtt_client import RawClient
 from tests.sse_client import collect
 
@@ -45,7 +45,7 @@ def exporter() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 async def replicas(exporter: Any, nats_server: NatsServer) -> AsyncIterator[list[Settings]]:
-    shared = {"admin_key": "fga_test_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    shared = shared_keys()
     started: list[tuple[GatewayServer, asyncio.Task[None], Settings]] = []
     for _ in range(2):
         settings = Settings(

@@ -159,14 +159,14 @@ async def test_a_client_that_never_reads_is_closed_and_memory_stays_bounded(
     assert 'flowgate_slow_consumers_closed_total{protocol="ws"} 1.0' in metrics
 
     # When the slow client reads at last, it finds what was already in its socket, then the 4008 close.
-    got = 0
+    drained = 0
     with pytest.raises(websockets.ConnectionClosed) as closed:
         async with asyncio.timeout(60):
             while True:
                 await slow.recv()
-                got += 1
+                drained += 1
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
-    assert got < TOTAL
+    assert drained < TOTAL
     for ws in (*readers, *publishers):
         await ws.close()
 
@@ -193,7 +193,7 @@ async def test_a_thousand_subscribers_receive_every_message_of_a_burst(
     subscribers = await asyncio.gather(*(subscriber() for _ in range(subscribers_count)))
 
     async def receive(ws: ClientConnection) -> list[int]:
-        values = []
+        values: list[int] = []
         while len(values) < burst:
             frame = orjson.loads(await ws.recv())
             if frame["action"] == "message":

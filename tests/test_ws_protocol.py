@@ -180,7 +180,7 @@ def test_ack_frame() -> None:
 
 def test_every_close_code_is_documented() -> None:
     assert set(CLOSE_REASONS) == set(CloseCode)
-    assert CloseCode.SLOW_CONSUMER == 4008 and CloseCode.UNAUTHORIZED == 4401
+    assert CloseCode.SLOW_CONSUMER.value == 4008 and CloseCode.UNAUTHORIZED.value == 4401
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
