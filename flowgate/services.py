@@ -25,11 +25,11 @@ from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.publishing import Publisher
 from gateway.queues import QueueEngine
-from gateway.services import Services
 from gateway.settings import Settings
 from gateway.tracing import Tracing
 from gateway.triggers import Triggers
 from gateway.webhooks import Webhooks
+from protocols.services import Services
 
 
 @asynccontextmanager

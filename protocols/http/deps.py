@@ -9,7 +9,7 @@ from starlette.requests import ClientDisconnect, HTTPConnection, Request
 
 from auth.tokens import Claims, bearer
 from gateway.errors import PayloadTooLarge, Unauthorized
-from gateway.services import Services
+from protocols.services import Services
 
 
 def services_of(conn: HTTPConnection) -> Services:

@@ -32,9 +32,9 @@ from gateway.events import Session
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
-from gateway.services import Services
 from gateway.topics import Namespace
 from protocols.http.deps import claims_of, services_of
+from protocols.services import Services
 
 log = logging.getLogger("flowgate.sse")
 

@@ -16,9 +16,9 @@ from typing import Protocol
 from gateway.bus import BusState
 from gateway.bus.mqtt_store import MqttStore
 from gateway.proxies import TrustedProxies
-from gateway.services import Services
 from gateway.settings import Settings
 from protocols.mqtt.properties import ReasonCode
+from protocols.services import Services
 
 log = logging.getLogger("flowgate.mqtt")
 

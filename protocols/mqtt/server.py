@@ -25,13 +25,13 @@ import logging
 from functools import partial
 
 from gateway.bus.mqtt_store import MqttStore
-from gateway.services import Services
 from gateway.tls import CertificateReloader, TlsFiles
 from protocols.mqtt.connection import MqttConnection, Wire
 from protocols.mqtt.context import MqttConfig, MqttContext
 from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.proxy_protocol import ProxyHeaderReader, ProxyProtocolError
 from protocols.mqtt.tls_listener import TlsListener
+from protocols.services import Services
 
 log = logging.getLogger("flowgate.mqtt")
 

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from auth.permissions import Permissions
 from auth.tokens import Claims
 from gateway.errors import InvalidName, Unauthorized
-from gateway.services import Services
 from gateway.topics import Namespace, validate_ident
+from protocols.services import Services
 from protocols.sqs import sigv4
 from protocols.sqs.errors import AwsError
 

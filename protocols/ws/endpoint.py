@@ -52,8 +52,8 @@ from gateway.events import Session
 from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
-from gateway.services import Services
 from protocols.http.deps import services_of
+from protocols.services import Services
 from protocols.ws.protocol import (
     FRAME_NAME,
     Auth,
