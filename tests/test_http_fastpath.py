@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from starlette.requests import ClientDisconnect, Request
@@ -26,7 +26,7 @@ from gateway.errors import PayloadTooLarge, Unavailable
 from gateway.settings import Settings
 from protocols.http import publish, queues
 from protocols.http.deps import read_body
-from protocols.http.fastpath import FastPath, match_queue_route
+from protocols.http.fastpath import FastPath, QueueRouteTable
 from protocols.http.status_metrics import ErrorCounter
 from tests.billing_env import billing_env
 from tests.harness import NatsServer
@@ -36,11 +36,15 @@ BODY_LIMIT = MAX_MESSAGE_BYTES * 6 + publish.JSON_OVERHEAD
 
 # -- the queue route table against Starlette's router (no server) --------------------------------
 
+API = queues.QueueApi(cast(Any, None), cast(Any, None), MAX_MESSAGE_BYTES)  # routing only: no handler runs
+ROUTES = queues.routes(API)
+TABLE = QueueRouteTable(API)
+
 
 def starlette_choice(method: str, path: str) -> tuple[Any, dict[str, Any]] | None:
-    """The endpoint and path parameters Starlette's router picks among ``queues.ROUTES``: the first full match."""
+    """The endpoint and path parameters Starlette's router picks among ``queues.routes``: the first full match."""
     scope = {"type": "http", "method": method, "path": path, "root_path": ""}
-    for route in queues.ROUTES:
+    for route in ROUTES:
         assert isinstance(route, Route)
         match, child = route.matches(scope)
         if match is Match.FULL:
@@ -75,7 +79,7 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 @pytest.mark.parametrize(("method", "path"), list(itertools.product(METHODS, QUEUE_PATHS)))
 def test_a_queue_route_taken_by_the_dispatcher_is_the_one_starlette_picks(method: str, path: str) -> None:
-    fast = match_queue_route(method, path)
+    fast = TABLE.match(method, path)
     if fast is not None:
         assert starlette_choice(method, path) == fast
 
@@ -83,18 +87,18 @@ def test_a_queue_route_taken_by_the_dispatcher_is_the_one_starlette_picks(method
 @pytest.mark.parametrize(
     ("method", "path", "handler", "params"),
     [
-        ("POST", P + "/q/messages", queues.send_message, {"queue": "q"}),
-        ("POST", P + "/a/b/messages", queues.send_message, {"queue": "a/b"}),
-        ("GET", P + "/q/messages", queues.receive_messages, {"queue": "q"}),
-        ("POST", P + "/q/messages/receive", queues.receive_messages_post, {"queue": "q"}),
-        ("POST", P + "/q/messages/batch", queues.send_batch, {"queue": "q"}),
-        ("POST", P + "/q/messages/batch-delete", queues.delete_batch, {"queue": "q"}),
-        ("DELETE", P + "/a/b/messages/h-1", queues.delete_message, {"queue": "a/b", "receipt_handle": "h-1"}),
-        ("PATCH", P + "/q/messages/h", queues.change_visibility, {"queue": "q", "receipt_handle": "h"}),
+        ("POST", P + "/q/messages", API.send_message, {"queue": "q"}),
+        ("POST", P + "/a/b/messages", API.send_message, {"queue": "a/b"}),
+        ("GET", P + "/q/messages", API.receive_messages, {"queue": "q"}),
+        ("POST", P + "/q/messages/receive", API.receive_messages_post, {"queue": "q"}),
+        ("POST", P + "/q/messages/batch", API.send_batch, {"queue": "q"}),
+        ("POST", P + "/q/messages/batch-delete", API.delete_batch, {"queue": "q"}),
+        ("DELETE", P + "/a/b/messages/h-1", API.delete_message, {"queue": "a/b", "receipt_handle": "h-1"}),
+        ("PATCH", P + "/q/messages/h", API.change_visibility, {"queue": "q", "receipt_handle": "h"}),
     ],
 )
 def test_the_queue_message_routes_take_the_fast_path(method: str, path: str, handler: Any, params: Any) -> None:
-    assert match_queue_route(method, path) == (handler, params)
+    assert TABLE.match(method, path) == (handler, params)
 
 
 # -- the request helper ----------------------------------------------------------------------------

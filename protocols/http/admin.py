@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from auth.accounts import User
 from gateway.billing.plans import validate_overrides
-from protocols.http.deps import AdminDep, ServicesDep
-
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[AdminDep])
+from protocols.http.deps import admin_key
+from protocols.services import Services
 
 PLAN_PATTERN = r"^[a-z0-9-]{1,32}$"
 
@@ -60,84 +59,83 @@ def user_view(user: User) -> dict[str, Any]:
     return user.to_json()
 
 
-@router.post("/users", status_code=201)
-async def create_user(body: NewUser, services: ServicesDep) -> dict[str, Any]:
-    services.guard.catalog.check_name(body.plan)
-    return user_view(await services.accounts.create_user(body.user_id, body.plan))
+def router(services: Services) -> APIRouter:
+    """The admin routes, each behind the admin key."""
+    api = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_key(services.secrets))])
 
+    @api.post("/users", status_code=201)
+    async def create_user(body: NewUser) -> dict[str, Any]:
+        services.guard.catalog.check_name(body.plan)
+        return user_view(await services.accounts.create_user(body.user_id, body.plan))
 
-@router.get("/users")
-async def list_users(services: ServicesDep) -> dict[str, Any]:
-    return {"users": [user_view(u) for u in await services.accounts.list_users()]}
+    @api.get("/users")
+    async def list_users() -> dict[str, Any]:
+        return {"users": [user_view(u) for u in await services.accounts.list_users()]}
 
+    @api.get("/users/{user_id}")
+    async def get_user(user_id: str) -> dict[str, Any]:
+        return user_view(await services.accounts.get_user(user_id))
 
-@router.get("/users/{user_id}")
-async def get_user(user_id: str, services: ServicesDep) -> dict[str, Any]:
-    return user_view(await services.accounts.get_user(user_id))
+    @api.patch("/users/{user_id}")
+    async def update_user(user_id: str, body: UserChanges) -> dict[str, Any]:
+        changes = body.model_dump(exclude_none=True, exclude={"limits"})
+        if "plan" in changes:
+            services.guard.catalog.check_name(changes["plan"])
+        if body.limits is not None:
+            user = await services.accounts.get_user(user_id)
+            overrides = dict(user.extra.get("limits") or {})
+            for name, value in body.limits.items():
+                if value is None:
+                    overrides.pop(name, None)
+                else:
+                    overrides[name] = value
+            changes["extra"] = {**user.extra, "limits": validate_overrides(overrides)}
+        user = await services.accounts.update_user(user_id, changes)
+        services.revocations.user_changed(user)  # disabling ends the user's connections here now, elsewhere at once
+        await services.guard.changed(user_id)
+        return user_view(user)
 
+    @api.get("/users/{user_id}/usage")
+    async def get_usage(user_id: str) -> dict[str, Any]:
+        """A user's usage this period, as ``GET /api/v1/usage`` shows it to the user (``apps`` has the per-app counts)."""
+        await services.accounts.get_user(user_id)
+        return await services.guard.usage(user_id)
 
-@router.patch("/users/{user_id}")
-async def update_user(user_id: str, body: UserChanges, services: ServicesDep) -> dict[str, Any]:
-    changes = body.model_dump(exclude_none=True, exclude={"limits"})
-    if "plan" in changes:
-        services.guard.catalog.check_name(changes["plan"])
-    if body.limits is not None:
-        user = await services.accounts.get_user(user_id)
-        overrides = dict(user.extra.get("limits") or {})
-        for name, value in body.limits.items():
-            if value is None:
-                overrides.pop(name, None)
-            else:
-                overrides[name] = value
-        changes["extra"] = {**user.extra, "limits": validate_overrides(overrides)}
-    user = await services.accounts.update_user(user_id, changes)
-    services.revocations.user_changed(user)  # disabling ends the user's connections here now, elsewhere at once
-    await services.guard.changed(user_id)
-    return user_view(user)
+    @api.get("/plans")
+    async def list_plans() -> dict[str, Any]:
+        """The configured plans (built in, or ``FLOWGATE_PLANS_FILE``) and the prices per operation."""
+        catalog = services.guard.catalog
+        return {
+            "plans": [plan.to_json() for plan in catalog.plans.values()],
+            "prices": dataclasses.asdict(catalog.prices),
+        }
 
+    @api.post("/users/{user_id}/credits")
+    async def add_credits(user_id: str, body: Credits) -> dict[str, Any]:
+        """Top up the prepaid balance; service resumes at once on every replica."""
+        state = await services.guard.top_up(user_id, body.amount)
+        return {"user_id": user_id, "balance": state.credits, "period": state.period, "used": state.used}
 
-@router.get("/users/{user_id}/usage")
-async def get_usage(user_id: str, services: ServicesDep) -> dict[str, Any]:
-    """A user's usage this period, as ``GET /api/v1/usage`` shows it to the user (``apps`` has the per-app counts)."""
-    await services.accounts.get_user(user_id)
-    return await services.guard.usage(user_id)
+    @api.delete("/users/{user_id}", status_code=204)
+    async def delete_user(user_id: str) -> Response:
+        await services.accounts.delete_user(user_id)
+        await services.revocations.user_deleted(user_id)
+        return Response(status_code=204)
 
+    @api.post("/users/{user_id}/keys", status_code=201)
+    async def create_key(user_id: str, body: NewKey) -> dict[str, Any]:
+        record, value = await services.accounts.create_key(user_id, body.name, **body.limit())
+        return {**record.public(), "key": value, **services.accounts.aws_pair(record)}
 
-@router.get("/plans")
-async def list_plans(services: ServicesDep) -> dict[str, Any]:
-    """The configured plans (built in, or ``FLOWGATE_PLANS_FILE``) and the prices per operation."""
-    catalog = services.guard.catalog
-    return {"plans": [plan.to_json() for plan in catalog.plans.values()], "prices": dataclasses.asdict(catalog.prices)}
+    @api.get("/users/{user_id}/keys")
+    async def list_keys(user_id: str) -> dict[str, Any]:
+        await services.accounts.get_user(user_id)
+        return {"keys": [k.public() for k in await services.accounts.list_keys(user_id)]}
 
+    @api.delete("/users/{user_id}/keys/{key_id}", status_code=204)
+    async def delete_key(user_id: str, key_id: str) -> Response:
+        await services.accounts.delete_key(user_id, key_id)
+        await services.revocations.revoke_key(user_id, key_id)  # the tokens issued from it end too
+        return Response(status_code=204)
 
-@router.post("/users/{user_id}/credits")
-async def add_credits(user_id: str, body: Credits, services: ServicesDep) -> dict[str, Any]:
-    """Top up the prepaid balance; service resumes at once on every replica."""
-    state = await services.guard.top_up(user_id, body.amount)
-    return {"user_id": user_id, "balance": state.credits, "period": state.period, "used": state.used}
-
-
-@router.delete("/users/{user_id}", status_code=204)
-async def delete_user(user_id: str, services: ServicesDep) -> Response:
-    await services.accounts.delete_user(user_id)
-    await services.revocations.user_deleted(user_id)
-    return Response(status_code=204)
-
-
-@router.post("/users/{user_id}/keys", status_code=201)
-async def create_key(user_id: str, body: NewKey, services: ServicesDep) -> dict[str, Any]:
-    record, value = await services.accounts.create_key(user_id, body.name, **body.limit())
-    return {**record.public(), "key": value, **services.accounts.aws_pair(record)}
-
-
-@router.get("/users/{user_id}/keys")
-async def list_keys(user_id: str, services: ServicesDep) -> dict[str, Any]:
-    await services.accounts.get_user(user_id)
-    return {"keys": [k.public() for k in await services.accounts.list_keys(user_id)]}
-
-
-@router.delete("/users/{user_id}/keys/{key_id}", status_code=204)
-async def delete_key(user_id: str, key_id: str, services: ServicesDep) -> Response:
-    await services.accounts.delete_key(user_id, key_id)
-    await services.revocations.revoke_key(user_id, key_id)  # the tokens issued from it end too
-    return Response(status_code=204)
+    return api

@@ -1,20 +1,21 @@
-"""Request-scoped access to the services, the caller's credentials and the request body."""
+"""What HTTP handlers share: the caller's credentials, a header and the request body.
+
+Nothing here looks the services up: each router's factory is handed what it
+needs and builds its dependencies from it (``token_claims``, ``admin_key``).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
 
-from fastapi import Depends
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.responses import Response
 
-from auth.tokens import Claims, bearer
+from auth.secrets import ServerSecrets
+from auth.tokens import Claims, TokenService, bearer
 from gateway.errors import PayloadTooLarge, Unauthorized
-from protocols.services import Services
 
-
-def services_of(conn: HTTPConnection) -> Services:
-    services: Services = conn.app.state.services
-    return services
+Handler = Callable[[Request], Awaitable[Response]]  # a lean Starlette endpoint, as the fast path calls it
 
 
 def header(conn: HTTPConnection, name: bytes) -> str | None:
@@ -49,26 +50,31 @@ async def read_body(request: Request, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def claims_of(conn: HTTPConnection, *, allow_query: bool = False) -> Claims:
+def claims_of(tokens: TokenService, conn: HTTPConnection, *, allow_query: bool = False) -> Claims:
     """The verified token of a request: ``Authorization: Bearer`` or, where allowed, ``?token=``."""
     token = bearer(header(conn, b"authorization"))
     if token is None and allow_query:
         token = conn.query_params.get("token")
     if not token:
         raise Unauthorized("missing token: send Authorization: Bearer <JWT>")
-    return services_of(conn).tokens.verify(token)
+    return tokens.verify(token)
 
 
-def require_admin(conn: HTTPConnection) -> None:
-    key = bearer(conn.headers.get("authorization"))
-    if key is None or not services_of(conn).secrets.is_admin_key(key):
-        raise Unauthorized("admin key required: send Authorization: Bearer <admin key>")
+def token_claims(tokens: TokenService) -> Callable[[HTTPConnection], Claims]:
+    """The FastAPI dependency that gives a request's verified token (``Authorization: Bearer``)."""
+
+    def claims(conn: HTTPConnection) -> Claims:
+        return claims_of(tokens, conn)
+
+    return claims
 
 
-def _token_claims(conn: HTTPConnection) -> Claims:
-    return claims_of(conn)
+def admin_key(secrets: ServerSecrets) -> Callable[[HTTPConnection], None]:
+    """The FastAPI dependency that lets only the admin key through."""
 
+    def require_admin(conn: HTTPConnection) -> None:
+        key = bearer(conn.headers.get("authorization"))
+        if key is None or not secrets.is_admin_key(key):
+            raise Unauthorized("admin key required: send Authorization: Bearer <admin key>")
 
-ServicesDep = Annotated[Services, Depends(services_of)]
-ClaimsDep = Annotated[Claims, Depends(_token_claims)]
-AdminDep = Depends(require_admin)
+    return require_admin

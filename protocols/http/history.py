@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from protocols.http.deps import AdminDep, ClaimsDep, ServicesDep
-
-router = APIRouter(tags=["billing"])
+from auth.tokens import Claims
+from protocols.http.deps import admin_key, token_claims
+from protocols.services import Services
 
 _EXAMPLE = {
     "user_id": "alice",
@@ -19,18 +19,25 @@ _EXAMPLE = {
 _DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {"example": _EXAMPLE}}}}
 
 
-@router.get("/api/v1/usage/history", responses=_DOC)
-async def usage_history(claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
-    """Units used by the token's user (all apps): per hour for the last 48 hours and per day this period.
+def router(services: Services) -> APIRouter:
+    """A user's usage history, for the user (JWT) and for the admin."""
+    api = APIRouter(tags=["billing"])
+    verified = Depends(token_claims(services.tokens))
+    admin_only = Depends(admin_key(services.secrets))
 
-    Oldest first; hours and days in UTC. Counts arrive within one billing sync
-    interval, from every replica.
-    """
-    return await services.guard.usage_history(claims.user_id)
+    @api.get("/api/v1/usage/history", responses=_DOC)
+    async def usage_history(claims: Claims = verified) -> dict[str, Any]:
+        """Units used by the token's user (all apps): per hour for the last 48 hours and per day this period.
 
+        Oldest first; hours and days in UTC. Counts arrive within one billing sync
+        interval, from every replica.
+        """
+        return await services.guard.usage_history(claims.user_id)
 
-@router.get("/api/v1/admin/users/{user_id}/usage/history", tags=["admin"], responses=_DOC, dependencies=[AdminDep])
-async def admin_usage_history(user_id: str, services: ServicesDep) -> dict[str, Any]:
-    """A user's usage over time, as ``GET /api/v1/usage/history`` shows it to the user."""
-    await services.accounts.get_user(user_id)
-    return await services.guard.usage_history(user_id)
+    @api.get("/api/v1/admin/users/{user_id}/usage/history", tags=["admin"], responses=_DOC, dependencies=[admin_only])
+    async def admin_usage_history(user_id: str) -> dict[str, Any]:
+        """A user's usage over time, as ``GET /api/v1/usage/history`` shows it to the user."""
+        await services.accounts.get_user(user_id)
+        return await services.guard.usage_history(user_id)
+
+    return api

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from auth.tokens import Claims, TokenService
 from gateway.errors import BadRequest, Forbidden
-from protocols.http.deps import ClaimsDep, ServicesDep
+from gateway.events import ConnectionEvents
+from protocols.http.deps import token_claims
 
-router = APIRouter(prefix="/api/v1", tags=["presence"])
 
+def router(tokens: TokenService, events: ConnectionEvents) -> APIRouter:
+    """Presence, from the connection events of every replica."""
+    api = APIRouter(prefix="/api/v1", tags=["presence"])
+    verified = Depends(token_claims(tokens))
 
-@router.get("/presence")
-async def presence(request: Request, claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
-    """The connections subscribed to a filter matching ``topic``: client id, protocol, connected since, info."""
-    name = request.query_params.get("topic")
-    if not name:
-        raise BadRequest("give a topic parameter")
-    topic = claims.namespace.topic(name)
-    if not claims.permissions.subscribe.permits_topic(topic):
-        raise Forbidden(f"this token may not subscribe to {topic!r}")
-    return {"topic": topic, "clients": await services.events.subscribed_to(claims.namespace, topic)}
+    @api.get("/presence")
+    async def presence(request: Request, claims: Claims = verified) -> dict[str, Any]:
+        """The connections subscribed to a filter matching ``topic``: client id, protocol, connected since, info."""
+        name = request.query_params.get("topic")
+        if not name:
+            raise BadRequest("give a topic parameter")
+        topic = claims.namespace.topic(name)
+        if not claims.permissions.subscribe.permits_topic(topic):
+            raise Forbidden(f"this token may not subscribe to {topic!r}")
+        return {"topic": topic, "clients": await events.subscribed_to(claims.namespace, topic)}
+
+    return api

@@ -13,10 +13,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from auth.tokens import TokenService
 from gateway.errors import BadRequest
 from gateway.message_meta import PROPS_HEADER, meta_from_request
 from gateway.payload import Payload
-from protocols.http.deps import claims_of, header, read_body, services_of
+from gateway.publishing import Publisher
+from protocols.http.deps import Handler, claims_of, header, read_body
 
 JSON_OVERHEAD = 64 * 1024  # room for the envelope and JSON escaping around a maximal message
 
@@ -45,29 +47,33 @@ OPENAPI = {
 }
 
 
-async def publish(request: Request) -> Response:
-    services = services_of(request)
-    claims = claims_of(request)
-    limit = services.settings.max_message_bytes * 6 + JSON_OVERHEAD  # a JSON string may escape each byte
-    body = await read_body(request, limit)
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest('body must be JSON: {"topic": ..., "message": ...}') from None
-    if not isinstance(document, dict) or not isinstance(document.get("topic"), str) or "message" not in document:
-        raise BadRequest('body must be {"topic": <string>, "message": <string or JSON>}')
-    payload = Payload.from_value(document["message"])
-    headers = None
-    if "properties" in document:  # MQTT 5 message properties (gateway/message_meta.py)
-        payload.meta = meta_from_request(document["properties"], time.time())
-        headers = {PROPS_HEADER: payload.meta.to_header()}
-    published = await services.publisher.publish(
-        claims,
-        document["topic"],
-        payload,
-        protocol="http",
-        idempotency_key=header(request, b"idempotency-key"),
-        headers=headers,
-    )
-    answer = {"topic": published.full_name, "seq": published.seq, "duplicate": published.duplicate}
-    return Response(orjson.dumps(answer), media_type="application/json")
+def endpoint(tokens: TokenService, publisher: Publisher, max_message_bytes: int) -> Handler:
+    """The publish handler, for the fast path and the FastAPI app's route alike."""
+    limit = max_message_bytes * 6 + JSON_OVERHEAD  # a JSON string may escape each byte
+
+    async def publish(request: Request) -> Response:
+        claims = claims_of(tokens, request)
+        body = await read_body(request, limit)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadRequest('body must be JSON: {"topic": ..., "message": ...}') from None
+        if not isinstance(document, dict) or not isinstance(document.get("topic"), str) or "message" not in document:
+            raise BadRequest('body must be {"topic": <string>, "message": <string or JSON>}')
+        payload = Payload.from_value(document["message"])
+        headers = None
+        if "properties" in document:  # MQTT 5 message properties (gateway/message_meta.py)
+            payload.meta = meta_from_request(document["properties"], time.time())
+            headers = {PROPS_HEADER: payload.meta.to_header()}
+        published = await publisher.publish(
+            claims,
+            document["topic"],
+            payload,
+            protocol="http",
+            idempotency_key=header(request, b"idempotency-key"),
+            headers=headers,
+        )
+        answer = {"topic": published.full_name, "seq": published.seq, "duplicate": published.duplicate}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    return publish

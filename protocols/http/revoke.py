@@ -16,14 +16,15 @@ import re
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
 
+from auth.accounts import Accounts
+from auth.revocation_feed import RevocationFeed
+from auth.secrets import ServerSecrets
+from auth.tokens import Claims, TokenService
 from gateway.errors import BadRequest
-from protocols.http.deps import AdminDep, ClaimsDep, ServicesDep, services_of
-
-router = APIRouter(prefix="/api/v1/tokens", tags=["auth"])
-admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[AdminDep])
+from protocols.http.deps import admin_key, token_claims
 
 _JTI = re.compile(r"[0-9a-f]{1,64}")
 MAX_OWN_REVOCATIONS = 1000  # single tokens a user may have revoked at once (memory on every replica)
@@ -52,33 +53,44 @@ async def _body(request: Request) -> tuple[str | None, bool]:
     return jti, everything
 
 
-@router.post("/revoke", openapi_extra=_BODY_DOC)
-async def revoke_own(request: Request, claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
-    """Revoke the token sent, another of the same user's tokens (``jti``), or all of them (``all``)."""
-    jti, everything = await _body(request)
-    revocations = services.revocations
-    if everything:
-        not_before_ms = await revocations.revoke_user_tokens(claims.user_id)
-        return {"revoked": "all", "user_id": claims.user_id, "issued_until_ms": not_before_ms}
-    if jti is None or jti == claims.jti:
-        await revocations.revoke_token(claims.user_id, claims.jti, claims.expires_at)
-        return {"revoked": "token", "user_id": claims.user_id, "jti": claims.jti}
-    if revocations.state.revoked_tokens(claims.user_id) >= MAX_OWN_REVOCATIONS:
-        raise BadRequest(
-            f'{MAX_OWN_REVOCATIONS} tokens are revoked one by one already: revoke them all with {{"all": true}}'
-        )
-    await revocations.revoke_token(claims.user_id, jti)
-    return {"revoked": "token", "user_id": claims.user_id, "jti": jti}
+def router(tokens: TokenService, revocations: RevocationFeed) -> APIRouter:
+    """``POST /api/v1/tokens/revoke``: a user revokes its own tokens."""
+    api = APIRouter(prefix="/api/v1/tokens", tags=["auth"])
+    verified = Depends(token_claims(tokens))
+
+    @api.post("/revoke", openapi_extra=_BODY_DOC)
+    async def revoke_own(request: Request, claims: Claims = verified) -> dict[str, Any]:
+        """Revoke the token sent, another of the same user's tokens (``jti``), or all of them (``all``)."""
+        jti, everything = await _body(request)
+        if everything:
+            not_before_ms = await revocations.revoke_user_tokens(claims.user_id)
+            return {"revoked": "all", "user_id": claims.user_id, "issued_until_ms": not_before_ms}
+        if jti is None or jti == claims.jti:
+            await revocations.revoke_token(claims.user_id, claims.jti, claims.expires_at)
+            return {"revoked": "token", "user_id": claims.user_id, "jti": claims.jti}
+        if revocations.state.revoked_tokens(claims.user_id) >= MAX_OWN_REVOCATIONS:
+            raise BadRequest(
+                f'{MAX_OWN_REVOCATIONS} tokens are revoked one by one already: revoke them all with {{"all": true}}'
+            )
+        await revocations.revoke_token(claims.user_id, jti)
+        return {"revoked": "token", "user_id": claims.user_id, "jti": jti}
+
+    return api
 
 
-@admin_router.post("/users/{user_id}/revoke-tokens", openapi_extra=_BODY_DOC)
-async def revoke_user_tokens(user_id: str, request: Request) -> dict[str, Any]:
-    """Revoke every token of the user issued until now, or one (``jti``)."""
-    services = services_of(request)
-    jti, _ = await _body(request)
-    await services.accounts.get_user(user_id)  # 404 for an unknown user
-    if jti is not None:
-        await services.revocations.revoke_token(user_id, jti)
-        return {"revoked": "token", "user_id": user_id, "jti": jti}
-    not_before_ms = await services.revocations.revoke_user_tokens(user_id)
-    return {"revoked": "all", "user_id": user_id, "issued_until_ms": not_before_ms}
+def admin_router(secrets: ServerSecrets, accounts: Accounts, revocations: RevocationFeed) -> APIRouter:
+    """``POST /api/v1/admin/users/{id}/revoke-tokens``: the admin revokes any user's tokens."""
+    api = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_key(secrets))])
+
+    @api.post("/users/{user_id}/revoke-tokens", openapi_extra=_BODY_DOC)
+    async def revoke_user_tokens(user_id: str, request: Request) -> dict[str, Any]:
+        """Revoke every token of the user issued until now, or one (``jti``)."""
+        jti, _ = await _body(request)
+        await accounts.get_user(user_id)  # 404 for an unknown user
+        if jti is not None:
+            await revocations.revoke_token(user_id, jti)
+            return {"revoked": "token", "user_id": user_id, "jti": jti}
+        not_before_ms = await revocations.revoke_user_tokens(user_id)
+        return {"revoked": "all", "user_id": user_id, "issued_until_ms": not_before_ms}
+
+    return api

@@ -19,6 +19,7 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from datetime import datetime
+from functools import partial
 
 import orjson
 from starlette.background import BackgroundTask
@@ -33,7 +34,7 @@ from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
 from gateway.topics import Namespace
-from protocols.http.deps import claims_of, services_of
+from protocols.http.deps import Handler, claims_of
 from protocols.services import Services
 
 log = logging.getLogger("flowgate.sse")
@@ -170,9 +171,13 @@ class SseStream:
             await self.close()
 
 
-async def subscribe(request: Request) -> StreamingResponse:
-    services = services_of(request)
-    claims = claims_of(request, allow_query=True)
+def endpoint(services: Services) -> Handler:
+    """The ``GET /api/v1/subscribe`` handler, streaming with ``services``."""
+    return partial(subscribe, services)
+
+
+async def subscribe(services: Services, request: Request) -> StreamingResponse:
+    claims = claims_of(services.tokens, request, allow_query=True)
     names = request.query_params.getlist("topic")
     if not names or len(names) > MAX_TOPICS:
         raise BadRequest(f"give 1-{MAX_TOPICS} topic parameters")

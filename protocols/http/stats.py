@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from starlette.requests import Request
+from fastapi import APIRouter, Depends
 
+from auth.secrets import ServerSecrets
+from gateway.bus import Bus
+from gateway.metrics import Metrics
 from gateway.stats import ServerStats
-from protocols.http.deps import AdminDep, ServicesDep
-
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[AdminDep])
+from protocols.http.deps import admin_key
 
 _EXAMPLE = {
     "ready": True,
@@ -40,29 +40,30 @@ _EXAMPLE = {
 }
 
 
-def _stats(request: Request) -> ServerStats:
-    """This app's sampler (it remembers the previous reading to compute rates)."""
-    stats: ServerStats | None = getattr(request.app.state, "server_stats", None)
-    if stats is None:
-        stats = request.app.state.server_stats = ServerStats(request.app.state.services.metrics)
-    return stats
+def router(secrets: ServerSecrets, bus: Bus, metrics: Metrics) -> APIRouter:
+    """``GET /api/v1/admin/stats``, behind the admin key, with this process's sampler."""
+    api = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(admin_key(secrets))])
+    sampler = ServerStats(metrics)  # it remembers the previous reading to compute rates
+
+    @api.get("/stats", responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}})
+    async def stats() -> dict[str, Any]:
+        """Readiness, NATS, connections per protocol, messages in and out, slow consumers and HTTP errors.
+
+        Counts are this process's since it started (what ``/metrics`` shows);
+        ``per_second`` is the rate since the previous call to this endpoint.
+        """
+        return {"ready": bus.ready, "nats": bus.connected, **sampler.read()}
+
+    return api
 
 
-@router.get("/stats", responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}})
-async def stats(request: Request, services: ServicesDep) -> dict[str, Any]:
-    """Readiness, NATS, connections per protocol, messages in and out, slow consumers and HTTP errors.
+def info_router(version: str, mqtt_port: int | None) -> APIRouter:
+    """``GET /api/v1/info``: what clients need to connect besides the HTTP address."""
+    api = APIRouter(tags=["health"])
 
-    Counts are this process's since it started (what ``/metrics`` shows);
-    ``per_second`` is the rate since the previous call to this endpoint.
-    """
-    return {"ready": services.bus.ready, "nats": services.bus.connected, **_stats(request).read()}
+    @api.get("/api/v1/info")
+    async def info() -> dict[str, Any]:
+        """What clients need to connect besides the HTTP address: the version and the MQTT TCP port."""
+        return {"version": version, "mqtt_port": mqtt_port}
 
-
-info_router = APIRouter(tags=["health"])
-
-
-@info_router.get("/api/v1/info")
-async def info(request: Request) -> dict[str, Any]:
-    """What clients need to connect besides the HTTP address: the version and the MQTT TCP port."""
-    mqtt = getattr(request.app.state, "mqtt", None)
-    return {"version": request.app.version, "mqtt_port": mqtt.port if mqtt is not None else None}
+    return api

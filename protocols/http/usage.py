@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from protocols.http.deps import ClaimsDep, ServicesDep
-
-router = APIRouter(prefix="/api/v1", tags=["billing"])
+from auth.tokens import Claims, TokenService
+from gateway.billing import BillingGuard
+from protocols.http.deps import token_claims
 
 _EXAMPLE = {
     "user_id": "alice",
@@ -28,12 +28,19 @@ _EXAMPLE = {
 }
 
 
-@router.get("/usage", responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}})
-async def usage(claims: ClaimsDep, services: ServicesDep) -> dict[str, Any]:
-    """Usage of the token's user in the current period (all apps; ``app_usage`` is the token's app).
+def router(tokens: TokenService, guard: BillingGuard) -> APIRouter:
+    """The caller's usage, as the billing guard counts it."""
+    api = APIRouter(prefix="/api/v1", tags=["billing"])
+    verified = Depends(token_claims(tokens))
 
-    ``used`` counts units: one per message published or queue message sent, one
-    per message delivered to a subscriber. Counts from other replicas arrive
-    within one sync interval.
-    """
-    return await services.guard.usage(claims.user_id, claims.app)
+    @api.get("/usage", responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}})
+    async def usage(claims: Claims = verified) -> dict[str, Any]:
+        """Usage of the token's user in the current period (all apps; ``app_usage`` is the token's app).
+
+        ``used`` counts units: one per message published or queue message sent, one
+        per message delivered to a subscriber. Counts from other replicas arrive
+        within one sync interval.
+        """
+        return await guard.usage(claims.user_id, claims.app)
+
+    return api

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocols.mqtt.connection import MqttConnection
-from protocols.mqtt.server import MqttServer
+from protocols.mqtt.context import MqttContext
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -110,22 +111,26 @@ class WebSocketWire:
             conn.connection_lost()
 
 
-async def mqtt_over_websocket(websocket: WebSocket) -> None:
-    offered = websocket.scope.get("subprotocols") or []
-    chosen = next((p for p in offered if p in SUBPROTOCOLS), None)
-    if chosen is None:
-        await websocket.close(code=1002, reason="offer the 'mqtt' subprotocol")
-        return
-    mqtt: MqttServer = websocket.app.state.mqtt
-    await websocket.accept(subprotocol=chosen)
-    wire = WebSocketWire(websocket)
-    client = websocket.client
-    conn = MqttConnection(mqtt.ctx, wire, f"{client.host}:{client.port}" if client else "?", transport_name="websocket")
-    wire.conn = conn
-    sender = asyncio.get_running_loop().create_task(wire.send_loop())
-    try:
-        await wire.receive_loop(conn)
-        await conn.wait_closed()
-    finally:
-        wire.close()
-        await sender
+def mqtt_over_websocket(ctx: MqttContext) -> Callable[[WebSocket], Awaitable[None]]:
+    """The ``/mqtt`` endpoint, serving its connections with the MQTT front end's shared context."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        offered = websocket.scope.get("subprotocols") or []
+        chosen = next((p for p in offered if p in SUBPROTOCOLS), None)
+        if chosen is None:
+            await websocket.close(code=1002, reason="offer the 'mqtt' subprotocol")
+            return
+        await websocket.accept(subprotocol=chosen)
+        wire = WebSocketWire(websocket)
+        client = websocket.client
+        conn = MqttConnection(ctx, wire, f"{client.host}:{client.port}" if client else "?", transport_name="websocket")
+        wire.conn = conn
+        sender = asyncio.get_running_loop().create_task(wire.send_loop())
+        try:
+            await wire.receive_loop(conn)
+            await conn.wait_closed()
+        finally:
+            wire.close()
+            await sender
+
+    return endpoint

@@ -16,11 +16,11 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+from auth.accounts import Accounts
 from auth.permissions import Permissions
 from auth.tokens import Claims
 from gateway.errors import InvalidName, Unauthorized
 from gateway.topics import Namespace, validate_ident
-from protocols.services import Services
 from protocols.sqs import sigv4
 from protocols.sqs.errors import AwsError
 
@@ -28,7 +28,7 @@ CLAIMS_TTL = 900
 
 
 async def authenticate(
-    services: Services,
+    accounts: Accounts,
     *,
     method: str,
     raw_path: str,
@@ -40,7 +40,7 @@ async def authenticate(
     signed = sigv4.parse(header_map)
     sigv4.check_time(signed, datetime.now(UTC))
     try:
-        user, key, secret = await services.accounts.aws_credentials(signed.access_key_id)
+        user, key, secret = await accounts.aws_credentials(signed.access_key_id)
     except Unauthorized as exc:
         raise AwsError("InvalidClientTokenId", exc.message, status=403) from None
     sigv4.verify(

@@ -19,7 +19,8 @@ from starlette.routing import Route
 
 from gateway.errors import FlowGateError
 from gateway.queues import QueueEngine
-from protocols.http.deps import read_body, services_of
+from protocols.http.deps import read_body
+from protocols.services import Services
 from protocols.sqs import message_actions as messages
 from protocols.sqs import move_actions as moves
 from protocols.sqs import queue_actions as queues
@@ -62,51 +63,52 @@ def _base_url(request: Request, headers: dict[str, str]) -> str:
     return f"{request.url.scheme}://{host}"
 
 
-async def handle(request: Request) -> Response:
-    services = services_of(request)
-    scope = request.scope
-    raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-    headers = dict(raw_headers)
-    request_id = str(uuid.uuid4())
-    protocol = wire.protocol_of(headers)
-    try:
-        body = await read_body(request, services.settings.max_message_bytes * 12 + BODY_OVERHEAD)
-        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1").split("?", 1)[0]
-        raw_query = scope.get("query_string", b"").decode("latin-1")
-        claims = await authenticate(
-            services,
-            method=request.method,
-            raw_path=raw_path,
-            raw_query=raw_query,
-            headers=raw_headers,
-            header_map=headers,
-            body=body,
-        )
-        parsed = wire.parse(headers, raw_query, body)
-        action = ACTIONS.get(parsed.action)
-        if action is None:
-            if parsed.action in UNSUPPORTED:
-                raise AwsError(
-                    "AWS.SimpleQueueService.UnsupportedOperation",
-                    f"{parsed.action} is not supported: Flow-Gate permissions come from API keys and tokens",
-                    shape="UnsupportedOperation",
-                )
-            raise AwsError("InvalidAction", f"The action {parsed.action[:80]} is not valid for this endpoint.")
-        path = request.path_params
-        call = Call(
-            claims,
-            parsed.params,
-            _base_url(request, headers),
-            (path["account"], path["queue"]) if "queue" in path else None,
-            request.is_disconnected,
-        )
-        rendered = wire.render(parsed.protocol, parsed.action, await action(services.queues, call), request_id)
-    except FlowGateError as exc:
-        rendered = wire.render_error(protocol, to_aws(exc), request_id)
-    return Response(rendered.body, rendered.status, rendered.headers, media_type=rendered.content_type)
+def routes(services: Services) -> list[Route]:
+    """``POST /`` and ``POST /<account>/<queue>``, answering with the queue engine and accounts of ``services``."""
 
+    async def handle(request: Request) -> Response:
+        scope = request.scope
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        headers = dict(raw_headers)
+        request_id = str(uuid.uuid4())
+        protocol = wire.protocol_of(headers)
+        try:
+            body = await read_body(request, services.settings.max_message_bytes * 12 + BODY_OVERHEAD)
+            raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1").split("?", 1)[0]
+            raw_query = scope.get("query_string", b"").decode("latin-1")
+            claims = await authenticate(
+                services.accounts,
+                method=request.method,
+                raw_path=raw_path,
+                raw_query=raw_query,
+                headers=raw_headers,
+                header_map=headers,
+                body=body,
+            )
+            parsed = wire.parse(headers, raw_query, body)
+            action = ACTIONS.get(parsed.action)
+            if action is None:
+                if parsed.action in UNSUPPORTED:
+                    raise AwsError(
+                        "AWS.SimpleQueueService.UnsupportedOperation",
+                        f"{parsed.action} is not supported: Flow-Gate permissions come from API keys and tokens",
+                        shape="UnsupportedOperation",
+                    )
+                raise AwsError("InvalidAction", f"The action {parsed.action[:80]} is not valid for this endpoint.")
+            path = request.path_params
+            call = Call(
+                claims,
+                parsed.params,
+                _base_url(request, headers),
+                (path["account"], path["queue"]) if "queue" in path else None,
+                request.is_disconnected,
+            )
+            rendered = wire.render(parsed.protocol, parsed.action, await action(services.queues, call), request_id)
+        except FlowGateError as exc:
+            rendered = wire.render_error(protocol, to_aws(exc), request_id)
+        return Response(rendered.body, rendered.status, rendered.headers, media_type=rendered.content_type)
 
-ROUTES = [
-    Route("/", handle, methods=["POST"], include_in_schema=False),
-    Route("/{account}/{queue}", handle, methods=["POST"], include_in_schema=False),
-]
+    return [
+        Route("/", handle, methods=["POST"], include_in_schema=False),
+        Route("/{account}/{queue}", handle, methods=["POST"], include_in_schema=False),
+    ]

@@ -75,6 +75,25 @@ CLOSE_REASONS: dict[CloseCode, str] = {
 }
 
 
+def close_code(exc: FlowGateError) -> CloseCode:
+    """The close code of an error that ends a connection: 4401 deleted user or bad token, 4403 disabled user."""
+    return _CLOSE_CODES.get(exc.status, CloseCode.INTERNAL_ERROR)
+
+
+_CLOSE_CODES = {
+    401: CloseCode.UNAUTHORIZED,
+    402: CloseCode.PAYMENT_REQUIRED,
+    403: CloseCode.FORBIDDEN,
+    503: CloseCode.TRY_AGAIN_LATER,
+}
+
+
+def close_reason(text: str) -> str:
+    """A close reason within the protocol's 123 bytes."""
+    raw = text.encode("utf-8")[:123]
+    return raw.decode("utf-8", errors="ignore")
+
+
 # -- client commands ---------------------------------------------------------------------------
 
 FrameId = str | int | None
