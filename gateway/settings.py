@@ -2,83 +2,24 @@
 
 Every long-lived service receives the ``Settings`` it needs at start-up; nothing
 reads the environment anywhere else. An invalid value stops start-up with an
-error that names the variable.
+error that names the variable; each value's parser and its bounds are in
+``gateway.setting_parsers``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from gateway import setting_parsers as parse
 
 
 class SettingsError(ValueError):
     """A ``FLOWGATE_*`` variable holds a value the gateway cannot use."""
-
-
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _host(raw: str) -> str:
-    if raw in ("localhost", "0.0.0.0", "::"):
-        return raw
-    try:
-        ipaddress.ip_address(raw)
-    except ValueError:
-        if not raw or any(c.isspace() for c in raw):
-            raise ValueError("must be an IP address or host name") from None
-    return raw
-
-
-def _optional_str(raw: str) -> str | None:
-    return raw or None
-
-
-def _nats_url(raw: str) -> str | None:
-    if not raw:
-        return None
-    for url in raw.split(","):
-        if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
-            raise ValueError("must be nats://host:port (comma-separated for a cluster)")
-    return raw
-
-
-def _secret(raw: str) -> str | None:
-    if not raw:
-        return None
-    if len(raw) < 16:
-        raise ValueError("must be at least 16 characters")
-    return raw
-
-
-def _log_level(raw: str) -> str:
-    value = raw.lower()
-    if value not in ("debug", "info", "warning", "error"):
-        raise ValueError("must be one of debug, info, warning, error")
-    return value
 
 
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
@@ -89,26 +30,26 @@ def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> A
 class Settings:
     """Everything configurable about one gateway process."""
 
-    host: str = _setting("FLOWGATE_HOST", "127.0.0.1", _host, "Address the HTTP and MQTT listeners bind to.")
+    host: str = _setting("FLOWGATE_HOST", "127.0.0.1", parse.host, "Address the HTTP and MQTT listeners bind to.")
     http_port: int = _setting(
         "FLOWGATE_HTTP_PORT",
         8080,
-        _int(-1, 65535),
+        parse.int_between(-1, 65535),
         "HTTP port: REST API, SSE, WebSocket (`/ws`), MQTT over WebSocket (`/mqtt`). 0 picks a free port, -1 = off.",
     )
     mqtt_port: int = _setting(
-        "FLOWGATE_MQTT_PORT", 1883, _int(-1, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port, -1 = off."
+        "FLOWGATE_MQTT_PORT", 1883, parse.int_between(-1, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port, -1 = off."
     )
     mqtt_inflight: int = _setting(
         "FLOWGATE_MQTT_INFLIGHT",
         1024,
-        _int(1, 65535),
+        parse.int_between(1, 65535),
         "QoS 1/2 messages in flight to one MQTT client before further ones wait (in the outbound queue).",
     )
     mqtt_session_expiry: int = _setting(
         "FLOWGATE_MQTT_SESSION_EXPIRY",
         7 * 86400,
-        _int(60, 366 * 86400),
+        parse.int_between(60, 366 * 86400),
         "Seconds an MQTT persistent session (clean session 0) and its queued messages outlive its last connection.",
     )
     data_dir: Path = _setting(
@@ -118,7 +59,7 @@ class Settings:
         "Where the embedded NATS store, generated admin key and server secret live.",
     )
     nats_url: str | None = _setting(
-        "FLOWGATE_NATS_URL", None, _nats_url, "NATS server(s) to use; unset starts an embedded `nats-server -js`."
+        "FLOWGATE_NATS_URL", None, parse.nats_url, "NATS server(s) to use; unset starts an embedded `nats-server -js`."
     )
     nats_server_bin: str = _setting(
         "FLOWGATE_NATS_SERVER_BIN", "nats-server", str, "The `nats-server` binary for the embedded server."
@@ -126,217 +67,236 @@ class Settings:
     admin_key: str | None = _setting(
         "FLOWGATE_ADMIN_KEY",
         None,
-        _secret,
+        parse.secret,
         "Admin API key; unset = generated on first start, stored in the data dir and printed once.",
     )
     secret_key: str | None = _setting(
         "FLOWGATE_SECRET_KEY",
         None,
-        _secret,
+        parse.secret,
         "Server secret that signs tokens and encrypts API keys; unset = generated in the data dir. Replicas must share it.",
     )
     max_message_bytes: int = _setting(
         "FLOWGATE_MAX_MESSAGE_BYTES",
         1024 * 1024,
-        _int(64, 64 * 1024 * 1024),
+        parse.int_between(64, 64 * 1024 * 1024),
         "Largest message payload accepted on any protocol.",
     )
     token_default_ttl: int = _setting(
-        "FLOWGATE_TOKEN_DEFAULT_TTL", 900, _int(10, 31 * 86400), "Token lifetime in seconds when `ttl` is not given."
+        "FLOWGATE_TOKEN_DEFAULT_TTL",
+        900,
+        parse.int_between(10, 31 * 86400),
+        "Token lifetime in seconds when `ttl` is not given.",
     )
     token_max_ttl: int = _setting(
-        "FLOWGATE_TOKEN_MAX_TTL", 86400, _int(10, 366 * 86400), "Longest token lifetime a client may ask for."
+        "FLOWGATE_TOKEN_MAX_TTL",
+        86400,
+        parse.int_between(10, 366 * 86400),
+        "Longest token lifetime a client may ask for.",
     )
     retention_seconds: int = _setting(
         "FLOWGATE_RETENTION_SECONDS",
         86400,
-        _int(1, 10 * 365 * 86400),
+        parse.int_between(1, 10 * 365 * 86400),
         "How long published messages stay replayable (SSE `Last-Event-ID`, WS `since`).",
     )
     retention_bytes: int = _setting(
         "FLOWGATE_RETENTION_BYTES",
         1024**3,
-        _int(1024 * 1024, 2**50),
+        parse.int_between(1024 * 1024, 2**50),
         "Size cap of the message stream; the oldest messages go first.",
     )
     dedupe_window_seconds: int = _setting(
-        "FLOWGATE_DEDUPE_WINDOW_SECONDS", 120, _int(1, 86400), "How long an `Idempotency-Key` is remembered."
+        "FLOWGATE_DEDUPE_WINDOW_SECONDS",
+        120,
+        parse.int_between(1, 86400),
+        "How long an `Idempotency-Key` is remembered.",
     )
     sse_heartbeat_seconds: float = _setting(
-        "FLOWGATE_SSE_HEARTBEAT_SECONDS", 15.0, _float(0.05, 3600), "Interval of the SSE heartbeat comment."
+        "FLOWGATE_SSE_HEARTBEAT_SECONDS",
+        15.0,
+        parse.float_between(0.05, 3600),
+        "Interval of the SSE heartbeat comment.",
     )
     outbound_queue_size: int = _setting(
         "FLOWGATE_OUTBOUND_QUEUE",
         1000,
-        _int(1, 1_000_000),
+        parse.int_between(1, 1_000_000),
         "Messages buffered per subscriber connection before it counts as a slow consumer.",
     )
     ws_ping_seconds: float = _setting(
         "FLOWGATE_WS_PING_SECONDS",
         20.0,
-        _float(1, 3600),
+        parse.float_between(1, 3600),
         "Interval of WebSocket ping frames keeping idle connections alive; no pong within as long closes with 1011.",
     )
     token_expiry_notice_seconds: int = _setting(
         "FLOWGATE_TOKEN_EXPIRY_NOTICE",
         60,
-        _int(1, 86400),
+        parse.int_between(1, 86400),
         "How long before a token expires a WebSocket gets `token_expiring` (at most half the token's lifetime).",
     )
     publish_timeout_seconds: float = _setting(
         "FLOWGATE_PUBLISH_TIMEOUT",
         3.0,
-        _float(0.05, 60),
+        parse.float_between(0.05, 60),
         "How long a publish waits for JetStream's acknowledgement before 503.",
     )
     shutdown_grace_seconds: float = _setting(
-        "FLOWGATE_SHUTDOWN_GRACE", 5.0, _float(0, 300), "How long shutdown lets in-flight requests finish."
+        "FLOWGATE_SHUTDOWN_GRACE", 5.0, parse.float_between(0, 300), "How long shutdown lets in-flight requests finish."
     )
     replicas: int = _setting(
         "FLOWGATE_STREAM_REPLICAS",
         1,
-        _int(1, 5),
+        parse.int_between(1, 5),
         "JetStream replicas for the gateway's streams and buckets (3 on a cluster).",
     )
     workers: int = _setting(
         "FLOWGATE_WORKERS",
         1,
-        lambda raw: _workers(raw),
+        parse.workers,
         "Worker processes sharing the HTTP and MQTT ports, each a full replica (`auto`: one per CPU).",
     )
     reuse_port: bool = _setting(
         "FLOWGATE_REUSE_PORT",
         False,
-        lambda raw: _bool(raw),
+        parse.boolean,
         "Bind the listeners with `SO_REUSEPORT` so that several processes share the ports (set for workers).",
     )
     otel_traces_exporter: str = _setting(
         "OTEL_TRACES_EXPORTER",
         "none",
-        lambda raw: _exporter(raw),
+        parse.exporter,
         "Tracing (OpenTelemetry): `none` (off), `otlp` (`pip install flowgate[tracing]`; the SDK reads the other "
         "`OTEL_*` variables), `console`, or `memory` (tests).",
     )
     metrics_tenants: int = _setting(
         "FLOWGATE_METRICS_TENANTS",
         20,
-        _int(0, 10_000),
+        parse.int_between(0, 10_000),
         "Users named in the per-user metric (the busiest first come; the rest counted as `_other`); 0: off.",
     )
     lame_duck_seconds: float = _setting(
         "FLOWGATE_LAME_DUCK_SECONDS",
         0.0,
-        _float(0, 3600),
+        parse.float_between(0, 3600),
         "Lame duck: on SIGTERM, spread closing the live connections over this long (0: all at once), then the grace period.",
     )
-    log_level: str = _setting("FLOWGATE_LOG_LEVEL", "info", _log_level, "debug, info, warning or error.")
-    log_json: bool = _setting(
-        "FLOWGATE_LOG_JSON", False, lambda raw: _bool(raw), "Log JSON lines instead of console text."
-    )
+    log_level: str = _setting("FLOWGATE_LOG_LEVEL", "info", parse.log_level, "debug, info, warning or error.")
+    log_json: bool = _setting("FLOWGATE_LOG_JSON", False, parse.boolean, "Log JSON lines instead of console text.")
     billing_enabled: bool = _setting(
         "FLOWGATE_BILLING",
         True,
-        lambda raw: _bool(raw),
+        parse.boolean,
         "Enforce plans: quotas and balance (402), rate limits (429), connection and size limits.",
     )
     plans_file: Path | None = _setting(
         "FLOWGATE_PLANS_FILE",
         None,
-        lambda raw: _plans_file(raw),
+        parse.plans_file,
         "JSON file with the plans and unit prices; unset = built-in `free` and `pro`.",
     )
     billing_sync_interval: float = _setting(
         "FLOWGATE_BILLING_SYNC_INTERVAL",
         0.5,
-        _float(0.05, 60),
+        parse.float_between(0.05, 60),
         "Seconds between usage flushes to KV and rate-share messages between replicas.",
     )
     token_rate_per_address: float = _setting(
         "FLOWGATE_TOKEN_RATE_PER_ADDRESS",
         20.0,
-        _float(0.01, 1e6),
+        parse.float_between(0.01, 1e6),
         "`POST /token` requests per second per client address (burst: 10 s worth).",
     )
     token_rate_per_key: float = _setting(
         "FLOWGATE_TOKEN_RATE_PER_KEY",
         5.0,
-        _float(0.01, 1e6),
+        parse.float_between(0.01, 1e6),
         "`POST /token` requests per second per API key (burst: 10 s worth).",
     )
 
     https_port: int = _setting(
         "FLOWGATE_HTTPS_PORT",
         8443,
-        _int(-1, 65535),
+        parse.int_between(-1, 65535),
         "HTTPS and WSS port (everything the HTTP port serves), when a TLS certificate is set. -1 = off.",
     )
     mqtts_port: int = _setting(
-        "FLOWGATE_MQTTS_PORT", 8883, _int(-1, 65535), "MQTT over TLS port, when a TLS certificate is set. -1 = off."
+        "FLOWGATE_MQTTS_PORT",
+        8883,
+        parse.int_between(-1, 65535),
+        "MQTT over TLS port, when a TLS certificate is set. -1 = off.",
     )
     tls_cert_file: Path | None = _setting(
         "FLOWGATE_TLS_CERT_FILE",
         None,
-        lambda raw: _optional_path(raw),
+        parse.optional_path,
         "PEM certificate chain (server certificate first) for the TLS listeners; reloaded when the file changes.",
     )
     tls_key_file: Path | None = _setting(
-        "FLOWGATE_TLS_KEY_FILE", None, lambda raw: _optional_path(raw), "PEM private key of the TLS certificate."
+        "FLOWGATE_TLS_KEY_FILE", None, parse.optional_path, "PEM private key of the TLS certificate."
     )
     tls_client_ca_file: Path | None = _setting(
         "FLOWGATE_TLS_CLIENT_CA_FILE",
         None,
-        lambda raw: _optional_path(raw),
+        parse.optional_path,
         "PEM CA certificates: MQTT-over-TLS clients must present a certificate they signed (HTTPS is unaffected).",
     )
     cors_origins: tuple[str, ...] = _setting(
         "FLOWGATE_CORS_ORIGINS",
         (),
-        lambda raw: _origins(raw),
+        parse.origins,
         "Browser origins allowed to call the HTTP API and SSE and to open WebSockets "
         "(comma-separated `https://app.example.com`, or `*`); unset = no CORS, no Origin check.",
     )
     trusted_proxies: tuple[str, ...] = _setting(
         "FLOWGATE_TRUSTED_PROXIES",
         (),
-        lambda raw: _networks(raw),
+        parse.networks,
         "Proxy addresses or CIDRs (comma-separated) whose `Forwarded`/`X-Forwarded-For` headers and PROXY protocol "
         "headers name the real client.",
     )
     webhook_allow_private: bool = _setting(
         "FLOWGATE_WEBHOOK_ALLOW_PRIVATE",
         False,
-        lambda raw: _bool(raw),
+        parse.boolean,
         "Let webhooks call loopback, private and link-local addresses (local development and tests only).",
     )
     webhook_timeout_seconds: float = _setting(
-        "FLOWGATE_WEBHOOK_TIMEOUT", 10.0, _float(0.1, 120), "Seconds one webhook request may take before it is retried."
+        "FLOWGATE_WEBHOOK_TIMEOUT",
+        10.0,
+        parse.float_between(0.1, 120),
+        "Seconds one webhook request may take before it is retried.",
     )
     webhook_retry_base_seconds: float = _setting(
         "FLOWGATE_WEBHOOK_RETRY_BASE",
         1.0,
-        _float(0.01, 3600),
+        parse.float_between(0.01, 3600),
         "First webhook retry delay; doubles per attempt, with jitter (a `Retry-After` on 429/503 wins).",
     )
     webhook_retry_max_seconds: float = _setting(
-        "FLOWGATE_WEBHOOK_RETRY_MAX", 300.0, _float(0.01, 86400), "Longest delay between two webhook attempts."
+        "FLOWGATE_WEBHOOK_RETRY_MAX",
+        300.0,
+        parse.float_between(0.01, 86400),
+        "Longest delay between two webhook attempts.",
     )
     webhook_max_age_seconds: float = _setting(
         "FLOWGATE_WEBHOOK_MAX_AGE",
         86400.0,
-        _float(0.1, 30 * 86400),
+        parse.float_between(0.1, 30 * 86400),
         "A message not delivered to a webhook this long after it was published goes to the webhook's dead-letter queue.",
     )
     webhook_sync_interval: float = _setting(
         "FLOWGATE_WEBHOOK_SYNC_INTERVAL",
         2.0,
-        _float(0.05, 600),
+        parse.float_between(0.05, 600),
         "Seconds between replicas' reads of the webhook list (created, paused or deleted elsewhere).",
     )
 
     presence_heartbeat_seconds: float = _setting(
         "FLOWGATE_PRESENCE_HEARTBEAT",
         2.0,
-        _float(0.1, 60),
+        parse.float_between(0.1, 60),
         "Seconds between a replica's presence heartbeats; a replica silent for three is gone with its clients.",
     )
 
@@ -379,62 +339,3 @@ class Settings:
             default = "unset" if f.default is None or f.default == () else str(f.default)
             rows.append((f.metadata["env"], default, f.metadata["doc"]))
         return rows
-
-
-def _plans_file(raw: str) -> Path | None:
-    if not raw:
-        return None
-    from gateway.billing.plans import Catalog  # checked at start-up, so a broken file stops it with one line
-
-    Catalog.load(Path(raw), server_max_bytes=2**31)
-    return Path(raw)
-
-
-def _exporter(raw: str) -> str:
-    value = raw.lower() or "none"
-    if value not in ("none", "otlp", "console", "memory"):
-        raise ValueError("must be none, otlp, console or memory")
-    return value
-
-
-def _workers(raw: str) -> int:
-    if raw.lower() == "auto":
-        return os.cpu_count() or 1
-    return _int(1, 256)(raw)
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _optional_path(raw: str) -> Path | None:
-    return Path(raw) if raw else None
-
-
-def _origins(raw: str) -> tuple[str, ...]:
-    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-    if "*" in origins:
-        if len(origins) > 1:
-            raise ValueError("`*` allows every origin and cannot be combined with others")
-        return origins
-    for origin in origins:
-        scheme, sep, rest = origin.partition("://")
-        if scheme not in ("http", "https") or not sep or not rest or "/" in rest or any(c.isspace() for c in rest):
-            raise ValueError(f"{origin!r} is not an origin like https://app.example.com[:port]")
-    return origins
-
-
-def _networks(raw: str) -> tuple[str, ...]:
-    networks = []
-    for item in raw.split(","):
-        if item.strip():
-            try:
-                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
-            except ValueError:
-                raise ValueError(f"{item.strip()!r} is not an IP address or CIDR") from None
-    return tuple(networks)
