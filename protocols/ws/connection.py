@@ -42,6 +42,7 @@ from gateway.feeds import Feed
 from gateway.outbox import FilteredSink, Outbox, SlowConsumer
 from gateway.payload import Delivery
 from protocols.services import Services
+from protocols.ws.pending import PendingPublishes
 from protocols.ws.protocol import (
     FRAME_NAME,
     Auth,
@@ -71,7 +72,6 @@ log = logging.getLogger("flowgate.ws")
 PROTOCOL = "ws"
 MAX_SUBSCRIPTIONS = 256
 COUNTED_BY_GUARD = ("rate_limited", "payment_required")  # the billing guard counts these refusals itself
-MAX_IN_FLIGHT = 256  # publishes of one connection awaiting JetStream's acknowledgement
 BATCH = 128  # frames written per wake-up of the writer
 CLOSE_TIMEOUT = 60.0  # how long a close frame may wait behind a client that does not read
 
@@ -110,11 +110,7 @@ class Connection:
         self._done: asyncio.Future[tuple[int, str] | None] = asyncio.get_running_loop().create_future()
         self._timers: list[asyncio.TimerHandle] = []
         self._notices: set[asyncio.Task[None]] = set()
-        self._in_flight = 0  # publishes sent to JetStream and not yet acknowledged
-        self._room = asyncio.Event()  # set while fewer than MAX_IN_FLIGHT publishes are pending
-        self._room.set()
-        self._settled = asyncio.Event()  # set while no publish is pending
-        self._settled.set()
+        self._pending = PendingPublishes()  # sent to JetStream and not yet acknowledged
         self._closed = False
         # a disabled or deleted user, a revoked token or key: closed with 4401/4403 (auth.revocations)
         self._live = services.tokens.revocations.attach(claims, self._revoked)
@@ -279,7 +275,7 @@ class Connection:
             elif isinstance(command, Unsubscribe):
                 await self._unsubscribe(command)
             elif isinstance(command, Ping):
-                await self._settled.wait()  # a pong follows the outcome of every publish sent before the ping
+                await self._pending.settled.wait()  # a pong follows the outcome of every publish sent before the ping
                 await self._send_frame(pong_frame(command.id))
             else:
                 await self._auth(command)
@@ -295,11 +291,11 @@ class Connection:
         """Pipelined: checked and sent in frame order, acknowledged by JetStream later (``_stored``).
 
         The reader goes on with the next frame at once, so one connection is not
-        bound to one round trip per message; at most ``MAX_IN_FLIGHT`` wait for
+        bound to one round trip per message; at most ``pending.MAX_IN_FLIGHT`` wait for
         their acknowledgement, and none is sent while the socket cannot take
         the answers (a client that publishes but does not read is paused).
         """
-        await self._room.wait()
+        await self._pending.room.wait()
         if self._direct is not None:
             await self._direct.drained()
         future = await self.services.publisher.submit(
@@ -310,17 +306,11 @@ class Connection:
             idempotency_key=command.idempotency_key,
         )
         assert future is not None
-        self._in_flight += 1
-        self._settled.clear()
-        if self._in_flight >= MAX_IN_FLIGHT:
-            self._room.clear()
+        self._pending.sent()
         future.add_done_callback(partial(self._stored, command.id, self.claims.namespace.short(command.topic)))
 
     def _stored(self, frame_id: FrameId, topic: str, future: asyncio.Future[PubAck]) -> None:
-        self._in_flight -= 1
-        self._room.set()
-        if self._in_flight == 0:
-            self._settled.set()
+        self._pending.answered()
         if future.cancelled():
             return
         error = future.exception()
