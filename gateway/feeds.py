@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.bus import Bus, LiveSubscription
-from gateway.hub import Hub, Sink
+from gateway.hub import Hub
+from gateway.payload import Delivery
+from gateway.sinks import Sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +51,11 @@ class Feed:
         if self.since is None:
             await self._hub.add(self.subject, self.sink)
         else:
-            self._own = await self._bus.subscribe(self.subject, self.sink.deliver, start_seq=self.since + 1)
+            self._own = await self._bus.subscribe(self.subject, self._deliver, start_seq=self.since + 1)
         self._opened = True
+
+    def _deliver(self, delivery: Delivery) -> None:
+        self.sink.deliver(delivery)  # looked up each time: a ``FilteredSink`` swaps it when restricted
 
     async def close(self) -> None:
         """Stop delivering; idempotent."""

@@ -1,7 +1,7 @@
 """The fan-out hub: one bus subscription per distinct subject filter and tier per process.
 
 Local clients (SSE streams, WebSocket connections, MQTT subscriptions) register
-a ``Sink`` for a subject filter; the first one creates the bus subscription,
+a ``Sink`` (``gateway.sinks``) for a subject filter; the first one creates the bus subscription,
 the last one to leave removes it. Each delivery is handed to every sink of its
 filter; sinks must not block (they enqueue into their own bounded buffer).
 
@@ -32,19 +32,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
 
 from gateway.bus import Bus, CoreSubscription, LiveSubscription
 from gateway.payload import Delivery, Payload
+from gateway.sinks import Sink
 from gateway.subject_index import SubjectIndex
 from gateway.topics import Namespace
 from gateway.tracing import Tracing
 
 log = logging.getLogger("flowgate.hub")
-
-
-class Sink(Protocol):
-    def deliver(self, delivery: Delivery) -> None: ...
 
 
 @dataclass

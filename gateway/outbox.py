@@ -1,24 +1,20 @@
-"""A subscriber connection's bounded outbound buffer and the filters feeding it.
+"""A subscriber connection's bounded outbound buffer.
 
 A client that stops reading must not grow the server's memory: when its
 ``Outbox`` is full it is marked overflowed, and the front-end closes the
 connection with its documented slow-consumer code (the client resumes from the
-last sequence it saw). Deliveries reach an outbox through ``FilteredSink``s,
-which apply what the bus cannot: the ``$`` rule for wildcard filters
-[MQTT-4.7.2-1], the token's subscribe deny filters, and local matching when
-one bus subscription serves several filters.
+last sequence it saw). Deliveries reach an outbox through ``FilteredSink``s
+(``gateway.sinks``) whose receiver is ``tagged``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from gateway.payload import Delivery
-from gateway.principal import TopicRule
-from gateway.topics import topic_matches
 
 T = TypeVar("T")
 
@@ -85,39 +81,13 @@ class Outbox(Generic[T]):
         return [self._items.popleft() for _ in range(count)]
 
 
-class FilteredSink:
-    """Feeds one outbox with the deliveries matching ``filters`` that ``rule`` does not hide.
+def tagged(outbox: Outbox[tuple[object, Delivery]], tag: object = None) -> Callable[[Delivery], None]:
+    """A ``FilteredSink`` receiver queueing each delivery in ``outbox`` with ``tag``.
 
-    ``tag`` travels with each delivery so a connection knows which of its
-    subscriptions a message belongs to.
+    The tag tells a connection which of its subscriptions a message belongs to.
     """
 
-    __slots__ = ("_check", "filters", "outbox", "rule", "tag")
+    def receive(delivery: Delivery) -> None:
+        outbox.push((tag, delivery))
 
-    def __init__(
-        self,
-        outbox: Outbox[tuple[object, Delivery]],
-        filters: Sequence[str],
-        rule: TopicRule,
-        *,
-        exact: bool,
-        tag: object = None,
-    ) -> None:
-        self.outbox = outbox
-        self.filters = tuple(filters)
-        self.rule = rule
-        self.tag = tag
-        # ``exact``: the bus subject already matches exactly these filters (see Namespace.subscription_subject).
-        self._check = not exact or any(f[:1] in ("+", "#") for f in self.filters) or bool(rule.deny)
-
-    def restrict(self, rule: TopicRule) -> None:
-        """Apply a refreshed token's subscribe rule to what is still to come."""
-        self.rule = rule
-        self._check = self._check or bool(rule.deny)
-
-    def deliver(self, delivery: Delivery) -> None:
-        if self._check:
-            topic = delivery.topic
-            if not any(topic_matches(f, topic) for f in self.filters) or self.rule.hides(topic):
-                return
-        self.outbox.push((self.tag, delivery))
+    return receive

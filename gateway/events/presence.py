@@ -20,7 +20,8 @@ import orjson
 
 from gateway.bus import Bucket, Bus
 from gateway.errors import FlowGateError
-from gateway.topics import Namespace, topic_matches
+from gateway.sinks import Interest
+from gateway.topics import Namespace
 
 log = logging.getLogger("flowgate.presence")
 
@@ -108,7 +109,7 @@ class Presence:
             if entry is None:
                 continue
             present = Present.decode(entry.value)
-            if any(topic_matches(f, topic) for f in present.filters):
+            if Interest(present.filters).wants(topic):
                 out.append(present)
         return sorted(out, key=lambda p: (p.connected_at, p.client_id))
 

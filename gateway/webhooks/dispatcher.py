@@ -35,7 +35,8 @@ from gateway.principal import Owner
 from gateway.queues import QueueEngine
 from gateway.queues.messages import SendEntry
 from gateway.settings import Settings
-from gateway.topics import Namespace, parse_subject, topic_matches
+from gateway.sinks import Interest
+from gateway.topics import Namespace, parse_subject
 from gateway.webhooks.client import ClientError, Response, WebhookClient
 from gateway.webhooks.deliverylog import DeliveryLog
 from gateway.webhooks.leases import Leases
@@ -139,7 +140,8 @@ class Dispatcher:
         self.webhook = webhook  # replaced in place when the record changes (url, secret, headers)
         self._consumer = consumer
         self._context = context
-        self._exact = exact
+        self._interest = Interest((webhook.filter,))  # a webhook's filter never changes
+        self._settled = self._interest.settled(None, exact=exact)  # every message on its subject is for it
         settings = context.settings
         self._client = WebhookClient(settings.webhook_timeout_seconds)
         self._task: asyncio.Task[None] | None = None
@@ -205,10 +207,10 @@ class Dispatcher:
         matching: list[tuple[Stored, Namespace, str]] = []
         for stored in batch:
             namespace, topic = parse_subject(stored.subject)
-            if self._exact or topic_matches(webhook.filter, topic):
+            if self._settled or self._interest.wants(topic):
                 matching.append((stored, namespace, topic))
             else:
-                await stored.ack()  # on the consumer's wider subject, not this filter's
+                await stored.ack()  # on the consumer's wider subject, or a ``$`` topic: not this filter's
         if not matching:
             return
         first = matching[0][0]

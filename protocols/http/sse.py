@@ -31,8 +31,9 @@ from gateway.billing import ConnectionLease
 from gateway.errors import BadRequest, FlowGateError, Forbidden
 from gateway.events import Session
 from gateway.feeds import Feed
-from gateway.outbox import FilteredSink, Outbox, SlowConsumer
+from gateway.outbox import Outbox, SlowConsumer, tagged
 from gateway.payload import Delivery
+from gateway.sinks import FilteredSink, Interest
 from gateway.topics import Namespace
 from protocols.http.deps import Handler, claims_of
 from protocols.services import Services
@@ -94,6 +95,7 @@ class SseStream:
         self,
         services: Services,
         subject: str,
+        outbox: Outbox[tuple[object, Delivery]],
         sink: FilteredSink,
         since: int | None,
         *,
@@ -102,12 +104,12 @@ class SseStream:
     ) -> None:
         self.services = services
         self.subject = subject
-        self.sink = sink
+        self.outbox = outbox
         self.namespace = namespace  # deliveries are billed to it
         self.lease = lease  # the connection counted against the plan
         self.session: Session | None = None  # connection events and presence (gateway.events)
         self.feed = Feed(services.hub, services.bus, subject, sink, since)
-        self._forget_drain = services.draining.on_drain(sink.outbox.close)  # end the stream at shutdown
+        self._forget_drain = services.draining.on_drain(outbox.close)  # end the stream at shutdown
         self._preamble = b"retry: 2000\n: connected\n\n"
         self.revoked_by: FlowGateError | None = None
         self.live: LiveHandle | None = None  # registered with the revocations once open
@@ -116,7 +118,7 @@ class SseStream:
     def revoked(self, exc: FlowGateError) -> None:
         self.revoked_by = exc
         self._end_reason = exc.message
-        self.sink.outbox.close()
+        self.outbox.close()
 
     async def open(self) -> None:
         """Subscribe before the response starts, so a failure is still a proper HTTP error."""
@@ -134,7 +136,7 @@ class SseStream:
 
     async def close(self) -> None:
         """Release the subscription; idempotent (runs from the generator and as the response's background task)."""
-        self.sink.outbox.close()
+        self.outbox.close()
         self._forget_drain()
         if self.live is not None:
             self.live.detach()
@@ -145,7 +147,7 @@ class SseStream:
         await self.feed.close()
 
     async def events(self) -> AsyncIterator[bytes]:
-        outbox = self.sink.outbox
+        outbox = self.outbox
         heartbeat = self.services.settings.sse_heartbeat_seconds
         try:
             yield self._preamble
@@ -188,10 +190,11 @@ async def subscribe(services: Services, request: Request) -> StreamingResponse:
             services.events.auth_failed(claims.namespace, "sse", f"may not subscribe to {topic_filter!r}")
             raise Forbidden(f"this token may not subscribe to {topic_filter!r}")
     subject, exact = claims.namespace.subscription_subject(filters)
-    sink = FilteredSink(Outbox(services.settings.outbound_queue_size), filters, rule, exact=exact)
+    outbox: Outbox[tuple[object, Delivery]] = Outbox(services.settings.outbound_queue_size)
+    sink = FilteredSink(Interest(tuple(filters)), rule, tagged(outbox), exact=exact)
     since = _last_event_id(request)
     lease = await services.guard.connect(claims, "sse")  # 402 when the quota is spent or all connections are open
-    stream = SseStream(services, subject, sink, since, namespace=claims.namespace, lease=lease)
+    stream = SseStream(services, subject, outbox, sink, since, namespace=claims.namespace, lease=lease)
     try:
         await stream.open()
     except BaseException:

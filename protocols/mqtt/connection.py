@@ -48,7 +48,7 @@ from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unau
 from gateway.events import Session
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from gateway.publishing import AdmitLater, Outlet
-from gateway.topics import Namespace, topic_matches
+from gateway.topics import Namespace
 from protocols.mqtt.codec import MQTTProtocolError, encode, encode_publish
 from protocols.mqtt.codec5 import ServerDecoder, encode5
 from protocols.mqtt.context import MqttContext
@@ -874,7 +874,7 @@ class MqttConnection:
             return
         rule = claims.permissions.subscribe
         for message in retained:
-            if not topic_matches(sub.topic_filter, message.topic) or rule.hides(message.topic):
+            if not sub.interest.wants(message.topic, rule):
                 continue  # e.g. '$' topics for wildcard filters [MQTT-4.7.2-1]
             if expired(message.payload.meta, time.time()):
                 continue  # [MQTT-3.3.2-5]

@@ -24,7 +24,8 @@ from gateway.bus.core import MESSAGES_STREAM
 from gateway.bus.session_consumer import SessionMessage
 from gateway.bus.shared_consumer import SharedConsumer, shared_consumer_name
 from gateway.errors import Forbidden, InvalidName
-from gateway.topics import Namespace, topic_matches
+from gateway.sinks import Interest
+from gateway.topics import Namespace
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.session import OutboundWindow, delivery_qos
 from protocols.mqtt.subscriptions import Outgoing
@@ -45,6 +46,7 @@ class SharedHost(Protocol):
     def _queue_out(self, item: Outgoing) -> None: ...
 
     def _bill(self, namespace: Namespace | None) -> None: ...
+
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -74,7 +76,7 @@ class Membership:
     topic_filter: str
     qos: int
     full: bool
-    exact: bool  # the consumer's subject matches exactly the filter (else matched here)
+    interest: Interest  # of ``topic_filter``: the consumer's subject may take more (e.g. ``$`` topics)
     consumer: SharedConsumer
     ids: tuple[int, ...] = ()
 
@@ -103,12 +105,12 @@ class SharedSubscriptions:
             return granted
         if len(self.members) >= MAX_SHARED:
             raise Forbidden(f"at most {MAX_SHARED} shared subscriptions per connection")
-        subject, exact = namespace.subscription_subject([topic_filter])
+        subject, _ = namespace.subscription_subject([topic_filter])
         consumer_name = shared_consumer_name(namespace.prefix, group, topic_filter)
         full = short.startswith(namespace.prefix) and len(short) > len(namespace.prefix)
         bus = conn.ctx.services.bus
         consumer = SharedConsumer(bus, MESSAGES_STREAM, consumer_name, subject, partial(self._on_message, name))
-        member = Membership(name, topic_filter, granted, full, exact, consumer, ids)
+        member = Membership(name, topic_filter, granted, full, Interest((topic_filter,)), consumer, ids)
         await consumer.open(window=max(1, conn._window.free), expiry=conn.ctx.config.session_expiry)
         self.members[name] = member
         return granted
@@ -148,9 +150,7 @@ class SharedSubscriptions:
         consumer = member.consumer
         delivery = message.delivery
         topic = delivery.topic
-        if (not member.exact and not topic_matches(member.topic_filter, topic)) or claims.permissions.subscribe.hides(
-            topic
-        ):
+        if not member.interest.wants(topic, claims.permissions.subscribe):
             consumer.ack(message.ack_subject)
             return
         qos = delivery_qos(delivery.qos, member.qos)

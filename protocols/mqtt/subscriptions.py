@@ -11,7 +11,7 @@ occupying a place in the in-flight window.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -19,7 +19,7 @@ from typing import Protocol
 from auth.permissions import Rule
 from gateway.message_meta import MessageMeta
 from gateway.payload import Delivery
-from gateway.topics import topic_matches
+from gateway.sinks import FilteredSink, Interest
 
 
 class Acker(Protocol):
@@ -42,32 +42,24 @@ class Subscription:
     no_local: bool = False
     retain_as_published: bool = False
     ids: tuple[int, ...] = ()
+    interest: Interest = field(init=False, repr=False, compare=False)  # of ``topic_filter``, which never changes
+
+    def __post_init__(self) -> None:
+        self.interest = Interest((self.topic_filter,))
 
 
-class HubSink:
-    """Hands the hub's deliveries for one subject to a connection, for one subscription.
+class HubSink(FilteredSink):
+    """Hands the hub's deliveries for one subject to a connection's ``deliver_live``, for one subscription.
 
-    The bus subject already matches the filter exactly, except for the ``$``
-    rule of wildcard filters [MQTT-4.7.2-1] and the token's deny filters,
-    which are checked here only when they can apply; otherwise ``deliver`` is
-    the connection's own ``deliver_live`` for this subscription.
+    Each of the filter's subjects (``Namespace.filter_subjects``) matches it
+    exactly, so ``deliver`` is ``deliver_live`` itself unless the ``$`` rule or
+    the token's deny filters can apply (``FilteredSink``).
     """
 
-    __slots__ = ("deliver", "rule", "subscription", "target")
+    __slots__ = ()
 
     def __init__(self, target: DeliveryTarget, subscription: Subscription, rule: Rule) -> None:
-        self.target = target
-        self.subscription = subscription
-        self.rule = rule
-        checked = subscription.topic_filter[:1] in ("+", "#") or bool(rule.deny)
-        self.deliver: Callable[[Delivery], None] = (
-            self._checked if checked else partial(target.deliver_live, subscription)
-        )
-
-    def _checked(self, delivery: Delivery) -> None:
-        topic = delivery.topic
-        if topic_matches(self.subscription.topic_filter, topic) and not self.rule.hides(topic):
-            self.target.deliver_live(self.subscription, delivery)
+        super().__init__(subscription.interest, rule, partial(target.deliver_live, subscription), exact=True)
 
 
 def best_match(subscriptions: Iterable[Subscription], delivery: Delivery, rule: Rule) -> Subscription | None:
@@ -75,11 +67,9 @@ def best_match(subscriptions: Iterable[Subscription], delivery: Delivery, rule: 
     best: Subscription | None = None
     topic = delivery.topic
     for sub in subscriptions:
-        if delivery.seq > sub.since and topic_matches(sub.topic_filter, topic):
+        if delivery.seq > sub.since and sub.interest.wants(topic, rule):
             if best is None or sub.qos > best.qos:
                 best = sub
-    if best is not None and rule.hides(topic):
-        return None
     return best
 
 

@@ -24,7 +24,6 @@ from gateway.bus.session_consumer import SessionConsumer
 from gateway.errors import FlowGateError
 from gateway.message_meta import PROPS_HEADER, MessageMeta
 from gateway.payload import QOS_HEADER, Delivery, Payload
-from gateway.topics import topic_matches
 from protocols.mqtt.codec import encode
 from protocols.mqtt.codec5 import encode5, encode_publish5
 from protocols.mqtt.context import MqttContext
@@ -251,10 +250,7 @@ class V5Hooks:
         """The identifiers of every subscription a persistent session's message matches."""
         topic = delivery.topic
         return tuple(
-            i
-            for sub in subs
-            if sub.ids and delivery.seq > sub.since and topic_matches(sub.topic_filter, topic)
-            for i in sub.ids
+            i for sub in subs if sub.ids and delivery.seq > sub.since and sub.interest.wants(topic) for i in sub.ids
         )
 
     # -- deliveries -----------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ from gateway.bus import PubAck
 from gateway.errors import BadRequest, FlowGateError, Forbidden, NotFound
 from gateway.events import Session
 from gateway.feeds import Feed
-from gateway.outbox import FilteredSink, Outbox, SlowConsumer
+from gateway.outbox import Outbox, SlowConsumer, tagged
 from gateway.payload import Delivery
+from gateway.sinks import FilteredSink, Interest
 from protocols.services import Services
 from protocols.ws.pending import PendingPublishes
 from protocols.ws.protocol import (
@@ -343,7 +344,9 @@ class Connection:
             raise BadRequest(f"a connection may hold at most {MAX_SUBSCRIPTIONS} subscriptions")
         subject, exact = namespace.subscription_subject([topic_filter])
         subscription = _Subscription(topic_filter)
-        subscription.sink = FilteredSink(self.outbox, [topic_filter], rule, exact=exact, tag=subscription)
+        subscription.sink = FilteredSink(
+            Interest((topic_filter,)), rule, tagged(self.outbox, subscription), exact=exact
+        )
         feed = Feed(self.services.hub, self.services.bus, subject, subscription.sink, command.since)
         gap = await feed.gap()
         if gap is not None:
