@@ -530,6 +530,25 @@ def test_paho_shared_subscription_spreads_a_burst_over_the_members(gateway: Gate
             c.loop_stop()
 
 
+async def test_a_shared_subscription_starting_with_a_wildcard_gets_no_dollar_topics(gateway: Gateway) -> None:
+    """[MQTT-4.7.2-1] for shared subscriptions too: ``$share/g/#`` does not get the namespace's ``$events/...``."""
+    _, token = gateway.user_token()
+    witness, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await witness.send(Subscribe(1, (("$events/connected", 1),)))
+    await witness.expect(SubAck)
+    member, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await member.send(Subscribe(1, (("$share/g/#", 1),)))
+    await member.expect(SubAck)
+    pub, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="after-the-member")
+    while b"after-the-member" not in (await next_publish(witness)).payload:
+        pass  # stored after the member joined: its consumer reaches it before what is published next
+    await pub.publish5("jobs/a", b"job", 1)
+    got = await next_publish(member)
+    assert (got.topic, got.payload) == ("jobs/a", b"job")
+    for client in (witness, member, pub):
+        await client.close()
+
+
 async def test_no_local_on_a_shared_subscription_is_a_protocol_error(gateway: Gateway) -> None:
     _, token = gateway.user_token()
     client, _ = await Raw5.connect5(gateway.mqtt_port, token)
