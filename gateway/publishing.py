@@ -306,11 +306,14 @@ class Publisher:
         return counter
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outlet:
     """One topic of one token, resolved for publishing (``Publisher.outlet``; ``publish_then`` makes one per
     message): the publish permission checked, the NATS subject and header blocks encoded once
-    (``gateway.bus.Outlet``). Each message still gets the size check and the billing guard's decision."""
+    (``gateway.bus.Outlet``). Each message still gets the size check and the billing guard's decision.
+
+    Treat as immutable (not frozen: a frozen dataclass costs more to make, once per HTTP or WebSocket publish).
+    """
 
     claims: Principal
     topic: str
