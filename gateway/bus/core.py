@@ -286,17 +286,6 @@ class Bus:
             with nats_errors("flush"):
                 await self._frames.drain(nc)
 
-    def _connection(self, payload: Payload) -> Client:
-        """The connection to publish on, failing fast while NATS is away or the message is too large."""
-        nc = self._nc
-        if nc is None or not nc.is_connected:
-            raise Unavailable("message bus unavailable; retry shortly")
-        size = len(payload.body)
-        limit = max_payload(nc)
-        if size > self._max_bytes or size > limit:
-            raise PayloadTooLarge(f"message is larger than {min(self._max_bytes, limit)} bytes")
-        return nc
-
     def _sweep(self) -> None:
         """Fail the publishes whose acknowledgement is overdue, then wait for the next deadline."""
         self._sweeper = None
@@ -365,9 +354,8 @@ class Outlet:
         self._blocks: dict[str | None, bytes] = {}  # payload kind (None: not classified) -> header block
 
     def _block(self, kind: str | None) -> bytes:
-        block = self._blocks.get(kind)
-        if block is None:
-            block = self._blocks[kind] = self._bus._frames.header_block(kind, self._headers)
+        """The header block of a payload of ``kind`` the first time (``publish_then`` looks up the others)."""
+        block = self._blocks[kind] = self._bus._frames.header_block(kind, self._headers)
         return block
 
     def publish_then(self, payload: Payload, then: Pending | None, msg_id: str | None = None) -> bool:
@@ -382,19 +370,22 @@ class Outlet:
         A message id (``Nats-Msg-Id``) makes the header block this message's own.
         """
         bus = self._bus
-        nc = bus._connection(payload)
+        nc = bus._nc  # checked here, not by a helper: this runs for every message
+        if nc is None or not nc.is_connected:
+            raise Unavailable("message bus unavailable; retry shortly")
         body = payload.body
+        limit = max_payload(nc)
+        if len(body) > bus._max_bytes or len(body) > limit:
+            raise PayloadTooLarge(f"message is larger than {min(bus._max_bytes, limit)} bytes")
+        kind = payload.known_kind
+        if msg_id is None:
+            block = self._blocks.get(kind) or self._block(kind)
+        else:
+            block = bus._frames.header_block(kind, self._headers, msg_id)
+        size = len(block)
         if then is None:
-            block = self._block(payload.known_kind)
-            size = len(block)
             return append(nc, b"%b%d %d\r\n%b%b\r\n" % (self._head, size, size + len(body), block, body), len(body))
         token = bus._track(then)
-        block = (
-            self._block(payload.known_kind)
-            if msg_id is None
-            else bus._frames.header_block(payload.known_kind, self._headers, msg_id)
-        )
-        size = len(block)
         command = b"%b%b%d %d %d\r\n%b%b\r\n" % (
             self._head,
             bus._inbox_prefix,
