@@ -1,4 +1,4 @@
-"""The one publish path every front-end calls.
+"""The one publish path every front-end calls: ``Publisher.publish`` (awaited) and ``publish_then`` (a callback).
 
 It resolves the name inside the token's namespace, checks the token's publish
 permission and the size limit, lets the billing guard admit the message (plan
@@ -6,26 +6,28 @@ size, rate limit, quota and balance: 413/429/402, nothing refused is sent), and
 stores it in JetStream; a message not stored, or a duplicate, is refunded.
 Front-ends only translate their wire format into a ``Payload`` and the result back.
 
-The hub's core-tier sinks in this process (``Hub.published``) get each
-message here: an MQTT QoS 0 message as it is sent (acknowledged or not), any
-other once stored and not a duplicate; so each publisher's messages of one QoS
-arrive in the order sent [MQTT-4.6.0-6].
+Both, and ``publish_now`` (a connection's hot path, to an ``Outlet`` it keeps),
+end in ``Publisher._send``, where the hub's core-tier sinks in this process
+(``Hub.published``) get each message: an MQTT QoS 0 message as it is sent
+(acknowledged or not), any other once stored and not a duplicate; so each
+publisher's messages of one QoS arrive in the order sent [MQTT-4.6.0-6].
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from prometheus_client import Histogram
 
 from gateway.billing import BillingGuard
-from gateway.bus import Bus, PubAck, Settle
+from gateway.bus import Bus, PubAck, Settle, settle
 from gateway.bus import Outlet as BusOutlet
-from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge, Unavailable
+from gateway.errors import BadRequest, FlowGateError, Forbidden, PayloadTooLarge
 from gateway.metrics import LATENCY_SAMPLE, Metrics, Tally
 from gateway.payload import QOS_HEADER, Payload
 from gateway.principal import Principal
@@ -56,7 +58,8 @@ class Route:
 
 
 class AdmitLater(Exception):
-    """``Outlet.submit_now`` could not decide without waiting (the billing guard must ask NATS): use ``submit``."""
+    """``Publisher.publish_now`` could not decide without waiting (the billing guard must ask NATS): use
+    ``publish_then``."""
 
 
 class Publisher:
@@ -105,102 +108,119 @@ class Publisher:
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Published:
-        """Store ``payload`` on topic ``name`` for ``protocol``'s client; ``headers`` travel with it (e.g. MQTT QoS)."""
+        """Store ``payload`` on topic ``name`` for ``protocol``'s client; ``headers`` travel with it (e.g. MQTT QoS).
+
+        ``publish_then``, awaited until JetStream stored the message.
+        """
         route = self.route(claims, name)
-        submitted = await self.submit(
-            claims, route, payload, protocol=protocol, idempotency_key=idempotency_key, headers=headers
+        stored: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        await self.publish_then(
+            claims,
+            route,
+            payload,
+            partial(settle, stored),
+            protocol=protocol,
+            idempotency_key=idempotency_key,
+            headers=headers,
         )
-        assert submitted is not None
-        ack = await submitted
+        ack = await stored
         return Published(route.topic, claims.namespace.full(route.topic), ack.seq, ack.duplicate)
 
-    async def submit(
+    async def publish_then(
         self,
         claims: Principal,
         route: Route | str,
         payload: Payload,
+        then: Settle | None,
         *,
         protocol: str,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
-        acknowledged: bool = True,
-        then: Settle | None = None,
-    ) -> asyncio.Future[PubAck] | None:
-        """``publish`` for pipelining front-ends (WebSocket, MQTT): every check happens (and raises) here, then
-        the message is sent and the returned future resolves once JetStream stored it.
+    ) -> None:
+        """Publish for pipelining front-ends (WebSocket, MQTT): every check happens (and raises) here, then the
+        message is sent, and this returns without waiting for JetStream.
 
-        ``route`` is a name or a ``Route`` from ``route()``. With ``then``, no
-        future: ``then(ack, None)`` is called once the message is stored, or
-        ``then(None, error)``, after the publisher's own accounting, and ``None``
-        is returned. With ``acknowledged=False`` (MQTT QoS 0) JetStream is not
-        asked for an acknowledgement at all and ``None`` is returned once sent.
+        ``route`` is a name or a ``Route`` from ``route()``. ``then(ack, None)``
+        is called once the message is stored, or ``then(None, error)``, after the
+        publisher's own accounting. With ``then=None`` (MQTT QoS 0) JetStream is
+        not asked for an acknowledgement at all.
         """
         if isinstance(route, str):
             route = self.route(claims, route)
-        if self._tracing is not None:
-            return await self._submit_traced(
-                self._tracing, claims, route, payload, protocol, idempotency_key, headers, acknowledged, then
-            )
-        self._check_size(payload)
-        msg_id = self._msg_id(claims, idempotency_key)
-        if self._guard is not None:
-            await self._guard.admit(claims, len(payload.body), protocol=protocol)
-        future, overfull = self._send(claims, route, payload, protocol, msg_id, headers, acknowledged, then)
-        if overfull:
-            await self._bus.drain()
-        return future
+        tracing = self._tracing
+        with nullcontext() if tracing is None else tracing.publish(protocol, claims.namespace.full(route.topic)):
+            self._check_size(payload)
+            msg_id = self._msg_id(claims, idempotency_key)
+            if self._guard is not None:
+                with nullcontext() if tracing is None else tracing.admission():
+                    await self._guard.admit(claims, len(payload.body), protocol=protocol)
+            if tracing is None:
+                overfull = self._send(self._outlet(claims, route, protocol, headers), payload, then, msg_id)
+            else:
+                overfull = self._send_traced(tracing, claims, route, payload, then, protocol, msg_id, headers)
+            if overfull:
+                await self._bus.drain()
 
-    async def _submit_traced(
+    def _send_traced(
         self,
         tracing: Tracing,
         claims: Principal,
         route: Route,
         payload: Payload,
-        protocol: str,
-        idempotency_key: str | None,
-        headers: dict[str, str] | None,
-        acknowledged: bool,
         then: Settle | None,
-    ) -> asyncio.Future[PubAck] | None:
-        """``submit`` in a ``publish`` span: ``admission`` around the guard, ``store`` until the acknowledgement."""
-        with tracing.publish(protocol, claims.namespace.full(route.topic)):
-            self._check_size(payload)
-            msg_id = self._msg_id(claims, idempotency_key)
-            if self._guard is not None:
-                with tracing.admission():
-                    await self._guard.admit(claims, len(payload.body), protocol=protocol)
-            headers = dict(headers or {})
-            span = tracing.store(headers)
-            traced = then
-            if then is not None:
+        protocol: str,
+        msg_id: str | None,
+        headers: dict[str, str] | None,
+    ) -> bool:
+        """``_send`` in a ``store`` span, ended at the acknowledgement; the message carries its traceparent."""
+        headers = dict(headers or {})
+        span = tracing.store(headers)
+        traced = then
+        if then is not None:
 
-                def traced(ack: PubAck | None, error: FlowGateError | None) -> None:
-                    tracing.stored(span, error)
-                    then(ack, error)
+            def traced(ack: PubAck | None, error: FlowGateError | None) -> None:
+                tracing.stored(span, error)
+                then(ack, error)
 
-            try:
-                future, overfull = self._send(claims, route, payload, protocol, msg_id, headers, acknowledged, traced)
-            except BaseException as exc:
-                tracing.stored(span, exc if isinstance(exc, Exception) else None)
-                raise
-            if future is not None:
-                future.add_done_callback(
-                    lambda f: tracing.stored(span, None if f.cancelled() else cast(Exception | None, f.exception()))
-                )
-            elif then is None:
-                tracing.stored(span, None)  # not acknowledged (MQTT QoS 0): sent is all there is
-            if overfull:
-                await self._bus.drain()
-            return future
+        try:
+            overfull = self._send(self._outlet(claims, route, protocol, headers), payload, traced, msg_id)
+        except BaseException as exc:
+            tracing.stored(span, exc if isinstance(exc, Exception) else None)
+            raise
+        if then is None:
+            tracing.stored(span, None)  # not acknowledged (MQTT QoS 0): sent is all there is
+        return overfull
 
     def outlet(self, claims: Principal, name: str, *, protocol: str, headers: dict[str, str] | None = None) -> Outlet:
-        """A topic a connection publishes to again and again, prepared once (``route`` and the bus's ``Outlet``).
+        """A topic a connection publishes to again and again, resolved once for ``publish_now``.
 
         Raises as ``route`` does when the token may not publish there.
         """
-        route = self.route(claims, name)
+        return self._outlet(claims, self.route(claims, name), protocol, headers)
+
+    def publish_now(
+        self, outlet: Outlet, payload: Payload, then: Settle | None, *, frames: dict[str, bytes] | None = None
+    ) -> bool:
+        """``publish_then`` to a prepared ``outlet`` without a coroutine (a connection's hot path).
+
+        Returns whether the bus wants a ``drain()`` now. Raises ``AdmitLater``,
+        having sent nothing, when the billing guard must wait for NATS first:
+        then call ``publish_then``. ``frames``: renderings of the message the
+        front-end already has, for local subscribers (``Hub.published``).
+        """
+        if self._tracing is not None:
+            raise AdmitLater  # traced publishes take ``publish_then`` (a span each)
+        size = len(payload.body)
+        if size > self._max_bytes:
+            self._check_size(payload)  # raises
+        guard = self._guard
+        if guard is not None and not guard.admit_now(outlet.claims, size, protocol=outlet.protocol):
+            raise AdmitLater
+        return self._send(outlet, payload, then, None, frames)
+
+    def _outlet(self, claims: Principal, route: Route, protocol: str, headers: dict[str, str] | None) -> Outlet:
         bus_outlet = self._bus.outlet(route.subject, headers)
-        return Outlet(self, claims, route.topic, bus_outlet, self._counter(protocol), _qos(headers))
+        return Outlet(claims, route.topic, protocol, bus_outlet, self._counter(protocol), _qos(headers))
 
     def _msg_id(self, claims: Principal, idempotency_key: str | None) -> str | None:
         if idempotency_key is None:
@@ -215,63 +235,45 @@ class Publisher:
 
     def _send(
         self,
-        claims: Principal,
-        route: Route,
+        outlet: Outlet,
         payload: Payload,
-        protocol: str,
-        msg_id: str | None,
-        headers: dict[str, str] | None,
-        acknowledged: bool,
         then: Settle | None,
-    ) -> tuple[asyncio.Future[PubAck] | None, bool]:
-        """Send an admitted message; refund it when it is not sent, not stored, or a duplicate."""
-        guard = self._guard
-        counter = self._counter(protocol)
-        bus = self._bus
-        qos = _qos(headers)
-        future: asyncio.Future[PubAck] | None = None
+        msg_id: str | None = None,
+        frames: dict[str, bytes] | None = None,
+    ) -> bool:
+        """Send an admitted message (refunded when it is not sent, not stored, or a duplicate); True when the
+        bus wants a ``drain()``.
+
+        The local hand-off rule: this process's core-tier sinks get a message
+        sent without an acknowledgement (``then=None``) or at QoS 0 as it is sent,
+        any other once stored and not a duplicate (``_stored``).
+        """
+        claims = outlet.claims
+        local = self._local
+        as_sent = then is None or outlet.qos == 0
         try:
-            if not acknowledged:
-                overfull = bus.emit_now(route.subject, payload, headers=headers)
-                counter.add()
+            if then is None:
+                overfull = outlet.bus.publish_then(payload, None)
+                outlet.counter.add()
                 if self._tenants is not None:
                     self._tenants.add(claims.namespace.user_id)
             else:
-                stored = self._stored(claims, counter, then, route.subject, route.topic, payload, qos)
-                if then is not None:
-                    overfull = bus.send_then(route.subject, payload, stored, msg_id=msg_id, headers=headers)
-                else:
-                    future, overfull = bus.send_now(route.subject, payload, msg_id=msg_id, headers=headers)
-                    future.add_done_callback(partial(_settle_from, stored))
+                stored = self._stored(outlet, payload, then, None if as_sent else local)
+                overfull = outlet.bus.publish_then(payload, stored, msg_id)
         except BaseException:
-            if guard is not None:
-                guard.refund(claims)
+            if self._guard is not None:
+                self._guard.refund(claims)
             raise
-        if self._local is not None and (qos == 0 or not acknowledged):  # the others once stored (_stored)
-            self._local.published(route.subject, claims.namespace, route.topic, payload, qos)
-        return future, overfull
+        if as_sent and local is not None:
+            local.published(outlet.bus.subject, claims.namespace, outlet.topic, payload, outlet.qos, frames)
+        return overfull
 
-    def _counter(self, protocol: str) -> Tally:
-        counter = self._counters.get(protocol)
-        if counter is None:
-            counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
-            self._latencies[id(counter)] = self._metrics.publish_latency.labels(protocol)
-        return counter
-
-    def _stored(
-        self,
-        claims: Principal,
-        counter: Tally,
-        then: Settle | None,
-        subject: str,
-        topic: str,
-        payload: Payload,
-        qos: int,
-    ) -> Settle:
-        """The acknowledgement callback of one message: metrics, billing and local core-tier subscribers
+    def _stored(self, outlet: Outlet, payload: Payload, then: Settle, local: Hub | None) -> Settle:
+        """The acknowledgement callback of one message: metrics, billing and ``local``'s core-tier sinks
         first, then the caller's ``then``."""
+        claims = outlet.claims
+        counter = outlet.counter
         guard = self._guard
-        local = self._local
         tenants = self._tenants
         self._sampled += 1
         timer = self._latencies.get(id(counter)) if self._sampled % LATENCY_SAMPLE == 0 else None
@@ -287,86 +289,38 @@ class Publisher:
                 if ack.duplicate:
                     if guard is not None:
                         guard.refund(claims)  # a retry of a message already stored and billed
-                elif local is not None and qos:  # QoS 0 went to them as it was sent
-                    local.published(subject, claims.namespace, topic, payload, qos)
+                elif local is not None:
+                    local.published(outlet.bus.subject, claims.namespace, outlet.topic, payload, outlet.qos)
                 counter.add()
                 if tenants is not None:
                     tenants.add(claims.namespace.user_id)
-            if then is not None:
-                then(ack, error)
+            then(ack, error)
 
         return stored
 
+    def _counter(self, protocol: str) -> Tally:
+        counter = self._counters.get(protocol)
+        if counter is None:
+            counter = self._counters[protocol] = Tally(self._metrics.published.labels(protocol))
+            self._latencies[id(counter)] = self._metrics.publish_latency.labels(protocol)
+        return counter
 
+
+@dataclass(slots=True)
 class Outlet:
-    """One topic of one token, prepared for a connection's hot path (``Publisher.outlet``).
+    """One topic of one token, resolved for publishing (``Publisher.outlet``; ``publish_then`` makes one per
+    message): the publish permission checked, the NATS subject and header blocks encoded once
+    (``gateway.bus.Outlet``). Each message still gets the size check and the billing guard's decision.
 
-    The publish permission was checked once; the NATS subject and header blocks
-    are encoded once (``gateway.bus.Outlet``). Each message still gets the size
-    check and the billing guard's decision.
+    Treat as immutable (not frozen: a frozen dataclass costs more to make, once per HTTP or WebSocket publish).
     """
 
-    __slots__ = ("_bus_outlet", "_claims", "_counter", "_publisher", "_qos", "topic")
-
-    def __init__(
-        self, publisher: Publisher, claims: Principal, topic: str, bus_outlet: BusOutlet, counter: Tally, qos: int
-    ) -> None:
-        self._publisher = publisher
-        self._claims = claims
-        self.topic = topic
-        self._bus_outlet = bus_outlet
-        self._counter = counter
-        self._qos = qos
-
-    def submit_now(
-        self, payload: Payload, then: Settle | None, *, protocol: str, frames: dict[str, bytes] | None = None
-    ) -> bool:
-        """``Publisher.submit`` without a coroutine: ``then(ack, error)`` once stored, or, with ``then=None``,
-        sent without asking JetStream for an acknowledgement (MQTT QoS 0).
-
-        Returns whether the bus wants a ``drain()`` now. Raises ``AdmitLater``,
-        having sent nothing, when the billing guard must wait for NATS first:
-        then call ``submit``. ``frames``: renderings of the message the front-end
-        already has, for local subscribers (``Hub.published``).
-        """
-        publisher = self._publisher
-        if publisher._tracing is not None:
-            raise AdmitLater  # traced publishes take ``submit`` (a span each), which the caller falls back to
-        size = len(payload.body)
-        if size > publisher._max_bytes:
-            publisher._check_size(payload)  # raises
-        guard = publisher._guard
-        claims = self._claims
-        if guard is not None and not guard.admit_now(claims, size, protocol=protocol):
-            raise AdmitLater
-        try:
-            bus_outlet = self._bus_outlet
-            qos = self._qos
-            if then is None:
-                overfull = bus_outlet.emit(payload)
-                self._counter.add()
-                if publisher._tenants is not None:
-                    publisher._tenants.add(claims.namespace.user_id)
-            else:
-                stored = publisher._stored(claims, self._counter, then, bus_outlet.subject, self.topic, payload, qos)
-                overfull = bus_outlet.send_then(payload, stored)
-        except BaseException:
-            if guard is not None:
-                guard.refund(claims)
-            raise
-        local = publisher._local
-        if local is not None and (qos == 0 or then is None):  # as sent; the others once stored (_stored)
-            local.published(bus_outlet.subject, claims.namespace, self.topic, payload, qos, frames)
-        return overfull
-
-
-def _settle_from(stored: Settle, future: asyncio.Future[PubAck]) -> None:
-    """``stored`` told the outcome of a publish's future."""
-    if future.cancelled():
-        stored(None, Unavailable("cancelled"))
-    else:
-        error = future.exception()
-        stored(future.result() if error is None else None, cast(FlowGateError | None, error))
+    claims: Principal
+    topic: str
+    protocol: str
+    bus: BusOutlet
+    counter: Tally
+    qos: int
 
 
 def _qos(headers: dict[str, str] | None) -> int:

@@ -6,7 +6,7 @@
 for tests that install their own provider). With tracing off nothing here is imported from
 OpenTelemetry and the hot paths only test ``Publisher``'s and ``Hub``'s ``tracing is None``.
 
-A publish (``Publisher.submit``: HTTP, WebSocket, MQTT) is a ``publish`` span with an ``admission``
+A publish (``Publisher.publish_then``: HTTP, WebSocket, MQTT) is a ``publish`` span with an ``admission``
 child (the billing guard) and a ``store`` child that ends at JetStream's acknowledgement; the store
 span's W3C ``traceparent`` travels in the message's NATS headers. Every replica whose subscribers
 get the message records a ``deliver`` span in that trace (``Hub``), so one trace follows a message

@@ -248,7 +248,9 @@ def _count_fast(client: AckClient) -> list[int]:
 
 async def _publish(bus: Bus, count: int, body: bytes, qos: int = 1) -> list[int]:
     payload, headers = Payload(body, Kind.BINARY), {"Fg-QoS": str(qos)}
-    futures = [await bus.send(f"fg.msg.u1.app.t.{i % 3}", payload, headers=headers) for i in range(count)]
+    futures = [
+        asyncio.create_task(bus.publish(f"fg.msg.u1.app.t.{i % 3}", payload, headers=headers)) for i in range(count)
+    ]
     return [ack.seq for ack in await asyncio.gather(*futures)]
 
 

@@ -6,7 +6,7 @@ ordered delivery from a stream sequence, ``CoreSubscription`` for
 what others publish, as NATS routes it.
 """
 
-from gateway.bus.acks import PubAck, Settle
+from gateway.bus.acks import PubAck, Settle, settle
 from gateway.bus.core import Bus, BusState, Outlet, StreamBounds
 from gateway.bus.kv import Bucket, Entry
 from gateway.bus.subscriptions import CoreSubscription, LiveSubscription
@@ -22,4 +22,5 @@ __all__ = [
     "PubAck",
     "Settle",
     "StreamBounds",
+    "settle",
 ]

@@ -1,7 +1,8 @@
 """JetStream publish acknowledgements, resolved straight from nats-py's parser.
 
-Pipelined publishing (``Bus.send``) sends each message with a reply subject
-``<inbox>.<token>`` and waits on a future per token. Through an ordinary
+Pipelined publishing (``Outlet.publish_then`` in core.py) sends each message
+with a reply subject ``<inbox>.<token>`` and waits on a future (or a callback)
+per token. Through an ordinary
 nats-py subscription every acknowledgement would cost a parsed header dict, a
 ``Msg``, a put on the subscription's queue, a wake-up of its task and an
 awaited callback: most of the cost of an acknowledged publish in Python.
@@ -73,8 +74,8 @@ def _status(headers: bytes | None) -> str:
 class AckInbox:
     """Pending acknowledged publishes by token, resolved from raw acknowledgement messages.
 
-    A pending publish is a future (``Bus.send_now``) or a plain ``Settle``
-    callback (``Bus.send_then``), which is called at once with the result:
+    A pending publish is a future (``Bus.publish``) or a plain ``Settle``
+    callback (``Outlet.publish_then``), which is called at once with the result:
     no future, no scheduled callback, per message on a front-end's hot path.
     """
 

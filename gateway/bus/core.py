@@ -24,7 +24,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from gateway.bus.acks import AckClient, AckInbox, Pending, PubAck, Settle, settle
+from gateway.bus.acks import AckClient, AckInbox, Pending, PubAck, settle
 from gateway.bus.kv import Bucket
 from gateway.bus.natspy import check_natspy, max_payload, subscription_id
 from gateway.bus.outgoing import OutgoingFrames, append
@@ -256,50 +256,11 @@ class Bus:
     async def publish(
         self, subject: str, payload: Payload, *, msg_id: str | None = None, headers: dict[str, str] | None = None
     ) -> PubAck:
-        """Store one message; return once JetStream acknowledged it."""
-        return await (await self.send(subject, payload, msg_id=msg_id, headers=headers))
-
-    async def send(
-        self, subject: str, payload: Payload, *, msg_id: str | None = None, headers: dict[str, str] | None = None
-    ) -> asyncio.Future[PubAck]:
-        """Send one message without waiting for its acknowledgement (pipelining front-ends).
-
-        The returned future resolves with the ``PubAck`` once JetStream stored the
-        message, or fails with ``Unavailable`` when the bus drops or the
-        acknowledgement does not come within the publish timeout.
-        """
-        future, overfull = self.send_now(subject, payload, msg_id=msg_id, headers=headers)
-        if overfull:
-            await self.drain()
-        return future
-
-    def send_now(
-        self, subject: str, payload: Payload, *, msg_id: str | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[asyncio.Future[PubAck], bool]:
-        """``send`` without a coroutine: the future, and whether the outgoing buffer needs a ``drain()`` now."""
+        """Store one message; return once JetStream acknowledged it (``Outlet.publish_then`` with a future)."""
         future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
-        return future, self._send_pending(subject, payload, future, msg_id, headers)
-
-    def send_then(
-        self,
-        subject: str,
-        payload: Payload,
-        then: Settle,
-        *,
-        msg_id: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> bool:
-        """``send_now`` with a callback instead of a future: ``then(ack, None)`` once stored, or ``then(None, error)``.
-
-        Called from the bus's reader, synchronously: one callback per message
-        and nothing scheduled. Returns whether the outgoing buffer needs a ``drain()``.
-        """
-        return self._send_pending(subject, payload, then, msg_id, headers)
-
-    def _send_pending(
-        self, subject: str, payload: Payload, entry: Pending, msg_id: str | None, headers: dict[str, str] | None
-    ) -> bool:
-        return Outlet(self, subject, headers).send_then(payload, entry, msg_id)
+        if Outlet(self, subject, headers).publish_then(payload, future, msg_id):
+            await self.drain()
+        return await future
 
     def _track(self, entry: Pending) -> int:
         """Register a publish awaiting its acknowledgement; its token names the reply subject."""
@@ -314,35 +275,16 @@ class Bus:
         return token
 
     def outlet(self, subject: str, headers: dict[str, str] | None = None) -> Outlet:
-        """``emit_now`` and ``send_then`` for one subject and header set, encoded once (a connection's hot path)."""
+        """Publishing to one subject with one header set, encoded once: the callback way to publish
+        (``Outlet.publish_then``), kept by a connection for the subjects it publishes to again and again."""
         return Outlet(self, subject, headers)
 
-    async def emit(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> None:
-        """Send one message to the stream without asking for an acknowledgement (MQTT QoS 0)."""
-        if self.emit_now(subject, payload, headers=headers):
-            await self.drain()
-
-    def emit_now(self, subject: str, payload: Payload, *, headers: dict[str, str] | None = None) -> bool:
-        """``emit`` without a coroutine; True when the outgoing buffer needs a ``drain()`` now."""
-        return Outlet(self, subject, headers).emit(payload)
-
     async def drain(self) -> None:
-        """Wait until the outgoing buffer was written (after ``send_now``/``emit_now`` said it is overfull)."""
+        """Wait until the outgoing buffer was written (after ``Outlet.publish_then`` said it is overfull)."""
         nc = self._nc
         if nc is not None:
             with nats_errors("flush"):
                 await self._frames.drain(nc)
-
-    def _connection(self, payload: Payload) -> Client:
-        """The connection to publish on, failing fast while NATS is away or the message is too large."""
-        nc = self._nc
-        if nc is None or not nc.is_connected:
-            raise Unavailable("message bus unavailable; retry shortly")
-        size = len(payload.body)
-        limit = max_payload(nc)
-        if size > self._max_bytes or size > limit:
-            raise PayloadTooLarge(f"message is larger than {min(self._max_bytes, limit)} bytes")
-        return nc
 
     def _sweep(self) -> None:
         """Fail the publishes whose acknowledgement is overdue, then wait for the next deadline."""
@@ -396,7 +338,7 @@ class Bus:
 
 
 class Outlet:
-    """``Bus.emit_now``/``Bus.send_then`` to one subject with one header set, for a subject used again and again.
+    """Publishing to one subject with one header set (``Bus.outlet``); ``Bus.publish`` is this, awaited.
 
     The ``HPUB`` command's subject and each payload kind's header block are
     encoded once, not per message; the checks and the buffer are the bus's.
@@ -412,32 +354,38 @@ class Outlet:
         self._blocks: dict[str | None, bytes] = {}  # payload kind (None: not classified) -> header block
 
     def _block(self, kind: str | None) -> bytes:
-        block = self._blocks.get(kind)
-        if block is None:
-            block = self._blocks[kind] = self._bus._frames.header_block(kind, self._headers)
+        """The header block of a payload of ``kind`` the first time (``publish_then`` looks up the others)."""
+        block = self._blocks[kind] = self._bus._frames.header_block(kind, self._headers)
         return block
 
-    def emit(self, payload: Payload) -> bool:
-        """``Bus.emit_now`` to this subject: True when the outgoing buffer needs a ``drain()``."""
-        nc = self._bus._connection(payload)
-        block = self._block(payload.known_kind)
-        body = payload.body
-        size = len(block)
-        return append(nc, b"%b%d %d\r\n%b%b\r\n" % (self._head, size, size + len(body), block, body), len(body))
+    def publish_then(self, payload: Payload, then: Pending | None, msg_id: str | None = None) -> bool:
+        """Send one message without a coroutine: ``then(ack, None)`` once JetStream stored it, or
+        ``then(None, error)`` when it was not stored (the bus dropped, no acknowledgement within the
+        publish timeout). ``then`` may be a future instead, resolved the same way. With ``then=None``
+        JetStream is not asked for an acknowledgement at all (MQTT QoS 0).
 
-    def send_then(self, payload: Payload, then: Pending, msg_id: str | None = None) -> bool:
-        """``Bus.send_then`` (or ``send_now``, given a future) to this subject: True when the outgoing buffer
-        needs a ``drain()``. A message id (``Nats-Msg-Id``) makes the header block this message's own."""
+        Raises ``Unavailable`` or ``PayloadTooLarge`` having sent nothing. Returns
+        whether the outgoing buffer needs a ``Bus.drain()`` now. ``then`` is called
+        from the bus's reader, synchronously: one call per message, nothing scheduled.
+        A message id (``Nats-Msg-Id``) makes the header block this message's own.
+        """
         bus = self._bus
-        nc = bus._connection(payload)
-        token = bus._track(then)
-        block = (
-            self._block(payload.known_kind)
-            if msg_id is None
-            else bus._frames.header_block(payload.known_kind, self._headers, msg_id)
-        )
+        nc = bus._nc  # checked here, not by a helper: this runs for every message
+        if nc is None or not nc.is_connected:
+            raise Unavailable("message bus unavailable; retry shortly")
         body = payload.body
+        limit = max_payload(nc)
+        if len(body) > bus._max_bytes or len(body) > limit:
+            raise PayloadTooLarge(f"message is larger than {min(bus._max_bytes, limit)} bytes")
+        kind = payload.known_kind
+        if msg_id is None:
+            block = self._blocks.get(kind) or self._block(kind)
+        else:
+            block = bus._frames.header_block(kind, self._headers, msg_id)
         size = len(block)
+        if then is None:
+            return append(nc, b"%b%d %d\r\n%b%b\r\n" % (self._head, size, size + len(body), block, body), len(body))
+        token = bus._track(then)
         command = b"%b%b%d %d %d\r\n%b%b\r\n" % (
             self._head,
             bus._inbox_prefix,

@@ -604,7 +604,7 @@ class MqttConnection:
         frames = None if qos or raw is None else {_FRAME_SHORT if packet.topic == outlet.topic else _FRAME_FULL: raw}
         try:
             payload = Payload.raw(packet.payload) if self.v5 is None else self._v5.payload(packet, None)
-            overfull = outlet.submit_now(payload, pending, protocol="mqtt", frames=frames)
+            overfull = self.ctx.services.publisher.publish_now(outlet, payload, pending, frames=frames)
         except AdmitLater:
             return False
         self._published(packet, pending)
@@ -630,14 +630,8 @@ class MqttConnection:
                     topic = services.publisher.resolve(claims, packet.topic)
                     await self.ctx.store.retain(claims.namespace, topic, payload, qos)
                 pending = self._pending(packet)
-                await services.publisher.submit(
-                    claims,
-                    packet.topic,
-                    payload,
-                    protocol="mqtt",
-                    headers=headers,
-                    acknowledged=pending is not None,
-                    then=pending,
+                await services.publisher.publish_then(
+                    claims, packet.topic, payload, pending, protocol="mqtt", headers=headers
                 )
             except FlowGateError as exc:
                 if await self._refused(packet, exc):

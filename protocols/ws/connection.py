@@ -299,30 +299,28 @@ class Connection:
         await self._pending.room.wait()
         if self._direct is not None:
             await self._direct.drained()
-        future = await self.services.publisher.submit(
-            self.claims,
-            command.topic,
-            command.payload,
-            protocol=PROTOCOL,
-            idempotency_key=command.idempotency_key,
-        )
-        assert future is not None
-        self._pending.sent()
-        future.add_done_callback(partial(self._stored, command.id, self.claims.namespace.short(command.topic)))
+        self._pending.sent()  # before sending: the acknowledgement may come while the bus drains
+        try:
+            await self.services.publisher.publish_then(
+                self.claims,
+                command.topic,
+                command.payload,
+                partial(self._stored, command.id, self.claims.namespace.short(command.topic)),
+                protocol=PROTOCOL,
+                idempotency_key=command.idempotency_key,
+            )
+        except FlowGateError:
+            self._pending.answered()  # refused, nothing sent: ``_stored`` will not be called
+            raise
 
-    def _stored(self, frame_id: FrameId, topic: str, future: asyncio.Future[PubAck]) -> None:
+    def _stored(self, frame_id: FrameId, topic: str, ack: PubAck | None, error: FlowGateError | None) -> None:
         self._pending.answered()
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is None:
+        if ack is not None:
             if frame_id is not None:
-                ack = future.result()
                 extra = {"duplicate": True} if ack.duplicate else {}
                 self._emit(ack_frame(frame_id, seq=ack.seq, topic=topic, **extra))
             return
-        if not isinstance(error, FlowGateError):
-            log.error("publish failed", exc_info=error)
+        if error is None:
             error = FlowGateError("internal error")
         self.services.metrics.rejected.labels(PROTOCOL, error.code).inc()
         self._emit(error_frame(error, frame_id, topic=topic))
