@@ -129,6 +129,9 @@ async def measure(qos: int, messages: int, rounds: int, protocol: int = 4) -> li
                         sub_wire.ids.clear()
                 while pub._acks or sub_wire.written - delivered < messages * len(chunk) // BATCH:
                     await asyncio.sleep(0.001)
+                    for conn in (pub, sub):
+                        if conn._close_reason is not None:  # fail instead of waiting for ever
+                            raise RuntimeError(f"{conn.peer} closed: {conn._close_reason}")
                     if sub_wire.ids:
                         sub.data_received(b"".join(encode(PubAck(i)) for i in sub_wire.ids))
                         sub_wire.ids.clear()
