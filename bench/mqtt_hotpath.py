@@ -93,6 +93,7 @@ async def measure(qos: int, messages: int, rounds: int, protocol: int = 4) -> li
         billing_enabled=False,
         log_level="warning",
         outbound_queue_size=100_000,
+        publish_timeout_seconds=60.0,  # under valgrind JetStream's acknowledgements arrive late, not lost
     )
     try:
         async with running_services(settings) as services:
