@@ -94,6 +94,8 @@ __all__ = ["MQTT5", "ServerDecoder", "decode_body", "encode5"]
 
 MQTT5: Final = 5
 _U16: Final = struct.Struct(">H")
+_B_B_H: Final = struct.Struct(">BBH")
+NO_PROPERTY_BYTES: Final = b"\x00"  # a property length of 0: what most packets carry
 R = ReasonCode
 
 # Reason codes each acknowledgement may carry (section 2.4 and each packet's 3.x.2.1).
@@ -145,23 +147,32 @@ def encode_publish5(
     retain: bool = False,
     dup: bool = False,
     packet_id: int | None = None,
-    properties: bytes = b"\x00",
+    properties: bytes = NO_PROPERTY_BYTES,
 ) -> bytes:
-    """A v5 PUBLISH from its parts; ``properties`` already encoded (``encode_properties``), for the delivery path."""
+    """A v5 PUBLISH from its parts; ``properties`` already encoded (``encode_properties``), for the delivery path.
+
+    As ``codec.encode_publish``, one ``struct`` call for the fixed header and topic length of a short
+    packet, and the checks only where a value can be wrong (no helper call per message).
+    """
     if isinstance(topic, str):
         topic = topic.encode("utf-8")
-    if len(topic) > 0xFFFF:
+    tlen = len(topic)
+    if tlen > 0xFFFF:
         raise ValueError("topic is longer than 65535 bytes")
     if qos == 0:
         first = 0x31 if retain else 0x30
-        head = _U16.pack(len(topic)) + topic
-    else:
-        _check_qos(qos, "PUBLISH qos")
-        first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
-        head = _U16.pack(len(topic)) + topic + _U16.pack(_check_id(packet_id))
-    return b"".join(
-        (bytes((first,)), _length_bytes(len(head) + len(properties) + len(payload)), head, properties, payload)
-    )
+        rlen = 2 + tlen + len(properties) + len(payload)
+        if rlen < 0x80:
+            return b"".join((_B_B_H.pack(first, rlen, tlen), topic, properties, payload))
+        return b"".join((bytes((first,)), _length_bytes(rlen), _U16.pack(tlen), topic, properties, payload))
+    if qos != 1 and qos != 2:
+        _check_qos(qos, "PUBLISH qos")  # raises
+    if packet_id is None or not 0 < packet_id <= 0xFFFF:
+        _check_id(packet_id)  # raises
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    rlen = 4 + tlen + len(properties) + len(payload)
+    head = _B_B_H.pack(first, rlen, tlen) if rlen < 0x80 else bytes((first,)) + _length_bytes(rlen) + _U16.pack(tlen)
+    return b"".join((head, topic, _U16.pack(packet_id), properties, payload))
 
 
 def _encode_connect(p: Connect) -> bytes:
@@ -342,22 +353,39 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
         raise _fail("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
     if flags & 0x08 and not qos:
         raise _fail("PUBLISH with DUP set at QoS 0 [MQTT-3.3.1-2]")
-    topic, pos = _read_str(buf, pos, end, "PUBLISH topic name")
+    # The topic name and packet identifier read inline, as codec.py's decoder does (hot path).
+    # An empty name is left to the caller: MQTT 5 allows it with a Topic Alias [MQTT-3.3.2-12].
+    if end - pos < 2:
+        raise _fail("PUBLISH topic name: length field runs past the remaining length")
+    tend = pos + 2 + (buf[pos] << 8 | buf[pos + 1])
+    if tend > end:
+        raise _fail("PUBLISH topic name: declared length runs past the remaining length")
+    try:
+        topic = buf[pos + 2 : tend].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _fail("PUBLISH topic name is not well-formed UTF-8 [MQTT-1.5.3-1]") from None
+    if "\x00" in topic:  # three substring searches cost less than one regular expression search
+        raise _fail("PUBLISH topic name contains U+0000 [MQTT-1.5.3-2]")
     if "+" in topic or "#" in topic:
         raise _fail("PUBLISH topic name contains a wildcard [MQTT-3.3.2-2]", R.TOPIC_NAME_INVALID)
-    packet_id = None
     if qos:
-        packet_id = _id(buf, pos, end, "PUBLISH")
-        pos += 2
-    if pos < end and buf[pos] == 0:  # no properties: the commonest case
-        props = NO_PROPERTIES
-        pos += 1
+        if tend + 2 > end:
+            raise _fail("PUBLISH: too short for a packet identifier")
+        packet_id: int | None = buf[tend] << 8 | buf[tend + 1]
+        if not packet_id:
+            raise _fail("PUBLISH: packet identifier 0 [MQTT-2.3.1-1]")
+        tend += 2
     else:
-        props, pos = _props(buf, pos, end, PUBLISH)
+        packet_id = None
+    if tend < end and buf[tend] == 0:  # no properties: the commonest case
+        props = NO_PROPERTIES
+        tend += 1
+    else:
+        props, tend = _props(buf, tend, end, PUBLISH)
     # as codec.py's decoder: the slots set directly, without the frozen dataclass __init__ (hot path)
     packet = _new_object(Publish)
     _set_topic(packet, topic)
-    _set_payload(packet, buf[pos:end])
+    _set_payload(packet, buf[tend:end])
     _set_qos(packet, qos)
     _set_retain(packet, bool(flags & 1))
     _set_dup(packet, bool(flags & 8))
@@ -545,6 +573,8 @@ class ServerDecoder(Decoder):
     def _publish5(self, buf: bytes, pos: int, end: int, flags: int) -> Publish:
         packet = _decode_publish(buf, pos, end, flags)
         props = packet.properties
+        if props is NO_PROPERTIES and packet.topic:  # the commonest: no alias to resolve, nothing more to check
+            return packet
         if props.subscription_identifiers:
             raise _fail("PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]", R.PROTOCOL_ERROR)
         alias = props.topic_alias

@@ -208,8 +208,11 @@ def render_qos0(delivery: Delivery, full: bool) -> bytes:
     (rendered once per delivery: ``Delivery.frame``)."""
     topic = delivery.namespace.full(delivery.topic) if full else delivery.topic
     meta = delivery.payload.meta
-    props = b"\x00" if meta is None or meta.bare else encode_properties(message_properties(meta))
-    return encode_publish5(topic, delivery.payload.body, 0, False, False, None, props)
+    if meta is None or meta.bare:
+        return encode_publish5(topic, delivery.payload.body)
+    return encode_publish5(
+        topic, delivery.payload.body, 0, False, False, None, encode_properties(message_properties(meta))
+    )
 
 
 def has_message_properties(props: Properties) -> bool:
@@ -280,7 +283,8 @@ class V5Session:
             if remaining <= 0:
                 return None  # expired: not delivered [MQTT-3.3.2-5]
             expiry = math.ceil(remaining)
-        name, alias = self.aliases.use(topic)
+        aliases = self.aliases
+        name, alias = aliases.use(topic) if aliases.maximum else (topic, None)
         if (meta is None or meta.bare) and alias is None and not subscription_ids:  # the commonest: no properties
             data = encode_publish5(name, body, qos, retain, dup, packet_id)
             too_large = self.maximum_packet_size is not None and len(data) > self.maximum_packet_size
