@@ -1,12 +1,15 @@
-"""One MQTT client connection: the asyncio driver of the codec and the session rules.
+"""One MQTT client connection: the asyncio driver of ``MqttSession`` (session.py), which decides what each packet does.
 
 Transport-neutral: TCP (``server.py``) and WebSocket (``websocket.py``) feed it
-bytes with ``data_received`` and give it a ``Wire`` to write to. One reader task
-per connection handles packets strictly in order; nothing spawns a task per
-packet. Incoming packets queue in a short deque and reading from the socket is
-paused when it fills (or while the client is rate limited). While that task
-waits idle with nothing queued, ``data_received`` handles the commonest packets
-(a PUBACK, a QoS 0/1 PUBLISH that needs no waiting) itself, which keeps the order.
+bytes with ``data_received`` and give it a ``Wire`` to write to. Every packet
+goes through the session's table once, in order; what it asks for (``actions.py``)
+is carried out here, against the gateway's services. One reader task per
+connection handles packets strictly in order; nothing spawns a task per packet.
+Incoming packets queue in a short deque and reading from the socket is paused
+when it fills (or while the client is rate limited). While that task waits idle
+with nothing queued, ``data_received`` hands the packet to the session itself and
+carries out whatever needs no waiting (a PUBACK, a QoS 0/1 PUBLISH the gateway
+takes at once); the rest queues for the reader, which keeps the order.
 
 Publishing is pipelined: a PUBLISH is sent to JetStream and the next packet is
 read at once; acknowledgements (PUBACK, PUBREC) go out in order, each only after
@@ -29,66 +32,60 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import structlog
 
 from auth.revocations import LiveHandle
 from auth.tokens import Claims
 from gateway.billing import ConnectionLease
-from gateway.bus import PubAck as StoreAck
 from gateway.bus.mqtt_store import SessionRecord, StoredSubscription, session_names
 from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
 from gateway.events import Session
-from gateway.payload import QOS_HEADER, Delivery, Payload
+from gateway.payload import Delivery, Payload
 from gateway.publishing import AdmitLater, Outlet
 from gateway.topics import Namespace, topic_matches
+from protocols.mqtt.actions import (
+    Action,
+    AddSubscriptions,
+    Authenticate,
+    Close,
+    Complete,
+    Reauthenticate,
+    Release,
+    RemoveSubscriptions,
+    SaveSession,
+    Send,
+    SendAfterAcks,
+    SetTimer,
+    Store,
+    StoreFailed,
+)
 from protocols.mqtt.codec import MQTTProtocolError, encode, encode_publish
 from protocols.mqtt.codec5 import ServerDecoder, encode5
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.errors import PublishReaction, connack_code, publish_reaction, reject_reason, retry_after
+from protocols.mqtt.flow import OutboundWindow, PendingAck, delivery_qos, packet_id_for_seq
 from protocols.mqtt.packets import (
-    CONNACK_ACCEPTED,
     CONNACK_NOT_AUTHORIZED,
     SUBACK_FAILURE,
-    Auth,
-    ConnAck,
     Connect,
-    Disconnect,
     Packet,
-    PingReq,
-    PingResp,
-    PubAck,
-    PubComp,
     Publish,
-    PubRec,
-    PubRel,
     SubAck,
-    Subscribe,
     UnsubAck,
-    Unsubscribe,
 )
 from protocols.mqtt.properties import NO_PROPERTIES, ReasonCode
-from protocols.mqtt.session import (
-    GateState,
-    InboundQoS2,
-    OutboundWindow,
-    PacketGate,
-    check_connect,
-    delivery_qos,
-    foreign_protocol,
-    keepalive_deadline,
-    packet_id_for_seq,
-)
+from protocols.mqtt.session import MqttSession, Result, publish_ack
 from protocols.mqtt.shared import SHARE_PREFIX, SharedSubscriptions, parse_shared
 from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription, best_match
-from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session, check_connect5, expired
+from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session, expired
 from protocols.mqtt.v5_connection import V5Hooks
 
 log = logging.getLogger("flowgate.mqtt")
@@ -97,14 +94,9 @@ INBOX_HIGH = 256  # packets parsed but not yet handled: pause reading above this
 INBOX_LOW = 32
 MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged, per connection
 MAX_SUBSCRIPTIONS = 256  # per connection; more get SUBACK 0x80
-TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by JetStream
 OUTLET_CACHE = 256  # topic names whose outlets a connection keeps, per QoS
 YIELD_EVERY = 256  # packets handled in a row before the reader lets other tasks run
 CORE_TIER_MAX_QOS = 1  # clean-session subscriptions up to this QoS use the hub's core tier, QoS 2 the stored one
-_ACK_HEADER = struct.Struct(">BBH")  # PUBACK: type, remaining length 2, packet id
-PUBACK_BYTE = 0x40
-_QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
-_CONNECTED = GateState.CONNECTED
 
 
 class Wire(Protocol):
@@ -116,44 +108,12 @@ class Wire(Protocol):
     def resume_reading(self) -> None: ...
 
 
-class _Violation:
-    __slots__ = ("code", "reason")
+@dataclass(frozen=True, slots=True)
+class _Malformed(Action):
+    """The decoder rejected the bytes: handled in order, after the packets that came before it [MQTT-4.8.0-1]."""
 
-    def __init__(self, reason: str, code: int = ReasonCode.MALFORMED_PACKET) -> None:
-        self.reason = reason
-        self.code = code  # MQTT 5: the DISCONNECT reason code
-
-
-class _Stored:
-    """A publish sent to JetStream, and the PUBACK or PUBREC (or nothing, at QoS 0) that waits for its store.
-
-    It is the publisher's ``then`` callback itself: no future and no scheduled callback per message.
-    """
-
-    __slots__ = ("conn", "error", "packet", "qos", "settled")
-
-    def __init__(self, conn: MqttConnection, packet: bytes | None, qos: int) -> None:
-        self.conn = conn
-        self.packet = packet
-        self.qos = qos
-        self.settled = False
-        self.error: FlowGateError | None = None
-
-    def __call__(self, ack: StoreAck | None, error: FlowGateError | None) -> None:
-        self.settled = True
-        self.error = error
-        if self.conn._acks:
-            self.conn._drain_acks()
-
-
-class _Refused:
-    """A PUBLISH ``data_received`` tried to send and the gateway refused: ``_serve`` reacts to it."""
-
-    __slots__ = ("error", "publish")
-
-    def __init__(self, publish: Publish, error: FlowGateError) -> None:
-        self.publish = publish
-        self.error = error
+    reason: str
+    code: int
 
 
 class _Closing(Exception):
@@ -182,15 +142,17 @@ class MqttConnection:
         self.id = secrets.token_hex(8)
         self._loop = asyncio.get_running_loop()
         self._decoder = ServerDecoder(ctx.config.max_packet_size, topic_alias_maximum=TOPIC_ALIAS_MAXIMUM)
-        self.v5: V5Session | None = None  # set by an MQTT 5 CONNECT; the rules it adds live in v5.py
+        self.session = MqttSession(
+            window=ctx.config.window, max_packet_size=ctx.config.max_packet_size, ack_ready=self._drain_acks
+        )
+        self.v5: V5Session | None = None  # the session's, once an MQTT 5 CONNECT set it; rules in v5.py
         self._v5 = V5Hooks(self)
         self._shared = SharedSubscriptions(self)
         self._disconnect_code: int | None = None  # MQTT 5: the DISCONNECT sent before the server closes
         self._token_timer: asyncio.TimerHandle | None = None
-        self._inbox: deque[Packet | _Violation | _Refused] = deque()
-        self._idle = False  # the reader task waits for packets: data_received may handle some itself
+        self._inbox: deque[Packet | Action] = deque()  # packets for the session, or actions waiting for the reader
+        self._idle = False  # the reader task waits for packets: data_received may hand them to the session itself
         self._wake = asyncio.Event()
-        self._gate = PacketGate()
         self._reading_paused = False
         self._throttled = False
         self._peer_gone = False
@@ -198,14 +160,33 @@ class MqttConnection:
         self._publish_will = True
         self._last_rx = self._loop.time()
         self._timers: list[asyncio.TimerHandle] = []
-        self._keepalive = 0
+        # the session's actions: carried out at once (False: it needs the reader), or by the reader
+        self._now: dict[type[Action], Callable[[Any], bool]] = {
+            Send: self._do_send,
+            SendAfterAcks: self._do_send_after_acks,
+            Complete: self._do_complete,
+            Store: self._store_now,
+            SaveSession: self._do_save,
+            SetTimer: self._do_set_timer,
+            StoreFailed: self._do_store_failed,
+        }
+        self._later: dict[type[Action], Callable[[Any], Awaitable[None]]] = {
+            Store: self._store,
+            Authenticate: self._on_connect,
+            Reauthenticate: self._v5.on_auth,
+            Release: self._on_release,
+            AddSubscriptions: self._on_subscribe,
+            RemoveSubscriptions: self._on_unsubscribe,
+            Close: self._do_close,
+            _Malformed: self._do_malformed,
+        }
         # outbound
         self._wbuf: list[bytes] = []
         self._flush_scheduled = False
         self._write_paused = False
-        self._window: OutboundWindow[Outgoing] = OutboundWindow(ctx.config.window)
+        self._window: OutboundWindow[Outgoing] = self.session.window
         self._backlog: deque[Outgoing] = deque()
-        self._acks: deque[_Stored] = deque()  # publishes awaiting the store, in order, with their PUBACK/PUBREC
+        self._acks = self.session.acks  # publishes awaiting the store, in order, with their PUBACK/PUBREC
         self._acks_drained = asyncio.Event()
         self._overfull = False  # the bus's outgoing buffer wants a drain before more is sent
         # QoS 0 and QoS 1: topic names published to -> their outlets (publishing.Outlet)
@@ -215,13 +196,8 @@ class MqttConnection:
         self.client_id = ""
         self.session_key: str | None = None
         self._consumer_name = ""
-        self._persistent = False
-        self._will: Connect | None = None
         self._subs: dict[str, Subscription] = {}
         self._bus_bound = False  # a QoS 1 subscription on the hub's core tier: close when the bus drops
-        self._inbound = InboundQoS2()
-        self._qos0_sent = 0
-        self._pubrel: set[int] = set()  # persistent sessions: QoS 2 ids between PUBREC and PUBCOMP
         self._dirty = False
         self._saver: asyncio.Task[None] | None = None
         self._delivered_count = 0
@@ -247,58 +223,29 @@ class MqttConnection:
         decoder = self._decoder
         decoder.feed(data)
         inbox = self._inbox
+        receive = self.session.receive
         try:
             while (packet := decoder.next_packet()) is not None:
-                if inbox or not self._idle or not self._handled_now(packet):
+                # Handed to the session here only while the reader waits idle with nothing queued, so packets
+                # are still handled one at a time and in order [MQTT-4.6.0-2].
+                if (
+                    inbox
+                    or not self._idle
+                    or self._close_reason is not None
+                    or self._throttled
+                    or self._overfull
+                    or len(self._acks) >= MAX_PENDING_ACKS
+                ):
                     inbox.append(packet)
+                else:
+                    self._apply_now(receive(packet))
         except MQTTProtocolError as exc:
-            # Handled in order, after the packets that came before it [MQTT-4.8.0-1].
-            inbox.append(_Violation(exc.reason, exc.reason_code))
+            inbox.append(_Malformed(exc.reason, exc.reason_code))
         if inbox:
             self._wake.set()
             if len(inbox) >= INBOX_HIGH and not self._reading_paused:
                 self._reading_paused = True
                 self.wire.pause_reading()
-
-    def _handled_now(self, packet: Packet) -> bool:
-        """Handle a PUBACK or a QoS 0/1 PUBLISH at once, in the transport callback; False: queue it for ``_serve``.
-
-        Called only while the reader task waits idle with nothing queued, so
-        packets are still handled one at a time and in order [MQTT-4.6.0-2].
-        """
-        if (
-            self._gate.state is not _CONNECTED
-            or self._close_reason is not None
-            or self._throttled
-            or self._overfull
-            or len(self._acks) >= MAX_PENDING_ACKS
-        ):
-            return False
-        done = self._handle_now(packet)
-        if isinstance(done, _Refused):
-            self._inbox.append(done)  # _serve reacts (it may wait, so not here)
-            return True
-        return done
-
-    def _handle_now(self, packet: Packet) -> bool | _Refused:
-        """The synchronous part of handling a packet: True when done, False when it needs ``_dispatch``.
-
-        A PUBACK, and a QoS 0/1 PUBLISH that needs no waiting, are done here; a
-        refused PUBLISH comes back as ``_Refused`` for ``_react``.
-        """
-        if type(packet) is PubAck:  # the commonest packet of a QoS 1 subscriber
-            self._complete(self._window.puback(packet.packet_id))
-            return True
-        if type(packet) is Publish and packet.qos < 2 and not packet.retain and packet.properties is NO_PROPERTIES:
-            try:
-                return self._publish_now(packet)  # False: _on_publish (via _dispatch) tries it again
-            except FlowGateError as exc:
-                return _Refused(packet, exc)
-        return False
-
-    async def _react(self, refused: _Refused) -> None:
-        if not await self._refused(refused.publish, refused.error):  # False: try it again
-            await self._on_publish(refused.publish)
 
     def connection_lost(self) -> None:
         """The peer closed or the network failed: finish the packets already received, then clean up."""
@@ -336,6 +283,74 @@ class MqttConnection:
         self._inbox.clear()
         self._wake.set()
 
+    # -- carrying out the session's actions ------------------------------------------------------
+
+    def _apply_now(self, result: Result) -> None:
+        """Carry out what needs no waiting; the rest queues for the reader, in order."""
+        if result is None:
+            return
+        if isinstance(result, list):
+            for index, action in enumerate(result):
+                run = self._now.get(type(action))
+                if run is None or not run(action):
+                    self._inbox.extend(result[index:])
+                    return
+            return
+        run = self._now.get(type(result))
+        if run is None or not run(result):
+            self._inbox.append(result)
+
+    async def _apply(self, result: Result) -> None:
+        """The reader's way: each action at once if it can be, else awaited."""
+        if result is None:
+            return
+        for action in result if isinstance(result, list) else (result,):
+            run = self._now.get(type(action))
+            if run is None or not run(action):
+                await self._later[type(action)](action)
+
+    def _apply_soon(self, result: Result) -> None:
+        """From a callback (store answers, timers): as ``_apply_now``, but a close is an ``abort``."""
+        if result is None:
+            return
+        for action in result if isinstance(result, list) else (result,):
+            if isinstance(action, Close):
+                code = ReasonCode.UNSPECIFIED_ERROR if action.code is None else action.code
+                self.abort(action.reason, will=action.will, code=code)
+            else:
+                self._now[type(action)](action)
+
+    def _do_send(self, action: Send) -> bool:
+        self._write(action.data)
+        return True
+
+    def _do_send_after_acks(self, action: SendAfterAcks) -> bool:
+        self._queue_ready(action.data)
+        return True
+
+    def _do_complete(self, action: Complete) -> bool:
+        self._complete(action.item)
+        return True
+
+    def _do_save(self, action: SaveSession) -> bool:
+        self._mark_dirty()
+        return True
+
+    def _do_set_timer(self, action: SetTimer) -> bool:
+        self._timers.append(self._loop.call_at(action.deadline, self._check_keepalive))
+        return True
+
+    def _do_store_failed(self, action: StoreFailed) -> bool:
+        self.ctx.services.metrics.rejected.labels("mqtt", "store_failed").inc()
+        log.warning("mqtt %s: QoS 0 message not stored: %s", self.id, action.error)
+        return True
+
+    async def _do_close(self, action: Close) -> NoReturn:
+        self._fail(action.reason, will=action.will, code=action.code)
+
+    async def _do_malformed(self, action: _Malformed) -> NoReturn:
+        await self._do_close(self.session.malformed(action.reason, action.code))
+
     # -- the reader task -------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -357,7 +372,7 @@ class MqttConnection:
 
     async def _serve(self) -> None:
         inbox = self._inbox
-        gate = self._gate
+        receive = self.session.receive
         handled = 0
         while True:
             if self._close_reason is not None:
@@ -367,7 +382,7 @@ class MqttConnection:
                     self._close_reason = "connection lost"
                     return
                 self._wake.clear()
-                self._idle = True  # data_received may handle the commonest packets itself (_handled_now)
+                self._idle = True  # data_received may hand packets to the session itself
                 try:
                     await self._wake.wait()
                 finally:
@@ -375,25 +390,12 @@ class MqttConnection:
                 if self._overfull or len(self._acks) >= MAX_PENDING_ACKS:
                     await self._settle()  # after publishes data_received handled
                 continue
-            packet = inbox.popleft()
-            if isinstance(packet, _Refused):  # a publish data_received tried: react to the refusal here
-                await self._react(packet)
-                continue
+            item = inbox.popleft()
             if self._reading_paused and len(inbox) <= INBOX_LOW and not self._throttled:
                 self._reading_paused = False
                 self.wire.resume_reading()
-            if isinstance(packet, _Violation):
-                self._fail(f"protocol error: {packet.reason}", code=packet.code)
-            if gate.state is not _CONNECTED or type(packet) is Connect or type(packet) is Disconnect:
-                violation = gate.admit(packet)  # (connected, any other packet: admitted)
-                if violation is not None:
-                    self._fail(f"protocol error: {violation.reason}", code=ReasonCode.PROTOCOL_ERROR)
-            done = self._handle_now(packet)  # no coroutine for the commonest packets
-            if isinstance(done, _Refused):
-                await self._react(done)
-            elif not done:
-                await self._dispatch(packet)
-            elif self._overfull or len(self._acks) >= MAX_PENDING_ACKS:
+            await self._apply(item if isinstance(item, Action) else receive(item))
+            if self._overfull or len(self._acks) >= MAX_PENDING_ACKS:
                 await self._settle()
             handled += 1
             if handled % YIELD_EVERY == 0:
@@ -408,54 +410,14 @@ class MqttConnection:
         self._publish_will = will
         raise _Closing
 
-    async def _dispatch(self, packet: Packet) -> None:
-        if type(packet) is Publish:
-            await self._on_publish(packet)
-        elif type(packet) is PubAck:
-            self._complete(self._window.puback(packet.packet_id))
-        elif type(packet) is PubRec:
-            if self._window.pubrec(packet.packet_id):
-                await self._on_pubrec(packet.packet_id)
-                self._send(PubRel(packet.packet_id))
-        elif type(packet) is PubComp:
-            if packet.packet_id in self._pubrel:
-                self._pubrel.discard(packet.packet_id)
-                self._mark_dirty()
-            self._complete(self._window.pubcomp(packet.packet_id))
-        elif type(packet) is PubRel:
-            # Forget the id, then PUBCOMP, even for an id we no longer know [MQTT-4.3.3-2].
-            if packet.packet_id in self._inbound:
-                self._inbound.release(packet.packet_id)
-                self._mark_dirty()
-                self._queue_ready(encode(PubComp(packet.packet_id)))
-            else:  # MQTT 5: 0x92 Packet Identifier not found [3.7.2.1]
-                self._queue_ready(self._v5.pubcomp_unknown(packet.packet_id))
-        elif type(packet) is PingReq:
-            self._send(PingResp())  # [MQTT-3.12.4-1]
-        elif type(packet) is Subscribe:
-            await self._on_subscribe(packet)
-        elif type(packet) is Unsubscribe:
-            await self._on_unsubscribe(packet)
-        elif type(packet) is Disconnect:
-            # A clean DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3]; MQTT 5's 0x04 keeps it [3.14.2.1].
-            self._fail("client disconnected", will=self._v5.on_disconnect(packet), code=None)
-        elif type(packet) is Auth:
-            await self._v5.on_auth(packet)
-        elif type(packet) is Connect:
-            await self._on_connect(packet)
-        else:
-            self._fail(f"protocol error: unexpected {type(packet).__name__}")
-
     # -- CONNECT -----------------------------------------------------------------------------
 
-    async def _on_connect(self, connect: Connect) -> None:
-        if foreign_protocol(connect):
-            self._fail(f"protocol error: unknown protocol name {connect.protocol_name!r} [MQTT-3.1.2-1]", will=False)
-        if connect.protocol_level == 5:
-            self.v5 = V5Session.from_connect(connect)
-        code = check_connect(connect) if self.v5 is None else check_connect5(connect)
-        if code != CONNACK_ACCEPTED:
-            self._refuse(code, f"CONNECT refused with return code {code}")
+    async def _on_connect(self, action: Authenticate) -> None:
+        """A CONNECT that passed the session's checks: its token, user, billing and session."""
+        connect = action.connect
+        session = self.session
+        self.v5 = session.v5
+        self._window = session.window  # MQTT 5: sized by the client's Receive Maximum
         services = self.ctx.services
         try:
             token = self._v5.token(connect) if self.v5 is not None else (connect.password or b"").decode("utf-8")
@@ -474,18 +436,13 @@ class MqttConnection:
         except InvalidName as exc:
             if self.v5 is not None:  # [3.2.2.2] 0x90 Topic Name invalid
                 self._refuse(CONNACK_NOT_AUTHORIZED, f"invalid will topic: {exc.message}", exc)
-            self._fail(f"protocol error: invalid will topic: {exc.message}", will=False)
+            await self._do_close(session.close(f"protocol error: invalid will topic: {exc.message}", will=False))
         except FlowGateError as exc:
             self._refuse(connack_code(exc), f"CONNECT refused: {exc.message}", exc)
         namespace = claims.namespace
         # A zero-byte ClientId with CleanSession 1 gets a unique one [MQTT-3.1.3-6].
         self.client_id = connect.client_id or "auto-" + secrets.token_hex(8)
         self.session_key, self._consumer_name = session_names(namespace, self.client_id)
-        self._persistent = not connect.clean_session if self.v5 is None else self.v5.session_expiry_interval > 0
-        self._will = connect if connect.will is not None else None
-        self._keepalive = connect.keepalive if self.v5 is None else self.v5.keepalive
-        if self.v5 is not None:  # the client's Receive Maximum bounds the deliveries in flight [MQTT-3.3.4-9]
-            self._window = OutboundWindow(min(self.ctx.config.window, self.v5.receive_maximum))
         store = self.ctx.store
         try:
             await self.ctx.take_over(self.session_key, self)
@@ -497,7 +454,7 @@ class MqttConnection:
                     self._consumer_name
                 ):
                     await store.delete_session(self.session_key, self._consumer_name)
-            if self._persistent:
+            if session.persistent:
                 record = await store.load_session(self.session_key)
                 present = record is not None and await store.consumer_exists(self._consumer_name)
                 if record is None or not present:
@@ -508,33 +465,21 @@ class MqttConnection:
         self.claims = claims
         self._live = services.tokens.revocations.attach(claims, self._revoked)
         structlog.contextvars.bind_contextvars(user=claims.user_id, app=claims.app, client_id=self.client_id)
-        self._gate.accepted()
         services.metrics.connections.labels("mqtt").inc()
         self._counted = True
-        # Session present is 0 for a clean session [MQTT-3.2.2-1], else whether state was found [MQTT-3.2.2-2].
-        self._send(
-            ConnAck(present, CONNACK_ACCEPTED)
-            if self.v5 is None
-            else self._v5.connack(present, assigned=not connect.client_id)
-        )
+        await self._apply(session.accepted(present, None if connect.client_id else self.client_id, self._last_rx))
         log.info(
             "mqtt %s connected: user=%s app=%s client_id=%r clean=%s keepalive=%d via %s",
             self.id, claims.user_id, claims.app, self.client_id, connect.clean_session, connect.keepalive,
             self.transport_name,
         )  # fmt: skip
-        self._schedule_keepalive()
         self._token_timer = self._loop.call_later(max(0.0, claims.expires_at - time.time()), self._token_expired)
         if record is not None:
             for stored in record.subscriptions:
                 self._subs[stored.topic_filter] = self._v5.restored(
                     Subscription(stored.topic_filter, stored.qos, stored.full, stored.since), stored
                 )
-            self._inbound.restore(record.inbound)
-            for packet_id in record.pubrel:
-                # PUBREC came before the disconnect: re-send PUBREL with the original id [MQTT-4.4.0-1].
-                self._pubrel.add(packet_id)
-                self._window.released(packet_id, Outgoing("", b"", 2, packet_id=packet_id))
-                self._send(PubRel(packet_id))
+            await self._apply(session.restore(record.inbound, record.pubrel))
             self._consumer = await store.open_consumer(
                 self._consumer_name,
                 namespace,
@@ -545,9 +490,9 @@ class MqttConnection:
         self.events = services.events.connected(namespace, "mqtt", client_id=self.client_id, filters=list(self._subs))
 
     def _refuse(self, code: int, reason: str, error: FlowGateError | None = None) -> NoReturn:
-        # A refused CONNECT gets its CONNACK, then the connection closes [MQTT-3.2.2-5] [MQTT-3.2.2-7].
-        self._send(ConnAck(False, code) if self.v5 is None else self._v5.refused(code, error, reason))
-        self._fail(reason, will=False)
+        send, close = self.session.refused(code, reason, error)
+        self._write(send.data)
+        self._fail(close.reason, will=close.will, code=close.code)
 
     def _revoked(self, exc: FlowGateError) -> None:
         # MQTT 3.1.1 has no reason code: the socket is closed; MQTT 5 first gets DISCONNECT 0x87 (disabled:
@@ -558,23 +503,27 @@ class MqttConnection:
     def _token_expired(self) -> None:
         self.abort("token expired", will=True, code=ReasonCode.MAXIMUM_CONNECT_TIME)
 
-    def _schedule_keepalive(self) -> None:
-        deadline = keepalive_deadline(self._keepalive, self._last_rx)
-        if deadline is None:
-            return
-        self._timers.append(self._loop.call_at(deadline, self._check_keepalive))
-
     def _check_keepalive(self) -> None:
-        deadline = keepalive_deadline(self._keepalive, self._last_rx)
-        if deadline is None or self._close_reason is not None:
-            return
-        if self._loop.time() >= deadline:
-            # Nothing received for 1.5 x keepalive: the client is gone [MQTT-3.1.2-24]; its will goes out.
-            self.abort(f"keepalive timeout ({self._keepalive}s)", will=True, code=ReasonCode.KEEP_ALIVE_TIMEOUT)
-        else:
-            self._timers.append(self._loop.call_at(deadline, self._check_keepalive))
+        if self._close_reason is None:
+            self._apply_soon(self.session.keepalive_due(self._loop.time(), self._last_rx))
 
     # -- PUBLISH from the client ---------------------------------------------------------------
+
+    def _store_now(self, action: Store) -> bool:
+        """A QoS 0/1 PUBLISH the gateway takes without waiting; False: the reader stores it (``_store``)."""
+        packet = action.publish
+        if packet.qos == 2 or packet.retain or packet.properties is not NO_PROPERTIES or action.refusal is not None:
+            return False
+        try:
+            return self._publish_now(packet)
+        except FlowGateError as exc:
+            action.refusal = exc  # _store reacts (it may wait, so not here)
+            return False
+
+    async def _store(self, action: Store) -> None:
+        refusal, action.refusal = action.refusal, None
+        if refusal is None or not await self._refused(action.publish, refusal):  # False: try it again
+            await self._on_publish(action.publish)
 
     def _publish_now(self, packet: Publish) -> bool:
         """The hot path of a QoS 0/1 PUBLISH: sent without awaiting anything, or False for ``_on_publish``.
@@ -613,11 +562,6 @@ class MqttConnection:
 
     async def _on_publish(self, packet: Publish) -> None:
         qos = packet.qos
-        packet_id = packet.packet_id or 0
-        if qos == 2 and packet_id in self._inbound:
-            # Already stored, PUBREL not yet received: acknowledge again, store nothing [MQTT-4.3.3-2].
-            self._queue_ready(encode(PubRec(packet_id)))
-            return
         claims = self.claims
         assert claims is not None
         services = self.ctx.services
@@ -658,37 +602,22 @@ class MqttConnection:
         if reaction is PublishReaction.DROP_AND_ACK:
             self.ctx.services.metrics.rejected.labels("mqtt", reject_reason(exc)).inc()
             log.warning("mqtt %s: publish to %r dropped: %s", self.id, packet.topic, exc.message)
-            ack = self._publish_ack(packet.qos, packet.packet_id or 0)
+            ack = publish_ack(packet.qos, packet.packet_id or 0)
             if ack is not None:
                 self._queue_ready(ack)
             return True
         self._fail(f"publish to {packet.topic!r} failed: {exc.code}: {exc.message}")
 
-    def _pending(self, packet: Publish) -> _Stored | None:
-        """What waits for JetStream's acknowledgement of ``packet``, or ``None`` when nothing does.
+    def _pending(self, packet: Publish) -> PendingAck | None:
+        return self.session.pending(packet)
 
-        QoS 0 is fire-and-track: one publish in TRACK_EVERY asks JetStream for an acknowledgement,
-        which bounds how far a client runs ahead and surfaces store failures in the log and metrics.
-        """
-        qos = packet.qos
-        if qos == 0 and self._qos0_sent % TRACK_EVERY:
-            return None
-        return _Stored(self, self._publish_ack(qos, packet.packet_id or 0), qos)
-
-    def _published(self, packet: Publish, pending: _Stored | None) -> None:
-        """A PUBLISH went to JetStream: its acknowledgement, if any, follows the store's [MQTT-4.6.0-2]."""
-        qos = packet.qos
-        if qos == 0:
-            self._qos0_sent += 1
-        elif qos == 2:
-            self._inbound.stored(packet.packet_id or 0)
-            self._mark_dirty()
-        if qos and self.v5 is not None:
-            self._v5.received(qos)  # Receive Maximum [MQTT-3.3.4-8]
-        if pending is not None:
-            self._acks.append(pending)
-            if pending.settled:
-                self._drain_acks()
+    def _published(self, packet: Publish, pending: PendingAck | None) -> None:
+        """A PUBLISH went to JetStream (the session counts it; its acknowledgement follows the store's)."""
+        result = self.session.published(packet, pending)
+        if result is not None:
+            self._apply_soon(result)
+        if pending is not None and pending.settled:
+            self._drain_acks()
 
     async def _settle(self) -> None:
         """Wait while the bus's outgoing buffer is overfull or too many publishes await their acknowledgement."""
@@ -698,15 +627,6 @@ class MqttConnection:
         if len(self._acks) >= MAX_PENDING_ACKS:
             self._acks_drained.clear()
             await self._acks_drained.wait()
-
-    @staticmethod
-    def _publish_ack(qos: int, packet_id: int) -> bytes | None:
-        """PUBACK or PUBREC, encoded: the hot path of a QoS 1 publisher builds no packet object for it."""
-        if qos == 1:
-            return _ACK_HEADER.pack(PUBACK_BYTE, 2, packet_id)
-        if qos == 2:
-            return encode(PubRec(packet_id))
-        return None
 
     async def _throttle(self, seconds: float) -> None:
         """Stop reading from this client for ``seconds`` (rate limited), then go on."""
@@ -727,40 +647,29 @@ class MqttConnection:
 
     def _queue_ready(self, packet: bytes) -> None:
         """Send an acknowledgement that waits for no store, after every earlier one [MQTT-4.6.0-2]."""
-        if not self._acks:
+        if self.session.after_acks(packet):
             self._write(packet)
-            return
-        ready = _Stored(self, packet, -1)  # (no publish of its own: not a QoS 1 store)
-        ready.settled = True
-        self._acks.append(ready)
 
     def _drain_acks(self) -> None:
+        """The store answered a publish: the acknowledgements now due go out, in order."""
         acks = self._acks
-        while acks:
-            stored = acks[0]
-            if not stored.settled:
-                break
-            acks.popleft()
-            if stored.qos == 1 and self.v5 is not None:
-                self._v5.acknowledged()
-            error = stored.error
-            if error is not None:
-                if stored.qos == 0:
-                    self.ctx.services.metrics.rejected.labels("mqtt", "store_failed").inc()
-                    log.warning("mqtt %s: QoS 0 message not stored: %s", self.id, error)
-                    continue
-                # No acknowledgement: the client re-sends after reconnecting [MQTT-4.4.0-1].
-                self.abort(f"message not stored: {error}", will=True)
-                acks.clear()
-                break
-            if stored.packet is not None:
-                self._write(stored.packet)
+        if not acks:
+            return
+        wbuf = self._wbuf
+        waiting = len(wbuf)
+        result = self.session.drain_acks(wbuf)
+        if len(wbuf) != waiting and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if result is not None:
+            self._apply_soon(result)
         if len(acks) < MAX_PENDING_ACKS // 2:
             self._acks_drained.set()
 
     # -- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------------------
 
-    async def _on_subscribe(self, packet: Subscribe) -> None:
+    async def _on_subscribe(self, action: AddSubscriptions) -> None:
+        packet = action.subscribe
         claims = self.claims
         assert claims is not None
         namespace = claims.namespace
@@ -803,7 +712,7 @@ class MqttConnection:
                 retained_for.append(sub)
         if self.events is not None:
             self.events.subscribed([sub.topic_filter for sub in added])
-        if self._persistent and added:
+        if self.session.persistent and added:
             await self._save_session()
         self._send(SubAck(packet.packet_id, tuple(codes)))  # [MQTT-3.8.4-1, 3.8.4-2]
         for sub in retained_for:
@@ -813,7 +722,7 @@ class MqttConnection:
         """Add or replace a subscription; a replaced one keeps flowing without a gap [MQTT-3.8.4-3]."""
         assert self.claims is not None
         existing = self._subs.get(topic_filter)
-        if self._persistent:
+        if self.session.persistent:
             since = existing.since if existing is not None else await self.ctx.store.last_seq()
             sub = Subscription(topic_filter, qos, full, since)
             self._subs[topic_filter] = sub
@@ -884,7 +793,8 @@ class MqttConnection:
             self._queue_out(Outgoing(topic, message.payload.body, qos, True, meta=meta, sub_ids=sub.ids))
             self._delivered_count += 1
 
-    async def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+    async def _on_unsubscribe(self, action: RemoveSubscriptions) -> None:
+        packet = action.unsubscribe
         claims = self.claims
         assert claims is not None
         changed = False
@@ -906,7 +816,7 @@ class MqttConnection:
                 await self._remove_sinks(sub)
                 if self.events is not None:
                     self.events.unsubscribed([topic_filter])
-        if changed and self._persistent:
+        if changed and self.session.persistent:
             await self._save_session()
         # Even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]; MQTT 5: one reason code per filter [MQTT-3.11.3-1].
         self._send(UnsubAck(packet.packet_id, tuple(codes) if self.v5 is not None else ()))
@@ -919,14 +829,14 @@ class MqttConnection:
                 StoredSubscription(s.topic_filter, s.qos, s.since, s.full, *self._v5.stored_options(s))
                 for s in self._subs.values()
             ),
-            tuple(sorted(self._pubrel)),
-            self._inbound.snapshot(),
+            tuple(sorted(self.session.pubrel)),
+            self.session.inbound.snapshot(),
         )
         await self.ctx.store.save_session(self.session_key, record)
 
     def _mark_dirty(self) -> None:
         """Session state changed in a way worth saving soon (coalesced, one write at a time)."""
-        if not self._persistent:
+        if not self.session.persistent:
             return
         self._dirty = True
         if self._saver is None or self._saver.done():
@@ -940,17 +850,16 @@ class MqttConnection:
                 log.warning("mqtt %s: session state not saved: %s", self.id, exc.message)
                 return
 
-    async def _on_pubrec(self, packet_id: int) -> None:
-        """A persistent session's QoS 2 message reached the client: remember the PUBREL, then release the message.
+    async def _on_release(self, action: Release) -> None:
+        """A persistent session's QoS 2 message reached the client: save the PUBREL state, then release the message.
 
         The identifier is saved before the message is acknowledged in JetStream,
         so a crash in between re-sends the PUBLISH (same id, DUP) rather than
         losing the PUBREL.
         """
-        item = self._window.get(packet_id)
-        if item is None or item.ack_subject is None or self._consumer is None or item.consumer is not None:
-            return  # (a shared subscription's message is acknowledged at PUBCOMP)
-        self._pubrel.add(packet_id)
+        item = action.item
+        if self._consumer is None or item.ack_subject is None:
+            return
         try:
             await self._save_session()
         except FlowGateError as exc:
@@ -1126,7 +1035,7 @@ class MqttConnection:
     # -- the end -----------------------------------------------------------------------------------
 
     async def _cleanup(self) -> None:
-        self._gate.close()
+        self.session.close("closed")
         self._bill(None)  # deliveries not yet billed (still in the backlog)
         for timer in self._timers:
             timer.cancel()
@@ -1167,12 +1076,13 @@ class MqttConnection:
             log.log(level, "mqtt %s closed: %s", self.id, reason)
         else:
             log.log(level, "mqtt %s (%s) closed before CONNECT completed: %s", self.id, self.peer, reason)
-        if claims is not None and self._publish_will and self._will is not None and self._will.will is not None:
-            delay = self._v5.will_delay(self._will.will)
+        will = self.session.will
+        if claims is not None and self._publish_will and will is not None and will.will is not None:
+            delay = self._v5.will_delay(will.will)
             if delay > 0 and self.session_key is not None:  # MQTT 5 Will Delay Interval [MQTT-3.1.3-9]
-                self.ctx.delay_will(self.session_key, delay, partial(self._send_will, claims, self._will))
+                self.ctx.delay_will(self.session_key, delay, partial(self._send_will, claims, will))
             else:
-                await self._send_will(claims, self._will)
+                await self._send_will(claims, will)
         self.ctx.connections.discard(self)
         self.closed.set()
 

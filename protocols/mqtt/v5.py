@@ -39,6 +39,7 @@ from gateway.errors import (
 from gateway.message_meta import MessageMeta
 from gateway.payload import Delivery
 from protocols.mqtt.codec5 import encode_publish5
+from protocols.mqtt.connect_rules import valid_client_id
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
     CONNACK_BAD_CREDENTIALS,
@@ -50,7 +51,6 @@ from protocols.mqtt.packets import (
     Connect,
 )
 from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode, encode_properties
-from protocols.mqtt.session import valid_client_id
 
 R = ReasonCode
 TOPIC_ALIAS_MAXIMUM: Final = 64  # aliases a client may use towards the server
