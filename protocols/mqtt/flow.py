@@ -9,11 +9,12 @@
 - ``PendingAck``: a publish sent to the store, and the PUBACK or PUBREC that waits
   for the store's answer, so acknowledgements go out in order [MQTT-4.6.0-2].
 - ``keepalive_deadline``: when a silent client is considered gone [MQTT-3.1.2-24].
-- ``delivery_qos`` and ``packet_id_for_seq``.
+- ``delivery_qos``, ``packet_id_for_seq`` and ``publish_ack``.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -21,11 +22,14 @@ from typing import Generic, TypeVar
 
 from gateway.bus import PubAck as StoreAck
 from gateway.errors import FlowGateError
+from protocols.mqtt.codec import encode
+from protocols.mqtt.packets import PubRec
 
 T = TypeVar("T")
 
 MAX_PACKET_ID = 65535
 KEEPALIVE_GRACE = 1.5
+_PUBACK = struct.Struct(">BBH")  # type, remaining length 2, packet id
 
 
 def keepalive_deadline(keepalive: int, last_activity: float) -> float | None:
@@ -211,3 +215,16 @@ class PendingAck:
         self.settled = True
         self.error = error
         self.notify()
+
+
+def ignore() -> None:
+    """A ``PendingAck`` notification nobody listens to."""
+
+
+def publish_ack(qos: int, packet_id: int) -> bytes | None:
+    """PUBACK or PUBREC, encoded: the hot path of a QoS 1 publisher builds no packet object for it."""
+    if qos == 1:
+        return _PUBACK.pack(0x40, 2, packet_id)
+    if qos == 2:
+        return encode(PubRec(packet_id))
+    return None

@@ -17,7 +17,6 @@ back what needed the gateway (``accepted``/``refused`` after a CONNECT,
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,8 +48,10 @@ from protocols.mqtt.flow import (
     OutboundWindow,
     PendingAck,
     delivery_qos,
+    ignore,
     keepalive_deadline,
     packet_id_for_seq,
+    publish_ack,
 )
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
@@ -93,7 +94,6 @@ __all__ = [  # the flow primitives and CONNECT checks are reached through this m
 
 R = ReasonCode
 TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by the store (bounds how far a client runs ahead)
-_PUBACK = struct.Struct(">BBH")  # type, remaining length 2, packet id
 _PINGRESP = Send(encode(PingResp()))  # the same two bytes in MQTT 5 [MQTT-3.12.4-1]
 
 Result = Action | list[Action] | None  # what handling one packet (or one answer from the gateway) asks for
@@ -168,23 +168,10 @@ class PacketGate:
         self.state = State.CLOSED
 
 
-def _ignore() -> None:
-    pass
-
-
-def publish_ack(qos: int, packet_id: int) -> bytes | None:
-    """PUBACK or PUBREC, encoded: the hot path of a QoS 1 publisher builds no packet object for it."""
-    if qos == 1:
-        return _PUBACK.pack(0x40, 2, packet_id)
-    if qos == 2:
-        return encode(PubRec(packet_id))
-    return None
-
-
 class MqttSession:
     """The protocol state of one MQTT connection (3.1.1 or 5), driven packet by packet."""
 
-    def __init__(self, *, window: int, max_packet_size: int, ack_ready: Callable[[], None] = _ignore) -> None:
+    def __init__(self, *, window: int, max_packet_size: int, ack_ready: Callable[[], None] = ignore) -> None:
         self.state = State.AWAIT_CONNECT
         self.v5: V5Session | None = None  # set by an MQTT 5 CONNECT
         self.encode: Callable[[Packet], bytes] = encode
