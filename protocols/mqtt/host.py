@@ -15,7 +15,7 @@ import asyncio
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from prometheus_client import Counter
 
@@ -33,12 +33,10 @@ from protocols.mqtt.flow import OutboundWindow, PendingAck
 from protocols.mqtt.packets import Packet
 from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.session import MqttSession, Result
+from protocols.mqtt.shared import SharedSubscriptions
 from protocols.mqtt.subscriptions import Outgoing, Subscription
 from protocols.mqtt.v5 import V5Session
-
-if TYPE_CHECKING:
-    from protocols.mqtt.shared import SharedSubscriptions
-    from protocols.mqtt.v5_connection import V5Hooks
+from protocols.mqtt.v5_connection import V5Hooks
 
 
 class Wire(Protocol):
