@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.errors import PaymentRequired, Unavailable
@@ -70,8 +72,8 @@ SAMPLES: dict[type[Packet], Packet] = {
 }
 
 
-def connect(level: int, **changes: object) -> Connect:
-    fields: dict[str, object] = {
+def connect(level: int, **changes: Any) -> Connect:
+    fields: dict[str, Any] = {
         "client_id": "dev",
         "clean_session": True,
         "keepalive": 60,
@@ -82,7 +84,7 @@ def connect(level: int, **changes: object) -> Connect:
     if level == 5:
         fields["properties"] = Properties(authentication_method="JWT", authentication_data=TOKEN)
     fields.update(changes)
-    return Connect(**fields)  # type: ignore[arg-type]
+    return Connect(**fields)
 
 
 def session_in(state: State, level: int, *, persistent: bool = False) -> MqttSession:
@@ -113,7 +115,7 @@ def expected(state: State, kind: type[Packet], level: int) -> list[type[Action]]
     """What each allowed pair asks for, with nothing in flight; every other pair closes the connection."""
     if (state, kind) not in TABLE:
         return [Close]
-    return {
+    allowed: dict[type[Packet], list[type[Action]]] = {
         Connect: [Authenticate],
         Publish: [Store],
         PubAck: [],  # nothing in flight: ignored
@@ -125,7 +127,8 @@ def expected(state: State, kind: type[Packet], level: int) -> list[type[Action]]
         PingReq: [Send],
         Disconnect: [Close],
         Auth: [Reauthenticate] if level == 5 else [Close],
-    }[kind]
+    }
+    return allowed[kind]
 
 
 @pytest.mark.parametrize("level", VERSIONS)
