@@ -51,7 +51,7 @@ class Inbound(ConnectionHost):
         decoder = self._decoder
         decoder.feed(data)
         inbox = self._inbox
-        receive = self.session.receive
+        session = self.session
         now = self._now
         try:
             while (packet := decoder.next_packet()) is not None:
@@ -66,8 +66,9 @@ class Inbound(ConnectionHost):
                     or len(self._acks) >= MAX_PENDING_ACKS
                 ):
                     inbox.append(packet)
-                else:  # one table lookup; the action at once where nothing waits (the PUBLISH/PUBACK fast path)
-                    result = receive(packet)
+                else:  # ``session.receive`` inlined: one table lookup, and at once what needs no waiting
+                    handler = session.row.get(type(packet))  # (the PUBLISH/PUBACK fast path is this lookup)
+                    result = session.violation(packet) if handler is None else handler(packet)
                     if result is not None and ((run := now.get(type(result))) is None or not run(result)):
                         self._apply_rest(result)
         except MQTTProtocolError as exc:

@@ -192,18 +192,22 @@ class MqttSession:
         for (state, kind), name in TABLE.items():
             handlers[state][kind] = getattr(self, name)
         self._handlers = handlers
-        self._table = handlers[State.AWAIT_CONNECT]
+        self.row = handlers[State.AWAIT_CONNECT]  # TABLE's row for the current state: packet type -> handler
 
     def _enter(self, state: State) -> None:
         self.state = state
-        self._table = self._handlers[state]
+        self.row = self._handlers[state]
 
     def receive(self, packet: Packet) -> Result:
         """What to do about one packet from the client, in the order they came [MQTT-4.6.0-2]."""
-        handler = self._table.get(type(packet))
+        handler = self.row.get(type(packet))
         if handler is None:
-            return self.close(f"protocol error: {violation_reason(self.state, packet)}", R.PROTOCOL_ERROR)
+            return self.violation(packet)
         return handler(packet)
+
+    def violation(self, packet: Packet) -> Close:
+        """A packet ``TABLE`` has no handler for in this state: the connection closes [MQTT-4.8.0-1]."""
+        return self.close(f"protocol error: {violation_reason(self.state, packet)}", R.PROTOCOL_ERROR)
 
     def malformed(self, reason: str, code: int) -> Close:
         """The decoder rejected the bytes after the packets already handled [MQTT-4.8.0-1]."""
