@@ -1,7 +1,7 @@
 """The sans-I/O rules MQTT 5.0 adds to a connection: no awaits, no clock (``now`` comes in), no sockets.
 
-``connection.py`` holds one ``V5Session`` per MQTT 5 connection (``None`` for
-3.1.1) and asks it what to send:
+``MqttSession`` (``session.py``) holds one ``V5Session`` per MQTT 5 connection
+(``None`` for 3.1.1), and the connection asks it what to send:
 
 - ``V5Session.from_connect``: what the client asked for in CONNECT (Session
   Expiry Interval [3.1.2.11.2], Receive Maximum [3.1.2.11.3], Maximum Packet
