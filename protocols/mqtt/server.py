@@ -35,6 +35,7 @@ from protocols.services import Services
 
 log = logging.getLogger("flowgate.mqtt")
 
+
 class _TcpProtocol(asyncio.Protocol):
     __slots__ = ("_conn", "_ctx", "_peer", "_proxy", "_proxy_timer", "_transport")
 

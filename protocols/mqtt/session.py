@@ -1,49 +1,141 @@
-"""The sans-I/O rules of one MQTT 3.1.1 connection: no awaits, no clock, no sockets.
+"""One MQTT connection's protocol state machine, sans-I/O: packets in, actions out; no awaits, no clock, no sockets.
 
-This module owns what the specification says about packet order and flow
-state, as plain objects the asyncio layer (``connection.py``) drives and the
-tests exercise without an event loop:
+``MqttSession.receive(packet)`` looks the packet up in ``TABLE``, one entry per
+(state, packet type) the specification allows, and returns what the connection
+must do (``actions.py``): a packet to send, a message to store, subscriptions to
+add or remove, the session to save, a timer to set, a close with or without the
+will. Anything not in the table is a protocol violation. The connection reports
+back what needed the gateway (``accepted``/``refused`` after a CONNECT,
+``published`` after a store, ``reauthenticated``); time comes in as an argument
+(``keepalive_due``). The flow state it applies packet by packet lives in
+``flow.py``; the CONNECT checks in ``connect_rules.py`` (``v5.py`` for MQTT 5)::
 
-- ``PacketGate``: CONNECT first [MQTT-3.1.0-1], never a second one [MQTT-3.1.0-2],
-  nothing after DISCONNECT.
-- ``check_connect``: the CONNACK return code for a CONNECT (protocol level,
-  client identifier, credentials shape).
-- ``OutboundWindow``: packet identifiers and the in-flight window of messages
-  the server sends at QoS 1 and 2, with the PUBACK / PUBREC-PUBREL-PUBCOMP flows.
-- ``InboundQoS2``: packet identifiers of QoS 2 messages received and stored but
-  not yet released, so a re-sent PUBLISH is not stored twice [MQTT-4.3.3-2].
-- ``keepalive_deadline``: when a silent client is considered gone [MQTT-3.1.2-24].
-- ``delivery_qos`` and ``packet_id_for_seq``.
+    AWAIT_CONNECT --CONNECT--> CONNECTING --accepted--> CONNECTED --DISCONNECT--> CLOSED
+          |                        |                       |
+          +--anything else---------+--refused--------------+--violation, close--> CLOSED
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Any
 
+from gateway.errors import FlowGateError
+from protocols.mqtt.actions import (
+    SAVE_SESSION,
+    Action,
+    AddSubscriptions,
+    Authenticate,
+    Close,
+    Complete,
+    Reauthenticate,
+    Release,
+    RemoveSubscriptions,
+    Send,
+    SendAfterAcks,
+    SetTimer,
+    Store,
+    StoreFailed,
+)
+from protocols.mqtt.codec import encode
+from protocols.mqtt.codec5 import encode5
+from protocols.mqtt.connect_rules import check_connect, foreign_protocol, valid_client_id
+from protocols.mqtt.flow import (
+    InboundQoS2,
+    OutboundWindow,
+    PendingAck,
+    delivery_qos,
+    ignore,
+    keepalive_deadline,
+    packet_id_for_seq,
+    publish_ack,
+)
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
-    CONNACK_BAD_CREDENTIALS,
-    CONNACK_IDENTIFIER_REJECTED,
-    CONNACK_UNACCEPTABLE_PROTOCOL,
+    Auth,
+    ConnAck,
     Connect,
     Disconnect,
     Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    Subscribe,
+    Unsubscribe,
 )
+from protocols.mqtt.properties import Properties, ReasonCode
+from protocols.mqtt.subscriptions import Outgoing
+from protocols.mqtt.v5 import RECEIVE_MAXIMUM, V5Session, check_connect5, connack_reason
 
-T = TypeVar("T")
+__all__ = [  # the flow primitives and CONNECT checks are reached through this module too
+    "TABLE",
+    "GateState",
+    "InboundQoS2",
+    "MqttSession",
+    "OutboundWindow",
+    "PacketGate",
+    "ProtocolViolation",
+    "Result",
+    "State",
+    "check_connect",
+    "delivery_qos",
+    "foreign_protocol",
+    "keepalive_deadline",
+    "packet_id_for_seq",
+    "valid_client_id",
+]
 
-MAX_CLIENT_ID_CHARS = 256
-MAX_PACKET_ID = 65535
-KEEPALIVE_GRACE = 1.5
+R = ReasonCode
+TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by the store (bounds how far a client runs ahead)
+_PINGRESP = Send(encode(PingResp()))  # the same two bytes in MQTT 5 [MQTT-3.12.4-1]
+
+Result = Action | list[Action] | None  # what handling one packet (or one answer from the gateway) asks for
 
 
-class GateState(Enum):
-    AWAIT_CONNECT = "await_connect"
+class State(Enum):
+    AWAIT_CONNECT = "await_connect"  # nothing but CONNECT may come [MQTT-3.1.0-1]
+    CONNECTING = "connecting"  # CONNECT passed its checks: its token and session are being looked up
     CONNECTED = "connected"
-    CLOSED = "closed"
+    CLOSED = "closed"  # nothing more is handled
+
+
+GateState = State
+
+# (state, packet type) -> the MqttSession method handling it; anything else is a protocol violation.
+TABLE: dict[tuple[State, type[Packet]], str] = {
+    (State.AWAIT_CONNECT, Connect): "_on_connect",
+    (State.CONNECTED, Publish): "_on_publish",
+    (State.CONNECTED, PubAck): "_on_puback",
+    (State.CONNECTED, PubRec): "_on_pubrec",
+    (State.CONNECTED, PubRel): "_on_pubrel",
+    (State.CONNECTED, PubComp): "_on_pubcomp",
+    (State.CONNECTED, Subscribe): "_on_subscribe",
+    (State.CONNECTED, Unsubscribe): "_on_unsubscribe",
+    (State.CONNECTED, PingReq): "_on_pingreq",
+    (State.CONNECTED, Disconnect): "_on_disconnect",
+    (State.CONNECTED, Auth): "_on_auth",
+}
+
+
+def violation_reason(state: State, packet: Packet) -> str:
+    """Why ``packet`` may not come in ``state`` (it is not in ``TABLE``)."""
+    name = type(packet).__name__
+    if state is State.AWAIT_CONNECT:
+        # "the first Packet sent from the Client to the Server MUST be a CONNECT Packet" [MQTT-3.1.0-1].
+        return f"{name} before CONNECT [MQTT-3.1.0-1]"
+    if state is State.CLOSED:
+        return "packet after the connection ended"
+    if type(packet) is Connect:
+        # "A Client can only send the CONNECT Packet once over a Network Connection" [MQTT-3.1.0-2].
+        return "second CONNECT on one connection [MQTT-3.1.0-2]"
+    return f"unexpected {name} while {state.value}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,226 +146,288 @@ class ProtocolViolation:
 
 
 class PacketGate:
-    """Which packets may arrive in which state."""
+    """``TABLE`` without its handlers: which packets may arrive now (for tools that only check the order)."""
 
     def __init__(self) -> None:
-        self.state = GateState.AWAIT_CONNECT
+        self.state = State.AWAIT_CONNECT
 
     def admit(self, packet: Packet) -> ProtocolViolation | None:
         """``None`` if ``packet`` may be processed now, else why the connection must close."""
-        if self.state is GateState.CONNECTED:
-            if isinstance(packet, Connect):
-                # "A Client can only send the CONNECT Packet once over a Network Connection" [MQTT-3.1.0-2].
-                self.state = GateState.CLOSED
-                return ProtocolViolation("second CONNECT on one connection [MQTT-3.1.0-2]")
-            if isinstance(packet, Disconnect):
-                self.state = GateState.CLOSED
+        if (self.state, type(packet)) in TABLE:
+            if type(packet) is Disconnect:
+                self.state = State.CLOSED
             return None
-        if self.state is GateState.AWAIT_CONNECT:
-            if isinstance(packet, Connect):
-                return None
-            # "the first Packet sent from the Client to the Server MUST be a CONNECT Packet" [MQTT-3.1.0-1].
-            self.state = GateState.CLOSED
-            return ProtocolViolation(f"{type(packet).__name__} before CONNECT [MQTT-3.1.0-1]")
-        return ProtocolViolation("packet after the connection ended")
+        reason = violation_reason(self.state, packet)
+        self.state = State.CLOSED
+        return ProtocolViolation(reason)
 
     def accepted(self) -> None:
-        self.state = GateState.CONNECTED
+        self.state = State.CONNECTED
 
     def close(self) -> None:
-        self.state = GateState.CLOSED
+        self.state = State.CLOSED
 
 
-def valid_client_id(client_id: str) -> bool:
-    """Client identifiers we accept: any UTF-8 the codec let through, up to 256 characters.
+class MqttSession:
+    """The protocol state of one MQTT connection (3.1.1 or 5), driven packet by packet."""
 
-    The spec only requires 1-23 of ``[0-9a-zA-Z]`` to be accepted and allows more
-    [MQTT-3.1.3-5]; we take longer ids and other characters, since ids are
-    hashed before they reach NATS names.
-    """
-    return len(client_id) <= MAX_CLIENT_ID_CHARS
+    def __init__(self, *, window: int, max_packet_size: int, ack_ready: Callable[[], None] = ignore) -> None:
+        self.state = State.AWAIT_CONNECT
+        self.v5: V5Session | None = None  # set by an MQTT 5 CONNECT
+        self.encode: Callable[[Packet], bytes] = encode
+        self.window: OutboundWindow[Outgoing] = OutboundWindow(window)
+        self.inbound = InboundQoS2()
+        self.pubrel: set[int] = set()  # persistent sessions: QoS 2 ids between PUBREC and PUBCOMP
+        self.acks: deque[PendingAck] = deque()  # PUBACK/PUBREC waiting for their stores, in order
+        self.keepalive = 0
+        self.persistent = False
+        self.will: Connect | None = None
+        self.expire_now = False  # MQTT 5: DISCONNECT set the Session Expiry Interval to 0
+        self._window_size = window
+        self._max_packet_size = max_packet_size
+        self._ack_ready = ack_ready  # called when the store answered one publish (``PendingAck``)
+        self._qos0_sent = 0
+        self._qos1_unacknowledged = 0  # MQTT 5: QoS 1 publishes whose PUBACK is not sent yet
+        handlers: dict[State, dict[type[Packet], Callable[[Any], Result]]] = {state: {} for state in State}
+        for (state, kind), name in TABLE.items():
+            handlers[state][kind] = getattr(self, name)
+        self._handlers = handlers
+        self.row = handlers[State.AWAIT_CONNECT]  # TABLE's row for the current state: packet type -> handler
 
+    def _enter(self, state: State) -> None:
+        self.state = state
+        self.row = self._handlers[state]
 
-KNOWN_PROTOCOL_NAMES = ("MQTT", "MQIsdp")  # 3.1.1 and its predecessor 3.1
+    def receive(self, packet: Packet) -> Result:
+        """What to do about one packet from the client, in the order they came [MQTT-4.6.0-2]."""
+        handler = self.row.get(type(packet))
+        if handler is None:
+            return self.violation(packet)
+        return handler(packet)
 
+    def violation(self, packet: Packet) -> Close:
+        """A packet ``TABLE`` has no handler for in this state: the connection closes [MQTT-4.8.0-1]."""
+        return self.close(f"protocol error: {violation_reason(self.state, packet)}", R.PROTOCOL_ERROR)
 
-def foreign_protocol(connect: Connect) -> bool:
-    """A protocol name that is not MQTT's: close without CONNACK, as [MQTT-3.1.2-1] allows."""
-    return connect.protocol_name not in KNOWN_PROTOCOL_NAMES
+    def malformed(self, reason: str, code: int) -> Close:
+        """The decoder rejected the bytes after the packets already handled [MQTT-4.8.0-1]."""
+        return self.close(f"protocol error: {reason}", code)
 
+    def close(self, reason: str, code: int | None = R.UNSPECIFIED_ERROR, *, will: bool = True) -> Close:
+        """End the session: the will is published unless the client ended it cleanly [MQTT-3.1.2-8, 3.1.2-10]."""
+        self._enter(State.CLOSED)
+        return Close(reason, code, will)
 
-def check_connect(connect: Connect) -> int:
-    """The CONNACK return code for ``connect`` before its token is verified (0 = go on)."""
-    if connect.protocol_name != "MQTT" or connect.protocol_level != 4:
-        # Unsupported protocol level: answer 1, then close [MQTT-3.1.2-2].
-        return CONNACK_UNACCEPTABLE_PROTOCOL
-    if not connect.client_id and not connect.clean_session:
-        # A zero-byte ClientId needs CleanSession 1 [MQTT-3.1.3-7, 3.1.3-8].
-        return CONNACK_IDENTIFIER_REJECTED
-    if not valid_client_id(connect.client_id):
-        return CONNACK_IDENTIFIER_REJECTED
-    if connect.username is None or connect.username.lower() != "bearer" or not connect.password:
-        return CONNACK_BAD_CREDENTIALS
-    return CONNACK_ACCEPTED
+    # -- CONNECT --------------------------------------------------------------------------------
 
+    def _on_connect(self, connect: Connect) -> Result:
+        if foreign_protocol(connect):
+            reason = f"protocol error: unknown protocol name {connect.protocol_name!r} [MQTT-3.1.2-1]"
+            return self.close(reason, will=False)
+        v5 = None
+        if connect.protocol_level == 5:
+            v5 = self.v5 = V5Session.from_connect(connect)
+            self.encode = encode5
+        code = check_connect(connect) if v5 is None else check_connect5(connect)
+        if code != CONNACK_ACCEPTED:
+            return list(self.refused(code, f"CONNECT refused with return code {code}"))
+        self._enter(State.CONNECTING)
+        self.persistent = not connect.clean_session if v5 is None else v5.session_expiry_interval > 0
+        self.keepalive = connect.keepalive if v5 is None else v5.keepalive
+        self.will = connect if connect.will is not None else None
+        if v5 is not None:  # the client's Receive Maximum bounds the deliveries in flight [MQTT-3.3.4-9]
+            self.window = OutboundWindow(min(self._window_size, v5.receive_maximum))
+        return Authenticate(connect)
 
-def keepalive_deadline(keepalive: int, last_activity: float) -> float | None:
-    """When to drop a client silent since ``last_activity``: 1.5 x keepalive [MQTT-3.1.2-24]; 0 = never."""
-    if keepalive <= 0:
-        return None
-    return last_activity + KEEPALIVE_GRACE * keepalive
+    def refused(self, code: int, reason: str, error: FlowGateError | None = None) -> tuple[Send, Close]:
+        """A refused CONNECT gets its CONNACK, then the connection closes [MQTT-3.2.2-5, 3.2.2-7]."""
+        if self.v5 is None:
+            ack = ConnAck(False, code)
+        else:
+            ack = ConnAck(False, connack_reason(code, error), Properties(reason_string=reason[:200]))
+        return Send(self.encode(ack)), self.close(reason, will=False)
 
+    def accepted(self, present: bool, assigned_id: str | None, last_activity: float) -> list[Action]:
+        """The token and session checked out: CONNACK; Session Present is 0 for a clean session
+        [MQTT-3.2.2-1], else whether state was found [MQTT-3.2.2-2]."""
+        self._enter(State.CONNECTED)
+        v5 = self.v5
+        if v5 is None:
+            ack = ConnAck(present, CONNACK_ACCEPTED)
+        else:  # an assigned client identifier is returned [MQTT-3.2.2-16]
+            ack = v5.connack(present, assigned_id, self._max_packet_size, RECEIVE_MAXIMUM)
+        actions: list[Action] = [Send(self.encode(ack))]
+        deadline = keepalive_deadline(self.keepalive, last_activity)
+        if deadline is not None:
+            actions.append(SetTimer(deadline))
+        return actions
 
-def delivery_qos(publish_qos: int, granted_qos: int) -> int:
-    """A message goes out at the lower of its publish QoS and the subscription's [MQTT-3.8.4-6]."""
-    return publish_qos if publish_qos < granted_qos else granted_qos
+    def restore(self, inbound: tuple[int, ...], pubrel: tuple[int, ...]) -> list[Action]:
+        """A persistent session's QoS 2 state: PUBREC came before the disconnect, so PUBREL goes
+        out again with the original identifier [MQTT-4.4.0-1]."""
+        self.inbound.restore(inbound)
+        actions: list[Action] = []
+        for packet_id in pubrel:
+            self.pubrel.add(packet_id)
+            self.window.released(packet_id, Outgoing("", b"", 2, packet_id=packet_id))
+            actions.append(Send(self.encode(PubRel(packet_id))))
+        return actions
 
-
-def packet_id_for_seq(seq: int) -> int:
-    """A packet identifier derived from a stream sequence (1..65535).
-
-    Persistent sessions use it so a message redelivered after a reconnect, even
-    through another replica, carries the same identifier as before: a client
-    still holding that QoS 2 identifier answers PUBREC without delivering the
-    message twice [MQTT-4.3.3-2].
-    """
-    return (seq - 1) % MAX_PACKET_ID + 1
-
-
-class FlowState(Enum):
-    AWAIT_PUBACK = "await_puback"
-    AWAIT_PUBREC = "await_pubrec"
-    AWAIT_PUBCOMP = "await_pubcomp"
-
-
-@dataclass(slots=True)
-class InFlight(Generic[T]):
-    qos: int
-    state: FlowState
-    item: T
-
-
-class OutboundWindow(Generic[T]):
-    """Messages sent to the client at QoS 1/2 and not yet completed.
-
-    ``size`` bounds how many are in flight; packet identifiers are unique among
-    them [MQTT-2.3.1-2] and reused only once their flow completed [MQTT-2.3.1-3].
-    """
-
-    def __init__(self, size: int) -> None:
-        if not 1 <= size <= MAX_PACKET_ID:
-            raise ValueError("window size must be 1..65535")
-        self.size = size
-        self._flights: dict[int, InFlight[T]] = {}
-        self._next = 1
-
-    def __len__(self) -> int:
-        return len(self._flights)
-
-    @property
-    def free(self) -> int:
-        return self.size - len(self._flights)
-
-    def __contains__(self, packet_id: int) -> bool:
-        return packet_id in self._flights
-
-    def allocate(self) -> int | None:
-        """A free packet identifier, or ``None`` while the window is full."""
-        if len(self._flights) >= self.size:
+    def keepalive_due(self, now: float, last_activity: float) -> Action | None:
+        """Nothing received for 1.5 x keepalive: the client is gone, its will goes out [MQTT-3.1.2-24]."""
+        deadline = keepalive_deadline(self.keepalive, last_activity)
+        if deadline is None or self.state is State.CLOSED:
             return None
-        candidate = self._next
-        while candidate in self._flights:
-            candidate = candidate % MAX_PACKET_ID + 1
-        self._next = candidate % MAX_PACKET_ID + 1
-        return candidate
+        if now >= deadline:
+            return self.close(f"keepalive timeout ({self.keepalive}s)", R.KEEP_ALIVE_TIMEOUT)
+        return SetTimer(deadline)
 
-    def put(self, qos: int, item: T) -> int | None:
-        """``allocate`` and ``add`` in one step (a QoS 1/2 delivery's hot path), or ``None`` while the window is full."""
-        flights = self._flights
-        if len(flights) >= self.size:
-            return None
-        candidate = self._next
-        while candidate in flights:
-            candidate = candidate % MAX_PACKET_ID + 1
-        self._next = candidate % MAX_PACKET_ID + 1
-        flights[candidate] = InFlight(qos, FlowState.AWAIT_PUBACK if qos == 1 else FlowState.AWAIT_PUBREC, item)
-        return candidate
+    # -- PUBLISH from the client ------------------------------------------------------------------
 
-    def can_use(self, packet_id: int) -> bool:
-        """Whether a given (derived) identifier may be used now."""
-        return len(self._flights) < self.size and packet_id not in self._flights
+    def _on_publish(self, packet: Publish) -> Result:
+        if packet.qos == 2 and (packet.packet_id or 0) in self.inbound:
+            # Already stored, PUBREL not yet received: acknowledge again, store nothing [MQTT-4.3.3-2].
+            return SendAfterAcks(encode(PubRec(packet.packet_id or 0)))
+        return Store(packet)
 
-    def add(self, packet_id: int, qos: int, item: T) -> None:
-        if packet_id in self._flights or not 1 <= packet_id <= MAX_PACKET_ID or qos not in (1, 2):
-            raise ValueError(f"packet id {packet_id} is in use or invalid")
-        state = FlowState.AWAIT_PUBACK if qos == 1 else FlowState.AWAIT_PUBREC
-        self._flights[packet_id] = InFlight(qos, state, item)
+    def pending(self, packet: Publish) -> PendingAck | None:
+        """What waits for the store's answer to ``packet`` (its PUBACK/PUBREC), or ``None`` when nothing does.
 
-    def puback(self, packet_id: int) -> T | None:
-        """The completed QoS 1 message, or ``None`` if nothing waits for this PUBACK (ignored)."""
-        flight = self._flights.get(packet_id)
-        if flight is None or flight.state is not FlowState.AWAIT_PUBACK:
-            return None
-        del self._flights[packet_id]
-        return flight.item
-
-    def pubrec(self, packet_id: int) -> bool:
-        """Whether to answer PUBREL: true for an identifier in flight at QoS 2 [MQTT-4.3.3-1].
-
-        A repeated PUBREC (the client re-sent it) is answered with PUBREL again.
+        QoS 0 is fire-and-track: one publish in ``TRACK_EVERY`` asks for the store's answer.
         """
-        flight = self._flights.get(packet_id)
-        if flight is None or flight.qos != 2:
-            return False
-        flight.state = FlowState.AWAIT_PUBCOMP
-        return True
-
-    def get(self, packet_id: int) -> T | None:
-        flight = self._flights.get(packet_id)
-        return None if flight is None else flight.item
-
-    def released(self, packet_id: int, item: T) -> None:
-        """Restore a QoS 2 flight whose PUBREC came before a reconnect: it now waits for PUBCOMP."""
-        self._flights[packet_id] = InFlight(2, FlowState.AWAIT_PUBCOMP, item)
-
-    def pubcomp(self, packet_id: int) -> T | None:
-        flight = self._flights.get(packet_id)
-        if flight is None or flight.state is not FlowState.AWAIT_PUBCOMP:
+        qos = packet.qos
+        if qos == 0 and self._qos0_sent % TRACK_EVERY:
             return None
-        del self._flights[packet_id]
-        return flight.item
+        return PendingAck(self._ack_ready, publish_ack(qos, packet.packet_id or 0), qos)
 
-    def items(self) -> Iterator[tuple[int, InFlight[T]]]:
-        """In-flight messages in the order they were sent (for re-sending on resume [MQTT-4.6.0-1])."""
-        return iter(list(self._flights.items()))
+    def published(self, packet: Publish, pending: PendingAck | None) -> Result:
+        """``packet`` went to the store: its acknowledgement, if any, follows the store's [MQTT-4.6.0-2]."""
+        qos = packet.qos
+        result: Result = None
+        if qos == 0:
+            self._qos0_sent += 1
+        elif qos == 2:
+            self.inbound.stored(packet.packet_id or 0)
+            if self.persistent:
+                result = SAVE_SESSION
+        if qos and self.v5 is not None:
+            if qos == 1:
+                self._qos1_unacknowledged += 1
+            if self._qos1_unacknowledged + len(self.inbound) > RECEIVE_MAXIMUM:
+                # More unacknowledged than the Receive Maximum we announced: 0x93 [MQTT-3.3.4-8].
+                reason = f"more than {RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged"
+                result = self.close(reason, R.RECEIVE_MAXIMUM_EXCEEDED)
+        if pending is not None:
+            self.acks.append(pending)
+        return result
 
-    def clear(self) -> list[T]:
-        items = [flight.item for flight in self._flights.values()]
-        self._flights.clear()
-        return items
+    def after_acks(self, data: bytes) -> bool:
+        """An acknowledgement that waits for no store: True to send it now, else it waits behind the others."""
+        if not self.acks:
+            return True
+        ready = PendingAck(self._ack_ready, data, -1)
+        ready.settled = True
+        self.acks.append(ready)
+        return False
 
+    def drain_acks(self, out: list[bytes]) -> Result:
+        """Move the acknowledgements whose stores answered, in order, to ``out``."""
+        acks = self.acks
+        result: list[Action] | None = None
+        while acks:
+            ack = acks[0]
+            if not ack.settled:
+                break
+            acks.popleft()
+            if ack.qos == 1 and self.v5 is not None:
+                self._qos1_unacknowledged -= 1
+            error = ack.error
+            if error is not None:
+                result = result or []
+                if ack.qos == 0:
+                    result.append(StoreFailed(error))
+                    continue
+                # No acknowledgement: the client re-sends after reconnecting [MQTT-4.4.0-1].
+                acks.clear()
+                result.append(self.close(f"message not stored: {error}"))
+                break
+            if ack.packet is not None:
+                out.append(ack.packet)
+        return result
 
-class InboundQoS2:
-    """QoS 2 packet identifiers received and stored, awaiting PUBREL (Method B of [MQTT-4.3.3-2])."""
+    # -- acknowledgements of deliveries ----------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self._ids: set[int] = set()
+    def _on_puback(self, packet: PubAck) -> Result:
+        item = self.window.puback(packet.packet_id)
+        return None if item is None else Complete(item)  # a PUBACK for nothing in flight is ignored
 
-    def __contains__(self, packet_id: int) -> bool:
-        return packet_id in self._ids
+    def _on_pubrec(self, packet: PubRec) -> Result:
+        packet_id = packet.packet_id
+        if not self.window.pubrec(packet_id):  # [MQTT-4.3.3-1]; a repeated PUBREC gets PUBREL again
+            return None
+        pubrel = Send(self.encode(PubRel(packet_id)))
+        item = self.window.get(packet_id)
+        if item is None or item.ack_subject is None or item.consumer is not None or not self.persistent:
+            return pubrel  # (a shared subscription's message is acknowledged at PUBCOMP)
+        self.pubrel.add(packet_id)
+        return [Release(packet_id, item), pubrel]
 
-    def __len__(self) -> int:
-        return len(self._ids)
+    def _on_pubcomp(self, packet: PubComp) -> Result:
+        packet_id = packet.packet_id
+        item = self.window.pubcomp(packet_id)
+        complete = None if item is None else Complete(item)
+        if packet_id not in self.pubrel:
+            return complete
+        self.pubrel.discard(packet_id)
+        return [SAVE_SESSION] if complete is None else [SAVE_SESSION, complete]
 
-    def stored(self, packet_id: int) -> None:
-        self._ids.add(packet_id)
+    def _on_pubrel(self, packet: PubRel) -> Result:
+        packet_id = packet.packet_id
+        # Forget the id, then PUBCOMP, even for an id we no longer know [MQTT-4.3.3-2].
+        if packet_id in self.inbound:
+            self.inbound.release(packet_id)
+            pubcomp = SendAfterAcks(encode(PubComp(packet_id)))
+            return [SAVE_SESSION, pubcomp] if self.persistent else pubcomp
+        if self.v5 is None:
+            return SendAfterAcks(encode(PubComp(packet_id)))
+        return SendAfterAcks(encode5(PubComp(packet_id, R.PACKET_IDENTIFIER_NOT_FOUND)))  # [3.7.2.1]
 
-    def release(self, packet_id: int) -> None:
-        """PUBREL: forget the identifier; it may carry a new message from now on [MQTT-4.3.3-2]."""
-        self._ids.discard(packet_id)
+    # -- the rest ------------------------------------------------------------------------------------
 
-    def snapshot(self) -> tuple[int, ...]:
-        return tuple(sorted(self._ids))
+    def _on_subscribe(self, packet: Subscribe) -> Result:
+        return AddSubscriptions(packet)
 
-    def restore(self, ids: tuple[int, ...] | list[int]) -> None:
-        self._ids.update(ids)
+    def _on_unsubscribe(self, packet: Unsubscribe) -> Result:
+        return RemoveSubscriptions(packet)
+
+    def _on_pingreq(self, packet: PingReq) -> Result:
+        return _PINGRESP
+
+    def _on_disconnect(self, packet: Disconnect) -> Result:
+        """A clean DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3]; MQTT 5's 0x04 keeps it [3.14.2.1]."""
+        v5 = self.v5
+        will = False
+        if v5 is not None:
+            expiry = packet.properties.session_expiry_interval
+            if expiry is not None:
+                if v5.session_expiry_interval == 0 and expiry > 0:
+                    # A session that was to end with the connection cannot be kept now [MQTT-3.14.2-2].
+                    return self.close("protocol error: DISCONNECT sets a Session Expiry Interval", R.PROTOCOL_ERROR)
+                v5.session_expiry_interval = expiry
+                self.expire_now = expiry == 0
+            will = packet.reason_code == R.DISCONNECT_WITH_WILL
+        return self.close("client disconnected", None, will=will)
+
+    def _on_auth(self, packet: Auth) -> Result:
+        """MQTT 5 re-authentication [4.12.1], with the CONNECT's method [MQTT-4.12.0-1, 4.12.1-1]."""
+        v5 = self.v5
+        if v5 is None or v5.auth_method is None or packet.properties.authentication_method != v5.auth_method:
+            return self.close("protocol error: AUTH without the CONNECT's authentication method", R.PROTOCOL_ERROR)
+        if packet.reason_code != R.RE_AUTHENTICATE:
+            return self.close("protocol error: AUTH that does not re-authenticate", R.PROTOCOL_ERROR)
+        return Reauthenticate(packet)
+
+    def reauthenticated(self) -> Send:
+        """The fresh token checked out: AUTH 0x00 with the same method."""
+        assert self.v5 is not None
+        return Send(encode5(Auth(R.SUCCESS, Properties(authentication_method=self.v5.auth_method))))

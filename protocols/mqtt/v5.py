@@ -1,7 +1,7 @@
 """The sans-I/O rules MQTT 5.0 adds to a connection: no awaits, no clock (``now`` comes in), no sockets.
 
-``connection.py`` holds one ``V5Session`` per MQTT 5 connection (``None`` for
-3.1.1) and asks it what to send:
+``MqttSession`` (``session.py``) holds one ``V5Session`` per MQTT 5 connection
+(``None`` for 3.1.1), and the connection asks it what to send:
 
 - ``V5Session.from_connect``: what the client asked for in CONNECT (Session
   Expiry Interval [3.1.2.11.2], Receive Maximum [3.1.2.11.3], Maximum Packet
@@ -39,6 +39,7 @@ from gateway.errors import (
 from gateway.message_meta import MessageMeta
 from gateway.payload import Delivery
 from protocols.mqtt.codec5 import encode_publish5
+from protocols.mqtt.connect_rules import valid_client_id
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
     CONNACK_BAD_CREDENTIALS,
@@ -50,7 +51,6 @@ from protocols.mqtt.packets import (
     Connect,
 )
 from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode, encode_properties
-from protocols.mqtt.session import valid_client_id
 
 R = ReasonCode
 TOPIC_ALIAS_MAXIMUM: Final = 64  # aliases a client may use towards the server

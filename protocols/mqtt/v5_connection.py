@@ -3,10 +3,11 @@
 ``MqttConnection`` keeps its 3.1.1 flow; at each point where MQTT 5 differs it
 calls one method here (``conn.v5`` is ``None`` for a 3.1.1 client, and these
 methods then answer as 3.1.1 did). The rules themselves are sans-I/O, in
-``v5.py``; this adapter applies them to the connection's state and services:
-CONNACK and refusals with reason codes, message properties to and from
-``Fg-Props``, subscription options, deliveries (expiry, aliases, maximum
-packet size), the DISCONNECT the server sends and re-authentication (AUTH).
+``v5.py`` and in ``session.py`` (CONNACK reason codes, Receive Maximum, the
+client's DISCONNECT, which AUTH may come); this adapter applies them to the
+connection's state and services: message properties to and from ``Fg-Props``,
+subscription options, deliveries (expiry, aliases, maximum packet size), the
+DISCONNECT the server sends and re-authentication (AUTH).
 """
 
 from __future__ import annotations
@@ -24,31 +25,27 @@ from gateway.bus.session_consumer import SessionConsumer
 from gateway.errors import FlowGateError
 from gateway.message_meta import PROPS_HEADER, MessageMeta
 from gateway.payload import QOS_HEADER, Delivery, Payload
-from protocols.mqtt.codec import encode
+from protocols.mqtt.actions import Reauthenticate
 from protocols.mqtt.codec5 import encode5, encode_publish5
 from protocols.mqtt.context import MqttContext
+from protocols.mqtt.flow import OutboundWindow
 from protocols.mqtt.packets import (
-    Auth,
-    ConnAck,
     Connect,
     Disconnect,
     Packet,
     PubAck,
-    PubComp,
     Publish,
     PubRec,
     Subscribe,
     Will,
 )
 from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode
-from protocols.mqtt.session import InboundQoS2, OutboundWindow
+from protocols.mqtt.session import MqttSession
 from protocols.mqtt.subscriptions import Outgoing, Subscription
 from protocols.mqtt.v5 import (
     JWT_AUTH_METHOD,
-    RECEIVE_MAXIMUM,
     BadAuthenticationMethod,
     V5Session,
-    connack_reason,
     expiry_seconds,
     meta_of_publish,
     publish_reason,
@@ -73,7 +70,7 @@ class V5Host(Protocol):
     _consumer_name: str
     _counted: bool
     _disconnect_code: int | None
-    _inbound: InboundQoS2
+    session: MqttSession
     _peer_gone: bool
     _token_timer: asyncio.TimerHandle | None
     _write_paused: bool
@@ -91,6 +88,7 @@ class V5Host(Protocol):
     def _write(self, data: bytes) -> None: ...
 
     def _token_expired(self) -> None: ...
+
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -113,12 +111,10 @@ _ACKED_REFUSALS = frozenset({R.NOT_AUTHORIZED, R.QUOTA_EXCEEDED, R.TOPIC_NAME_IN
 
 
 class V5Hooks:
-    __slots__ = ("_conn", "_expire_now", "_origin_meta", "_qos1_unacknowledged")
+    __slots__ = ("_conn", "_origin_meta")
 
     def __init__(self, conn: V5Host) -> None:
         self._conn = conn
-        self._qos1_unacknowledged = 0  # QoS 1 publishes whose PUBACK is not sent yet
-        self._expire_now = False  # DISCONNECT set the Session Expiry Interval to 0
         self._origin_meta: MessageMeta | None = None
 
     @property
@@ -137,18 +133,6 @@ class V5Hooks:
         if method != JWT_AUTH_METHOD:
             raise BadAuthenticationMethod(f"unsupported authentication method {method!r}; use {JWT_AUTH_METHOD!r}")
         return (connect.properties.authentication_data or connect.password or b"").decode("utf-8")
-
-    def refused(self, v311_code: int, error: FlowGateError | None, reason: str) -> ConnAck:
-        return ConnAck(False, connack_reason(v311_code, error), Properties(reason_string=reason[:200]))
-
-    def connack(self, present: bool, *, assigned: bool) -> ConnAck:
-        conn = self._conn
-        return self._v5.connack(
-            present,
-            conn.client_id if assigned else None,  # [MQTT-3.2.2-16]
-            conn.ctx.config.max_packet_size,
-            RECEIVE_MAXIMUM,
-        )
 
     def session_expiry(self) -> float:
         limit = self._conn.ctx.config.session_expiry
@@ -182,24 +166,6 @@ class V5Hooks:
         if self._origin_meta is None:
             self._origin_meta = MessageMeta(origin=self._v5.origin)
         return self._origin_meta
-
-    def received(self, qos: int) -> None:
-        """A QoS 1/2 PUBLISH was taken in: more than the Receive Maximum we announced unacknowledged is
-        a protocol error, 0x93 [MQTT-3.3.4-8] (QoS 2 counts until PUBREL, as ``InboundQoS2`` holds it)."""
-        conn = self._conn
-        if qos == 1:
-            self._qos1_unacknowledged += 1
-        if self._qos1_unacknowledged + len(conn._inbound) > RECEIVE_MAXIMUM:
-            conn.abort(f"more than {RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged", code=R.RECEIVE_MAXIMUM_EXCEEDED)
-
-    def acknowledged(self) -> None:
-        self._qos1_unacknowledged -= 1
-
-    def pubcomp_unknown(self, packet_id: int) -> bytes:
-        """PUBCOMP for a PUBREL whose identifier is not (or no longer) held."""
-        if self._conn.v5 is None:
-            return encode(PubComp(packet_id))  # 3.1.1: PUBCOMP all the same [MQTT-4.3.3-2]
-        return encode5(PubComp(packet_id, R.PACKET_IDENTIFIER_NOT_FOUND))
 
     def refused_publish(self, packet: Publish, error: FlowGateError) -> bool:
         """MQTT 5's answer to a refused publish: a PUBACK/PUBREC reason code, or a DISCONNECT; False: as 3.1.1."""
@@ -347,20 +313,6 @@ class V5Hooks:
             return 0.0
         return float(min(will.properties.will_delay_interval, v5.session_expiry_interval))
 
-    def on_disconnect(self, packet: Disconnect) -> bool:
-        """A DISCONNECT from the client: whether the will is still published (0x04) [3.14.2.1]."""
-        conn = self._conn
-        if conn.v5 is None:
-            return False
-        expiry = packet.properties.session_expiry_interval
-        if expiry is not None:
-            if self._v5.session_expiry_interval == 0 and expiry > 0:
-                # [MQTT-3.14.2-2]: a session that was to end with the connection cannot be kept now
-                conn._fail("protocol error: DISCONNECT sets a Session Expiry Interval", code=R.PROTOCOL_ERROR)
-            self._v5.session_expiry_interval = expiry
-            self._expire_now = expiry == 0
-        return packet.reason_code == R.DISCONNECT_WITH_WILL
-
     async def closing(self, reason: str) -> None:
         """Before the socket closes: the server's DISCONNECT [MQTT-4.13.2-1], and a session set to expire now."""
         conn = self._conn
@@ -370,22 +322,17 @@ class V5Hooks:
             if len(encode5(packet)) > (self._v5.maximum_packet_size or 1 << 28):
                 packet = Disconnect(code)  # the reason string would break the client's limit [MQTT-3.1.2-25]
             conn._send(packet)
-        if self._expire_now and conn.session_key is not None:
+        if conn.session.expire_now and conn.session_key is not None:
             try:
                 await conn.ctx.store.delete_session(conn.session_key, conn._consumer_name)
             except FlowGateError as exc:
                 log.warning("mqtt %s: session not deleted: %s", conn.id, exc.message)
 
-    async def on_auth(self, packet: Auth) -> None:
-        """Re-authentication with a fresh JWT [4.12.1]: same user and app, a later expiry; AUTH 0x00 back."""
+    async def on_auth(self, action: Reauthenticate) -> None:
+        """Re-authentication with a fresh JWT [4.12.1] (the session checked the AUTH): same user and app,
+        a later expiry; AUTH 0x00 back."""
         conn = self._conn
-        v5 = conn.v5
-        method = packet.properties.authentication_method
-        if v5 is None or v5.auth_method is None or method != v5.auth_method:
-            # AUTH without an authentication method in CONNECT, or with another one [MQTT-4.12.0-1, 4.12.1-1]
-            conn._fail("protocol error: AUTH without the CONNECT's authentication method", code=R.PROTOCOL_ERROR)
-        if packet.reason_code != R.RE_AUTHENTICATE:
-            conn._fail("protocol error: AUTH that does not re-authenticate", code=R.PROTOCOL_ERROR)
+        packet = action.auth
         try:
             claims = conn.ctx.services.tokens.verify((packet.properties.authentication_data or b"").decode("utf-8"))
         except (FlowGateError, UnicodeDecodeError) as exc:
@@ -395,7 +342,7 @@ class V5Hooks:
         if (claims.user_id, claims.app, claims.namespace) != (old.user_id, old.app, old.namespace):
             conn._fail("re-authentication with another identity", code=R.NOT_AUTHORIZED)
         self._renew(claims)
-        conn._send(Auth(R.SUCCESS, Properties(authentication_method=method)))
+        conn._write(conn.session.reauthenticated().data)
         log.info("mqtt %s re-authenticated until %d", conn.id, claims.expires_at)
 
     def _renew(self, claims: Claims) -> None:

@@ -1,0 +1,238 @@
+"""Deliveries to one MQTT client: the in-flight window, the backlog, the write buffer and billing.
+
+Deliveries are written to a buffer flushed once per event-loop iteration;
+QoS 1/2 deliveries occupy the session's in-flight window and wait in a bounded
+backlog beyond it; a client whose backlog overflows is a slow consumer and is
+disconnected. The acknowledgements of the client's own publishes leave through
+the same buffer, in the order the session releases them. Deliveries are
+billed once per write batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from gateway.bus.session_consumer import SessionMessage
+from gateway.payload import Delivery
+from gateway.topics import Namespace
+from protocols.mqtt.actions import Complete
+from protocols.mqtt.codec import encode, encode_publish
+from protocols.mqtt.codec5 import encode5
+from protocols.mqtt.flow import delivery_qos, packet_id_for_seq
+from protocols.mqtt.host import ConnectionHost
+from protocols.mqtt.inbound import MAX_PENDING_ACKS
+from protocols.mqtt.packets import (
+    Packet,
+)
+from protocols.mqtt.properties import ReasonCode
+from protocols.mqtt.subscriptions import Outgoing, Subscription, best_match
+from protocols.mqtt.v5 import expired
+
+log = logging.getLogger("flowgate.mqtt")
+
+
+def _render_qos0(full: bool) -> Callable[[Delivery], bytes]:
+    def render(delivery: Delivery) -> bytes:
+        topic = delivery.namespace.full(delivery.topic) if full else delivery.topic
+        return encode_publish(topic, delivery.payload.body)
+
+    return render
+
+
+_RENDER_SHORT = _render_qos0(False)
+_RENDER_FULL = _render_qos0(True)
+FRAME_SHORT, FRAME_FULL = "mqtt0", "mqtt0f"  # Delivery.frame names: a QoS 0 PUBLISH, short or full topic name
+
+
+class Outbound(ConnectionHost):
+    """Deliveries and acknowledgements to the client: window, backlog, write buffer, billing."""
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._pump_backlog()
+
+    def deliver_live(self, subscription: Subscription, delivery: Delivery) -> None:
+        """A message from the hub for one of this (clean) session's subscriptions."""
+        if self._close_reason is not None:
+            return
+        qos = delivery.qos if delivery.qos < subscription.qos else subscription.qos
+        if self.v5 is not None:
+            if not self._v5.deliver(subscription, delivery, qos):
+                return  # No Local, or too large for the client: not delivered, not billed
+        elif qos == 0 and not self._write_paused and not self._backlog:
+            frame = delivery.frame(
+                FRAME_FULL if subscription.full else FRAME_SHORT, _RENDER_FULL if subscription.full else _RENDER_SHORT
+            )
+            self._write(frame)
+        else:
+            topic = delivery.namespace.full(delivery.topic) if subscription.full else delivery.topic
+            item = Outgoing(topic, delivery.payload.body, qos)
+            packet_id = self._window.put(qos, item) if not self._backlog and not self._write_paused else None
+            if packet_id is None:
+                self._queue_out(item)
+            else:  # _send_out's path, inlined for the common case of a window with room
+                self._write(encode_publish(topic, item.body, qos, False, False, packet_id))
+        self._delivered_count += 1
+        if delivery.namespace is self._billing_namespace:
+            self._unbilled += 1
+        else:
+            self._bill(delivery.namespace)
+
+    def _on_session_message(self, message: SessionMessage) -> None:
+        """A message from this persistent session's consumer."""
+        consumer = self._consumer
+        if consumer is None or self._close_reason is not None:
+            return  # not acknowledged: redelivered to the next connection
+        claims = self.claims
+        assert claims is not None
+        delivery = message.delivery
+        sub = best_match(self._subs.values(), delivery, claims.permissions.subscribe)
+        if sub is None or expired(delivery.payload.meta, time.time()):  # [MQTT-3.3.2-5], for 3.1.1 clients too
+            consumer.ack(message.ack_subject)
+            self._want_more()
+            return
+        if self.v5 is not None and not self._v5.wanted(sub, delivery):
+            consumer.ack(message.ack_subject)
+            self._want_more()
+            return
+        qos = delivery_qos(delivery.qos, sub.qos)
+        topic = delivery.namespace.full(delivery.topic) if sub.full else delivery.topic
+        if self.v5 is not None:
+            item = self._v5.outgoing(sub, delivery, qos)
+            item.sub_ids = self._v5.matching_ids(self._subs.values(), delivery)  # one copy: every id [MQTT-3.3.4-4]
+            item.ack_subject = message.ack_subject
+            if qos:
+                item.dup = message.redelivered
+                item.packet_id = packet_id_for_seq(delivery.seq)
+            self._queue_out(item)
+        elif qos == 0:
+            self._queue_out(Outgoing(topic, delivery.payload.body, 0, ack_subject=message.ack_subject))
+        else:
+            item = Outgoing(
+                topic,
+                delivery.payload.body,
+                qos,
+                dup=message.redelivered,  # [MQTT-3.3.1-1]: a re-sent PUBLISH has DUP 1
+                packet_id=packet_id_for_seq(delivery.seq),
+                ack_subject=message.ack_subject,
+            )
+            self._queue_out(item)
+        self._delivered_count += 1
+        if delivery.namespace is self._billing_namespace:
+            self._unbilled += 1
+        else:
+            self._bill(delivery.namespace)
+        self._want_more()
+
+    def _want_more(self) -> None:
+        if self._consumer is not None:
+            self._consumer.want(self._window.free - len(self._backlog))
+        if self._shared.members:
+            self._shared.want(self._window.free - len(self._backlog))
+
+    def _queue_out(self, item: Outgoing) -> None:
+        if self._backlog or self._write_paused or not self._fits(item):
+            if len(self._backlog) >= self.ctx.config.outbound_limit:
+                self.ctx.services.metrics.slow_consumers.labels("mqtt").inc()
+                self.abort(
+                    f"slow consumer: {len(self._backlog)} messages waiting", will=True, code=ReasonCode.QUOTA_EXCEEDED
+                )
+                return
+            self._backlog.append(item)
+            return
+        self._send_out(item)
+
+    def _fits(self, item: Outgoing) -> bool:
+        if item.qos == 0:
+            return True
+        if item.packet_id is not None:
+            return self._window.can_use(item.packet_id)
+        return self._window.free > 0
+
+    def _send_out(self, item: Outgoing) -> None:
+        if self.v5 is not None:
+            self._v5.send_out(item)
+            return
+        if item.qos == 0:
+            self._write(encode_publish(item.topic, item.body, 0, item.retain))
+            consumer = item.consumer or self._consumer
+            if item.ack_subject is not None and consumer is not None:
+                consumer.ack(item.ack_subject)
+            return
+        packet_id = item.packet_id if item.packet_id is not None else self._window.allocate()
+        assert packet_id is not None
+        self._window.add(packet_id, item.qos, item)
+        self._write(encode_publish(item.topic, item.body, item.qos, item.retain, item.dup, packet_id))
+
+    def _pump_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog and not self._write_paused and self._close_reason is None:
+            if not self._fits(backlog[0]):
+                break
+            self._send_out(backlog.popleft())
+        self._want_more()
+
+    def _complete(self, action: Complete) -> bool:
+        """The client completed a QoS 1/2 delivery (PUBACK or PUBCOMP): acknowledge it upstream, send more."""
+        item = action.item
+        consumer = item.consumer or self._consumer
+        if item.ack_subject is not None and consumer is not None:
+            consumer.ack(item.ack_subject)
+        self._pump_backlog()
+        return True
+
+    def _bill(self, namespace: Namespace | None) -> None:
+        """Bill the deliveries counted so far, then count for ``namespace`` (one bill per batch, not per message)."""
+        if self._unbilled and self._billing_namespace is not None:
+            self._guard.record_delivery(self._billing_namespace, self._unbilled)
+        self._billing_namespace = namespace
+        self._unbilled = 0 if namespace is None else 1
+
+    def _send(self, packet: Packet) -> None:
+        self._write(encode(packet) if self.v5 is None else encode5(packet))
+
+    def _write(self, data: bytes) -> None:
+        self._wbuf.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._delivered_count:
+            self._delivered.inc(self._delivered_count)  # one metrics update per batch, not per message
+            self._delivered_count = 0
+        if self._unbilled:
+            self._bill(None)
+        if not self._wbuf:
+            return
+        data = b"".join(self._wbuf) if len(self._wbuf) > 1 else self._wbuf[0]
+        self._wbuf.clear()
+        if not self._peer_gone:
+            self.wire.write(data)
+
+    def _queue_ready(self, packet: bytes) -> None:
+        """Send an acknowledgement that waits for no store, after every earlier one [MQTT-4.6.0-2]."""
+        if self.session.after_acks(packet):
+            self._write(packet)
+
+    def _drain_acks(self) -> None:
+        """The store answered a publish: the acknowledgements now due go out, in order."""
+        acks = self._acks
+        if not acks:
+            return
+        wbuf = self._wbuf
+        waiting = len(wbuf)
+        result = self.session.drain_acks(wbuf)
+        if len(wbuf) != waiting and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if result is not None:
+            self._apply_soon(result)
+        if len(acks) < MAX_PENDING_ACKS // 2:
+            self._acks_drained.set()
