@@ -14,6 +14,7 @@ import uvicorn
 from flowgate.app import create_app
 from flowgate.embedded_nats import EmbeddedNatsError, find_nats_server
 from flowgate.https import HttpsListener
+from flowgate.reuse_port import reuse_port_socket
 from gateway.draining import Draining
 from gateway.settings import Settings
 from protocols.ws.protocol import max_frame_bytes
@@ -111,17 +112,6 @@ def uvicorn_config(settings: Settings, draining: Draining | None = None) -> uvic
     )
 
 
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """The HTTP listening socket bound with ``SO_REUSEPORT``: workers share the port (``flowgate/supervisor.py``)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
-    return sock
-
-
 # Every message makes a few short-lived objects (futures, callbacks, deliveries); with the default
 # 700-allocation threshold the cyclic collector runs hundreds of times a second under load (about 9%
 # of MQTT throughput measured).
@@ -142,7 +132,9 @@ def serve(settings: Settings) -> int:
     if settings.http_port == -1:
         sockets: list[socket.socket] | None = []  # no sockets: no plain HTTP listener
     elif settings.reuse_port:
-        sockets = [reuse_port_socket(settings.host, settings.http_port)]  # workers share the port
+        sock = reuse_port_socket(settings.host, settings.http_port)  # workers share the port
+        sock.set_inheritable(True)
+        sockets = [sock]
     else:
         sockets = None
     server.run(sockets=sockets)

@@ -17,12 +17,12 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
 
 from flowgate.embedded_nats import EmbeddedNats, stop_with_parent
+from flowgate.reuse_port import reuse_port_socket
 from gateway.settings import Settings
 
 log = logging.getLogger("flowgate.supervisor")
@@ -30,16 +30,6 @@ log = logging.getLogger("flowgate.supervisor")
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)  # seconds before restarting a worker that keeps crashing
 STABLE_AFTER = 10.0  # a worker that ran this long counts as healthy again (backoff reset)
 FORWARDED = (signal.SIGTERM, signal.SIGINT)
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A bound, not listening ``SO_REUSEPORT`` socket holding ``port`` (0: a free one) for the workers."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
 
 
 @dataclass
@@ -80,7 +70,9 @@ class Supervisor:
         for sig in FORWARDED:
             loop.add_signal_handler(sig, self._on_signal, sig)
         # a port of -1 (a listener that is off) is passed on as it is
-        holders = [reserve_port(settings.host, port) for port in (settings.http_port, settings.mqtt_port) if port >= 0]
+        holders = [
+            reuse_port_socket(settings.host, port) for port in (settings.http_port, settings.mqtt_port) if port >= 0
+        ]
         reserved = iter(holders)
         http_port, mqtt_port = (
             port if port < 0 else int(next(reserved).getsockname()[1])

@@ -139,6 +139,9 @@ class ConnectionHost:
     def _bill(self, namespace: Namespace | None) -> None: ...
 
     @abstractmethod
+    def count_delivery(self, namespace: Namespace) -> None: ...
+
+    @abstractmethod
     async def _save_session(self) -> None: ...
 
     @abstractmethod

@@ -77,11 +77,7 @@ class Outbound(ConnectionHost):
                 self._queue_out(item)
             else:  # _send_out's path, inlined for the common case of a window with room
                 self._write(encode_publish(topic, item.body, qos, False, False, packet_id))
-        self._delivered_count += 1
-        if delivery.namespace is self._billing_namespace:
-            self._unbilled += 1
-        else:
-            self._bill(delivery.namespace)
+        self.count_delivery(delivery.namespace)
 
     def _on_session_message(self, message: SessionMessage) -> None:
         """A message from this persistent session's consumer."""
@@ -122,11 +118,7 @@ class Outbound(ConnectionHost):
                 ack_subject=message.ack_subject,
             )
             self._queue_out(item)
-        self._delivered_count += 1
-        if delivery.namespace is self._billing_namespace:
-            self._unbilled += 1
-        else:
-            self._bill(delivery.namespace)
+        self.count_delivery(delivery.namespace)
         self._want_more()
 
     def _want_more(self) -> None:
@@ -185,6 +177,14 @@ class Outbound(ConnectionHost):
             consumer.ack(item.ack_subject)
         self._pump_backlog()
         return True
+
+    def count_delivery(self, namespace: Namespace) -> None:
+        """Count one message handed to the client and bill it with its batch (``_bill``)."""
+        self._delivered_count += 1
+        if namespace is self._billing_namespace:
+            self._unbilled += 1
+        else:
+            self._bill(namespace)
 
     def _bill(self, namespace: Namespace | None) -> None:
         """Bill the deliveries counted so far, then count for ``namespace`` (one bill per batch, not per message)."""

@@ -39,13 +39,10 @@ class SharedHost(Protocol):
     _window: OutboundWindow[Outgoing]
     _backlog: deque[Outgoing]
     _close_reason: str | None
-    _delivered_count: int
-    _billing_namespace: Namespace | None
-    _unbilled: int
 
     def _queue_out(self, item: Outgoing) -> None: ...
 
-    def _bill(self, namespace: Namespace | None) -> None: ...
+    def count_delivery(self, namespace: Namespace) -> None: ...
 
 
 log = logging.getLogger("flowgate.mqtt")
@@ -159,9 +156,5 @@ class SharedSubscriptions:
         item.sub_ids = member.ids
         item.consumer = consumer
         conn._queue_out(item)
-        conn._delivered_count += 1
-        if delivery.namespace is conn._billing_namespace:
-            conn._unbilled += 1
-        else:
-            conn._bill(delivery.namespace)
+        conn.count_delivery(delivery.namespace)
         consumer.want(conn._window.free - len(conn._backlog))
