@@ -194,9 +194,10 @@ class Publisher:
     def outlet(self, claims: Principal, name: str, *, protocol: str, headers: dict[str, str] | None = None) -> Outlet:
         """A topic a connection publishes to again and again, resolved once for ``publish_now``.
 
-        Raises as ``route`` does when the token may not publish there.
+        Raises as ``route`` does when the token may not publish there. Its acknowledgements carry no
+        stream sequence: the bus may store its publishes in fast batches (``Bus.outlet(batched=True)``).
         """
-        return self._outlet(claims, self.route(claims, name), protocol, headers)
+        return self._outlet(claims, self.route(claims, name), protocol, headers, batched=True)
 
     def publish_now(
         self, outlet: Outlet, payload: Payload, then: Settle | None, *, frames: dict[str, bytes] | None = None
@@ -218,8 +219,10 @@ class Publisher:
             raise AdmitLater
         return self._send(outlet, payload, then, None, frames)
 
-    def _outlet(self, claims: Principal, route: Route, protocol: str, headers: dict[str, str] | None) -> Outlet:
-        bus_outlet = self._bus.outlet(route.subject, headers)
+    def _outlet(
+        self, claims: Principal, route: Route, protocol: str, headers: dict[str, str] | None, *, batched: bool = False
+    ) -> Outlet:
+        bus_outlet = self._bus.outlet(route.subject, headers, batched=batched)
         return Outlet(claims, route.topic, protocol, bus_outlet, self._counter(protocol), _qos(headers))
 
     def _msg_id(self, claims: Principal, idempotency_key: str | None) -> str | None:

@@ -79,7 +79,7 @@ class AckInbox:
     no future, no scheduled callback, per message on a front-end's hot path.
     """
 
-    __slots__ = ("_prefix_len", "frames", "pending", "prefix", "retry")
+    __slots__ = ("_prefix_len", "batch_reply", "frames", "pending", "prefix", "retry")
 
     def __init__(self, prefix: str = "", retry: Retry | None = None) -> None:
         self.pending: dict[int, Pending] = {}
@@ -89,6 +89,8 @@ class AckInbox:
         # Called for a publish no stream took (no responders, or JetStream's 503 while a stream has no
         # leader): the message was not stored, so sending it again cannot duplicate it. True: it will be.
         self.retry = retry
+        # Called for a reply under the prefix that is not a token: a fast batch's (batches.py).
+        self.batch_reply: AckHandler | None = None
 
     def set_prefix(self, prefix: str) -> None:
         self.prefix = prefix
@@ -99,6 +101,8 @@ class AckInbox:
         try:
             token = int(subject[self._prefix_len :])
         except ValueError:
+            if self.batch_reply is not None:
+                self.batch_reply(subject, body, headers)
             return
         entry = self.pending.pop(token, None)
         frame = self.frames.pop(token, None)

@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from gateway.bus.acks import AckClient, AckInbox, Pending, PubAck, settle
+from gateway.bus.batches import FastBatches, acked_command
 from gateway.bus.kv import Bucket
 from gateway.bus.natspy import check_natspy, max_payload, subscription_id
 from gateway.bus.outgoing import OutgoingFrames, append
@@ -41,6 +42,7 @@ MESSAGES_STREAM = "FG_MESSAGES"
 # A publish no stream took (its stream is electing a leader after a node loss) is sent again after
 # this long, until its publish timeout: the election then costs latency, not a 503.
 RETRY_DELAY = 0.2
+FAST_BATCH_SERVER = (2, 14)  # the nats-server release that stores fast batches (batches.py)
 _ERR_STREAM_NAME_IN_USE = 10058
 _ERR_SUBJECTS_OVERLAP = 10065
 
@@ -67,6 +69,8 @@ class Bus:
         self._inbox_prefix = b""  # b"<inbox>.": acknowledgements come to <inbox>.<token>
         self._tokens = itertools.count(1)
         self._acks = AckInbox(retry=self._retry)  # pending publishes by token
+        self._batches = FastBatches(self._acks, self._track, self._retry)
+        self._acks.batch_reply = self._batches.on_reply
         self._deadlines: deque[tuple[float, int]] = deque()  # (loop time, token) of sent publishes, oldest first
         self._sweeper: asyncio.TimerHandle | None = None
         self._listeners: list[Callable[[BusState], None]] = []
@@ -114,8 +118,10 @@ class Bus:
         self._inbox_prefix = (self._inbox + ".").encode()
         self._acks.set_prefix(self._inbox + ".")
         with nats_errors("subscribe to acknowledgements"):
-            ack_sub = await nc.subscribe(self._inbox + ".*")
+            ack_sub = await nc.subscribe(self._inbox + ".>")  # <token>, or a fast batch's longer replies
         nc.route_acks(subscription_id(ack_sub), self._acks.on_message)
+        version = nc.connected_server_version
+        batching = (version.major, version.minor) >= FAST_BATCH_SERVER  # the server has fast batches
         await self.ensure_stream(
             api.StreamConfig(
                 name=MESSAGES_STREAM,
@@ -127,8 +133,14 @@ class Bus:
                 duplicate_window=float(self.settings.dedupe_window_seconds),
                 num_replicas=self.settings.replicas,
                 discard=api.DiscardPolicy.OLD,
+                allow_batched=True if batching else None,
             )
         )
+        if batching:
+            with nats_errors(f"read stream {MESSAGES_STREAM}"):
+                info = await self.js.stream_info(MESSAGES_STREAM)
+            if info.config.allow_batched:
+                self._batches.start(nc, self._inbox)
         limit = self._nc.max_payload
         if self.settings.max_message_bytes + 4096 > limit:
             log.warning(
@@ -140,6 +152,7 @@ class Bus:
 
     async def close(self) -> None:
         self._ready = False
+        self._batches.send()  # a burst still being collected: tracked, so failed below with the rest
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -194,6 +207,7 @@ class Bus:
 
     def _fail_pending(self, error: FlowGateError) -> None:
         self._acks.fail_all(error)
+        self._batches.forget()
 
     def _retry(self, token: int, entry: Pending, frame: bytes) -> bool:
         """Send a publish that was not stored again shortly (its deadline, kept by ``_sweep``, still holds)."""
@@ -274,10 +288,14 @@ class Bus:
             self._sweeper = loop.call_at(deadline, self._sweep)
         return token
 
-    def outlet(self, subject: str, headers: dict[str, str] | None = None) -> Outlet:
+    def outlet(self, subject: str, headers: dict[str, str] | None = None, *, batched: bool = False) -> Outlet:
         """Publishing to one subject with one header set, encoded once: the callback way to publish
-        (``Outlet.publish_then``), kept by a connection for the subjects it publishes to again and again."""
-        return Outlet(self, subject, headers)
+        (``Outlet.publish_then``), kept by a connection for the subjects it publishes to again and again.
+
+        ``batched``: its acknowledged publishes may be stored in fast batches (batches.py), whose
+        acknowledgements carry no stream sequence (``PubAck.seq`` 0), for a publisher that reports none.
+        """
+        return Outlet(self, subject, headers, batched)
 
     async def drain(self) -> None:
         """Wait until the outgoing buffer was written (after ``Outlet.publish_then`` said it is overfull)."""
@@ -344,10 +362,11 @@ class Outlet:
     encoded once, not per message; the checks and the buffer are the bus's.
     """
 
-    __slots__ = ("_blocks", "_bus", "_head", "_headers", "subject")
+    __slots__ = ("_batched", "_blocks", "_bus", "_head", "_headers", "subject")
 
-    def __init__(self, bus: Bus, subject: str, headers: dict[str, str] | None) -> None:
+    def __init__(self, bus: Bus, subject: str, headers: dict[str, str] | None, batched: bool = False) -> None:
         self._bus = bus
+        self._batched = batched
         self.subject = subject
         self._headers = dict(headers) if headers else None
         self._head = f"HPUB {subject} ".encode()
@@ -382,18 +401,16 @@ class Outlet:
             block = self._blocks.get(kind) or self._block(kind)
         else:
             block = bus._frames.header_block(kind, self._headers, msg_id)
-        size = len(block)
+        batches = bus._batches
         if then is None:
-            return append(nc, b"%b%d %d\r\n%b%b\r\n" % (self._head, size, size + len(body), block, body), len(body))
-        token = bus._track(then)
-        command = b"%b%b%d %d %d\r\n%b%b\r\n" % (
-            self._head,
-            bus._inbox_prefix,
-            token,
-            size,
-            size + len(body),
-            block,
-            body,
-        )
-        bus._acks.frames[token] = command  # sent again if no stream takes it (``Bus._retry``)
+            size = len(block)
+            command = b"%b%d %d\r\n%b%b\r\n" % (self._head, size, size + len(body), block, body)
+        elif self._batched and msg_id is None and batches.enabled and not isinstance(then, asyncio.Future):
+            return batches.add(self._head, block, body, then)
+        else:
+            token = bus._track(then)
+            command = acked_command(self._head, b"%b%d" % (bus._inbox_prefix, token), block, body)
+            bus._acks.frames[token] = command  # sent again if no stream takes it (``Bus._retry``)
+        if batches.collecting:
+            return batches.add_command(command)  # after the burst's earlier publishes, before its later ones
         return append(nc, command, len(body))

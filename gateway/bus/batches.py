@@ -1,0 +1,214 @@
+"""Fast batches: one event-loop iteration's acknowledged publishes stored with a few acknowledgements, not one each.
+
+JetStream's fast batch publishing (nats-server 2.14 and later, a stream with
+``allow_batched``) needs no headers: each message of a batch carries the reply
+subject ``<inbox>.<batch id>.<flow>.fail.<n>.<op>.$FI`` (n counts from 1; op 0
+starts the batch, 1 appends, 2 commits with this last message). The server
+stores each message as it arrives and answers only the start
+(``{"type":"ack","seq":0,"msgs":F}``), every F-th message
+(``{"type":"ack","seq":n}``) and the commit (the publish acknowledgement with
+``"count"``). In gap mode ``fail`` an acknowledgement of n means messages 1..n
+are stored, so a whole burst costs the gateway two or three parsed
+acknowledgements instead of one per message. Acknowledgements of batched
+messages carry no stream sequence (``STORED``): only publishers that do not
+report one (``Bus.outlet(batched=True)``) are batched.
+
+A burst is collected while the event loop runs callbacks and sent at the end of
+the iteration (``call_soon``), before the connection's flusher writes it. Every
+publish of the bus made meanwhile joins the burst in its place, so the stream
+keeps the order in which the gateway published. A burst of one message is an
+ordinary acknowledged publish.
+
+Each batched message is tracked by its token like any other publish (deadline,
+disconnect), so only the acknowledgement differs. A batch the server refuses or
+cuts short (a stream without ``allow_batched``, a leader change) has its
+unstored messages sent again one by one (``Retry``), or failed when the bus
+will not retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from nats.aio.client import Client
+
+from gateway.bus.acks import AckInbox, Pending, PubAck, Retry, settle
+from gateway.bus.outgoing import append
+from gateway.errors import Unavailable
+
+log = logging.getLogger("flowgate.bus")
+
+FLOW = 500  # messages between two of the server's acknowledgements (nats-server caps it at 500)
+MAX_BATCH = 1000  # messages per batch; a longer burst is sent as several
+STORED = PubAck(0, False)  # stored in a batch: the server reports no stream sequence per message
+_ERR_NOT_ENABLED = 10205  # the stream has no allow_batched (changed under us): stop batching
+
+Member = tuple[bytes, bytes, bytes, Pending]  # (HPUB head, header block, body, the publish's settle)
+
+
+def acked_command(head: bytes, reply: bytes, block: bytes, body: bytes) -> bytes:
+    """``HPUB <subject> <reply> <header size> <total size>`` with its header block and body."""
+    size = len(block)
+    return b"%b%b %d %d\r\n%b%b\r\n" % (head, reply, size, size + len(body), block, body)
+
+
+class _Batch:
+    """The tokens of one batch's members in batch order, how many are known stored, their parts to resend."""
+
+    __slots__ = ("members", "reply", "stored", "tokens")
+
+    def __init__(self, reply: bytes, members: list[Member]) -> None:
+        self.reply = reply  # the reply subject up to the message number: b"<inbox>.<id>.<flow>.fail."
+        self.tokens: list[int] = []
+        self.members = members
+        self.stored = 0
+
+
+class FastBatches:
+    """The burst being collected, and the batches sent and not yet committed by the server."""
+
+    __slots__ = ("_acks", "_batches", "_burst", "_ids", "_inbox", "_nc", "_retry", "_root", "_track", "enabled")
+
+    def __init__(self, acks: AckInbox, track: Callable[[Pending], int], retry: Retry) -> None:
+        self.enabled = False
+        self._acks = acks
+        self._track = track  # token and deadline of a publish, as for any other
+        self._retry = retry
+        self._nc: Client | None = None
+        self._inbox = b""  # b"<inbox>.": every acknowledgement of the bus comes under it
+        self._root = secrets.token_hex(6).encode()  # batch ids are <root><n>: unique on the server, not only here
+        self._ids = itertools.count(1)
+        self._burst: list[bytes | Member] = []
+        self._batches: dict[bytes, _Batch] = {}
+
+    def start(self, nc: Client, inbox: str) -> None:
+        """Batch from now on, on ``nc``, with replies under ``inbox``."""
+        self._nc = nc
+        self._inbox = (inbox + ".").encode()
+        self.enabled = True
+
+    @property
+    def collecting(self) -> bool:
+        """A burst is open: every publish of the bus joins it, to keep its place in the stream."""
+        return bool(self._burst)
+
+    def add(self, head: bytes, block: bytes, body: bytes, then: Pending) -> bool:
+        """An acknowledged publish that may be batched; True when the bus wants a ``drain()`` now."""
+        burst = self._burst
+        if not burst:
+            asyncio.get_running_loop().call_soon(self.send)
+        burst.append((head, block, body, then))
+        return len(burst) >= MAX_BATCH and self.send()
+
+    def add_command(self, command: bytes) -> bool:
+        """Any other publish, encoded, while a burst is open: it is sent in its place."""
+        burst = self._burst
+        burst.append(command)
+        return len(burst) >= MAX_BATCH and self.send()
+
+    def send(self) -> bool:
+        """Send the burst: its batchable publishes as one batch (or as they are, when only one); True when the
+        bus wants a ``drain()`` now."""
+        burst, self._burst = self._burst, []
+        nc = self._nc
+        if not burst or nc is None:
+            return False
+        members = [item for item in burst if type(item) is tuple]
+        batch = self._open(members) if len(members) > 1 else None
+        overfull = False
+        for item in burst:
+            if type(item) is bytes:
+                overfull = append(nc, item, len(item))
+                continue
+            assert type(item) is tuple
+            head, block, body, then = item
+            token = self._track(then)
+            if batch is None:  # a single one: an ordinary publish, acknowledged on its own
+                command = acked_command(head, self._inbox + b"%d" % token, block, body)
+                self._acks.frames[token] = command
+            else:
+                tokens = batch.tokens
+                tokens.append(token)
+                n = len(tokens)
+                op = 0 if n == 1 else 2 if n == len(members) else 1  # start, append, commit
+                command = acked_command(head, b"%b%d.%d.$FI" % (batch.reply, n, op), block, body)
+            overfull = append(nc, command, len(body))
+        return overfull
+
+    def _open(self, members: list[Member]) -> _Batch:
+        """A new batch for ``members``, under a new id."""
+        batch_id = b"%s%d" % (self._root, next(self._ids))
+        if len(self._batches) > 4 * MAX_BATCH:
+            self._forget_settled()
+        batch = self._batches[batch_id] = _Batch(b"%b%b.%d.fail." % (self._inbox, batch_id, FLOW), members)
+        return batch
+
+    def on_reply(self, subject: bytes, body: bytes, headers: bytes | None) -> None:
+        """A message for a batch (``AckInbox.on_message`` hands over the subjects that are not a token)."""
+        rest = subject[len(self._inbox) :]
+        batch_id = rest[: rest.find(b".")]
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            return  # settled, forgotten at a disconnect, or not ours
+        if not body:  # no responders: no stream took it (a stream without a leader); none of it is stored
+            self._resend(batch_id, batch, f"no stream accepted the batch ({headers[:40] if headers else b''!r})")
+            return
+        try:
+            reply: dict[str, Any] = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            log.warning("unreadable batch acknowledgement from JetStream: %r", body[:100])
+            return
+        error = reply.get("error")
+        if error is not None:
+            if error.get("err_code") == _ERR_NOT_ENABLED:
+                self.enabled = False
+                log.warning("stream has no allow_batched any more: publishing one acknowledgement per message")
+            self._resend(batch_id, batch, str(error.get("description", "batch refused by JetStream")))
+            return
+        count = reply.get("count")
+        if count is not None:  # the commit: messages 1..count are stored, any later one is not
+            self._stored(batch, int(count))
+            self._resend(batch_id, batch, "batch ended before this message was stored")
+            return
+        if reply.get("type") == "ack":
+            self._stored(batch, int(reply.get("seq", 0)))
+        # "gap" and "err" events: the commit that ends the batch says what was stored
+
+    def _stored(self, batch: _Batch, upto: int) -> None:
+        pending = self._acks.pending
+        tokens = batch.tokens
+        for i in range(batch.stored, min(upto, len(tokens))):
+            entry = pending.pop(tokens[i], None)
+            if entry is not None:  # else: timed out, or failed at a disconnect
+                settle(entry, STORED, None)
+        batch.stored = max(batch.stored, min(upto, len(tokens)))
+
+    def _resend(self, batch_id: bytes, batch: _Batch, why: str) -> None:
+        """Send the members not known stored again one by one (or fail them); forget the batch."""
+        del self._batches[batch_id]
+        pending = self._acks.pending
+        for i in range(batch.stored, len(batch.tokens)):
+            token = batch.tokens[i]
+            entry = pending.pop(token, None)
+            if entry is None:
+                continue
+            head, block, body, _ = batch.members[i]
+            command = acked_command(head, self._inbox + b"%d" % token, block, body)
+            if not self._retry(token, entry, command):
+                settle(entry, None, Unavailable(f"message not stored: {why}; retry"))
+
+    def forget(self) -> None:
+        """The connection dropped: its publishes were failed (``AckInbox.fail_all``); so are its batches."""
+        self._batches.clear()
+
+    def _forget_settled(self) -> None:
+        pending = self._acks.pending
+        for batch_id, batch in list(self._batches.items()):
+            if not any(token in pending for token in batch.tokens):
+                del self._batches[batch_id]
