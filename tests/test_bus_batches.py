@@ -11,6 +11,8 @@ publishes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import signal
 from collections.abc import Callable
 
 import nats
@@ -20,7 +22,7 @@ from nats.aio.msg import Msg
 from gateway.bus import Bus, PubAck
 from gateway.bus.batches import MAX_BATCH, STORED
 from gateway.bus.core import MESSAGES_STREAM, Outlet
-from gateway.errors import FlowGateError
+from gateway.errors import FlowGateError, Unavailable
 from gateway.payload import Payload
 from gateway.settings import Settings
 from gateway.topics import MESSAGE_SUBJECT_ROOT
@@ -182,3 +184,28 @@ async def test_a_server_without_fast_batches_gets_ordinary_publishes() -> None:
             await bus.close()
     finally:
         server.stop()
+
+
+async def test_a_batch_not_committed_in_time_fails_every_member(nats_js: NatsServer) -> None:
+    bus = Bus(dataclasses.replace(Settings(), publish_timeout_seconds=1.0))
+    await bus.connect([nats_js.url], attempts_timeout=10)
+    assert nats_js.process is not None
+    try:
+        outlet = bus.outlet(SUBJECT, batched=True)
+        settled = Settled(20)
+        nats_js.process.send_signal(signal.SIGSTOP)  # a server that hangs: nothing is answered
+        try:
+            for i in range(20):
+                _publish(outlet, b"h%d" % i, settled.then(i))
+            await asyncio.wait_for(settled.done.wait(), 10)
+        finally:
+            nats_js.process.send_signal(signal.SIGCONT)
+        assert all(isinstance(result, Unavailable) for result in settled.results.values())
+        assert bus._acks.pending == {} and bus._batches._batches == {}
+        settled = Settled(3)  # the bus goes on batching once the server answers again
+        for i in range(3):
+            _publish(outlet, b"a%d" % i, settled.then(i))
+        await asyncio.wait_for(settled.done.wait(), 10)
+        assert all(result is STORED for result in settled.results.values())
+    finally:
+        await bus.close()

@@ -33,6 +33,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -40,7 +41,7 @@ from nats.aio.client import Client
 
 from gateway.bus.acks import AckInbox, Pending, PubAck, Retry, settle
 from gateway.bus.outgoing import append
-from gateway.errors import Unavailable
+from gateway.errors import FlowGateError, Unavailable
 
 log = logging.getLogger("flowgate.bus")
 
@@ -59,15 +60,19 @@ def acked_command(head: bytes, reply: bytes, block: bytes, body: bytes) -> bytes
 
 
 class _Batch:
-    """The tokens of one batch's members in batch order, how many are known stored, their parts to resend."""
+    """One batch sent: its members in batch order, how many are known stored, and its token.
 
-    __slots__ = ("members", "reply", "stored", "tokens")
+    The token stands for the whole batch among the bus's pending publishes: one
+    deadline, and the disconnect that fails them all, reach every member through it.
+    """
+
+    __slots__ = ("members", "reply", "stored", "token")
 
     def __init__(self, reply: bytes, members: list[Member]) -> None:
         self.reply = reply  # the reply subject up to the message number: b"<inbox>.<id>.<flow>.fail."
-        self.tokens: list[int] = []
         self.members = members
         self.stored = 0
+        self.token = 0
 
 
 class FastBatches:
@@ -78,7 +83,7 @@ class FastBatches:
     def __init__(self, acks: AckInbox, track: Callable[[Pending], int], retry: Retry) -> None:
         self.enabled = False
         self._acks = acks
-        self._track = track  # token and deadline of a publish, as for any other
+        self._track = track  # a token and a deadline, as for any publish
         self._retry = retry
         self._nc: Client | None = None
         self._inbox = b""  # b"<inbox>.": every acknowledgement of the bus comes under it
@@ -113,41 +118,46 @@ class FastBatches:
         return len(burst) >= MAX_BATCH and self.send()
 
     def send(self) -> bool:
-        """Send the burst: its batchable publishes as one batch (or as they are, when only one); True when the
-        bus wants a ``drain()`` now."""
+        """Send the burst, its batchable publishes as one batch (or as they are, when only one), in one
+        append to the connection's buffer; True when the bus wants a ``drain()`` now."""
         burst, self._burst = self._burst, []
         nc = self._nc
         if not burst or nc is None:
             return False
         members = [item for item in burst if type(item) is tuple]
         batch = self._open(members) if len(members) > 1 else None
-        overfull = False
+        commands: list[bytes] = []
+        body_size = n = 0
         for item in burst:
             if type(item) is bytes:
-                overfull = append(nc, item, len(item))
+                commands.append(item)
                 continue
             assert type(item) is tuple
             head, block, body, then = item
-            token = self._track(then)
+            body_size += len(body)
             if batch is None:  # a single one: an ordinary publish, acknowledged on its own
-                command = acked_command(head, self._inbox + b"%d" % token, block, body)
-                self._acks.frames[token] = command
+                token = self._track(then)
+                command = self._acks.frames[token] = acked_command(head, self._inbox + b"%d" % token, block, body)
             else:
-                tokens = batch.tokens
-                tokens.append(token)
-                n = len(tokens)
+                n += 1
                 op = 0 if n == 1 else 2 if n == len(members) else 1  # start, append, commit
                 command = acked_command(head, b"%b%d.%d.$FI" % (batch.reply, n, op), block, body)
-            overfull = append(nc, command, len(body))
-        return overfull
+            commands.append(command)
+        return append(nc, b"".join(commands), body_size, len(commands))
 
     def _open(self, members: list[Member]) -> _Batch:
-        """A new batch for ``members``, under a new id."""
+        """A new batch for ``members``, under a new id, tracked by one token."""
         batch_id = b"%s%d" % (self._root, next(self._ids))
-        if len(self._batches) > 4 * MAX_BATCH:
-            self._forget_settled()
         batch = self._batches[batch_id] = _Batch(b"%b%b.%d.fail." % (self._inbox, batch_id, FLOW), members)
+        batch.token = self._track(partial(self._failed, batch_id))
         return batch
+
+    def _failed(self, batch_id: bytes, ack: PubAck | None, error: FlowGateError | None) -> None:
+        """The batch's token failed (its deadline passed, the connection dropped): so do its unsettled members."""
+        batch = self._batches.pop(batch_id, None)
+        if batch is not None:
+            for _, _, _, then in batch.members[batch.stored :]:
+                settle(then, None, error or Unavailable("message bus did not acknowledge in time; retry"))
 
     def on_reply(self, subject: bytes, body: bytes, headers: bytes | None) -> None:
         """A message for a batch (``AckInbox.on_message`` hands over the subjects that are not a token)."""
@@ -155,7 +165,7 @@ class FastBatches:
         batch_id = rest[: rest.find(b".")]
         batch = self._batches.get(batch_id)
         if batch is None:
-            return  # settled, forgotten at a disconnect, or not ours
+            return  # settled, failed, or not ours
         if not body:  # no responders: no stream took it (a stream without a leader); none of it is stored
             self._resend(batch_id, batch, f"no stream accepted the batch ({headers[:40] if headers else b''!r})")
             return
@@ -180,35 +190,25 @@ class FastBatches:
             self._stored(batch, int(reply.get("seq", 0)))
         # "gap" and "err" events: the commit that ends the batch says what was stored
 
-    def _stored(self, batch: _Batch, upto: int) -> None:
-        pending = self._acks.pending
-        tokens = batch.tokens
-        for i in range(batch.stored, min(upto, len(tokens))):
-            entry = pending.pop(tokens[i], None)
-            if entry is not None:  # else: timed out, or failed at a disconnect
-                settle(entry, STORED, None)
-        batch.stored = max(batch.stored, min(upto, len(tokens)))
+    @staticmethod
+    def _stored(batch: _Batch, upto: int) -> None:
+        members = batch.members
+        upto = min(upto, len(members))
+        for i in range(batch.stored, upto):
+            settle(members[i][3], STORED, None)
+        batch.stored = max(batch.stored, upto)
 
     def _resend(self, batch_id: bytes, batch: _Batch, why: str) -> None:
-        """Send the members not known stored again one by one (or fail them); forget the batch."""
+        """Forget the batch; send its members not known stored again one by one (or fail them)."""
         del self._batches[batch_id]
-        pending = self._acks.pending
-        for i in range(batch.stored, len(batch.tokens)):
-            token = batch.tokens[i]
-            entry = pending.pop(token, None)
-            if entry is None:
-                continue
-            head, block, body, _ = batch.members[i]
+        self._acks.pending.pop(batch.token, None)
+        for head, block, body, then in batch.members[batch.stored :]:
+            token = self._track(then)
             command = acked_command(head, self._inbox + b"%d" % token, block, body)
-            if not self._retry(token, entry, command):
-                settle(entry, None, Unavailable(f"message not stored: {why}; retry"))
+            if not self._retry(token, then, command):
+                self._acks.pending.pop(token, None)
+                settle(then, None, Unavailable(f"message not stored: {why}; retry"))
 
     def forget(self) -> None:
-        """The connection dropped: its publishes were failed (``AckInbox.fail_all``); so are its batches."""
+        """The connection dropped: its publishes, batches included, were failed (``AckInbox.fail_all``)."""
         self._batches.clear()
-
-    def _forget_settled(self) -> None:
-        pending = self._acks.pending
-        for batch_id, batch in list(self._batches.items()):
-            if not any(token in pending for token in batch.tokens):
-                del self._batches[batch_id]

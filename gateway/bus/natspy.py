@@ -167,15 +167,16 @@ async def drain(nc: Client) -> None:
 # --- hot paths ------------------------------------------------------------------------------------
 
 
-def append(nc: Client, command: bytes, body_size: int) -> bool:
-    """Append one encoded command to ``nc``'s pending buffer and wake its flusher, as ``Client.publish`` does.
+def append(nc: Client, command: bytes, body_size: int, messages: int = 1) -> bool:
+    """Append encoded commands (``messages`` publishes) to ``nc``'s pending buffer and wake its flusher, as
+    ``Client.publish`` does.
 
     True when the buffer is over its limit (drain it).
     """
     nc._pending.append(command)
     nc._pending_data_size += len(command)
     stats = nc.stats
-    stats["out_msgs"] += 1
+    stats["out_msgs"] += messages
     stats["out_bytes"] += body_size
     flush_queue = nc._flush_queue
     if flush_queue is not None and flush_queue.empty():
