@@ -209,3 +209,24 @@ async def test_a_batch_not_committed_in_time_fails_every_member(nats_js: NatsSer
         assert all(result is STORED for result in settled.results.values())
     finally:
         await bus.close()
+
+
+async def test_a_batch_in_flight_when_nats_goes_away_fails_with_the_connection(nats_js: NatsServer) -> None:
+    bus = Bus(dataclasses.replace(Settings(), publish_timeout_seconds=30.0))
+    await bus.connect([nats_js.url], attempts_timeout=10)
+    assert nats_js.process is not None
+    try:
+        outlet = bus.outlet(SUBJECT, batched=True)
+        settled = Settled(20)
+        nats_js.process.send_signal(signal.SIGSTOP)  # sent, and never answered...
+        for i in range(20):
+            _publish(outlet, b"d%d" % i, settled.then(i))
+        await asyncio.sleep(0)  # the burst goes out at the end of this iteration
+        nats_js.stop(
+            signal.SIGKILL
+        )  # ...because the server is gone: failed by the disconnect, long before the deadline
+        await asyncio.wait_for(settled.done.wait(), 10)
+        assert all(isinstance(result, Unavailable) for result in settled.results.values())
+        assert bus._batches._batches == {}
+    finally:
+        await bus.close()
