@@ -6,9 +6,12 @@ must do (``actions.py``): a packet to send, a message to store, subscriptions to
 add or remove, the session to save, a timer to set, a close with or without the
 will. Anything not in the table is a protocol violation. The connection reports
 back what needed the gateway (``accepted``/``refused`` after a CONNECT,
-``published`` after a store, ``reauthenticated``); time comes in as an argument
-(``keepalive_due``). The flow state it applies packet by packet lives in
-``flow.py``; the CONNECT checks in ``connect_rules.py`` (``v5.py`` for MQTT 5)::
+``published`` after a store, ``reauthenticated``) and that it closed
+(``ended``: whether and when the will goes out); time comes in as an argument
+(``keepalive_due``). ``redelivery`` is how a persistent session's stored
+messages go out, the first time or again. The flow state and rules it applies
+live in ``flow.py``; the CONNECT checks in ``connect_rules.py`` (``v5.py`` for
+MQTT 5)::
 
     AWAIT_CONNECT --CONNECT--> CONNECTING --accepted--> CONNECTED --DISCONNECT--> CLOSED
           |                        |                       |
@@ -31,6 +34,7 @@ from protocols.mqtt.actions import (
     Authenticate,
     Close,
     Complete,
+    PublishWill,
     Reauthenticate,
     Release,
     RemoveSubscriptions,
@@ -52,6 +56,8 @@ from protocols.mqtt.flow import (
     keepalive_deadline,
     packet_id_for_seq,
     publish_ack,
+    redelivery,
+    will_delay,
 )
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
@@ -69,6 +75,7 @@ from protocols.mqtt.packets import (
     PubRel,
     Subscribe,
     Unsubscribe,
+    Will,
 )
 from protocols.mqtt.properties import Properties, ReasonCode
 from protocols.mqtt.subscriptions import Outgoing
@@ -89,7 +96,9 @@ __all__ = [  # the flow primitives and CONNECT checks are reached through this m
     "foreign_protocol",
     "keepalive_deadline",
     "packet_id_for_seq",
+    "redelivery",
     "valid_client_id",
+    "will_delay",
 ]
 
 R = ReasonCode
@@ -181,7 +190,8 @@ class MqttSession:
         self.acks: deque[PendingAck] = deque()  # PUBACK/PUBREC waiting for their stores, in order
         self.keepalive = 0
         self.persistent = False
-        self.will: Connect | None = None
+        self.established = False  # the CONNECT was accepted (CONNACK 0): only then can a will go out
+        self.will: Will | None = None  # the CONNECT's will, until a clean DISCONNECT discards it
         self.expire_now = False  # MQTT 5: DISCONNECT set the Session Expiry Interval to 0
         self._window_size = window
         self._max_packet_size = max_packet_size
@@ -234,7 +244,7 @@ class MqttSession:
         self._enter(State.CONNECTING)
         self.persistent = not connect.clean_session if v5 is None else v5.session_expiry_interval > 0
         self.keepalive = connect.keepalive if v5 is None else v5.keepalive
-        self.will = connect if connect.will is not None else None
+        self.will = connect.will
         if v5 is not None:  # the client's Receive Maximum bounds the deliveries in flight [MQTT-3.3.4-9]
             self.window = OutboundWindow(min(self._window_size, v5.receive_maximum))
         return Authenticate(connect)
@@ -251,6 +261,7 @@ class MqttSession:
         """The token and session checked out: CONNACK; Session Present is 0 for a clean session
         [MQTT-3.2.2-1], else whether state was found [MQTT-3.2.2-2]."""
         self._enter(State.CONNECTED)
+        self.established = True
         v5 = self.v5
         if v5 is None:
             ack = ConnAck(present, CONNACK_ACCEPTED)
@@ -272,6 +283,27 @@ class MqttSession:
             self.window.released(packet_id, Outgoing("", b"", 2, packet_id=packet_id))
             actions.append(Send(self.encode(PubRel(packet_id))))
         return actions
+
+    def ended(self, will: bool) -> PublishWill | None:
+        """The connection closed: its will, if it goes out, and how long it waits.
+
+        ``will`` is the close's own: the ``Close`` this session returned (a clean
+        DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3], MQTT 5's 0x04
+        keeps it [3.14.2.1]; a protocol error, a keepalive timeout keep it), or
+        the server's reason to close (a lost network, a session taken over,
+        keep it [MQTT-3.1.2-8]). A CONNECT never accepted has no will to send.
+        MQTT 5 holds it back for its Will Delay Interval, at most until the
+        session expires (the expiry the DISCONNECT may have set) [MQTT-3.1.3-9].
+        """
+        self._enter(State.CLOSED)
+        if not will or not self.established or self.will is None:
+            return None
+        v5 = self.v5
+        expiry = None if v5 is None else v5.session_expiry_interval
+        return PublishWill(self.will, will_delay(self.will.properties.will_delay_interval, expiry))
+
+    # A persistent session's stored message, sent the first time or again (flow.py) [MQTT-3.3.1-1, 4.4.0-1].
+    redelivery = staticmethod(redelivery)
 
     def keepalive_due(self, now: float, last_activity: float) -> Action | None:
         """Nothing received for 1.5 x keepalive: the client is gone, its will goes out [MQTT-3.1.2-24]."""
@@ -416,6 +448,8 @@ class MqttSession:
                 v5.session_expiry_interval = expiry
                 self.expire_now = expiry == 0
             will = packet.reason_code == R.DISCONNECT_WITH_WILL
+        if not will:
+            self.will = None  # deleted, not published [MQTT-3.1.2-10]
         return self.close("client disconnected", None, will=will)
 
     def _on_auth(self, packet: Auth) -> Result:
