@@ -1,29 +1,23 @@
 """One MQTT connection's protocol state machine, sans-I/O: packets in, actions out; no awaits, no clock, no sockets.
 
-``MqttSession.receive(packet)`` looks the packet up in ``TABLE``, one entry per
-(state, packet type) the specification allows, and returns what the connection
-must do (``actions.py``): a packet to send, a message to store, subscriptions to
-add or remove, the session to save, a timer to set, a close with or without the
-will. Anything not in the table is a protocol violation. The connection reports
-back what needed the gateway (``accepted``/``refused`` after a CONNECT,
-``published`` after a store, ``reauthenticated``) and that it closed
-(``ended``: whether and when the will goes out); time comes in as an argument
-(``keepalive_due``). ``redelivery`` is how a persistent session's stored
-messages go out, the first time or again. The flow state and rules it applies
-live in ``flow.py``; the CONNECT checks in ``connect_rules.py`` (``v5.py`` for
-MQTT 5)::
-
-    AWAIT_CONNECT --CONNECT--> CONNECTING --accepted--> CONNECTED --DISCONNECT--> CLOSED
-          |                        |                       |
-          +--anything else---------+--refused--------------+--violation, close--> CLOSED
+``MqttSession.receive(packet)`` looks the packet up in ``TABLE`` (``states.py``,
+with the states and their diagram), one entry per (state, packet type) the
+specification allows, and returns what the connection must do (``actions.py``):
+a packet to send, a message to store, subscriptions to add or remove, the
+session to save, a timer to set, a close with or without the will. Anything
+not in the table is a protocol violation. The connection reports back what
+needed the gateway (``accepted``/``refused`` after a CONNECT, ``published``
+after a store, ``reauthenticated``) and that it closed (``ended``: whether and
+when the will goes out); time comes in as an argument (``keepalive_due``).
+``redelivery`` is how a persistent session's stored messages go out, the first
+time or again. The flow state and rules it applies live in ``flow.py``; the
+CONNECT checks in ``connect_rules.py`` (``v5.py`` for MQTT 5).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from gateway.errors import FlowGateError
@@ -78,6 +72,7 @@ from protocols.mqtt.packets import (
     Will,
 )
 from protocols.mqtt.properties import Properties, ReasonCode
+from protocols.mqtt.states import TABLE, GateState, PacketGate, ProtocolViolation, State, violation_reason
 from protocols.mqtt.subscriptions import Outgoing
 from protocols.mqtt.v5 import RECEIVE_MAXIMUM, V5Session, check_connect5, connack_reason
 
@@ -106,75 +101,6 @@ TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by the store
 _PINGRESP = Send(encode(PingResp()))  # the same two bytes in MQTT 5 [MQTT-3.12.4-1]
 
 Result = Action | list[Action] | None  # what handling one packet (or one answer from the gateway) asks for
-
-
-class State(Enum):
-    AWAIT_CONNECT = "await_connect"  # nothing but CONNECT may come [MQTT-3.1.0-1]
-    CONNECTING = "connecting"  # CONNECT passed its checks: its token and session are being looked up
-    CONNECTED = "connected"
-    CLOSED = "closed"  # nothing more is handled
-
-
-GateState = State
-
-# (state, packet type) -> the MqttSession method handling it; anything else is a protocol violation.
-TABLE: dict[tuple[State, type[Packet]], str] = {
-    (State.AWAIT_CONNECT, Connect): "_on_connect",
-    (State.CONNECTED, Publish): "_on_publish",
-    (State.CONNECTED, PubAck): "_on_puback",
-    (State.CONNECTED, PubRec): "_on_pubrec",
-    (State.CONNECTED, PubRel): "_on_pubrel",
-    (State.CONNECTED, PubComp): "_on_pubcomp",
-    (State.CONNECTED, Subscribe): "_on_subscribe",
-    (State.CONNECTED, Unsubscribe): "_on_unsubscribe",
-    (State.CONNECTED, PingReq): "_on_pingreq",
-    (State.CONNECTED, Disconnect): "_on_disconnect",
-    (State.CONNECTED, Auth): "_on_auth",
-}
-
-
-def violation_reason(state: State, packet: Packet) -> str:
-    """Why ``packet`` may not come in ``state`` (it is not in ``TABLE``)."""
-    name = type(packet).__name__
-    if state is State.AWAIT_CONNECT:
-        # "the first Packet sent from the Client to the Server MUST be a CONNECT Packet" [MQTT-3.1.0-1].
-        return f"{name} before CONNECT [MQTT-3.1.0-1]"
-    if state is State.CLOSED:
-        return "packet after the connection ended"
-    if type(packet) is Connect:
-        # "A Client can only send the CONNECT Packet once over a Network Connection" [MQTT-3.1.0-2].
-        return "second CONNECT on one connection [MQTT-3.1.0-2]"
-    return f"unexpected {name} while {state.value}"
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolViolation:
-    """The connection must be closed without an answer [MQTT-4.8.0-1]."""
-
-    reason: str
-
-
-class PacketGate:
-    """``TABLE`` without its handlers: which packets may arrive now (for tools that only check the order)."""
-
-    def __init__(self) -> None:
-        self.state = State.AWAIT_CONNECT
-
-    def admit(self, packet: Packet) -> ProtocolViolation | None:
-        """``None`` if ``packet`` may be processed now, else why the connection must close."""
-        if (self.state, type(packet)) in TABLE:
-            if type(packet) is Disconnect:
-                self.state = State.CLOSED
-            return None
-        reason = violation_reason(self.state, packet)
-        self.state = State.CLOSED
-        return ProtocolViolation(reason)
-
-    def accepted(self) -> None:
-        self.state = State.CONNECTED
-
-    def close(self) -> None:
-        self.state = State.CLOSED
 
 
 class MqttSession:
