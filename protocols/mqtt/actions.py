@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.errors import FlowGateError
-from protocols.mqtt.packets import Auth, Connect, Publish, Subscribe, Unsubscribe
+from protocols.mqtt.packets import Auth, Connect, Publish, Subscribe, Unsubscribe, Will
 from protocols.mqtt.subscriptions import Outgoing
 
 
@@ -115,6 +115,15 @@ class Close(Action):
     reason: str
     code: int | None
     will: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PublishWill(Action):
+    """The connection closed and its will goes out: at once, or after ``delay`` seconds unless the
+    session is resumed first (MQTT 5's Will Delay Interval [MQTT-3.1.3-9]); see ``MqttSession.ended``."""
+
+    will: Will
+    delay: float
 
 
 SAVE_SESSION = SaveSession()

@@ -10,7 +10,8 @@ each in its own module: ``inbound.py`` (the reader, pause and resume),
 backlog, write buffer, billing). This module sets up their shared state
 (``host.py``), maps each action to the layer that carries it out, and owns the
 connection's life: CONNECT against the gateway's services (token, user,
-billing lease, session takeover), timers, and the end (will, cleanup).
+billing lease, session takeover), timers, and the end (cleanup, and the will
+as ``MqttSession.ended`` decides).
 
 Billing (``gateway.billing``, reactions in ``errors.py``): CONNECT is refused
 with CONNACK 5 when the quota and balance are spent or the plan's connections
@@ -65,8 +66,8 @@ from protocols.mqtt.inbound import Closing, Inbound, Malformed
 from protocols.mqtt.outbound import Outbound
 from protocols.mqtt.packets import (
     CONNACK_NOT_AUTHORIZED,
-    Connect,
     Packet,
+    Will,
 )
 from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.publishing import Publishing
@@ -360,20 +361,17 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
             log.log(level, "mqtt %s closed: %s", self.id, reason)
         else:
             log.log(level, "mqtt %s (%s) closed before CONNECT completed: %s", self.id, self.peer, reason)
-        will = self.session.will
-        if claims is not None and self._publish_will and will is not None and will.will is not None:
-            delay = self._v5.will_delay(will.will)
-            if delay > 0 and self.session_key is not None:  # MQTT 5 Will Delay Interval [MQTT-3.1.3-9]
-                self.ctx.delay_will(self.session_key, delay, partial(self._send_will, claims, will))
+        will = self.session.ended(self._publish_will)  # whether and when the will goes out
+        if will is not None and claims is not None:
+            if will.delay > 0 and self.session_key is not None:
+                self.ctx.delay_will(self.session_key, will.delay, partial(self._send_will, claims, will.will))
             else:
-                await self._send_will(claims, will)
+                await self._send_will(claims, will.will)
         self.ctx.connections.discard(self)
         self.closed.set()
 
-    async def _send_will(self, claims: Claims, connect: Connect) -> None:
-        """Publish the will: the connection ended without DISCONNECT [MQTT-3.1.2-8]."""
-        will = connect.will
-        assert will is not None
+    async def _send_will(self, claims: Claims, will: Will) -> None:
+        """Publish the will (``MqttSession.ended`` decided it goes out) [MQTT-3.1.2-8]."""
         services = self.ctx.services
         meta = self._v5.will_meta(will)
         payload = Payload(will.payload, None, meta)

@@ -9,6 +9,9 @@
 - ``PendingAck``: a publish sent to the store, and the PUBACK or PUBREC that waits
   for the store's answer, so acknowledgements go out in order [MQTT-4.6.0-2].
 - ``keepalive_deadline``: when a silent client is considered gone [MQTT-3.1.2-24].
+- ``redelivery``: the QoS, DUP flag and packet identifier of a persistent
+  session's stored message, sent for the first time or again [MQTT-3.3.1-1, 4.4.0-1].
+- ``will_delay``: how long the will waits after the connection closed [MQTT-3.1.3-9].
 - ``delivery_qos``, ``packet_id_for_seq`` and ``publish_ack``.
 """
 
@@ -53,6 +56,32 @@ def packet_id_for_seq(seq: int) -> int:
     message twice [MQTT-4.3.3-2].
     """
     return (seq - 1) % MAX_PACKET_ID + 1
+
+
+def redelivery(publish_qos: int, granted_qos: int, seq: int, redelivered: bool) -> tuple[int, bool, int | None]:
+    """(QoS, DUP, packet identifier) of a persistent session's stored message, at stream sequence ``seq``.
+
+    It goes out at the lower of the two QoS [MQTT-3.8.4-6]. At QoS 1/2 its
+    identifier comes from ``seq``, so sending it again after a reconnect or a
+    crash (``redelivered``) uses the identifier it had [MQTT-4.4.0-1], with DUP
+    set [MQTT-3.3.1-1]; at QoS 0 it has neither, and DUP is 0 [MQTT-3.3.1-2].
+    """
+    qos = delivery_qos(publish_qos, granted_qos)
+    if qos == 0:
+        return 0, False, None
+    return qos, redelivered, packet_id_for_seq(seq)
+
+
+def will_delay(will_delay_interval: int | None, session_expiry_interval: int | None) -> float:
+    """Seconds the will waits after the connection closed; ``session_expiry_interval`` ``None``: MQTT 3.1.1.
+
+    MQTT 3.1.1 publishes it at once [MQTT-3.1.2-8]. MQTT 5 holds it for its Will
+    Delay Interval, or until the session ends if that is sooner; a connection
+    that resumes the session meanwhile cancels it [MQTT-3.1.3-9, 3.1.3.2.2].
+    """
+    if session_expiry_interval is None or not will_delay_interval:
+        return 0.0
+    return float(min(will_delay_interval, session_expiry_interval))
 
 
 class FlowState(Enum):

@@ -20,7 +20,6 @@ from gateway.topics import Namespace
 from protocols.mqtt.actions import Complete
 from protocols.mqtt.codec import encode, encode_publish
 from protocols.mqtt.codec5 import encode5
-from protocols.mqtt.flow import delivery_qos, packet_id_for_seq
 from protocols.mqtt.host import ConnectionHost
 from protocols.mqtt.inbound import MAX_PENDING_ACKS
 from protocols.mqtt.packets import (
@@ -96,28 +95,16 @@ class Outbound(ConnectionHost):
             consumer.ack(message.ack_subject)
             self._want_more()
             return
-        qos = delivery_qos(delivery.qos, sub.qos)
-        topic = delivery.namespace.full(delivery.topic) if sub.full else delivery.topic
+        # QoS, DUP and the packet identifier the message had before, if it is sent again (MqttSession.redelivery)
+        qos, dup, packet_id = self.session.redelivery(delivery.qos, sub.qos, delivery.seq, message.redelivered)
         if self.v5 is not None:
             item = self._v5.outgoing(sub, delivery, qos)
             item.sub_ids = self._v5.matching_ids(self._subs.values(), delivery)  # one copy: every id [MQTT-3.3.4-4]
-            item.ack_subject = message.ack_subject
-            if qos:
-                item.dup = message.redelivered
-                item.packet_id = packet_id_for_seq(delivery.seq)
-            self._queue_out(item)
-        elif qos == 0:
-            self._queue_out(Outgoing(topic, delivery.payload.body, 0, ack_subject=message.ack_subject))
         else:
-            item = Outgoing(
-                topic,
-                delivery.payload.body,
-                qos,
-                dup=message.redelivered,  # [MQTT-3.3.1-1]: a re-sent PUBLISH has DUP 1
-                packet_id=packet_id_for_seq(delivery.seq),
-                ack_subject=message.ack_subject,
-            )
-            self._queue_out(item)
+            topic = delivery.namespace.full(delivery.topic) if sub.full else delivery.topic
+            item = Outgoing(topic, delivery.payload.body, qos)
+        item.dup, item.packet_id, item.ack_subject = dup, packet_id, message.ack_subject
+        self._queue_out(item)
         self.count_delivery(delivery.namespace)
         self._want_more()
 

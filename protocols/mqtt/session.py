@@ -1,26 +1,23 @@
 """One MQTT connection's protocol state machine, sans-I/O: packets in, actions out; no awaits, no clock, no sockets.
 
-``MqttSession.receive(packet)`` looks the packet up in ``TABLE``, one entry per
-(state, packet type) the specification allows, and returns what the connection
-must do (``actions.py``): a packet to send, a message to store, subscriptions to
-add or remove, the session to save, a timer to set, a close with or without the
-will. Anything not in the table is a protocol violation. The connection reports
-back what needed the gateway (``accepted``/``refused`` after a CONNECT,
-``published`` after a store, ``reauthenticated``); time comes in as an argument
-(``keepalive_due``). The flow state it applies packet by packet lives in
-``flow.py``; the CONNECT checks in ``connect_rules.py`` (``v5.py`` for MQTT 5)::
-
-    AWAIT_CONNECT --CONNECT--> CONNECTING --accepted--> CONNECTED --DISCONNECT--> CLOSED
-          |                        |                       |
-          +--anything else---------+--refused--------------+--violation, close--> CLOSED
+``MqttSession.receive(packet)`` looks the packet up in ``TABLE`` (``states.py``,
+with the states and their diagram), one entry per (state, packet type) the
+specification allows, and returns what the connection must do (``actions.py``):
+a packet to send, a message to store, subscriptions to add or remove, the
+session to save, a timer to set, a close with or without the will. Anything
+not in the table is a protocol violation. The connection reports back what
+needed the gateway (``accepted``/``refused`` after a CONNECT, ``published``
+after a store, ``reauthenticated``) and that it closed (``ended``: whether and
+when the will goes out); time comes in as an argument (``keepalive_due``).
+``redelivery`` is how a persistent session's stored messages go out, the first
+time or again. The flow state and rules it applies live in ``flow.py``; the
+CONNECT checks in ``connect_rules.py`` (``v5.py`` for MQTT 5).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from gateway.errors import FlowGateError
@@ -31,6 +28,7 @@ from protocols.mqtt.actions import (
     Authenticate,
     Close,
     Complete,
+    PublishWill,
     Reauthenticate,
     Release,
     RemoveSubscriptions,
@@ -52,6 +50,8 @@ from protocols.mqtt.flow import (
     keepalive_deadline,
     packet_id_for_seq,
     publish_ack,
+    redelivery,
+    will_delay,
 )
 from protocols.mqtt.packets import (
     CONNACK_ACCEPTED,
@@ -69,8 +69,10 @@ from protocols.mqtt.packets import (
     PubRel,
     Subscribe,
     Unsubscribe,
+    Will,
 )
 from protocols.mqtt.properties import Properties, ReasonCode
+from protocols.mqtt.states import TABLE, GateState, PacketGate, ProtocolViolation, State, violation_reason
 from protocols.mqtt.subscriptions import Outgoing
 from protocols.mqtt.v5 import RECEIVE_MAXIMUM, V5Session, check_connect5, connack_reason
 
@@ -89,7 +91,9 @@ __all__ = [  # the flow primitives and CONNECT checks are reached through this m
     "foreign_protocol",
     "keepalive_deadline",
     "packet_id_for_seq",
+    "redelivery",
     "valid_client_id",
+    "will_delay",
 ]
 
 R = ReasonCode
@@ -97,75 +101,6 @@ TRACK_EVERY = 16  # QoS 0: one publish in this many is acknowledged by the store
 _PINGRESP = Send(encode(PingResp()))  # the same two bytes in MQTT 5 [MQTT-3.12.4-1]
 
 Result = Action | list[Action] | None  # what handling one packet (or one answer from the gateway) asks for
-
-
-class State(Enum):
-    AWAIT_CONNECT = "await_connect"  # nothing but CONNECT may come [MQTT-3.1.0-1]
-    CONNECTING = "connecting"  # CONNECT passed its checks: its token and session are being looked up
-    CONNECTED = "connected"
-    CLOSED = "closed"  # nothing more is handled
-
-
-GateState = State
-
-# (state, packet type) -> the MqttSession method handling it; anything else is a protocol violation.
-TABLE: dict[tuple[State, type[Packet]], str] = {
-    (State.AWAIT_CONNECT, Connect): "_on_connect",
-    (State.CONNECTED, Publish): "_on_publish",
-    (State.CONNECTED, PubAck): "_on_puback",
-    (State.CONNECTED, PubRec): "_on_pubrec",
-    (State.CONNECTED, PubRel): "_on_pubrel",
-    (State.CONNECTED, PubComp): "_on_pubcomp",
-    (State.CONNECTED, Subscribe): "_on_subscribe",
-    (State.CONNECTED, Unsubscribe): "_on_unsubscribe",
-    (State.CONNECTED, PingReq): "_on_pingreq",
-    (State.CONNECTED, Disconnect): "_on_disconnect",
-    (State.CONNECTED, Auth): "_on_auth",
-}
-
-
-def violation_reason(state: State, packet: Packet) -> str:
-    """Why ``packet`` may not come in ``state`` (it is not in ``TABLE``)."""
-    name = type(packet).__name__
-    if state is State.AWAIT_CONNECT:
-        # "the first Packet sent from the Client to the Server MUST be a CONNECT Packet" [MQTT-3.1.0-1].
-        return f"{name} before CONNECT [MQTT-3.1.0-1]"
-    if state is State.CLOSED:
-        return "packet after the connection ended"
-    if type(packet) is Connect:
-        # "A Client can only send the CONNECT Packet once over a Network Connection" [MQTT-3.1.0-2].
-        return "second CONNECT on one connection [MQTT-3.1.0-2]"
-    return f"unexpected {name} while {state.value}"
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolViolation:
-    """The connection must be closed without an answer [MQTT-4.8.0-1]."""
-
-    reason: str
-
-
-class PacketGate:
-    """``TABLE`` without its handlers: which packets may arrive now (for tools that only check the order)."""
-
-    def __init__(self) -> None:
-        self.state = State.AWAIT_CONNECT
-
-    def admit(self, packet: Packet) -> ProtocolViolation | None:
-        """``None`` if ``packet`` may be processed now, else why the connection must close."""
-        if (self.state, type(packet)) in TABLE:
-            if type(packet) is Disconnect:
-                self.state = State.CLOSED
-            return None
-        reason = violation_reason(self.state, packet)
-        self.state = State.CLOSED
-        return ProtocolViolation(reason)
-
-    def accepted(self) -> None:
-        self.state = State.CONNECTED
-
-    def close(self) -> None:
-        self.state = State.CLOSED
 
 
 class MqttSession:
@@ -181,7 +116,8 @@ class MqttSession:
         self.acks: deque[PendingAck] = deque()  # PUBACK/PUBREC waiting for their stores, in order
         self.keepalive = 0
         self.persistent = False
-        self.will: Connect | None = None
+        self.established = False  # the CONNECT was accepted (CONNACK 0): only then can a will go out
+        self.will: Will | None = None  # the CONNECT's will, until a clean DISCONNECT discards it
         self.expire_now = False  # MQTT 5: DISCONNECT set the Session Expiry Interval to 0
         self._window_size = window
         self._max_packet_size = max_packet_size
@@ -234,7 +170,7 @@ class MqttSession:
         self._enter(State.CONNECTING)
         self.persistent = not connect.clean_session if v5 is None else v5.session_expiry_interval > 0
         self.keepalive = connect.keepalive if v5 is None else v5.keepalive
-        self.will = connect if connect.will is not None else None
+        self.will = connect.will
         if v5 is not None:  # the client's Receive Maximum bounds the deliveries in flight [MQTT-3.3.4-9]
             self.window = OutboundWindow(min(self._window_size, v5.receive_maximum))
         return Authenticate(connect)
@@ -251,6 +187,7 @@ class MqttSession:
         """The token and session checked out: CONNACK; Session Present is 0 for a clean session
         [MQTT-3.2.2-1], else whether state was found [MQTT-3.2.2-2]."""
         self._enter(State.CONNECTED)
+        self.established = True
         v5 = self.v5
         if v5 is None:
             ack = ConnAck(present, CONNACK_ACCEPTED)
@@ -272,6 +209,27 @@ class MqttSession:
             self.window.released(packet_id, Outgoing("", b"", 2, packet_id=packet_id))
             actions.append(Send(self.encode(PubRel(packet_id))))
         return actions
+
+    def ended(self, will: bool) -> PublishWill | None:
+        """The connection closed: its will, if it goes out, and how long it waits.
+
+        ``will`` is the close's own: the ``Close`` this session returned (a clean
+        DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3], MQTT 5's 0x04
+        keeps it [3.14.2.1]; a protocol error, a keepalive timeout keep it), or
+        the server's reason to close (a lost network, a session taken over,
+        keep it [MQTT-3.1.2-8]). A CONNECT never accepted has no will to send.
+        MQTT 5 holds it back for its Will Delay Interval, at most until the
+        session expires (the expiry the DISCONNECT may have set) [MQTT-3.1.3-9].
+        """
+        self._enter(State.CLOSED)
+        if not will or not self.established or self.will is None:
+            return None
+        v5 = self.v5
+        expiry = None if v5 is None else v5.session_expiry_interval
+        return PublishWill(self.will, will_delay(self.will.properties.will_delay_interval, expiry))
+
+    # A persistent session's stored message, sent the first time or again (flow.py) [MQTT-3.3.1-1, 4.4.0-1].
+    redelivery = staticmethod(redelivery)
 
     def keepalive_due(self, now: float, last_activity: float) -> Action | None:
         """Nothing received for 1.5 x keepalive: the client is gone, its will goes out [MQTT-3.1.2-24]."""
@@ -416,6 +374,8 @@ class MqttSession:
                 v5.session_expiry_interval = expiry
                 self.expire_now = expiry == 0
             will = packet.reason_code == R.DISCONNECT_WITH_WILL
+        if not will:
+            self.will = None  # deleted, not published [MQTT-3.1.2-10]
         return self.close("client disconnected", None, will=will)
 
     def _on_auth(self, packet: Auth) -> Result:

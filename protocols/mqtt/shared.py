@@ -150,6 +150,8 @@ class SharedSubscriptions:
         if not member.interest.wants(topic, claims.permissions.subscribe):
             consumer.ack(message.ack_subject)
             return
+        # Not ``MqttSession.redelivery``: a membership belongs to the connection, so a message the group gives
+        # back is new to the member that gets it: an identifier from the window, DUP 0 [MQTT-3.3.1-3].
         qos = delivery_qos(delivery.qos, member.qos)
         name = delivery.namespace.full(topic) if member.full else topic
         item = Outgoing(name, delivery.payload.body, qos, ack_subject=message.ack_subject, meta=delivery.payload.meta)

@@ -225,8 +225,8 @@ class Subscribing(ConnectionHost):
         """A persistent session's QoS 2 message reached the client: save the PUBREL state, then release the message.
 
         The identifier is saved before the message is acknowledged in JetStream,
-        so a crash in between re-sends the PUBLISH (same id, DUP) rather than
-        losing the PUBREL.
+        so a crash in between re-sends the PUBLISH (same id, DUP: ``MqttSession.redelivery``)
+        rather than losing the PUBREL.
         """
         item = action.item
         if self._consumer is None or item.ack_subject is None:

@@ -306,13 +306,6 @@ class V5Hooks:
             return None
         return meta_of_publish(will.properties, time.time(), self._v5.origin)
 
-    def will_delay(self, will: Will) -> float:
-        """Seconds to hold the will back: its Will Delay Interval, or less if the session ends first [3.1.3.2.2]."""
-        v5 = self._conn.v5
-        if v5 is None or not will.properties.will_delay_interval:
-            return 0.0
-        return float(min(will.properties.will_delay_interval, v5.session_expiry_interval))
-
     async def closing(self, reason: str) -> None:
         """Before the socket closes: the server's DISCONNECT [MQTT-4.13.2-1], and a session set to expire now."""
         conn = self._conn
