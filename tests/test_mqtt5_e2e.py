@@ -401,6 +401,26 @@ async def test_will_delay_interval_and_a_session_resumed_in_time(gateway: Gatewa
     await watcher.close()
 
 
+async def test_a_session_taken_over_within_the_will_delay_sends_no_will(gateway: Gateway) -> None:
+    """The new connection takes the session from one still open: the old one's delayed will is never
+    published, since the session was taken up again before the delay passed [MQTT-3.1.3-9]."""
+    _, token = gateway.user_token()
+    watcher, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await watcher.send(Subscribe(1, (("wills/#", 0),)))
+    await watcher.expect(SubAck)
+    keep = Properties(session_expiry_interval=60)
+    will = Will("wills/taken", b"gone", 0, False, Properties(will_delay_interval=1))
+    first, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-taken", will=will, properties=keep)
+    second, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-taken", clean=False, properties=keep)
+    assert connack.session_present
+    assert await first.closed_by_server()  # DISCONNECT 0x8E, then closed
+    await watcher.nothing(2.0)  # past the 1 s delay: no will
+    await second.send(Disconnect())
+    await second.close()
+    await first.close()
+    await watcher.close()
+
+
 async def test_shared_subscription_across_replicas_with_redelivery_to_another_member(
     gateway: Gateway, make_gateway: Callable[..., Gateway]
 ) -> None:

@@ -364,7 +364,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         will = self.session.ended(self._publish_will)  # whether and when the will goes out
         if will is not None and claims is not None:
             if will.delay > 0 and self.session_key is not None:
-                self.ctx.delay_will(self.session_key, will.delay, partial(self._send_will, claims, will.will))
+                self.ctx.delay_will(self.session_key, will.delay, partial(self._send_will, claims, will.will), self)
             else:
                 await self._send_will(claims, will.will)
         self.ctx.connections.discard(self)

@@ -89,8 +89,13 @@ class MqttContext:
                 log.warning("mqtt %s did not close in time for the takeover", old.id)
         await self.store.announce_takeover(key, conn.id)
 
-    def delay_will(self, key: str, delay: float, send: Callable[[], Awaitable[None]]) -> None:
-        """Publish a will after ``delay`` seconds unless session ``key`` is taken up again here first."""
+    def delay_will(self, key: str, delay: float, send: Callable[[], Awaitable[None]], closed: Holder) -> None:
+        """Publish the will of ``closed`` after ``delay`` seconds unless session ``key`` is taken up again here
+        first, or already was: a takeover closes the old holder after the new one holds the session, and
+        the session is then not ended [MQTT-3.1.3-9]."""
+        holder = self._sessions.get(key)
+        if holder is not None and holder is not closed:
+            return
 
         async def later() -> None:
             await asyncio.sleep(delay)
