@@ -25,6 +25,7 @@ from protocols.mqtt.packets import (
     CONNACK_NOT_AUTHORIZED,
     CONNACK_UNACCEPTABLE_PROTOCOL,
     Connect,
+    Disconnect,
     PingReq,
     PingResp,
     PubComp,
@@ -684,3 +685,21 @@ async def test_qos0_forwarded_as_received_only_to_subscribers_who_spell_the_topi
         await quiet(client, 0.3)
     for client in (pub, short_sub, full_sub, qos1_sub):
         await client.close()
+
+
+async def test_a_long_burst_then_disconnect_and_close_is_handled_to_the_end(gateway: Gateway) -> None:
+    """The gateway handles a read in slices; a client that writes 2,000 publishes and DISCONNECT in one go
+    and closes at once still has every publish delivered, and its DISCONNECT discards the will
+    [MQTT-3.1.2-10]: what the socket had received is handled before the connection is cleaned up."""
+    _, token = gateway.user_token()
+    watcher, _ = await RawClient.connect(gateway.mqtt_port, token)
+    await watcher.subscribe(("burst/#", 0))
+    will = Will("burst/will", b"gone", 0, False)
+    device, _ = await RawClient.connect(gateway.mqtt_port, token, will=will)
+    frames = b"".join(encode(Publish("burst/t", b"%d" % i, 0)) for i in range(2000))
+    device.writer.write(frames + encode(Disconnect()))
+    await device.close()
+    got = await publishes(watcher, 2000, timeout=20)
+    assert [m.payload for m in got] == [b"%d" % i for i in range(2000)]  # all, in order, no will among them
+    await watcher.nothing(0.5)
+    await watcher.close()

@@ -26,6 +26,8 @@ from protocols.mqtt.session import Result
 INBOX_HIGH = 256  # packets parsed but not yet handled: pause reading above this
 INBOX_LOW = 32
 MAX_PENDING_ACKS = 2048  # publishes sent to JetStream and not yet acknowledged, per connection
+SLICE = 100  # packets data_received handles at once; the rest in the next event-loop iteration
+READ_AHEAD = 1 << 20  # bytes received and not yet decoded: stop reading above this
 YIELD_EVERY = 256  # packets handled in a row before the reader lets other tasks run
 
 
@@ -50,9 +52,22 @@ class Inbound(ConnectionHost):
         self._last_rx = self._loop.time()
         decoder = self._decoder
         decoder.feed(data)
+        if decoder.buffered > READ_AHEAD and not self._reading_paused:
+            self._reading_paused = True  # slices fall behind the socket: let TCP hold the rest
+            self.wire.pause_reading()
+        self._take(SLICE)
+
+    def _take_more(self) -> None:
+        if self._close_reason is None and not self._peer_gone:
+            self._take(SLICE)
+
+    def _take(self, limit: int) -> None:
+        """Hand the decoded packets to the session, at most ``limit`` at once (-1: all of them)."""
+        decoder = self._decoder
         inbox = self._inbox
         session = self.session
         now = self._now
+        handled = 0
         try:
             while (packet := decoder.next_packet()) is not None:
                 # Handed to the session here only while the reader waits idle with nothing queued, so packets
@@ -71,6 +86,16 @@ class Inbound(ConnectionHost):
                     result = session.violation(packet) if handler is None else handler(packet)
                     if result is not None and ((run := now.get(type(result))) is None or not run(result)):
                         self._apply_rest(result)
+                    handled += 1
+                    if handled == limit:
+                        # The rest in the next iteration: this slice's publishes go to the bus first, so
+                        # JetStream stores them while the next slice is handled, not after the whole read.
+                        self._loop.call_soon(self._take_more)
+                        break
+            else:  # all taken
+                if self._reading_paused and len(inbox) <= INBOX_LOW and not self._throttled:
+                    self._reading_paused = False
+                    self.wire.resume_reading()
         except MQTTProtocolError as exc:
             inbox.append(Malformed(exc.reason, exc.reason_code))
         if inbox:
@@ -81,6 +106,8 @@ class Inbound(ConnectionHost):
 
     def connection_lost(self) -> None:
         """The peer closed or the network failed: finish the packets already received, then clean up."""
+        if self._close_reason is None and not self._peer_gone:
+            self._take(-1)  # what a slice left in the decoder, before the reader sees the peer gone
         self._peer_gone = True
         self._wake.set()
 
