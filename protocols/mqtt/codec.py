@@ -36,7 +36,6 @@ filter syntax including empty filters (SUBACK 0x80 per filter).
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Callable
 from typing import Final
@@ -104,7 +103,6 @@ _SERVER_TO_CLIENT: Final = frozenset({CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, 
 # Fixed-header flags every packet type but PUBLISH must carry [MQTT-2.2.2-1, 2.2.2-2].
 _FLAGS: Final = (0, 0, 0, -1, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0)
 
-_BAD_TOPIC_NAME: Final = re.compile("[+#\x00]").search
 _U16: Final = struct.Struct(">H")
 _B_B_H: Final = struct.Struct(">BBH")
 
@@ -513,9 +511,9 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
         topic = buf[tstart:tend].decode("utf-8")
     except UnicodeDecodeError:
         raise _fail("PUBLISH topic name is not well-formed UTF-8 [MQTT-1.5.3-1]") from None
-    if _BAD_TOPIC_NAME(topic) is not None:
-        if "\x00" in topic:
-            raise _fail("PUBLISH topic name contains U+0000 [MQTT-1.5.3-2]")
+    if "\x00" in topic:  # three substring searches cost less than one regular expression search
+        raise _fail("PUBLISH topic name contains U+0000 [MQTT-1.5.3-2]")
+    if "+" in topic or "#" in topic:
         raise _fail("PUBLISH topic name contains a wildcard [MQTT-3.3.2-2]")
     if qos:
         if tend + 2 > end:
