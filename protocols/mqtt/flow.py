@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 MAX_PACKET_ID = 65535
 KEEPALIVE_GRACE = 1.5
-_PUBACK = struct.Struct(">BBH")  # type, remaining length 2, packet id
+PUBACK_HEADER = struct.Struct(">BBH")  # type, remaining length 2, packet id: .pack(0x40, 2, packet_id)
 
 
 def keepalive_deadline(keepalive: int, last_activity: float) -> float | None:
@@ -253,7 +253,7 @@ def ignore() -> None:
 def publish_ack(qos: int, packet_id: int) -> bytes | None:
     """PUBACK or PUBREC, encoded: the hot path of a QoS 1 publisher builds no packet object for it."""
     if qos == 1:
-        return _PUBACK.pack(0x40, 2, packet_id)
+        return PUBACK_HEADER.pack(0x40, 2, packet_id)
     if qos == 2:
         return encode(PubRec(packet_id))
     return None
