@@ -592,7 +592,7 @@ class Decoder:
         # What decodes each packet's body; an MQTT 5 decoder (codec5.py) swaps these after CONNECT.
         self._bodies: tuple[_Body | None, ...] = _DECODERS
         self._publish: Callable[[bytes, int, int, int], Publish] = _decode_publish
-        self._fast = True  # the one-piece PUBLISH shortcut of next_packet (MQTT 3.1.1 only)
+        self._fast = True  # MQTT 3.1.1: next_packet's one-piece PUBLISH shortcut decodes here and keeps ``raw``
 
     @property
     def buffered(self) -> int:
@@ -624,12 +624,14 @@ class Decoder:
             # complete in the buffer. Anything else, and any doubt, goes through _next.
             buf = self._buf
             pos = self._pos
-            if pos + 2 <= len(buf) and buf[pos] >> 4 == PUBLISH and self._fast:
+            if pos + 2 <= len(buf) and buf[pos] >> 4 == PUBLISH:
                 length = buf[pos + 1]
                 end = pos + 2 + length
                 if length < 0x80 and end <= len(buf) and length <= self._max:
                     self._pos = end
                     self._need = 2
+                    if not self._fast:  # an MQTT 5 decoder's (codec5.py)
+                        return self._publish(buf, pos + 2, end, buf[pos] & 0x0F)
                     packet = _decode_publish(buf, pos + 2, end, buf[pos] & 0x0F)
                     _set_raw(packet, buf[pos:end])
                     return packet

@@ -574,6 +574,10 @@ class ServerDecoder(Decoder):
         packet = _decode_publish(buf, pos, end, flags)
         props = packet.properties
         if props is NO_PROPERTIES and packet.topic:  # the commonest: no alias to resolve, nothing more to check
+            if buf[pos - 2] == 0x30:
+                # QoS 0, no flags, a one-byte remaining length (a longer one puts a continuation byte there):
+                # kept so that the message is forwarded to MQTT 5 QoS 0 subscribers as received
+                _set_raw(packet, buf[pos - 2 : end])
             return packet
         if props.subscription_identifiers:
             raise _fail("PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]", R.PROTOCOL_ERROR)
