@@ -19,7 +19,7 @@ from gateway.payload import Delivery
 from gateway.topics import Namespace
 from protocols.mqtt.actions import Complete
 from protocols.mqtt.codec import encode, encode_publish
-from protocols.mqtt.codec5 import encode5
+from protocols.mqtt.codec5 import encode5, encode_publish5
 from protocols.mqtt.host import ConnectionHost
 from protocols.mqtt.inbound import MAX_PENDING_ACKS
 from protocols.mqtt.packets import (
@@ -156,21 +156,34 @@ class Outbound(ConnectionHost):
     def _pump_backlog(self) -> None:
         backlog = self._backlog
         window = self._window
-        v4 = self.v5 is None
+        room = window.free  # kept up to date below: a QoS 1/2 item goes out only while the window has room
+        v5 = self.v5
+        # MQTT 5 without topic aliases or a size limit: a message without properties goes out as 3.1.1's does
+        plain5 = v5 is not None and not v5.aliases.maximum and v5.maximum_packet_size is None
         while backlog and not self._write_paused and self._close_reason is None:
             item = backlog[0]
-            if v4 and item.packet_id is None and item.qos:
-                # _fits and _send_out inlined for the commonest item (a live QoS 1/2 delivery to a 3.1.1
-                # client, every PUBACK pumps one): a place in the window, then the PUBLISH
-                packet_id = window.put(item.qos, item)
+            qos = item.qos
+            if qos and room <= 0:
+                break  # (as _fits says for any QoS 1/2 item)
+            if (
+                qos
+                and item.packet_id is None
+                and (v5 is None or (plain5 and not item.sub_ids and (item.meta is None or item.meta.bare)))
+            ):
+                # _fits and _send_out (V5Hooks.send_out) inlined for the commonest item, a live QoS 1/2
+                # delivery (every PUBACK pumps one): a place in the window, then the PUBLISH
+                packet_id = window.put(qos, item)
                 if packet_id is None:
                     break
+                room -= 1
                 backlog.popleft()
-                self._write(encode_publish(item.topic, item.body, item.qos, item.retain, item.dup, packet_id))
+                encode = encode_publish if v5 is None else encode_publish5
+                self._write(encode(item.topic, item.body, qos, item.retain, item.dup, packet_id))
                 continue
             if not self._fits(item):
                 break
             self._send_out(backlog.popleft())
+            room = window.free
         self._want_more()
 
     def _complete(self, action: Complete) -> bool:
@@ -228,7 +241,8 @@ class Outbound(ConnectionHost):
     def _drain_acks(self) -> None:
         """The store answered a publish: the acknowledgements now due go out, in order."""
         acks = self._acks
-        if not acks:
+        pending = len(acks)
+        if not pending:
             return
         wbuf = self._wbuf
         waiting = len(wbuf)
@@ -238,5 +252,6 @@ class Outbound(ConnectionHost):
             self._loop.call_soon(self._flush)
         if result is not None:
             self._apply_soon(result)
-        if len(acks) < MAX_PENDING_ACKS // 2:
+        if len(acks) < MAX_PENDING_ACKS // 2 <= pending:
+            # the reader waits (_settle) only from MAX_PENDING_ACKS on: woken as the queue falls below half of it
             self._acks_drained.set()

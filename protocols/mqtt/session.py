@@ -274,7 +274,7 @@ class MqttSession:
         if qos and self.v5 is not None:
             if qos == 1:
                 self._qos1_unacknowledged += 1
-            if self._qos1_unacknowledged + len(self.inbound) > RECEIVE_MAXIMUM:
+            if self._qos1_unacknowledged + len(self.inbound.ids) > RECEIVE_MAXIMUM:
                 # More unacknowledged than the Receive Maximum we announced: 0x93 [MQTT-3.3.4-8].
                 reason = f"more than {RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged"
                 result = self.close(reason, R.RECEIVE_MAXIMUM_EXCEEDED)

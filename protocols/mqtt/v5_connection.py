@@ -252,12 +252,12 @@ class V5Hooks:
         item = self.outgoing(sub, delivery, qos)
         if (
             qos
+            and not conn._backlog
+            and not conn._write_paused
             and not sub.ids
             and not v5.aliases.maximum
             and v5.maximum_packet_size is None
             and (meta is None or meta.bare)
-            and not conn._write_paused
-            and not conn._backlog
         ):  # as 3.1.1's inlined path: a place in the window, then the PUBLISH without properties
             packet_id = conn._window.put(qos, item)
             if packet_id is not None:
