@@ -539,12 +539,13 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
 
 
 _Body = Callable[[bytes, int, int, int], Packet]
+_decode_puback: Final = _id_packet(PubAck, "PUBACK")  # also next_packet's shortcut for a 2-byte PUBACK
 _DECODERS: Final[tuple[_Body | None, ...]] = (
     None,
     _decode_connect,
     _decode_connack,
     _decode_publish,
-    _id_packet(PubAck, "PUBACK"),
+    _decode_puback,
     _id_packet(PubRec, "PUBREC"),
     _id_packet(PubRel, "PUBREL"),
     _id_packet(PubComp, "PUBCOMP"),
@@ -624,17 +625,25 @@ class Decoder:
             # complete in the buffer. Anything else, and any doubt, goes through _next.
             buf = self._buf
             pos = self._pos
-            if pos + 2 <= len(buf) and buf[pos] >> 4 == PUBLISH:
-                length = buf[pos + 1]
-                end = pos + 2 + length
-                if length < 0x80 and end <= len(buf) and length <= self._max:
-                    self._pos = end
+            if pos + 2 <= len(buf):
+                first = buf[pos]
+                if first >> 4 == PUBLISH:
+                    length = buf[pos + 1]
+                    end = pos + 2 + length
+                    if length < 0x80 and end <= len(buf) and length <= self._max:
+                        self._pos = end
+                        self._need = 2
+                        if not self._fast:  # an MQTT 5 decoder's (codec5.py)
+                            return self._publish(buf, pos + 2, end, first & 0x0F)
+                        packet = _decode_publish(buf, pos + 2, end, first & 0x0F)
+                        _set_raw(packet, buf[pos:end])
+                        return packet
+                elif first == 0x40 and buf[pos + 1] == 2 and pos + 4 <= len(buf) and self._max >= 2:
+                    # The next commonest: a PUBACK of 2 bytes (allowed both ways; in MQTT 5 too, reason 0 and
+                    # no properties, so every decoder's body reader for it is this one)
+                    self._pos = pos + 4
                     self._need = 2
-                    if not self._fast:  # an MQTT 5 decoder's (codec5.py)
-                        return self._publish(buf, pos + 2, end, buf[pos] & 0x0F)
-                    packet = _decode_publish(buf, pos + 2, end, buf[pos] & 0x0F)
-                    _set_raw(packet, buf[pos:end])
-                    return packet
+                    return _decode_puback(buf, pos + 2, pos + 4, 0)
             return self._next()
         except MQTTProtocolError as exc:
             self._fail(exc)
