@@ -81,6 +81,8 @@ class V5Host(Protocol):
 
     def _queue_out(self, item: Outgoing) -> None: ...
 
+    def _hold(self, item: Outgoing) -> None: ...
+
     def _queue_ready(self, packet: bytes) -> None: ...
 
     def _send(self, packet: Packet) -> None: ...
@@ -250,10 +252,11 @@ class V5Hooks:
             conn._write(frame)
             return True
         item = self.outgoing(sub, delivery, qos)
+        if conn._backlog or conn._write_paused:
+            conn._hold(item)  # behind the others (_queue_out's first case)
+            return True
         if (
             qos
-            and not conn._backlog
-            and not conn._write_paused
             and not sub.ids
             and not v5.aliases.maximum
             and v5.maximum_packet_size is None
