@@ -625,12 +625,13 @@ class Decoder:
             # complete in the buffer. Anything else, and any doubt, goes through _next.
             buf = self._buf
             pos = self._pos
-            if pos + 2 <= len(buf):
+            size = len(buf)
+            if pos + 2 <= size:
                 first = buf[pos]
                 if first >> 4 == PUBLISH:
                     length = buf[pos + 1]
                     end = pos + 2 + length
-                    if length < 0x80 and end <= len(buf) and length <= self._max:
+                    if length < 0x80 and end <= size and length <= self._max:
                         self._pos = end
                         self._need = 2
                         if not self._fast:  # an MQTT 5 decoder's (codec5.py)
@@ -638,7 +639,7 @@ class Decoder:
                         packet = _decode_publish(buf, pos + 2, end, first & 0x0F)
                         _set_raw(packet, buf[pos:end])
                         return packet
-                elif first == 0x40 and buf[pos + 1] == 2 and pos + 4 <= len(buf) and self._max >= 2:
+                elif first == 0x40 and buf[pos + 1] == 2 and pos + 4 <= size and self._max >= 2:
                     # The next commonest: a PUBACK of 2 bytes (allowed both ways; in MQTT 5 too, reason 0 and
                     # no properties, so every decoder's body reader for it is this one)
                     self._pos = pos + 4

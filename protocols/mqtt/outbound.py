@@ -245,9 +245,8 @@ class Outbound(ConnectionHost):
         if not pending:
             return
         wbuf = self._wbuf
-        waiting = len(wbuf)
         result = self.session.drain_acks(wbuf)
-        if len(wbuf) != waiting and not self._flush_scheduled:
+        if wbuf and not self._flush_scheduled:  # (what _write schedules for anything else in wbuf)
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         if result is not None:
