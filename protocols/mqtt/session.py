@@ -256,7 +256,7 @@ class MqttSession:
         """
         qos = packet.qos
         if qos == 1:  # the commonest: its PUBACK packed here (``publish_ack`` without a call per message)
-            return PendingAck(self._ack_ready, PUBACK_HEADER.pack(0x40, 2, packet.packet_id), 1)
+            return PendingAck(self._ack_ready, PUBACK_HEADER.pack(0x40, 2, packet.packet_id or 0), 1)
         if qos == 0 and self._qos0_sent % TRACK_EVERY:
             return None
         return PendingAck(self._ack_ready, publish_ack(qos, packet.packet_id or 0), qos)
