@@ -65,7 +65,7 @@ class Publishing(ConnectionHost):
         pending = session.pending(packet)
         raw = packet.raw
         # A QoS 0 PUBLISH is what a QoS 0 subscriber of the same protocol version who spells the topic the same
-        # way gets: forwarded as is (the decoder keeps ``raw`` only for a PUBLISH without flags or properties).
+        # way gets: forwarded as is (the decoders keep ``raw`` of a short PUBLISH; MQTT 5's only without properties).
         frames = None
         if raw is not None and not qos:
             short = packet.topic == outlet.topic
