@@ -184,7 +184,8 @@ class Outbound(ConnectionHost):
                 break
             self._send_out(backlog.popleft())
             room = window.free
-        self._want_more()
+        if self._consumer is not None or self._shared.members:  # (a clean session has nothing to ask for more)
+            self._want_more()
 
     def _complete(self, action: Complete) -> bool:
         """The client completed a QoS 1/2 delivery (PUBACK or PUBCOMP): acknowledge it upstream, send more."""
