@@ -41,14 +41,6 @@ from protocols.mqtt.codec import (
     _new_object,
     _read_bin,
     _read_str,
-    _set_dup,
-    _set_packet_id,
-    _set_payload,
-    _set_properties,
-    _set_qos,
-    _set_raw,
-    _set_retain,
-    _set_topic,
 )
 from protocols.mqtt.packets import (
     Auth,
@@ -382,16 +374,16 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
         tend += 1
     else:
         props, tend = _props(buf, tend, end, PUBLISH)
-    # as codec.py's decoder: the slots set directly, without the frozen dataclass __init__ (hot path)
+    # as codec.py's decoder: the fields stored directly, without an __init__ call (hot path)
     packet = _new_object(Publish)
-    _set_topic(packet, topic)
-    _set_payload(packet, buf[tend:end])
-    _set_qos(packet, qos)
-    _set_retain(packet, bool(flags & 1))
-    _set_dup(packet, bool(flags & 8))
-    _set_packet_id(packet, packet_id)
-    _set_raw(packet, None)
-    _set_properties(packet, props)
+    packet.topic = topic
+    packet.payload = buf[tend:end]
+    packet.qos = qos
+    packet.retain = bool(flags & 1)
+    packet.dup = bool(flags & 8)
+    packet.packet_id = packet_id
+    packet.raw = None
+    packet.properties = props
     return packet
 
 
@@ -577,7 +569,7 @@ class ServerDecoder(Decoder):
             if buf[pos - 2] == 0x30:
                 # QoS 0, no flags, a one-byte remaining length (a longer one puts a continuation byte there):
                 # kept so that the message is forwarded to MQTT 5 QoS 0 subscribers as received
-                _set_raw(packet, buf[pos - 2 : end])
+                packet.raw = buf[pos - 2 : end]
             return packet
         if props.subscription_identifiers:
             raise _fail("PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]", R.PROTOCOL_ERROR)
