@@ -38,7 +38,6 @@ from protocols.mqtt.codec import (
     _check_qos,
     _decode_connect,
     _length_bytes,
-    _new_object,
     _read_bin,
     _read_str,
 )
@@ -374,17 +373,7 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
         tend += 1
     else:
         props, tend = _props(buf, tend, end, PUBLISH)
-    # as codec.py's decoder: the fields stored directly, without an __init__ call (hot path)
-    packet = _new_object(Publish)
-    packet.topic = topic
-    packet.payload = buf[tend:end]
-    packet.qos = qos
-    packet.retain = bool(flags & 1)
-    packet.dup = bool(flags & 8)
-    packet.packet_id = packet_id
-    packet.raw = None
-    packet.properties = props
-    return packet
+    return Publish(topic, buf[tend:end], qos, bool(flags & 1), bool(flags & 8), packet_id, None, props)
 
 
 def _ack_packet(cls: type[PubAck | PubRec | PubRel | PubComp], ptype: int, name: str) -> Callable[..., Packet]:
