@@ -226,6 +226,31 @@ def test_topic_alias_is_resolved_and_a_3_1_1_connect_stays_3_1_1() -> None:
     assert decoder.version == 4
 
 
+def test_a_short_qos_0_publish_without_properties_keeps_its_own_bytes_for_forwarding() -> None:
+    """MQTT 5 ``raw``: only a QoS 0 PUBLISH without flags or properties and with a one-byte remaining length,
+    the bytes an MQTT 5 QoS 0 subscriber gets (``render_qos0``); it takes no part in equality."""
+    short = encode5(Publish("a/b", b"x" * 20))
+    qos1 = encode5(Publish("a/b", b"y", 1, packet_id=7))
+    retained = encode5(Publish("a/b", b"r", retain=True))
+    with_props = encode5(Publish("a/b", b"p", properties=Properties(content_type="text/plain")))
+    large = encode5(Publish("a/b", b"z" * 300))  # a two-byte remaining length
+    packets = _server_decode(short + qos1 + retained + with_props + large + short[:5])
+    assert [p.raw if isinstance(p, Publish) else p for p in packets] == [short, None, None, None, None]
+    assert packets[0] == Publish("a/b", b"x" * 20)
+    decoder = ServerDecoder(1 << 20)
+    decoder.feed(h("10 0d 0004 4d515454 05 02 003c 00 0000"))
+    assert decoder.next_packet() == Connect("", True, 60, protocol_level=5)
+    decoder.feed(short[:5])
+    assert decoder.next_packet() is None
+    decoder.feed(short[5:])  # completed across two feeds: the general path keeps it too
+    split = decoder.next_packet()
+    assert isinstance(split, Publish) and split.raw == short
+    client = ClientDecoder()  # what a server sends a client is not kept
+    client.feed(short)
+    received = client.next_packet()
+    assert isinstance(received, Publish) and received.raw is None
+
+
 # -- rejections with their reason codes -----------------------------------------------------------
 
 BAD: list[tuple[str, bytes, int]] = [

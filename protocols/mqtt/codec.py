@@ -36,7 +36,6 @@ filter syntax including empty filters (SUBACK 0x80 per filter).
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Callable
 from typing import Final
@@ -104,7 +103,6 @@ _SERVER_TO_CLIENT: Final = frozenset({CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, 
 # Fixed-header flags every packet type but PUBLISH must carry [MQTT-2.2.2-1, 2.2.2-2].
 _FLAGS: Final = (0, 0, 0, -1, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0)
 
-_BAD_TOPIC_NAME: Final = re.compile("[+#\x00]").search
 _U16: Final = struct.Struct(">H")
 _B_B_H: Final = struct.Struct(">BBH")
 
@@ -489,10 +487,6 @@ def _empty(packet: Packet, name: str) -> Callable[..., Packet]:
 
 
 _new_object: Final = object.__new__
-_set_topic, _set_payload, _set_qos, _set_retain, _set_dup, _set_packet_id, _set_raw, _set_properties = (
-    vars(Publish)[name].__set__
-    for name in ("topic", "payload", "qos", "retain", "dup", "packet_id", "raw", "properties")
-)
 
 
 def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
@@ -513,9 +507,9 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
         topic = buf[tstart:tend].decode("utf-8")
     except UnicodeDecodeError:
         raise _fail("PUBLISH topic name is not well-formed UTF-8 [MQTT-1.5.3-1]") from None
-    if _BAD_TOPIC_NAME(topic) is not None:
-        if "\x00" in topic:
-            raise _fail("PUBLISH topic name contains U+0000 [MQTT-1.5.3-2]")
+    if "\x00" in topic:  # three substring searches cost less than one regular expression search
+        raise _fail("PUBLISH topic name contains U+0000 [MQTT-1.5.3-2]")
+    if "+" in topic or "#" in topic:
         raise _fail("PUBLISH topic name contains a wildcard [MQTT-3.3.2-2]")
     if qos:
         if tend + 2 > end:
@@ -526,27 +520,17 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
         tend += 2
     else:
         packet_id = None
-    # Publish(...) without the frozen dataclass __init__ (object.__setattr__ per field):
-    # the slot descriptors set the same fields in half the time on the hot path.
-    packet = _new_object(Publish)
-    _set_topic(packet, topic)
-    _set_payload(packet, buf[tend:end])
-    _set_qos(packet, qos)
-    _set_retain(packet, bool(flags & 1))
-    _set_dup(packet, bool(flags & 8))
-    _set_packet_id(packet, packet_id)
-    _set_raw(packet, None)
-    _set_properties(packet, NO_PROPERTIES)
-    return packet
+    return Publish(topic, buf[tend:end], qos, bool(flags & 1), bool(flags & 8), packet_id, None, NO_PROPERTIES)
 
 
 _Body = Callable[[bytes, int, int, int], Packet]
+_decode_puback: Final = _id_packet(PubAck, "PUBACK")  # also next_packet's shortcut for a 2-byte PUBACK
 _DECODERS: Final[tuple[_Body | None, ...]] = (
     None,
     _decode_connect,
     _decode_connack,
     _decode_publish,
-    _id_packet(PubAck, "PUBACK"),
+    _decode_puback,
     _id_packet(PubRec, "PUBREC"),
     _id_packet(PubRel, "PUBREL"),
     _id_packet(PubComp, "PUBCOMP"),
@@ -594,7 +578,7 @@ class Decoder:
         # What decodes each packet's body; an MQTT 5 decoder (codec5.py) swaps these after CONNECT.
         self._bodies: tuple[_Body | None, ...] = _DECODERS
         self._publish: Callable[[bytes, int, int, int], Publish] = _decode_publish
-        self._fast = True  # the one-piece PUBLISH shortcut of next_packet (MQTT 3.1.1 only)
+        self._fast = True  # MQTT 3.1.1: next_packet's one-piece PUBLISH shortcut decodes here and keeps ``raw``
 
     @property
     def buffered(self) -> int:
@@ -626,15 +610,26 @@ class Decoder:
             # complete in the buffer. Anything else, and any doubt, goes through _next.
             buf = self._buf
             pos = self._pos
-            if pos + 2 <= len(buf) and buf[pos] >> 4 == PUBLISH and self._fast:
-                length = buf[pos + 1]
-                end = pos + 2 + length
-                if length < 0x80 and end <= len(buf) and length <= self._max:
-                    self._pos = end
+            size = len(buf)
+            if pos + 2 <= size:
+                first = buf[pos]
+                if first >> 4 == PUBLISH:
+                    length = buf[pos + 1]
+                    end = pos + 2 + length
+                    if length < 0x80 and end <= size and length <= self._max:
+                        self._pos = end
+                        self._need = 2
+                        if not self._fast:  # an MQTT 5 decoder's (codec5.py)
+                            return self._publish(buf, pos + 2, end, first & 0x0F)
+                        packet = _decode_publish(buf, pos + 2, end, first & 0x0F)
+                        packet.raw = buf[pos:end]
+                        return packet
+                elif first == 0x40 and buf[pos + 1] == 2 and pos + 4 <= size and self._max >= 2:
+                    # The next commonest: a PUBACK of 2 bytes (allowed both ways; in MQTT 5 too, reason 0 and
+                    # no properties, so every decoder's body reader for it is this one)
+                    self._pos = pos + 4
                     self._need = 2
-                    packet = _decode_publish(buf, pos + 2, end, buf[pos] & 0x0F)
-                    _set_raw(packet, buf[pos:end])
-                    return packet
+                    return _decode_puback(buf, pos + 2, pos + 4, 0)
             return self._next()
         except MQTTProtocolError as exc:
             self._fail(exc)

@@ -38,17 +38,8 @@ from protocols.mqtt.codec import (
     _check_qos,
     _decode_connect,
     _length_bytes,
-    _new_object,
     _read_bin,
     _read_str,
-    _set_dup,
-    _set_packet_id,
-    _set_payload,
-    _set_properties,
-    _set_qos,
-    _set_raw,
-    _set_retain,
-    _set_topic,
 )
 from protocols.mqtt.packets import (
     Auth,
@@ -382,17 +373,7 @@ def _decode_publish(buf: bytes, pos: int, end: int, flags: int) -> Publish:
         tend += 1
     else:
         props, tend = _props(buf, tend, end, PUBLISH)
-    # as codec.py's decoder: the slots set directly, without the frozen dataclass __init__ (hot path)
-    packet = _new_object(Publish)
-    _set_topic(packet, topic)
-    _set_payload(packet, buf[tend:end])
-    _set_qos(packet, qos)
-    _set_retain(packet, bool(flags & 1))
-    _set_dup(packet, bool(flags & 8))
-    _set_packet_id(packet, packet_id)
-    _set_raw(packet, None)
-    _set_properties(packet, props)
-    return packet
+    return Publish(topic, buf[tend:end], qos, bool(flags & 1), bool(flags & 8), packet_id, None, props)
 
 
 def _ack_packet(cls: type[PubAck | PubRec | PubRel | PubComp], ptype: int, name: str) -> Callable[..., Packet]:
@@ -574,6 +555,10 @@ class ServerDecoder(Decoder):
         packet = _decode_publish(buf, pos, end, flags)
         props = packet.properties
         if props is NO_PROPERTIES and packet.topic:  # the commonest: no alias to resolve, nothing more to check
+            if buf[pos - 2] == 0x30:
+                # QoS 0, no flags, a one-byte remaining length (a longer one puts a continuation byte there):
+                # kept so that the message is forwarded to MQTT 5 QoS 0 subscribers as received
+                packet.raw = buf[pos - 2 : end]
             return packet
         if props.subscription_identifiers:
             raise _fail("PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]", R.PROTOCOL_ERROR)

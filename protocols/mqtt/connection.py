@@ -38,6 +38,7 @@ from gateway.bus.mqtt_store import SessionRecord, session_names
 from gateway.bus.session_consumer import SessionConsumer
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
 from gateway.events import Session
+from gateway.message_meta import MessageMeta
 from gateway.payload import Payload
 from gateway.publishing import Outlet
 from gateway.topics import Namespace
@@ -143,6 +144,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         self._overfull = False  # the bus's outgoing buffer wants a drain before more is sent
         # QoS 0 and QoS 1: topic names published to -> their outlets (publishing.Outlet)
         self._outlets: tuple[dict[str, Outlet], dict[str, Outlet]] = ({}, {})
+        self._bare_meta: MessageMeta | None = None  # what a PUBLISH without properties carries (V5Hooks.bare_meta)
         # session
         self.claims: Claims | None = None
         self.client_id = ""
@@ -229,6 +231,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         connect = action.connect
         session = self.session
         self.v5 = session.v5
+        self._bare_meta = self._v5.bare_meta()
         self._window = session.window  # MQTT 5: sized by the client's Receive Maximum
         services = self.ctx.services
         try:

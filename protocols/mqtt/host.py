@@ -23,6 +23,7 @@ from auth.tokens import Claims
 from gateway.billing import BillingGuard
 from gateway.bus.session_consumer import SessionConsumer, SessionMessage
 from gateway.events import Session
+from gateway.message_meta import MessageMeta
 from gateway.payload import Delivery
 from gateway.publishing import Outlet
 from gateway.topics import Namespace
@@ -81,6 +82,7 @@ class ConnectionHost:
     _acks_drained: asyncio.Event
     _overfull: bool
     _outlets: tuple[dict[str, Outlet], dict[str, Outlet]]
+    _bare_meta: MessageMeta | None  # what a PUBLISH without properties carries (V5Hooks.bare_meta)
     # the session
     claims: Claims | None
     session_key: str | None

@@ -154,7 +154,8 @@ class Inbound(ConnectionHost):
 
     async def _serve(self) -> None:
         inbox = self._inbox
-        receive = self.session.receive
+        session = self.session
+        now = self._now
         handled = 0
         while True:
             if self._close_reason is not None:
@@ -176,7 +177,17 @@ class Inbound(ConnectionHost):
             if self._reading_paused and len(inbox) <= INBOX_LOW and not self._throttled:
                 self._reading_paused = False
                 self.wire.resume_reading()
-            await self._apply(item if isinstance(item, Action) else receive(item))
+            if isinstance(item, Action):
+                await self._apply(item)
+            else:  # ``session.receive`` and ``_apply`` inlined (a burst of PUBACKs comes this way): no coroutine
+                handler = session.row.get(type(item))  # for what is done at once, as in data_received
+                result = session.violation(item) if handler is None else handler(item)
+                if result is not None:
+                    run = now.get(type(result))
+                    if run is None:
+                        await self._apply(result)  # a list, or an action that waits
+                    elif not run(result) and isinstance(result, Action):  # (lists have no executor)
+                        await self._later[type(result)](result)
             if self._overfull or len(self._acks) >= MAX_PENDING_ACKS:
                 await self._settle()
             handled += 1

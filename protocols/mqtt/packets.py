@@ -1,4 +1,4 @@
-"""MQTT 3.1.1 control packets as frozen value objects, one class per packet type.
+"""MQTT 3.1.1 control packets as value objects (frozen but PUBLISH, see its docstring), one class per packet type.
 
 This module owns the packet vocabulary shared by the codec (``codec.py``), the
 session engine and the test clients. It holds no behaviour: validation of what
@@ -86,12 +86,15 @@ class ConnAck:
     properties: Properties = NO_PROPERTIES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
     """PUBLISH (type 3), both directions; ``packet_id`` is set exactly when ``qos`` > 0.
 
     ``raw``: the packet's own bytes, when the decoder had them at hand (a short
     packet in one piece), so that a QoS 0 message can be forwarded as received.
+
+    Treat as immutable, as every packet: it is not frozen because the decoders build one per message
+    each way, and a frozen one costs about a quarter more to decode (its slots set through descriptors).
     """
 
     topic: str

@@ -26,6 +26,7 @@ from protocols.mqtt.packets import (
     Publish,
 )
 from protocols.mqtt.properties import NO_PROPERTIES
+from protocols.mqtt.v5_connection import FRAME5_FULL, FRAME5_SHORT
 
 log = logging.getLogger("flowgate.mqtt")
 
@@ -63,10 +64,17 @@ class Publishing(ConnectionHost):
         session = self.session
         pending = session.pending(packet)
         raw = packet.raw
-        # A QoS 0 PUBLISH is what a QoS 0 subscriber who spells the topic the same way gets: forwarded as is.
-        frames = None if qos or raw is None else {FRAME_SHORT if packet.topic == outlet.topic else FRAME_FULL: raw}
+        # A QoS 0 PUBLISH is what a QoS 0 subscriber of the same protocol version who spells the topic the same
+        # way gets: forwarded as is (the decoders keep ``raw`` of a short PUBLISH; MQTT 5's only without properties).
+        frames = None
+        if raw is not None and not qos:
+            short = packet.topic == outlet.topic
+            if self.v5 is None:
+                frames = {FRAME_SHORT if short else FRAME_FULL: raw}
+            else:
+                frames = {FRAME5_SHORT if short else FRAME5_FULL: raw}
         try:
-            payload = Payload.raw(packet.payload) if self.v5 is None else self._v5.payload(packet, None)
+            payload = Payload(packet.payload, None, self._bare_meta)  # (V5Hooks.payload, inlined)
             overfull = self.ctx.services.publisher.publish_now(outlet, payload, pending, frames=frames)
         except AdmitLater:
             return False

@@ -42,6 +42,7 @@ from protocols.mqtt.codec import encode
 from protocols.mqtt.codec5 import encode5
 from protocols.mqtt.connect_rules import check_connect, foreign_protocol, valid_client_id
 from protocols.mqtt.flow import (
+    PUBACK_HEADER,
     InboundQoS2,
     OutboundWindow,
     PendingAck,
@@ -254,6 +255,8 @@ class MqttSession:
         QoS 0 is fire-and-track: one publish in ``TRACK_EVERY`` asks for the store's answer.
         """
         qos = packet.qos
+        if qos == 1:  # the commonest: its PUBACK packed here (``publish_ack`` without a call per message)
+            return PendingAck(self._ack_ready, PUBACK_HEADER.pack(0x40, 2, packet.packet_id or 0), 1)
         if qos == 0 and self._qos0_sent % TRACK_EVERY:
             return None
         return PendingAck(self._ack_ready, publish_ack(qos, packet.packet_id or 0), qos)
@@ -271,7 +274,7 @@ class MqttSession:
         if qos and self.v5 is not None:
             if qos == 1:
                 self._qos1_unacknowledged += 1
-            if self._qos1_unacknowledged + len(self.inbound) > RECEIVE_MAXIMUM:
+            if self._qos1_unacknowledged + len(self.inbound.ids) > RECEIVE_MAXIMUM:
                 # More unacknowledged than the Receive Maximum we announced: 0x93 [MQTT-3.3.4-8].
                 reason = f"more than {RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged"
                 result = self.close(reason, R.RECEIVE_MAXIMUM_EXCEEDED)

@@ -81,6 +81,8 @@ class V5Host(Protocol):
 
     def _queue_out(self, item: Outgoing) -> None: ...
 
+    def _hold(self, item: Outgoing) -> None: ...
+
     def _queue_ready(self, packet: bytes) -> None: ...
 
     def _send(self, packet: Packet) -> None: ...
@@ -95,7 +97,7 @@ log = logging.getLogger("flowgate.mqtt")
 R = ReasonCode
 _QOS_HEADERS = ({QOS_HEADER: "0"}, {QOS_HEADER: "1"}, {QOS_HEADER: "2"})
 _RETAINED = MessageMeta(retain=True)
-_FRAME_SHORT, _FRAME_FULL = "mqtt5-0", "mqtt5-0f"  # Delivery.frame names: a v5 QoS 0 PUBLISH, short or full topic
+FRAME5_SHORT, FRAME5_FULL = "mqtt5-0", "mqtt5-0f"  # Delivery.frame names: a v5 QoS 0 PUBLISH, short or full topic
 
 
 def _render(delivery: Delivery) -> bytes:
@@ -148,21 +150,20 @@ class V5Hooks:
         return meta_of_publish(packet.properties, time.time(), self._v5.origin, retain=packet.retain)
 
     def payload(self, packet: Publish, meta: MessageMeta | None) -> Payload:
-        if self._conn.v5 is None:
-            return Payload.raw(packet.payload) if meta is None else Payload(packet.payload, None, meta)
-        if meta is None:
-            meta = self._origin()
-        return Payload(packet.payload, None, meta)
+        return Payload(packet.payload, None, self.bare_meta() if meta is None else meta)
 
     def headers(self, qos: int, meta: MessageMeta | None) -> dict[str, str]:
-        if self._conn.v5 is None and meta is None:
-            return _QOS_HEADERS[qos]
         if meta is None:
-            meta = self._origin()
+            meta = self.bare_meta()
+            if meta is None:
+                return _QOS_HEADERS[qos]
         return {QOS_HEADER: str(qos), PROPS_HEADER: meta.to_header()}
 
-    def _origin(self) -> MessageMeta:
-        """The properties of a message without any: only where it came from (No Local)."""
+    def bare_meta(self) -> MessageMeta | None:
+        """What a message published without properties carries: nothing (3.1.1), or for MQTT 5 only where it
+        came from (No Local), made once; the connection keeps it from CONNECT on (``_bare_meta``)."""
+        if self._conn.v5 is None:
+            return None
         if self._origin_meta is None:
             self._origin_meta = MessageMeta(origin=self._v5.origin)
         return self._origin_meta
@@ -245,20 +246,21 @@ class V5Hooks:
             and not conn._write_paused
             and not conn._backlog
         ):
-            frame = delivery.frame(_FRAME_FULL if sub.full else _FRAME_SHORT, _RENDER_FULL if sub.full else _RENDER)
+            frame = delivery.frame(FRAME5_FULL if sub.full else FRAME5_SHORT, _RENDER_FULL if sub.full else _RENDER)
             if v5.maximum_packet_size is not None and len(frame) > v5.maximum_packet_size:
                 return False  # [MQTT-3.1.2-25]
             conn._write(frame)
             return True
         item = self.outgoing(sub, delivery, qos)
+        if conn._backlog or conn._write_paused:
+            conn._hold(item)  # behind the others (_queue_out's first case)
+            return True
         if (
             qos
             and not sub.ids
             and not v5.aliases.maximum
             and v5.maximum_packet_size is None
             and (meta is None or meta.bare)
-            and not conn._write_paused
-            and not conn._backlog
         ):  # as 3.1.1's inlined path: a place in the window, then the PUBLISH without properties
             packet_id = conn._window.put(qos, item)
             if packet_id is not None:
