@@ -421,6 +421,26 @@ async def test_a_session_taken_over_within_the_will_delay_sends_no_will(gateway:
     await watcher.close()
 
 
+async def test_a_session_taken_over_with_clean_start_ends_and_sends_the_will_at_once(gateway: Gateway) -> None:
+    """A takeover with Clean Start 1 ends the old session, so its will goes out then, not after the
+    Will Delay Interval: "after the delay or when the session ends, whichever happens first" [3.1.3.2.2]."""
+    _, token = gateway.user_token()
+    watcher, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await watcher.send(Subscribe(1, (("wills/#", 0),)))
+    await watcher.expect(SubAck)
+    keep = Properties(session_expiry_interval=60)
+    will = Will("wills/ended", b"ended", 0, False, Properties(will_delay_interval=60))
+    first, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-ended", will=will, properties=keep)
+    second, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-ended", clean=True)
+    assert not connack.session_present
+    got = await next_publish(watcher)  # well before the 60 s delay (next_publish waits 10 s at most)
+    assert (got.topic, got.payload) == ("wills/ended", b"ended")
+    await second.send(Disconnect())
+    await second.close()
+    await first.close()
+    await watcher.close()
+
+
 async def test_shared_subscription_across_replicas_with_redelivery_to_another_member(
     gateway: Gateway, make_gateway: Callable[..., Gateway]
 ) -> None:

@@ -149,6 +149,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         self.claims: Claims | None = None
         self.client_id = ""
         self.session_key: str | None = None
+        self.resuming = False  # CONNECT asked to resume its session (no Clean Session / Clean Start)
         self._consumer_name = ""
         self._subs: dict[str, Subscription] = {}
         self._bus_bound = False  # a QoS 1 subscription on the hub's core tier: close when the bus drops
@@ -259,6 +260,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         self.client_id = connect.client_id or "auto-" + secrets.token_hex(8)
         self.session_key, self._consumer_name = session_names(namespace, self.client_id)
         store = self.ctx.store
+        self.resuming = not connect.clean_session
         try:
             await self.ctx.take_over(self.session_key, self)
             present = False

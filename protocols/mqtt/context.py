@@ -28,6 +28,7 @@ class Holder(Protocol):
 
     id: str
     session_key: str | None
+    resuming: bool  # its CONNECT resumes the session (Clean Session / Clean Start 0)
     closed: asyncio.Event
 
     def abort(self, reason: str, *, will: bool = True, code: int = ReasonCode.UNSPECIFIED_ERROR) -> None: ...
@@ -91,11 +92,14 @@ class MqttContext:
 
     def delay_will(self, key: str, delay: float, send: Callable[[], Awaitable[None]], closed: Holder) -> None:
         """Publish the will of ``closed`` after ``delay`` seconds unless session ``key`` is taken up again here
-        first, or already was: a takeover closes the old holder after the new one holds the session, and
-        the session is then not ended [MQTT-3.1.3-9]."""
+        first. A takeover closes the old holder after the new one holds the session: resumed, the session
+        did not end and there is no will [MQTT-3.1.3-9]; started clean, it ended now, and so does the
+        delay ("or the Session ends, whichever happens first", 3.1.3.2.2)."""
         holder = self._sessions.get(key)
         if holder is not None and holder is not closed:
-            return
+            if holder.resuming:
+                return
+            delay = 0.0
 
         async def later() -> None:
             await asyncio.sleep(delay)
