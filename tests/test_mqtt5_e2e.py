@@ -378,11 +378,17 @@ def test_paho_v5_over_websocket(gateway: Gateway) -> None:
         client.loop_stop()
 
 
-async def test_will_delay_interval_and_a_session_resumed_in_time(gateway: Gateway) -> None:
-    _, token = gateway.user_token()
+async def will_watcher(gateway: Gateway, token: str) -> Raw5:
+    """An MQTT 5 client subscribed to every will of the will tests (``wills/#``)."""
     watcher, _ = await Raw5.connect5(gateway.mqtt_port, token)
     await watcher.send(Subscribe(1, (("wills/#", 0),)))
     await watcher.expect(SubAck)
+    return watcher
+
+
+async def test_will_delay_interval_and_a_session_resumed_in_time(gateway: Gateway) -> None:
+    _, token = gateway.user_token()
+    watcher = await will_watcher(gateway, token)
     keep = Properties(session_expiry_interval=60)
 
     def will(payload: bytes, delay: int) -> Will:
@@ -405,9 +411,7 @@ async def test_a_session_taken_over_within_the_will_delay_sends_no_will(gateway:
     """The new connection takes the session from one still open: the old one's delayed will is never
     published, since the session was taken up again before the delay passed [MQTT-3.1.3-9]."""
     _, token = gateway.user_token()
-    watcher, _ = await Raw5.connect5(gateway.mqtt_port, token)
-    await watcher.send(Subscribe(1, (("wills/#", 0),)))
-    await watcher.expect(SubAck)
+    watcher = await will_watcher(gateway, token)
     keep = Properties(session_expiry_interval=60)
     will = Will("wills/taken", b"gone", 0, False, Properties(will_delay_interval=1))
     first, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-taken", will=will, properties=keep)
@@ -425,9 +429,7 @@ async def test_a_session_taken_over_with_clean_start_ends_and_sends_the_will_at_
     """A takeover with Clean Start 1 ends the old session, so its will goes out then, not after the
     Will Delay Interval: "after the delay or when the session ends, whichever happens first" [3.1.3.2.2]."""
     _, token = gateway.user_token()
-    watcher, _ = await Raw5.connect5(gateway.mqtt_port, token)
-    await watcher.send(Subscribe(1, (("wills/#", 0),)))
-    await watcher.expect(SubAck)
+    watcher = await will_watcher(gateway, token)
     keep = Properties(session_expiry_interval=60)
     will = Will("wills/ended", b"ended", 0, False, Properties(will_delay_interval=60))
     first, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-ended", will=will, properties=keep)

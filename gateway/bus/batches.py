@@ -124,20 +124,20 @@ class FastBatches:
         nc = self._nc
         if not burst or nc is None:
             return False
-        members = [item for item in burst if type(item) is tuple]
+        members = [item for item in burst if not isinstance(item, bytes)]
         batch = self._open(members) if len(members) > 1 else None
         commands: list[bytes] = []
         body_size = n = 0
         for item in burst:
-            if type(item) is bytes:
+            if isinstance(item, bytes):
                 commands.append(item)
+                body_size += len(item)  # (nats-py's statistics: the whole command, its body not known here)
                 continue
-            assert type(item) is tuple
             head, block, body, then = item
             body_size += len(body)
             if batch is None:  # a single one: an ordinary publish, acknowledged on its own
-                token = self._track(then)
-                command = self._acks.frames[token] = acked_command(head, self._inbox + b"%d" % token, block, body)
+                token, command = self._ordinary(head, block, body, then)
+                self._acks.frames[token] = command  # sent again if no stream takes it (``Bus._retry``)
             else:
                 n += 1
                 op = 0 if n == 1 else 2 if n == len(members) else 1  # start, append, commit
@@ -203,11 +203,15 @@ class FastBatches:
         del self._batches[batch_id]
         self._acks.pending.pop(batch.token, None)
         for head, block, body, then in batch.members[batch.stored :]:
-            token = self._track(then)
-            command = acked_command(head, self._inbox + b"%d" % token, block, body)
+            token, command = self._ordinary(head, block, body, then)
             if not self._retry(token, then, command):
                 self._acks.pending.pop(token, None)
                 settle(then, None, Unavailable(f"message not stored: {why}; retry"))
+
+    def _ordinary(self, head: bytes, block: bytes, body: bytes, then: Pending) -> tuple[int, bytes]:
+        """A publish acknowledged on its own, as ``Outlet.publish_then`` sends it: its token and command."""
+        token = self._track(then)
+        return token, acked_command(head, self._inbox + b"%d" % token, block, body)
 
     def forget(self) -> None:
         """The connection dropped: its publishes, batches included, were failed (``AckInbox.fail_all``)."""
