@@ -76,7 +76,11 @@ def fields(queue: str, i: int) -> dict[str, str]:
 async def stream_of(js: JetStreamContext, name: str) -> str:
     """The stream of queue ``name`` (read from the gateway's queue catalog)."""
     catalog = await js.key_value("fg_queues")
-    for key in await catalog.keys():
+    # the keys from the stream's subjects, as gateway.bus.kv reads them: nats-py's ``keys()`` can answer "no keys"
+    # when its watcher's consumer reports nothing pending before the first key is handed over
+    prefix = "$KV.fg_queues."
+    info = await js.stream_info("KV_fg_queues", subjects_filter=prefix + ">")
+    for key in (subject[len(prefix) :] for subject in info.state.subjects or {}):
         entry = await catalog.get(key)
         record = orjson.loads(entry.value or b"{}")
         if record.get("name") == name:

@@ -28,6 +28,16 @@ CONSUMERS = 4
 VISIBILITY = 3
 
 
+class CutOff(Exception):
+    """A success status whose body the kill cut short.
+
+    uvicorn writes a response's head and body separately, and botocore reads
+    with urllib3's ``enforce_content_length=False``: a SIGKILL between the two
+    writes reaches the client as a 200 with a short body, parsed as a result
+    without its members. The request may or may not have been carried out.
+    """
+
+
 class World:
     """What the clients saw, guarded by one lock."""
 
@@ -60,6 +70,9 @@ def producer(client: Any, url: str, world: World) -> None:
         except (BotoCoreError, ClientError) as exc:
             world.outage(exc)  # in doubt: not acknowledged
             continue
+        if "Successful" not in answer:  # a 200 whose body the kill cut off: in doubt
+            world.outage(CutOff())
+            continue
         with world.lock:
             world.acknowledged.update(entries[int(s["Id"])]["MessageBody"] for s in answer["Successful"])
             if len(world.acknowledged) >= MESSAGES // 2:
@@ -87,6 +100,11 @@ def consumer(client: Any, url: str, world: World) -> None:
             answer = client.delete_message_batch(QueueUrl=url, Entries=entries)
         except (BotoCoreError, ClientError) as exc:
             world.outage(exc)  # not deleted (they come back), or deleted with the answer lost
+            with world.lock:
+                world.delete_in_doubt.update(m["Body"] for m in messages)
+            continue
+        if "Successful" not in answer:  # a 200 whose body the kill cut off: deleted or not
+            world.outage(CutOff())
             with world.lock:
                 world.delete_in_doubt.update(m["Body"] for m in messages)
             continue
