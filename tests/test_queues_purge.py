@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import nats
+import nats.js.errors
 import orjson
 import pytest
 from nats.js import JetStreamContext
@@ -81,7 +82,10 @@ async def stream_of(js: JetStreamContext, name: str) -> str:
     prefix = "$KV.fg_queues."
     info = await js.stream_info("KV_fg_queues", subjects_filter=prefix + ">")
     for key in (subject[len(prefix) :] for subject in info.state.subjects or {}):
-        entry = await catalog.get(key)
+        try:
+            entry = await catalog.get(key)
+        except nats.js.errors.KeyNotFoundError:  # a deleted queue: its delete marker keeps the subject
+            continue
         record = orjson.loads(entry.value or b"{}")
         if record.get("name") == name:
             return "FGQ_" + str(record["id"])
