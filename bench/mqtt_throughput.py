@@ -17,7 +17,8 @@ mosquitto is started as ``/usr/sbin/mosquitto -c <tiny config>`` on a free
 127.0.0.1 port; nats-server 2.9's own MQTT listener (``mqtt { listen: ... }``,
 JetStream-backed like ours) anonymous on another; the gateway with a private
 ``nats-server -js`` through
-``tests/harness.py`` (billing off so plan rate limits do not throttle the run),
+``tests/harness.py``, on the cores the gateway leaves as the embedded one runs
+(``GOMAXPROCS`` from ``FLOWGATE_NATS_CPUS``), billing off so plan rate limits do not throttle the run,
 logging in as an MQTT device does: user name ``Bearer``, password = a JWT.
 """
 
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -42,7 +44,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.mqtt_loadclient import Result, Scenario, Suite, Target, run_scenario  # noqa: E402
-from flowgate.embedded_nats import find_nats_server  # noqa: E402
+from flowgate.embedded_nats import child_environment, find_nats_server  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
 from tests.harness import Gateway, NatsServer, _drain, free_port, wait_for_line  # noqa: E402
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -119,8 +122,10 @@ def flowgate(env: dict[str, str]) -> Iterator[Target | None]:
     """The gateway (``flowgate serve``) on a private nats-server; ``None`` if it has no MQTT listener."""
     store = Path(tempfile.mkdtemp(prefix="fg-bench-nats-"))
     data = Path(tempfile.mkdtemp(prefix="fg-bench-gw-"))
-    nats = NatsServer(store).start()
-    gateway = Gateway(nats.url, data, env={**GATEWAY_ENV, **env})
+    gateway_env = {**GATEWAY_ENV, **env}
+    # the nats-server gets the cores the gateway leaves, as the embedded one would
+    nats = NatsServer(store, env=child_environment(Settings.from_env(gateway_env), os.environ)).start()
+    gateway = Gateway(nats.url, data, env=gateway_env)
     try:
         gateway.start()
         if not _listening(gateway.mqtt_port):

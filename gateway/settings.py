@@ -64,6 +64,13 @@ class Settings:
     nats_server_bin: str = _setting(
         "FLOWGATE_NATS_SERVER_BIN", "nats-server", str, "The `nats-server` binary for the embedded server."
     )
+    nats_cpus: int = _setting(
+        "FLOWGATE_NATS_CPUS",
+        0,
+        parse.int_between(0, 1024),
+        "CPUs the embedded nats-server runs Go code on at once (its `GOMAXPROCS`); 0: the CPUs this process may "
+        "use less one per worker, at least 1, unless `GOMAXPROCS` is set in the environment.",
+    )
     admin_key: str | None = _setting(
         "FLOWGATE_ADMIN_KEY",
         None,

@@ -75,6 +75,7 @@ class NatsServer:
     process: subprocess.Popen[str] | None = None
     binary: str = "nats-server"  # a bare name is looked up by find_nats_server; a path is taken as given
     extra_config: str = ""  # more nats-server configuration (cluster blocks, server_name, monitoring port)
+    env: dict[str, str] | None = None  # the process's environment (default: this one's)
 
     @property
     def url(self) -> str:
@@ -91,7 +92,7 @@ class NatsServer:
             f'jetstream {{ store_dir: "{self.store / "js"}" }}\n' + self.extra_config
         )
         self.process = subprocess.Popen(
-            [binary, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            [binary, "-c", str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=self.env
         )
         assert self.process.stderr is not None
         wait_for_line(self.process.stderr, "Server is ready", 20)

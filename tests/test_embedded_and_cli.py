@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from collections.abc import Callable
 import httpx
 import psutil
 
+from flowgate.embedded_nats import nats_cpus
+from gateway.settings import Settings
 from tests.harness import ROOT, Gateway
 
 
@@ -20,6 +23,9 @@ def test_embedded_nats_lifecycle_and_generated_admin_key(make_gateway: Callable[
     connections = children[0].net_connections(kind="inet")
     assert connections and all(c.laddr.ip == "127.0.0.1" for c in connections if c.status == psutil.CONN_LISTEN)
     assert (gw.data_dir / "nats").is_dir()
+    # the cores one worker leaves (or what the environment set)
+    cores = os.environ.get("GOMAXPROCS") or str(max(1, len(os.sched_getaffinity(0)) - 1))
+    assert children[0].environ()["GOMAXPROCS"] == cores
     admin_key = (gw.data_dir / "admin.key").read_text().strip()
     assert any(admin_key in line for line in gw.log), "generated admin key is printed once at first start"
     gw.admin_key = admin_key
@@ -56,10 +62,19 @@ def test_embedded_nats_lifecycle_and_generated_admin_key(make_gateway: Callable[
 
 
 def test_embedded_nats_does_not_outlive_a_killed_gateway(make_gateway: Callable[..., Gateway]) -> None:
-    gw = make_gateway(None)
+    gw = make_gateway(None, env={"FLOWGATE_NATS_CPUS": "3"})
     (child,) = [p for p in psutil.Process(gw.pid).children() if "nats-server" in p.name()]
+    assert child.environ()["GOMAXPROCS"] == "3"
     assert gw.process is not None
     gw.process.kill()
     gw.process.wait(10)
     child.wait(10)  # raises psutil.TimeoutExpired if the child stayed behind
     assert not child.is_running()
+
+
+def test_the_embedded_nats_server_gets_the_cores_the_workers_leave() -> None:
+    assert nats_cpus(Settings.from_env({}), 2) == 1
+    assert nats_cpus(Settings.from_env({}), 8) == 7
+    assert nats_cpus(Settings.from_env({"FLOWGATE_WORKERS": "3"}), 8) == 5
+    assert nats_cpus(Settings.from_env({"FLOWGATE_WORKERS": "4"}), 4) == 1  # at least one
+    assert nats_cpus(Settings.from_env({"FLOWGATE_NATS_CPUS": "6", "FLOWGATE_WORKERS": "4"}), 4) == 6  # as told
