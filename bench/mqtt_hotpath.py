@@ -145,6 +145,9 @@ async def measure(qos: int, messages: int, rounds: int, protocol: int = 4) -> li
         shutil.rmtree(data, ignore_errors=True)
 
 
+VALGRIND_TIMEOUT = 1800  # seconds; a round of 25,000 messages takes a few minutes under callgrind
+
+
 def instructions(qos: int, messages: int, protocol: int = 4) -> int:
     """Instructions this script executes for ``messages`` messages in one round, counted by callgrind."""
     command = [
@@ -152,7 +155,10 @@ def instructions(qos: int, messages: int, protocol: int = 4) -> int:
         sys.executable, __file__, "--qos", str(qos), "--messages", str(messages), "--rounds", "1",
         "--protocol", str(protocol),
     ]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stderr
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=VALGRIND_TIMEOUT).stderr
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"valgrind did not finish {messages} messages within {VALGRIND_TIMEOUT} s") from None
     found = re.search(r"Collected : (\d+)", output)
     if found is None:
         raise RuntimeError("valgrind printed no instruction count:\n" + output[-2000:])
