@@ -38,6 +38,17 @@ class CutOff(Exception):
     """
 
 
+def batch_answer(call: Callable[..., Any], **params: Any) -> Any:
+    """A batch call's answer; ``CutOff`` if it has no ``Successful`` member (its body was cut short)."""
+    answer = call(**params)
+    if "Successful" not in answer:
+        raise CutOff()
+    return answer
+
+
+IN_DOUBT = (BotoCoreError, ClientError, CutOff)
+
+
 class World:
     """What the clients saw, guarded by one lock."""
 
@@ -66,12 +77,9 @@ def producer(client: Any, url: str, world: World) -> None:
     for start in range(0, MESSAGES, 10):
         entries = [{"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(min(10, MESSAGES - start))]
         try:
-            answer = client.send_message_batch(QueueUrl=url, Entries=entries)
-        except (BotoCoreError, ClientError) as exc:
+            answer = batch_answer(client.send_message_batch, QueueUrl=url, Entries=entries)
+        except IN_DOUBT as exc:
             world.outage(exc)  # in doubt: not acknowledged
-            continue
-        if "Successful" not in answer:  # a 200 whose body the kill cut off: in doubt
-            world.outage(CutOff())
             continue
         with world.lock:
             world.acknowledged.update(entries[int(s["Id"])]["MessageBody"] for s in answer["Successful"])
@@ -97,14 +105,9 @@ def consumer(client: Any, url: str, world: World) -> None:
             continue
         entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
         try:
-            answer = client.delete_message_batch(QueueUrl=url, Entries=entries)
-        except (BotoCoreError, ClientError) as exc:
+            answer = batch_answer(client.delete_message_batch, QueueUrl=url, Entries=entries)
+        except IN_DOUBT as exc:
             world.outage(exc)  # not deleted (they come back), or deleted with the answer lost
-            with world.lock:
-                world.delete_in_doubt.update(m["Body"] for m in messages)
-            continue
-        if "Successful" not in answer:  # a 200 whose body the kill cut off: deleted or not
-            world.outage(CutOff())
             with world.lock:
                 world.delete_in_doubt.update(m["Body"] for m in messages)
             continue
