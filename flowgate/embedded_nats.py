@@ -78,10 +78,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def nats_cpus(settings: Settings, available: int) -> int:
-    """How many CPUs the embedded nats-server's Go code may run on at once, of ``available``."""
+    """How many CPUs the embedded nats-server's Go code may run on at once, of ``available``.
+
+    The CPUs the workers leave; when they leave none (``FLOWGATE_WORKERS=auto``, or more workers than
+    CPUs) every CPU, as Go schedules by default: one core would serve the traffic of all the workers.
+    """
     if settings.nats_cpus:
         return settings.nats_cpus
-    return max(1, available - settings.workers)
+    if settings.workers >= available:
+        return available
+    return available - settings.workers
 
 
 def child_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:

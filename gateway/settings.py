@@ -69,7 +69,8 @@ class Settings:
         0,
         parse.int_between(0, 1024),
         "CPUs the embedded nats-server runs Go code on at once (its `GOMAXPROCS`); 0: the CPUs this process may "
-        "use less one per worker, at least 1, unless `GOMAXPROCS` is set in the environment.",
+        "use less one per worker (all of them when the workers leave none), unless `GOMAXPROCS` is set in the "
+        "environment.",
     )
     admin_key: str | None = _setting(
         "FLOWGATE_ADMIN_KEY",

@@ -76,5 +76,7 @@ def test_the_embedded_nats_server_gets_the_cores_the_workers_leave() -> None:
     assert nats_cpus(Settings.from_env({}), 2) == 1
     assert nats_cpus(Settings.from_env({}), 8) == 7
     assert nats_cpus(Settings.from_env({"FLOWGATE_WORKERS": "3"}), 8) == 5
-    assert nats_cpus(Settings.from_env({"FLOWGATE_WORKERS": "4"}), 4) == 1  # at least one
+    assert nats_cpus(Settings.from_env({}), 1) == 1  # no core left: all of them, one
+    assert nats_cpus(Settings.from_env({"FLOWGATE_WORKERS": "4"}), 4) == 4  # workers on every core: all of them
+    assert nats_cpus(Settings.from_env({"FLOWGATE_WORKERS": "20"}), 16) == 16
     assert nats_cpus(Settings.from_env({"FLOWGATE_NATS_CPUS": "6", "FLOWGATE_WORKERS": "4"}), 4) == 6  # as told
