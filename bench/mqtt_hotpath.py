@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -155,10 +157,18 @@ def instructions(qos: int, messages: int, protocol: int = 4) -> int:
         sys.executable, __file__, "--qos", str(qos), "--messages", str(messages), "--rounds", "1",
         "--protocol", str(protocol),
     ]  # fmt: skip
-    try:
-        output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=VALGRIND_TIMEOUT).stderr
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"valgrind did not finish {messages} messages within {VALGRIND_TIMEOUT} s") from None
+    # Its own process group: on a timeout the run's private nats-server goes with it.
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as run:
+        try:
+            output = run.communicate(timeout=VALGRIND_TIMEOUT)[1]
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+            raise RuntimeError(f"valgrind did not finish {messages} messages within {VALGRIND_TIMEOUT} s") from None
+    if run.returncode:
+        raise RuntimeError(f"valgrind run failed ({run.returncode}):\n" + output[-2000:])
     found = re.search(r"Collected : (\d+)", output)
     if found is None:
         raise RuntimeError("valgrind printed no instruction count:\n" + output[-2000:])
