@@ -38,7 +38,10 @@ class Settings:
         "HTTP port: REST API, SSE, WebSocket (`/ws`), MQTT over WebSocket (`/mqtt`). 0 picks a free port, -1 = off.",
     )
     mqtt_port: int = _setting(
-        "FLOWGATE_MQTT_PORT", 1883, parse.int_between(-1, 65535), "MQTT 3.1.1 TCP port. 0 picks a free port, -1 = off."
+        "FLOWGATE_MQTT_PORT",
+        1883,
+        parse.int_between(-1, 65535),
+        "MQTT TCP port (3.1.1 and 5.0). 0 picks a free port, -1 = off.",
     )
     mqtt_inflight: int = _setting(
         "FLOWGATE_MQTT_INFLIGHT",
