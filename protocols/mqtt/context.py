@@ -17,7 +17,7 @@ from gateway.bus import BusState
 from gateway.bus.mqtt_store import MqttStore
 from gateway.proxies import TrustedProxies
 from gateway.settings import Settings
-from protocols.mqtt.properties import ReasonCode
+from protocols.mqtt.close_causes import CloseCause
 from protocols.services import Services
 
 log = logging.getLogger("flowgate.mqtt")
@@ -31,7 +31,7 @@ class Holder(Protocol):
     resuming: bool  # its CONNECT resumes the session (Clean Session / Clean Start 0)
     closed: asyncio.Event
 
-    def abort(self, reason: str, *, will: bool = True, code: int = ReasonCode.UNSPECIFIED_ERROR) -> None: ...
+    def abort(self, cause: CloseCause, reason: str) -> None: ...
 
     async def wait_closed(self) -> None: ...
 
@@ -82,7 +82,7 @@ class MqttContext:
         if will is not None:  # the session resumed within the Will Delay Interval: no will [MQTT-3.1.3-9]
             will.cancel()
         if old is not None and old is not conn:
-            old.abort("session taken over by a new connection", will=True, code=ReasonCode.SESSION_TAKEN_OVER)
+            old.abort(CloseCause.TAKEN_OVER, "session taken over by a new connection")
             try:
                 async with asyncio.timeout(TAKEOVER_WAIT):
                     await old.wait_closed()
@@ -120,7 +120,7 @@ class MqttContext:
     def _on_remote_takeover(self, key: str, owner: str) -> None:
         conn = self._sessions.get(key)
         if conn is not None and conn.id != owner:
-            conn.abort("session taken over on another replica", will=True, code=ReasonCode.SESSION_TAKEN_OVER)
+            conn.abort(CloseCause.TAKEN_OVER_ELSEWHERE, "session taken over on another replica")
 
     def _on_bus_state(self, state: BusState) -> None:
         if state is BusState.DISCONNECTED:
@@ -133,7 +133,7 @@ class MqttContext:
         self._wills.clear()
         connections = list(self.connections)
         for conn in connections:
-            conn.abort("server shutting down", will=False, code=ReasonCode.SERVER_SHUTTING_DOWN)
+            conn.abort(CloseCause.SHUTTING_DOWN, "server shutting down")
         if not connections:
             return
         _, pending = await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in connections], timeout=grace)
