@@ -356,7 +356,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
             self._token_timer.cancel()
         if self.v5 is not None:
             await self._v5.closing(reason)  # DISCONNECT with a reason code; a session that ends with it
-        self.ctx.release(self)
+        resumed = self.ctx.release(self)  # whether a connection that took the session over resumes it
         self._flush()
         self.wire.close()
         claims = self.claims
@@ -368,7 +368,8 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         will = self.session.ended(self._publish_will)  # whether and when the will goes out
         if will is not None and claims is not None:
             if will.delay > 0 and self.session_key is not None:
-                self.ctx.delay_will(self.session_key, will.delay, partial(self._send_will, claims, will.will), self)
+                send = partial(self._send_will, claims, will.will)
+                self.ctx.delay_will(self.session_key, will.delay, send, self, resumed)
             else:
                 await self._send_will(claims, will.will)
         self.ctx.connections.discard(self)
