@@ -49,6 +49,7 @@ class Device:
     def __init__(self, gw: Gateway, token: str, client_id: str, *, clean: bool, will: tuple[str, int] | None) -> None:
         self.client_id = client_id
         self.session_present: bool | None = None
+        self.subscribed = False
         self.disconnect_reason: int | None = None
         client = self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         client.username_pw_set("Bearer", token)
@@ -59,14 +60,22 @@ class Device:
             client.will_set(topic, b"gone", qos=0, properties=will_props)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY
         client.connect("127.0.0.1", gw.mqtt_port, keepalive=60, clean_start=clean, properties=props)
         self.pump(lambda: self.session_present is not None, "CONNACK")
+        # The gateway finishes opening the session (its durable consumer) after CONNACK, before it handles
+        # the next packet: once SUBACK is here, a takeover finds the whole session [MQTT-3.2.2-2].
+        client.subscribe("cmd/" + client_id, qos=1)
+        self.pump(lambda: self.subscribed, "SUBACK")
 
     def _on_connect(self, _c: Any, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         assert reason == 0, reason
         self.session_present = bool(flags.session_present)
+
+    def _on_subscribe(self, *_a: Any) -> None:
+        self.subscribed = True
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.disconnect_reason = int(reason.value)
