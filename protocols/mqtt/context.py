@@ -2,7 +2,12 @@
 
 ``MqttContext`` is built once per process (``protocols/mqtt/server.py``) and knows
 its connections only through the narrow ``Holder`` Protocol below, so this
-module sits under ``connection.py`` and nothing here imports it back.
+module sits under ``connection.py`` and nothing here imports it back. It keeps
+which connection holds each session and takes sessions over (announced to the
+other replicas through ``MqttStore``, with whether the new connection resumes
+the session), and the MQTT 5 wills waiting for their Will Delay Interval, which
+a takeover on any replica decides: dropped when resumed, sent at once when the
+session was started clean (``_taken_up``).
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ class MqttContext:
         """Make ``conn`` the holder of session ``key``; close an older holder here or on any replica."""
         old = self._sessions.get(key)
         self._sessions[key] = conn
-        self._moved.pop(key, None)  # a holder taken over elsewhere closes after this one holds the session
+        self._moved.pop(key, None)  # the newest holder is here: an older one closing asks it (``release``)
         self._taken_up(key, conn.id, conn.resuming)
         if old is not None and old is not conn:
             old.abort(CloseCause.TAKEN_OVER, "session taken over by a new connection")
