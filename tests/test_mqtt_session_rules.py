@@ -86,7 +86,7 @@ def closed_by(result: object) -> bool:
 
 
 # How the connection ends -> the will flag it closes with: the session's own ``Close``, or the server's
-# (``MqttConnection.abort``'s ``will``).
+# (``MqttConnection.abort``'s cause, its row in ``close_causes.CLOSES``; every cause: test_mqtt_close_causes.py).
 
 
 def clean_disconnect(session: MqttSession) -> bool:
@@ -114,11 +114,11 @@ def keepalive_timeout(session: MqttSession) -> bool:
 
 
 def taken_over(session: MqttSession) -> bool:
-    return True  # abort(..., will=True, code=SESSION_taken_over)
+    return True  # abort(CloseCause.TAKEN_OVER, ...): will, DISCONNECT 0x8E
 
 
 def shutting_down(session: MqttSession) -> bool:
-    return False  # abort(..., will=False, code=SERVER_SHUTTING_DOWN), as for a revoked token
+    return False  # abort(CloseCause.SHUTTING_DOWN, ...): no will, DISCONNECT 0x8B, as for a revoked token
 
 
 Ending = Callable[[MqttSession], bool]

@@ -12,6 +12,11 @@ Modelled on nats-server's ``mqtt.go``: separate storage per concern.
   Any replica on the same NATS can resume a session.
 - Takeover: a core NATS subject on which a replica announces that a client id
   connected, so every other replica closes its older connection [MQTT-3.1.4-2].
+  The body is ``[session_key, owner]``; the header ``Fg-Resuming`` (``1`` or
+  ``0``) says whether the new connection resumes the session, which decides a
+  delayed will on the other replicas. A header, so that replicas from before
+  it read the body as they always did; their announcements, without it, are
+  reported with ``resuming=None``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ RETAINED_STREAM = "FG_MQTT_RETAINED"
 RETAINED_ROOT = "fg.ret"
 SESSIONS_BUCKET = "fg_mqtt_sessions"
 TAKEOVER_SUBJECT = "fg.ctl.mqtt.takeover"
+RESUMING_HEADER = "Fg-Resuming"
 RETAINED_FETCH_BATCH = 256
 
 
@@ -133,7 +139,7 @@ class MqttStore:
     def __init__(self, bus: Bus, sessions: Bucket) -> None:
         self._bus = bus
         self._sessions = sessions
-        self._takeover_listeners: list[Callable[[str, str], None]] = []
+        self._takeover_listeners: list[Callable[[str, str, bool | None], None]] = []
 
     @classmethod
     async def open(cls, bus: Bus) -> MqttStore:
@@ -156,21 +162,25 @@ class MqttStore:
 
     # -- takeover ------------------------------------------------------------------------
 
-    def on_takeover(self, listener: Callable[[str, str], None]) -> None:
-        """``listener(session_key, owner)`` runs when any replica accepts a connection for that key."""
+    def on_takeover(self, listener: Callable[[str, str, bool | None], None]) -> None:
+        """``listener(session_key, owner, resuming)`` runs when any replica accepts a connection for that key;
+        ``resuming`` is whether it resumes the session (``None``: the announcing replica did not say)."""
         self._takeover_listeners.append(listener)
 
-    async def announce_takeover(self, session_key: str, owner: str) -> None:
+    async def announce_takeover(self, session_key: str, owner: str, *, resuming: bool) -> None:
+        headers = {RESUMING_HEADER: "1" if resuming else "0"}
         with nats_errors("announce MQTT takeover"):
-            await self._bus.nc.publish(TAKEOVER_SUBJECT, orjson.dumps([session_key, owner]))
+            await self._bus.nc.publish(TAKEOVER_SUBJECT, orjson.dumps([session_key, owner]), headers=headers)
 
     async def _on_takeover(self, msg: Msg) -> None:
         try:
             key, owner = orjson.loads(msg.data)
         except (orjson.JSONDecodeError, ValueError, TypeError):
             return
+        flag = (msg.headers or {}).get(RESUMING_HEADER)
+        resuming = None if flag is None else flag == "1"
         for listener in self._takeover_listeners:
-            listener(str(key), str(owner))
+            listener(str(key), str(owner), resuming)
 
     # -- retained messages -----------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from protocols.mqtt.actions import (
     Store,
     StoreFailed,
 )
+from protocols.mqtt.close_causes import CloseCause, closing
 from protocols.mqtt.codec5 import ServerDecoder
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.errors import connack_code
@@ -70,7 +71,6 @@ from protocols.mqtt.packets import (
     Packet,
     Will,
 )
-from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.publishing import Publishing
 from protocols.mqtt.session import MqttSession
 from protocols.mqtt.shared import SharedSubscriptions
@@ -178,9 +178,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         """
         if self._bus_bound:
             self.abort(
-                "message bus connection lost: QoS 1 deliveries may have been missed; reconnect",
-                will=True,
-                code=ReasonCode.SERVER_BUSY,
+                CloseCause.BUS_LOST, "message bus connection lost: QoS 1 deliveries may have been missed; reconnect"
             )
 
     def _do_send(self, action: Send) -> bool:
@@ -205,7 +203,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         return True
 
     async def _do_close(self, action: Close) -> NoReturn:
-        self._fail(action.reason, will=action.will, code=action.code)
+        self._stop(action)
 
     async def _do_malformed(self, action: Malformed) -> NoReturn:
         await self._do_close(self.session.malformed(action.reason, action.code))
@@ -219,13 +217,13 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         except Closing:
             pass
         except FlowGateError as exc:
-            self._close_reason = self._close_reason or f"{exc.code}: {exc.message}"
+            self._abort(closing(CloseCause.GATEWAY_ERROR, f"{exc.code}: {exc.message}"))
         finally:
             await self._cleanup()
 
     def _connect_timeout(self) -> None:
         if self.claims is None:
-            self.abort("no CONNECT in time", will=False)
+            self.abort(CloseCause.CONNECT_TIMEOUT, "no CONNECT in time")
 
     async def _on_connect(self, action: Authenticate) -> None:
         """A CONNECT that passed the session's checks: its token, user, billing and session."""
@@ -252,7 +250,9 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         except InvalidName as exc:
             if self.v5 is not None:  # [3.2.2.2] 0x90 Topic Name invalid
                 self._refuse(CONNACK_NOT_AUTHORIZED, f"invalid will topic: {exc.message}", exc)
-            await self._do_close(session.close(f"protocol error: invalid will topic: {exc.message}", will=False))
+            await self._do_close(
+                session.close(CloseCause.WILL_TOPIC_INVALID, f"protocol error: invalid will topic: {exc.message}")
+            )
         except FlowGateError as exc:
             self._refuse(connack_code(exc), f"CONNECT refused: {exc.message}", exc)
         namespace = claims.namespace
@@ -309,23 +309,22 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
     def _refuse(self, code: int, reason: str, error: FlowGateError | None = None) -> NoReturn:
         send, close = self.session.refused(code, reason, error)
         self._write(send.data)
-        self._fail(close.reason, will=close.will, code=close.code)
+        self._stop(close)
 
     def _revoked(self, exc: FlowGateError) -> None:
         # MQTT 3.1.1 has no reason code: the socket is closed; MQTT 5 first gets DISCONNECT 0x87 (disabled:
         # 0x98, an administrative action). The will is not sent and a persistent session is kept.
-        code = ReasonCode.ADMINISTRATIVE_ACTION if exc.status == 403 else ReasonCode.NOT_AUTHORIZED
-        self.abort(f"{exc.code}: {exc.message}", will=False, code=code)
+        self.abort(CloseCause.DISABLED if exc.status == 403 else CloseCause.REVOKED, f"{exc.code}: {exc.message}")
 
     def _token_expired(self) -> None:
-        self.abort("token expired", will=True, code=ReasonCode.MAXIMUM_CONNECT_TIME)
+        self.abort(CloseCause.TOKEN_EXPIRED, "token expired")
 
     def _check_keepalive(self) -> None:
         if self._close_reason is None:
             self._apply_soon(self.session.keepalive_due(self._loop.time(), self._last_rx))
 
     async def _cleanup(self) -> None:
-        self.session.close("closed")
+        self.session.close(CloseCause.CONNECTION_LOST, "closed")  # nothing more is handled (the will: _publish_will)
         self._bill(None)  # deliveries not yet billed (still in the backlog)
         for timer in self._timers:
             timer.cancel()
@@ -357,7 +356,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
             self._token_timer.cancel()
         if self.v5 is not None:
             await self._v5.closing(reason)  # DISCONNECT with a reason code; a session that ends with it
-        self.ctx.release(self)
+        resumed = self.ctx.release(self)  # whether a connection that took the session over resumes it
         self._flush()
         self.wire.close()
         claims = self.claims
@@ -369,7 +368,8 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         will = self.session.ended(self._publish_will)  # whether and when the will goes out
         if will is not None and claims is not None:
             if will.delay > 0 and self.session_key is not None:
-                self.ctx.delay_will(self.session_key, will.delay, partial(self._send_will, claims, will.will), self)
+                send = partial(self._send_will, claims, will.will)
+                self.ctx.delay_will(self.session_key, will.delay, send, self, resumed)
             else:
                 await self._send_will(claims, will.will)
         self.ctx.connections.discard(self)

@@ -27,12 +27,12 @@ from gateway.message_meta import MessageMeta
 from gateway.payload import Delivery
 from gateway.publishing import Outlet
 from gateway.topics import Namespace
-from protocols.mqtt.actions import Action
+from protocols.mqtt.actions import Action, Close
+from protocols.mqtt.close_causes import CloseCause
 from protocols.mqtt.codec5 import ServerDecoder
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.flow import OutboundWindow, PendingAck
 from protocols.mqtt.packets import Packet
-from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.session import MqttSession, Result
 from protocols.mqtt.shared import SharedSubscriptions
 from protocols.mqtt.subscriptions import Outgoing, Subscription
@@ -105,10 +105,13 @@ class ConnectionHost:
     # -- called from one layer in another --
 
     @abstractmethod
-    def abort(self, reason: str, *, will: bool = True, code: int = ReasonCode.UNSPECIFIED_ERROR) -> None: ...
+    def abort(self, cause: CloseCause, reason: str) -> None: ...
 
     @abstractmethod
-    def _fail(self, reason: str, *, will: bool = True, code: int | None = ReasonCode.UNSPECIFIED_ERROR) -> NoReturn: ...
+    def _fail(self, cause: CloseCause, reason: str) -> NoReturn: ...
+
+    @abstractmethod
+    def _stop(self, close: Close) -> NoReturn: ...
 
     @abstractmethod
     def _apply_soon(self, result: Result) -> None: ...

@@ -18,9 +18,9 @@ from protocols.mqtt.actions import (
     Action,
     Close,
 )
+from protocols.mqtt.close_causes import CloseCause, closing
 from protocols.mqtt.codec import MQTTProtocolError
 from protocols.mqtt.host import ConnectionHost
-from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.session import Result
 
 INBOX_HIGH = 256  # packets parsed but not yet handled: pause reading above this
@@ -111,13 +111,18 @@ class Inbound(ConnectionHost):
         self._peer_gone = True
         self._wake.set()
 
-    def abort(self, reason: str, *, will: bool = True, code: int = ReasonCode.UNSPECIFIED_ERROR) -> None:
-        """Close from the server side (keepalive, takeover, expiry, overflow, shutdown); ``code``: MQTT 5's DISCONNECT."""
+    def abort(self, cause: CloseCause, reason: str) -> None:
+        """Close from the server side (takeover, expiry, overflow, shutdown): ``cause`` decides the will and
+        MQTT 5's DISCONNECT (``close_causes.py``)."""
+        self._abort(closing(cause, reason))
+
+    def _abort(self, close: Close) -> None:
+        """``abort``, or the session's ``Close`` from a callback: the first reason to close wins."""
         if self._close_reason is not None:
             return
-        self._close_reason = reason
-        self._disconnect_code = code
-        self._publish_will = will
+        self._close_reason = close.reason
+        self._disconnect_code = close.code
+        self._publish_will = close.will
         self._inbox.clear()
         self._wake.set()
 
@@ -146,9 +151,8 @@ class Inbound(ConnectionHost):
         if result is None:
             return
         for action in result if isinstance(result, list) else (result,):
-            if isinstance(action, Close):
-                code = ReasonCode.UNSPECIFIED_ERROR if action.code is None else action.code
-                self.abort(action.reason, will=action.will, code=code)
+            if isinstance(action, Close):  # (keepalive, receive maximum, a message not stored: each has a code)
+                self._abort(action)
             else:
                 self._now[type(action)](action)
 
@@ -162,7 +166,7 @@ class Inbound(ConnectionHost):
                 return
             if not inbox:
                 if self._peer_gone:
-                    self._close_reason = "connection lost"
+                    self._abort(closing(CloseCause.CONNECTION_LOST, "connection lost"))
                     return
                 self._wake.clear()
                 self._idle = True  # data_received may hand packets to the session itself
@@ -196,11 +200,16 @@ class Inbound(ConnectionHost):
                 # so storing overlaps with reading instead of alternating with it.
                 await asyncio.sleep(0)
 
-    def _fail(self, reason: str, *, will: bool = True, code: int | None = ReasonCode.UNSPECIFIED_ERROR) -> NoReturn:
+    def _fail(self, cause: CloseCause, reason: str) -> NoReturn:
+        """Close from the reader: stop handling packets; ``cause`` decides as for ``abort``."""
+        self._stop(closing(cause, reason))
+
+    def _stop(self, close: Close) -> NoReturn:
+        """``_fail``, or the session's ``Close``: an earlier reason and DISCONNECT code stay, the will is this one's."""
         if self._close_reason is None:
-            self._disconnect_code = code
-        self._close_reason = self._close_reason or reason
-        self._publish_will = will
+            self._disconnect_code = close.code
+        self._close_reason = self._close_reason or close.reason
+        self._publish_will = close.will
         raise Closing
 
     async def _throttle(self, seconds: float) -> None:

@@ -18,6 +18,7 @@ from gateway.bus.session_consumer import SessionMessage
 from gateway.payload import Delivery
 from gateway.topics import Namespace
 from protocols.mqtt.actions import Complete
+from protocols.mqtt.close_causes import CloseCause
 from protocols.mqtt.codec import encode, encode_publish
 from protocols.mqtt.codec5 import encode5, encode_publish5
 from protocols.mqtt.host import ConnectionHost
@@ -25,7 +26,6 @@ from protocols.mqtt.inbound import MAX_PENDING_ACKS
 from protocols.mqtt.packets import (
     Packet,
 )
-from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.subscriptions import Outgoing, Subscription, best_match
 from protocols.mqtt.v5 import expired
 
@@ -125,9 +125,7 @@ class Outbound(ConnectionHost):
         """``item`` waits in the backlog, behind the others; a client whose backlog is full is a slow consumer."""
         if len(self._backlog) >= self.ctx.config.outbound_limit:
             self.ctx.services.metrics.slow_consumers.labels("mqtt").inc()
-            self.abort(
-                f"slow consumer: {len(self._backlog)} messages waiting", will=True, code=ReasonCode.QUOTA_EXCEEDED
-            )
+            self.abort(CloseCause.SLOW_CONSUMER, f"slow consumer: {len(self._backlog)} messages waiting")
             return
         self._backlog.append(item)
 

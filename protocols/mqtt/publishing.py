@@ -18,6 +18,7 @@ from gateway.publishing import AdmitLater
 from protocols.mqtt.actions import (
     Store,
 )
+from protocols.mqtt.close_causes import CloseCause
 from protocols.mqtt.errors import PublishReaction, publish_reaction, reject_reason, retry_after
 from protocols.mqtt.flow import PendingAck, publish_ack
 from protocols.mqtt.host import ConnectionHost
@@ -134,7 +135,7 @@ class Publishing(ConnectionHost):
             if ack is not None:
                 self._queue_ready(ack)
             return True
-        self._fail(f"publish to {packet.topic!r} failed: {exc.code}: {exc.message}")
+        self._fail(CloseCause.PUBLISH_FAILED, f"publish to {packet.topic!r} failed: {exc.code}: {exc.message}")
 
     def _published(self, packet: Publish, pending: PendingAck | None) -> None:
         """A PUBLISH went to JetStream (the session counts it; its acknowledgement follows the store's)."""

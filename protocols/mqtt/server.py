@@ -26,9 +26,9 @@ from functools import partial
 
 from gateway.bus.mqtt_store import MqttStore
 from gateway.tls import CertificateReloader, TlsFiles
+from protocols.mqtt.close_causes import CloseCause
 from protocols.mqtt.connection import MqttConnection, Wire
 from protocols.mqtt.context import MqttConfig, MqttContext
-from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.proxy_protocol import ProxyHeaderReader, ProxyProtocolError
 from protocols.mqtt.tls_listener import TlsListener
 from protocols.services import Services
@@ -135,7 +135,7 @@ class MqttServer:
             self._tls_listener.close()
         self.ctx.services.draining.spread(
             [
-                partial(conn.abort, "server shutting down", will=False, code=ReasonCode.SERVER_SHUTTING_DOWN)
+                partial(conn.abort, CloseCause.SHUTTING_DOWN, "server shutting down")
                 for conn in list(self.ctx.connections)
             ]
         )

@@ -38,6 +38,7 @@ from protocols.mqtt.actions import (
     Store,
     StoreFailed,
 )
+from protocols.mqtt.close_causes import CloseCause, closing
 from protocols.mqtt.codec import encode
 from protocols.mqtt.codec5 import encode5
 from protocols.mqtt.connect_rules import check_connect, foreign_protocol, valid_client_id
@@ -144,23 +145,24 @@ class MqttSession:
 
     def violation(self, packet: Packet) -> Close:
         """A packet ``TABLE`` has no handler for in this state: the connection closes [MQTT-4.8.0-1]."""
-        return self.close(f"protocol error: {violation_reason(self.state, packet)}", R.PROTOCOL_ERROR)
+        return self.close(CloseCause.PROTOCOL_ERROR, f"protocol error: {violation_reason(self.state, packet)}")
 
     def malformed(self, reason: str, code: int) -> Close:
         """The decoder rejected the bytes after the packets already handled [MQTT-4.8.0-1]."""
-        return self.close(f"protocol error: {reason}", code)
+        return self.close(CloseCause.MALFORMED, f"protocol error: {reason}", code)
 
-    def close(self, reason: str, code: int | None = R.UNSPECIFIED_ERROR, *, will: bool = True) -> Close:
-        """End the session: the will is published unless the client ended it cleanly [MQTT-3.1.2-8, 3.1.2-10]."""
+    def close(self, cause: CloseCause, reason: str, error_code: int | None = None) -> Close:
+        """End the session; ``cause`` decides the will and MQTT 5's DISCONNECT (``close_causes.py``): the will
+        is published unless the client ended it cleanly [MQTT-3.1.2-8, 3.1.2-10]."""
         self._enter(State.CLOSED)
-        return Close(reason, code, will)
+        return closing(cause, reason, error_code)
 
     # -- CONNECT --------------------------------------------------------------------------------
 
     def _on_connect(self, connect: Connect) -> Result:
         if foreign_protocol(connect):
             reason = f"protocol error: unknown protocol name {connect.protocol_name!r} [MQTT-3.1.2-1]"
-            return self.close(reason, will=False)
+            return self.close(CloseCause.FOREIGN_PROTOCOL, reason)
         v5 = None
         if connect.protocol_level == 5:
             v5 = self.v5 = V5Session.from_connect(connect)
@@ -182,7 +184,7 @@ class MqttSession:
             ack = ConnAck(False, code)
         else:
             ack = ConnAck(False, connack_reason(code, error), Properties(reason_string=reason[:200]))
-        return Send(self.encode(ack)), self.close(reason, will=False)
+        return Send(self.encode(ack)), self.close(CloseCause.CONNECT_REFUSED, reason)
 
     def accepted(self, present: bool, assigned_id: str | None, last_activity: float) -> list[Action]:
         """The token and session checked out: CONNACK; Session Present is 0 for a clean session
@@ -214,7 +216,8 @@ class MqttSession:
     def ended(self, will: bool) -> PublishWill | None:
         """The connection closed: its will, if it goes out, and how long it waits.
 
-        ``will`` is the close's own: the ``Close`` this session returned (a clean
+        ``will`` is the close's own, from its cause's row in ``CLOSES``
+        (``close_causes.py``): the ``Close`` this session returned (a clean
         DISCONNECT discards the will [MQTT-3.1.2-10, 3.14.4-3], MQTT 5's 0x04
         keeps it [3.14.2.1]; a protocol error, a keepalive timeout keep it), or
         the server's reason to close (a lost network, a session taken over,
@@ -238,7 +241,7 @@ class MqttSession:
         if deadline is None or self.state is State.CLOSED:
             return None
         if now >= deadline:
-            return self.close(f"keepalive timeout ({self.keepalive}s)", R.KEEP_ALIVE_TIMEOUT)
+            return self.close(CloseCause.KEEPALIVE_TIMEOUT, f"keepalive timeout ({self.keepalive}s)")
         return SetTimer(deadline)
 
     # -- PUBLISH from the client ------------------------------------------------------------------
@@ -277,7 +280,7 @@ class MqttSession:
             if self._qos1_unacknowledged + len(self.inbound.ids) > RECEIVE_MAXIMUM:
                 # More unacknowledged than the Receive Maximum we announced: 0x93 [MQTT-3.3.4-8].
                 reason = f"more than {RECEIVE_MAXIMUM} QoS 1/2 publishes unacknowledged"
-                result = self.close(reason, R.RECEIVE_MAXIMUM_EXCEEDED)
+                result = self.close(CloseCause.RECEIVE_MAXIMUM_EXCEEDED, reason)
         if pending is not None:
             self.acks.append(pending)
         return result
@@ -310,7 +313,7 @@ class MqttSession:
                     continue
                 # No acknowledgement: the client re-sends after reconnecting [MQTT-4.4.0-1].
                 acks.clear()
-                result.append(self.close(f"message not stored: {error}"))
+                result.append(self.close(CloseCause.NOT_STORED, f"message not stored: {error}"))
                 break
             if ack.packet is not None:
                 out.append(ack.packet)
@@ -373,21 +376,25 @@ class MqttSession:
             if expiry is not None:
                 if v5.session_expiry_interval == 0 and expiry > 0:
                     # A session that was to end with the connection cannot be kept now [MQTT-3.14.2-2].
-                    return self.close("protocol error: DISCONNECT sets a Session Expiry Interval", R.PROTOCOL_ERROR)
+                    reason = "protocol error: DISCONNECT sets a Session Expiry Interval"
+                    return self.close(CloseCause.PROTOCOL_ERROR, reason)
                 v5.session_expiry_interval = expiry
                 self.expire_now = expiry == 0
             will = packet.reason_code == R.DISCONNECT_WITH_WILL
         if not will:
             self.will = None  # deleted, not published [MQTT-3.1.2-10]
-        return self.close("client disconnected", None, will=will)
+        cause = CloseCause.CLIENT_DISCONNECT_WITH_WILL if will else CloseCause.CLIENT_DISCONNECT
+        return self.close(cause, "client disconnected")
 
     def _on_auth(self, packet: Auth) -> Result:
         """MQTT 5 re-authentication [4.12.1], with the CONNECT's method [MQTT-4.12.0-1, 4.12.1-1]."""
         v5 = self.v5
         if v5 is None or v5.auth_method is None or packet.properties.authentication_method != v5.auth_method:
-            return self.close("protocol error: AUTH without the CONNECT's authentication method", R.PROTOCOL_ERROR)
+            return self.close(
+                CloseCause.PROTOCOL_ERROR, "protocol error: AUTH without the CONNECT's authentication method"
+            )
         if packet.reason_code != R.RE_AUTHENTICATE:
-            return self.close("protocol error: AUTH that does not re-authenticate", R.PROTOCOL_ERROR)
+            return self.close(CloseCause.PROTOCOL_ERROR, "protocol error: AUTH that does not re-authenticate")
         return Reauthenticate(packet)
 
     def reauthenticated(self) -> Send:

@@ -18,6 +18,7 @@ from protocols.mqtt.actions import (
     Release,
     RemoveSubscriptions,
 )
+from protocols.mqtt.close_causes import CloseCause
 from protocols.mqtt.flow import delivery_qos
 from protocols.mqtt.host import ConnectionHost
 from protocols.mqtt.packets import (
@@ -51,7 +52,9 @@ class Subscribing(ConnectionHost):
         for index, (name, requested) in enumerate(packet.topics):
             if name.startswith(SHARE_PREFIX):  # one member of a group gets each message (shared.py)
                 if packet.options and packet.options[index] & 0x04:
-                    self._fail("protocol error: No Local on a shared subscription [MQTT-3.8.3-4]", code=0x82)
+                    self._fail(
+                        CloseCause.PROTOCOL_ERROR, "protocol error: No Local on a shared subscription [MQTT-3.8.3-4]"
+                    )
                 try:
                     group, _ = parse_shared(name) or ("", "")
                     ids = packet.properties.subscription_identifiers

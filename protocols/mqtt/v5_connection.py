@@ -26,6 +26,7 @@ from gateway.errors import FlowGateError
 from gateway.message_meta import PROPS_HEADER, MessageMeta
 from gateway.payload import QOS_HEADER, Delivery, Payload
 from protocols.mqtt.actions import Reauthenticate
+from protocols.mqtt.close_causes import CloseCause
 from protocols.mqtt.codec5 import encode5, encode_publish5
 from protocols.mqtt.context import MqttContext
 from protocols.mqtt.flow import OutboundWindow
@@ -75,9 +76,9 @@ class V5Host(Protocol):
     _token_timer: asyncio.TimerHandle | None
     _write_paused: bool
 
-    def abort(self, reason: str, *, will: bool = True, code: int = ReasonCode.UNSPECIFIED_ERROR) -> None: ...
+    def abort(self, cause: CloseCause, reason: str) -> None: ...
 
-    def _fail(self, reason: str, *, will: bool = True, code: int | None = ReasonCode.UNSPECIFIED_ERROR) -> NoReturn: ...
+    def _fail(self, cause: CloseCause, reason: str) -> NoReturn: ...
 
     def _queue_out(self, item: Outgoing) -> None: ...
 
@@ -110,6 +111,10 @@ def _render_full(delivery: Delivery) -> bytes:
 
 _RENDER, _RENDER_FULL = _render, _render_full
 _ACKED_REFUSALS = frozenset({R.NOT_AUTHORIZED, R.QUOTA_EXCEEDED, R.TOPIC_NAME_INVALID})
+_CLOSING_REFUSALS = {
+    R.MESSAGE_RATE_TOO_HIGH: CloseCause.PUBLISH_RATE_TOO_HIGH,
+    R.PACKET_TOO_LARGE: CloseCause.PUBLISH_TOO_LARGE,
+}
 
 
 class V5Hooks:
@@ -179,8 +184,9 @@ class V5Hooks:
                 ack = PubAck(packet.packet_id or 0, code) if packet.qos == 1 else PubRec(packet.packet_id or 0, code)
                 conn._queue_ready(encode5(ack))
             return True
-        if code in (R.MESSAGE_RATE_TOO_HIGH, R.PACKET_TOO_LARGE):
-            conn._fail(f"publish to {packet.topic!r} refused: {error.message}", code=code)
+        cause = _CLOSING_REFUSALS.get(code)
+        if cause is not None:
+            conn._fail(cause, f"publish to {packet.topic!r} refused: {error.message}")
         return False
 
     # -- SUBSCRIBE ------------------------------------------------------------------------------------
@@ -331,11 +337,11 @@ class V5Hooks:
         try:
             claims = conn.ctx.services.tokens.verify((packet.properties.authentication_data or b"").decode("utf-8"))
         except (FlowGateError, UnicodeDecodeError) as exc:
-            conn._fail(f"re-authentication failed: {exc}", code=R.NOT_AUTHORIZED)
+            conn._fail(CloseCause.REAUTH_FAILED, f"re-authentication failed: {exc}")
         old = conn.claims
         assert old is not None
         if (claims.user_id, claims.app, claims.namespace) != (old.user_id, old.app, old.namespace):
-            conn._fail("re-authentication with another identity", code=R.NOT_AUTHORIZED)
+            conn._fail(CloseCause.REAUTH_FAILED, "re-authentication with another identity")
         self._renew(claims)
         conn._write(conn.session.reauthenticated().data)
         log.info("mqtt %s re-authenticated until %d", conn.id, claims.expires_at)
