@@ -263,12 +263,13 @@ class MqttStore:
     async def last_seq(self) -> int:
         return (await self._bus.stream_bounds()).last_seq
 
-    async def open_consumer(
-        self, consumer: str, namespace: Namespace, on_message: OnSessionMessage, *, window: int, expiry: float
+    async def create_consumer(
+        self, consumer: str, namespace: Namespace, on_message: OnSessionMessage, *, expiry: float
     ) -> SessionConsumer:
-        """Attach to (or create) a session's durable consumer, ready to redeliver what was not acknowledged."""
+        """Create a session's durable consumer (or find it), ready to redeliver what was not acknowledged;
+        nothing is pulled until its ``start``. A new one starts after the stream's last message."""
         session = SessionConsumer(self._bus, MESSAGES_STREAM, consumer, namespace.all_subjects, on_message)
-        await session.open(window=window, expiry=expiry, fresh_start=await self.last_seq() + 1)
+        await session.create(expiry=expiry, fresh_start=await self.last_seq() + 1)
         return session
 
 

@@ -12,6 +12,9 @@ from the acknowledgement floor, so they are redelivered at once instead of
 after an ack wait [MQTT-4.4.0-1]; messages up to the old delivered sequence are
 flagged as redeliveries (the MQTT DUP flag).
 
+The consumer is created (``create``) before it is pulled from (``start``): an
+MQTT session's consumer exists from its CONNACK on, and delivers only after it.
+
 Flow control is by credit: ``want(n)`` says how many more messages the
 connection can take, and one pull request at a time asks for that many.
 """
@@ -69,7 +72,12 @@ class SessionConsumer:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def open(self, *, window: int, expiry: float, fresh_start: int) -> None:
+    async def create(self, *, expiry: float, fresh_start: int) -> None:
+        """Make sure the durable consumer exists, without pulling from it yet (``start``).
+
+        Created from ``fresh_start`` (a stream sequence) when there is none; one holding unacknowledged
+        messages is recreated from its acknowledgement floor; ``expiry``: seconds it outlives its last pull.
+        """
         js = self._bus.js
         try:
             with nats_errors(f"read consumer {self.name}"):
@@ -105,9 +113,8 @@ class SessionConsumer:
             )
             with nats_errors(f"create consumer {self.name}"):
                 await js.add_consumer(self.stream, config=config)
-        await self._attach(window)
 
-    async def _attach(self, window: int) -> None:
+    async def start(self, window: int) -> None:
         """Receive the consumer's messages on an inbox and start pulling ``window`` of them."""
         nc = self._bus.nc
         self._inbox = nc.new_inbox()

@@ -33,7 +33,7 @@ def shared_consumer_name(namespace_prefix: str, group: str, topic_filter: str) -
 
 
 class SharedConsumer(SessionConsumer):
-    async def open(self, *, window: int, expiry: float, fresh_start: int = 0) -> None:
+    async def open(self, *, window: int, expiry: float) -> None:
         """Join the group's consumer, creating it the first time (no reset: other members are using it)."""
         js = self._bus.js
         config = api.ConsumerConfig(
@@ -49,7 +49,7 @@ class SharedConsumer(SessionConsumer):
         )
         with nats_errors(f"create shared consumer {self.name}"):
             await js.add_consumer(self.stream, config=config)  # idempotent for the same configuration
-        await self._attach(window)
+        await self.start(window)
 
     def want(self, count: int) -> None:
         super().want(min(count, SHARED_PULL_BATCH))

@@ -265,6 +265,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
             await self.ctx.take_over(self.session_key, self)
             present = False
             record: SessionRecord | None = None
+            consumer: SessionConsumer | None = None
             if connect.clean_session:
                 # CleanSession 1 discards any previous session [MQTT-3.1.2-6] (MQTT 5: Clean Start [MQTT-3.1.2-4]).
                 if await store.load_session(self.session_key) is not None or await store.consumer_exists(
@@ -277,6 +278,11 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
                 if record is None or not present:
                     record = SessionRecord(())
                     await store.save_session(self.session_key, record)
+                # The session exists from its CONNACK on [MQTT-3.2.2-2]: so does its consumer, for a connection
+                # that resumes it at once (``present`` above); it delivers only after CONNACK (``start``).
+                consumer = await store.create_consumer(
+                    self._consumer_name, namespace, self._on_session_message, expiry=self._v5.session_expiry()
+                )
         except FlowGateError as exc:
             self._refuse(connack_code(exc), f"session unavailable: {exc.message}")
         self.claims = claims
@@ -297,13 +303,9 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
                     Subscription(stored.topic_filter, stored.qos, stored.full, stored.since), stored
                 )
             await self._apply(session.restore(record.inbound, record.pubrel))
-            self._consumer = await store.open_consumer(
-                self._consumer_name,
-                namespace,
-                self._on_session_message,
-                window=self._window.size,
-                expiry=self._v5.session_expiry(),
-            )
+        if consumer is not None:
+            await consumer.start(self._window.size)
+            self._consumer = consumer
         self.events = services.events.connected(namespace, "mqtt", client_id=self.client_id, filters=list(self._subs))
 
     def _refuse(self, code: int, reason: str, error: FlowGateError | None = None) -> NoReturn:
