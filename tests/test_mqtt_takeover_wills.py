@@ -65,8 +65,8 @@ class Device:
         props.SessionExpiryInterval = SESSION_EXPIRY
         client.connect("127.0.0.1", gw.mqtt_port, keepalive=60, clean_start=clean, properties=props)
         self.pump(lambda: self.session_present is not None, "CONNACK")
-        # The gateway finishes opening the session (its durable consumer) after CONNACK, before it handles
-        # the next packet: once SUBACK is here, a takeover finds the whole session [MQTT-3.2.2-2].
+        # The session (its record and durable consumer) exists from CONNACK on; once SUBACK is here, the
+        # subscription is stored with it and a takeover finds the whole session [MQTT-3.2.2-2].
         client.subscribe("cmd/" + client_id, qos=1)
         self.pump(lambda: self.subscribed, "SUBACK")
 
