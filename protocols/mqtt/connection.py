@@ -303,7 +303,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
                     Subscription(stored.topic_filter, stored.qos, stored.full, stored.since), stored
                 )
             await self._apply(session.restore(record.inbound, record.pubrel))
-        if consumer is not None:
+        if consumer is not None and self._close_reason is None:  # (taken over meanwhile: the next holder pulls)
             await consumer.start(self._window.size)
             self._consumer = consumer
         self.events = services.events.connected(namespace, "mqtt", client_id=self.client_id, filters=list(self._subs))
