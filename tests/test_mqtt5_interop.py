@@ -8,6 +8,8 @@ our own client, in one user's namespace (short topic names, user name ``Bearer``
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from protocols.mqtt.packets import Disconnect, Publish, SubAck, Subscribe
@@ -55,3 +57,46 @@ async def test_clean_start_0_without_session_expiry_resumes_the_stored_session(g
     assert not connack.session_present
     await sub.close()
     await pub.close()
+
+
+async def test_disconnect_session_expiry_interval_replaces_the_connects(gateway: Gateway) -> None:
+    """Paho's session expiry: CONNECT with Session Expiry Interval 1, DISCONNECT with 5; 3 s later the
+    session is still there.
+
+    The DISCONNECT's Session Expiry Interval is the one the session keeps (the CONNECT's is used only when
+    it is absent) [3.14.2.2.2]; the server stores the session for that long after the close
+    [MQTT-3.1.2-23], so Clean Start 0 within it resumes it (Session Present 1 [MQTT-3.2.2-3]).
+    """
+    _, token = gateway.user_token()
+    short = Properties(session_expiry_interval=1)
+    sub, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="longer", clean=True, properties=short)
+    await sub.send(Subscribe(1, (("longer/t", 1),)))
+    await sub.expect(SubAck)
+    await sub.send(Disconnect(0, Properties(session_expiry_interval=5)))
+    assert await sub.closed_by_server()
+    await asyncio.sleep(2.5)  # the condition under test is time passing: past the CONNECT's 1 s
+    sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="longer", clean=False, properties=short)
+    assert connack.session_present
+    await sub.send(Disconnect(0, Properties(session_expiry_interval=0)))
+    assert await sub.closed_by_server()
+
+
+async def test_a_resumed_session_keeps_the_new_connects_session_expiry_interval(gateway: Gateway) -> None:
+    """The same rule at CONNECT: a session made with Session Expiry Interval 1 and resumed with 5 is stored
+    for 5 s after that connection closes [MQTT-3.1.2-23, 3.1.2.11.2]."""
+    _, token = gateway.user_token()
+    short, longer = Properties(session_expiry_interval=1), Properties(session_expiry_interval=5)
+    sub, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="relonger", clean=True, properties=short)
+    await sub.send(Subscribe(1, (("relonger/t", 1),)))
+    await sub.expect(SubAck)
+    await sub.send(Disconnect())
+    assert await sub.closed_by_server()
+    sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="relonger", clean=False, properties=longer)
+    assert connack.session_present
+    await sub.send(Disconnect())
+    assert await sub.closed_by_server()
+    await asyncio.sleep(2.5)  # the condition under test is time passing: past the first CONNECT's 1 s
+    sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="relonger", clean=False, properties=short)
+    assert connack.session_present
+    await sub.send(Disconnect(0, Properties(session_expiry_interval=0)))
+    assert await sub.closed_by_server()

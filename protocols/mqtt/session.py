@@ -380,6 +380,7 @@ class MqttSession:
                 if v5.session_expiry_interval == 0 and expiry > 0:
                     # A session that was to end with the connection cannot be kept now [MQTT-3.14.2-2].
                     return self.close("protocol error: DISCONNECT sets a Session Expiry Interval", R.PROTOCOL_ERROR)
+                v5.expiry_changed = expiry != v5.session_expiry_interval
                 v5.session_expiry_interval = expiry
                 self.expire_now = expiry == 0
             will = packet.reason_code == R.DISCONNECT_WITH_WILL
