@@ -100,3 +100,21 @@ async def test_a_resumed_session_keeps_the_new_connects_session_expiry_interval(
     assert connack.session_present
     await sub.send(Disconnect(0, Properties(session_expiry_interval=0)))
     assert await sub.closed_by_server()
+
+
+async def test_overlapping_subscriptions_each_copy_carries_its_own_subscription_identifier(gateway: Gateway) -> None:
+    """Paho's subscribe identifiers test wants one PUBLISH carrying both identifiers of two overlapping
+    subscriptions; the spec lets the server send one copy per matching subscription instead
+    [MQTT-3.3.4-2], and then each copy carries the identifier of its own subscription [MQTT-3.3.4-5].
+    The gateway sends one copy per subscription (as it does without identifiers)."""
+    _, token = gateway.user_token()
+    sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await sub.send(Subscribe(1, (("ids/t", 2),), Properties(subscription_identifiers=(2,))))
+    await sub.expect(SubAck)
+    await sub.send(Subscribe(2, (("ids/t/#", 2),), Properties(subscription_identifiers=(3,))))
+    await sub.expect(SubAck)
+    await sub.publish5("ids/t", b"both", 1)
+    got = [await next_publish(sub) for _ in range(2)]
+    assert sorted(p.properties.subscription_identifiers for p in got) == [(2,), (3,)]
+    assert all(p.payload == b"both" for p in got)
+    await sub.close()
