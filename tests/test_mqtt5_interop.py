@@ -118,3 +118,28 @@ async def test_overlapping_subscriptions_each_copy_carries_its_own_subscription_
     assert sorted(p.properties.subscription_identifiers for p in got) == [(2,), (3,)]
     assert all(p.payload == b"both" for p in got)
     await sub.close()
+
+
+async def test_a_session_resumed_with_expiry_0_and_taken_over_lives_on(gateway: Gateway) -> None:
+    """A session resumed with no Session Expiry Interval ends when its connection closes, but not when a
+    new connection of the same client takes it over with Clean Start 0: the old connection gets DISCONNECT
+    0x8E [MQTT-3.1.4-3] and the session goes on with the new one (Session Present 1 [MQTT-3.2.2-3], its
+    subscriptions still deliver)."""
+    _, token = gateway.user_token()
+    keep = Properties(session_expiry_interval=60)
+    old, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="handover", clean=True, properties=keep)
+    await old.send(Subscribe(1, (("handover/t", 1),)))
+    await old.expect(SubAck)
+    await old.send(Disconnect())
+    assert await old.closed_by_server()
+    old, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="handover", clean=False)
+    assert connack.session_present
+    new, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="handover", clean=False, properties=keep)
+    assert connack.session_present
+    assert (await old.expect(Disconnect)).reason_code == 0x8E
+    pub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await pub.publish5("handover/t", b"still subscribed", 1)
+    assert (await next_publish(new)).payload == b"still subscribed"
+    await new.send(Disconnect(0, Properties(session_expiry_interval=0)))
+    assert await new.closed_by_server()
+    await pub.close()

@@ -317,7 +317,8 @@ class V5Hooks:
             if len(encode5(packet)) > (self._v5.maximum_packet_size or 1 << 28):
                 packet = Disconnect(code)  # the reason string would break the client's limit [MQTT-3.1.2-25]
             conn._send(packet)
-        if conn.session.expire_now and conn.session_key is not None:
+        if conn.session.expire_now and conn.session_key is not None and code != R.SESSION_TAKEN_OVER:
+            # (taken over, the session lives on with its new connection [MQTT-3.1.4-3, 4.1])
             try:
                 await conn.ctx.store.delete_session(conn.session_key, conn._consumer_name)
             except FlowGateError as exc:
