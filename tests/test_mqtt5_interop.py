@@ -28,6 +28,17 @@ async def next_publish(client: Raw5, timeout: float = 10) -> Publish:
             return packet
 
 
+async def stored_session(gateway: Gateway, token: str, client_id: str, topic_filter: str, expiry: int) -> None:
+    """Leave a stored session: Clean Start 1 with Session Expiry Interval ``expiry``, one QoS 2
+    subscription, a normal DISCONNECT."""
+    props = Properties(session_expiry_interval=expiry)
+    client, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id=client_id, clean=True, properties=props)
+    await client.send(Subscribe(1, ((topic_filter, 2),)))
+    await client.expect(SubAck)
+    await client.send(Disconnect())
+    assert await client.closed_by_server()
+
+
 async def test_clean_start_0_without_session_expiry_resumes_the_stored_session(gateway: Gateway) -> None:
     """Paho's offline message queueing: the session is made with Session Expiry Interval > 0, then resumed
     with Clean Start 0 and no Session Expiry Interval.
@@ -38,12 +49,7 @@ async def test_clean_start_0_without_session_expiry_resumes_the_stored_session(g
     [3.1.2.11.2]: the next Clean Start 0 finds none.
     """
     _, token = gateway.user_token()
-    keep = Properties(session_expiry_interval=99999)
-    sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="resume0", clean=True, properties=keep)
-    await sub.send(Subscribe(1, (("offline/+", 2),)))
-    await sub.expect(SubAck)
-    await sub.send(Disconnect())
-    assert await sub.closed_by_server()
+    await stored_session(gateway, token, "resume0", "offline/+", 99999)
     pub, _ = await Raw5.connect5(gateway.mqtt_port, token)
     await pub.publish5("offline/q1", b"qos 1", 1)
     await pub.publish5("offline/q2", b"qos 2", 2)
@@ -86,11 +92,7 @@ async def test_a_resumed_session_keeps_the_new_connects_session_expiry_interval(
     for 5 s after that connection closes [MQTT-3.1.2-23, 3.1.2.11.2]."""
     _, token = gateway.user_token()
     short, longer = Properties(session_expiry_interval=1), Properties(session_expiry_interval=5)
-    sub, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="relonger", clean=True, properties=short)
-    await sub.send(Subscribe(1, (("relonger/t", 1),)))
-    await sub.expect(SubAck)
-    await sub.send(Disconnect())
-    assert await sub.closed_by_server()
+    await stored_session(gateway, token, "relonger", "relonger/t", 1)
     sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="relonger", clean=False, properties=longer)
     assert connack.session_present
     await sub.send(Disconnect())
@@ -127,11 +129,7 @@ async def test_a_session_resumed_with_expiry_0_and_taken_over_lives_on(gateway: 
     subscriptions still deliver)."""
     _, token = gateway.user_token()
     keep = Properties(session_expiry_interval=60)
-    old, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="handover", clean=True, properties=keep)
-    await old.send(Subscribe(1, (("handover/t", 1),)))
-    await old.expect(SubAck)
-    await old.send(Disconnect())
-    assert await old.closed_by_server()
+    await stored_session(gateway, token, "handover", "handover/t", 60)
     old, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="handover", clean=False)
     assert connack.session_present
     new, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="handover", clean=False, properties=keep)
