@@ -33,7 +33,7 @@ from nats.js import api
 
 from gateway.bus.core import MESSAGES_STREAM, Bus
 from gateway.bus.kv import Bucket
-from gateway.bus.session_consumer import OnSessionMessage, SessionConsumer
+from gateway.bus.session_consumer import OnSessionMessage, SessionConsumer, keep_for
 from gateway.bus.translate import nats_errors
 from gateway.errors import NotFound
 from gateway.message_meta import PROPS_HEADER
@@ -251,6 +251,10 @@ class MqttStore:
         """Discard a session: its record and its durable consumer [MQTT-3.1.2-6]."""
         await self._sessions.delete(key)
         await self._forget_consumer(MESSAGES_STREAM, consumer)
+
+    async def keep_session(self, consumer: str, expiry: float) -> None:
+        """A session's new expiry (MQTT 5 DISCONNECT): its durable consumer outlives the connection that long."""
+        await keep_for(self._bus, MESSAGES_STREAM, consumer, expiry)
 
     async def consumer_exists(self, consumer: str) -> bool:
         try:

@@ -54,6 +54,26 @@ class SessionMessage:
 OnSessionMessage = Callable[[SessionMessage], None]
 
 
+async def keep_for(bus: Bus, stream: str, name: str, expiry: float, info: api.ConsumerInfo | None = None) -> None:
+    """Make the durable consumer ``name`` outlive its last reader by ``expiry`` seconds (its inactive
+    threshold), when it exists and has another: a session resumed or ended with a new Session Expiry
+    Interval keeps that one [3.1.2.11.2, 3.14.2.2.2]. An expiry of 0 leaves it as it is (that session is
+    deleted when its connection closes)."""
+    if expiry <= 0:
+        return
+    try:
+        if info is None:
+            with nats_errors(f"read consumer {name}"):
+                info = await bus.js.consumer_info(stream, name)
+        if info.config.inactive_threshold == expiry:
+            return
+        info.config.inactive_threshold = expiry
+        with nats_errors(f"update consumer {name}"):
+            await bus.js.add_consumer(stream, config=info.config)
+    except NotFound:
+        pass
+
+
 class SessionConsumer:
     def __init__(self, bus: Bus, stream: str, name: str, subject: str, on_message: OnSessionMessage) -> None:
         self._bus = bus
@@ -98,6 +118,8 @@ class SessionConsumer:
             with nats_errors(f"reset consumer {self.name}"):
                 await js.delete_consumer(self.stream, self.name)
             info = None
+        if info is not None:
+            await keep_for(self._bus, self.stream, self.name, expiry, info)
         if info is None:
             config = api.ConsumerConfig(
                 name=self.name,

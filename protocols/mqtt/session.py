@@ -120,7 +120,7 @@ class MqttSession:
         self.persistent = False
         self.established = False  # the CONNECT was accepted (CONNACK 0): only then can a will go out
         self.will: Will | None = None  # the CONNECT's will, until a clean DISCONNECT discards it
-        self.expire_now = False  # MQTT 5: DISCONNECT set the Session Expiry Interval to 0
+        self.expire_now = False  # MQTT 5: the session ends with this connection (Session Expiry Interval 0)
         self._window_size = window
         self._max_packet_size = max_packet_size
         self._ack_ready = ack_ready  # called when the store answered one publish (``PendingAck``)
@@ -171,7 +171,13 @@ class MqttSession:
         if code != CONNACK_ACCEPTED:
             return list(self.refused(code, f"CONNECT refused with return code {code}"))
         self._enter(State.CONNECTING)
-        self.persistent = not connect.clean_session if v5 is None else v5.session_expiry_interval > 0
+        if v5 is None:
+            self.persistent = not connect.clean_session
+        else:
+            # Clean Start 0 resumes the stored session even when this connection's Session Expiry Interval
+            # is 0 [MQTT-3.1.2-5]; that session then ends when this connection closes [3.1.2.11.2].
+            self.persistent = v5.session_expiry_interval > 0 or not connect.clean_session
+            self.expire_now = self.persistent and v5.session_expiry_interval == 0
         self.keepalive = connect.keepalive if v5 is None else v5.keepalive
         self.will = connect.will
         if v5 is not None:  # the client's Receive Maximum bounds the deliveries in flight [MQTT-3.3.4-9]
@@ -378,6 +384,7 @@ class MqttSession:
                     # A session that was to end with the connection cannot be kept now [MQTT-3.14.2-2].
                     reason = "protocol error: DISCONNECT sets a Session Expiry Interval"
                     return self.close(CloseCause.PROTOCOL_ERROR, reason)
+                v5.expiry_changed = expiry != v5.session_expiry_interval
                 v5.session_expiry_interval = expiry
                 self.expire_now = expiry == 0
             will = packet.reason_code == R.DISCONNECT_WITH_WILL

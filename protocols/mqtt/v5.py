@@ -232,6 +232,7 @@ class V5Session:
     auth_method: str | None
     aliases: OutboundAliases
     origin: str = field(default_factory=lambda: secrets.token_hex(8))
+    expiry_changed: bool = False  # DISCONNECT set another Session Expiry Interval [3.14.2.2.2]
 
     @classmethod
     def from_connect(cls, connect: Connect) -> V5Session:

@@ -323,11 +323,17 @@ class V5Hooks:
             if len(encode5(packet)) > (self._v5.maximum_packet_size or 1 << 28):
                 packet = Disconnect(code)  # the reason string would break the client's limit [MQTT-3.1.2-25]
             conn._send(packet)
-        if conn.session.expire_now and conn.session_key is not None:
+        if conn.session.expire_now and conn.session_key is not None and code != R.SESSION_TAKEN_OVER:
+            # (taken over, the session lives on with its new connection [MQTT-3.1.4-3, 4.1])
             try:
                 await conn.ctx.store.delete_session(conn.session_key, conn._consumer_name)
             except FlowGateError as exc:
                 log.warning("mqtt %s: session not deleted: %s", conn.id, exc.message)
+        elif conn.session.persistent and self._v5.expiry_changed:
+            try:  # the DISCONNECT's Session Expiry Interval replaces the CONNECT's [3.14.2.2.2]
+                await conn.ctx.store.keep_session(conn._consumer_name, self.session_expiry())
+            except FlowGateError as exc:
+                log.warning("mqtt %s: session expiry not changed: %s", conn.id, exc.message)
 
     async def on_auth(self, action: Reauthenticate) -> None:
         """Re-authentication with a fresh JWT [4.12.1] (the session checked the AUTH): same user and app,
