@@ -1,0 +1,86 @@
+"""Lingering close of MQTT over TCP and TLS: the last packets reach a client that is still sending.
+
+When the gateway closes a connection (a DISCONNECT with its reason code, a
+CONNACK refusing the CONNECT), the client may still be sending. Closing the
+socket with those bytes unread makes the kernel answer with a RST, and a RST
+makes the client drop what it had not read yet: the DISCONNECT already on the
+wire is lost and the client sees "connection reset". So, as web servers do,
+``LingeringWire.close`` shuts the write side down after the last bytes (a FIN;
+a TLS transport cannot half-close and only stops writing), then keeps reading
+and discarding what the client sends until it closes or ``LINGER`` seconds
+have passed, and only then closes. A client that closed first is closed at
+once. ``Lingering`` keeps one listener's wires that linger, so that shutdown
+waits for them (at most ``LINGER``). MQTT over WebSocket closes through the
+WebSocket close handshake instead (``websocket.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+LINGER = 2.0  # seconds a connection the server closed keeps reading (and discarding) what its client still sends
+
+
+class LingeringWire:
+    """The ``Wire`` of one TCP or TLS connection (``server._TcpProtocol``): ``close`` lingers."""
+
+    __slots__ = ("_lingering", "_peer_closed", "_timer", "_transport", "discarding")
+
+    def __init__(self, transport: asyncio.Transport, lingering: Lingering) -> None:
+        self._transport = transport
+        self._lingering = lingering
+        self.discarding = False  # the server closed: what arrives now is read and dropped, never decoded
+        self._peer_closed = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def close(self) -> None:
+        """After the last write: a FIN where the transport can half-close, then discard until EOF or ``LINGER``."""
+        if self.discarding:
+            return
+        self.discarding = True
+        transport = self._transport
+        if self._peer_closed or transport.is_closing():
+            transport.close()
+            return
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is still buffered
+        transport.resume_reading()
+        self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+        self._lingering.add(self)
+
+    def peer_closed(self) -> None:
+        """EOF from the client, or the connection is gone: nothing more to wait for (the transport closes)."""
+        self._peer_closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._lingering.discard(self)
+
+
+class Lingering:
+    """The wires of one listener that linger after the server closed them: shutdown waits for them."""
+
+    def __init__(self) -> None:
+        self._wires: dict[LingeringWire, asyncio.Future[None]] = {}
+
+    def add(self, wire: LingeringWire) -> None:
+        self._wires[wire] = asyncio.get_running_loop().create_future()
+
+    def discard(self, wire: LingeringWire) -> None:
+        done = self._wires.pop(wire, None)
+        if done is not None:
+            done.set_result(None)
+
+    async def wait(self) -> None:
+        """Until every lingering wire has closed: at most ``LINGER`` (each one's own timer closes it by then)."""
+        if self._wires:
+            await asyncio.wait(list(self._wires.values()), timeout=LINGER)
