@@ -7,8 +7,10 @@ makes the client drop what it had not read yet: the DISCONNECT already on the
 wire is lost and the client sees "connection reset". So, as web servers do,
 ``LingeringWire.close`` shuts the write side down after the last bytes (a FIN;
 a TLS transport cannot half-close and only stops writing), then keeps reading
-and discarding what the client sends until it closes or ``LINGER`` seconds
-have passed, and only then closes. A client that closed first is closed at
+and discarding what the client sends until it closes, ``LINGER_QUIET`` seconds
+pass with nothing from it (then most likely nothing is unread or on its way,
+and the close sends no RST; an idle client that does not close holds nothing
+up for long), or ``LINGER`` seconds in all, and only then closes. A client that closed first is closed at
 once. ``Lingering`` keeps one listener's wires that linger, so that shutdown
 waits for them (at most ``LINGER``). MQTT over WebSocket closes through the
 WebSocket close handshake instead (``websocket.py``).
@@ -19,12 +21,13 @@ from __future__ import annotations
 import asyncio
 
 LINGER = 2.0  # seconds a connection the server closed keeps reading (and discarding) what its client still sends
+LINGER_QUIET = 0.5  # ... and closes sooner once its client has sent nothing for this long
 
 
 class LingeringWire:
     """The ``Wire`` of one TCP or TLS connection (``server._TcpProtocol``): ``close`` lingers."""
 
-    __slots__ = ("_lingering", "_peer_closed", "_timer", "_transport", "discarding")
+    __slots__ = ("_deadline", "_last_rx", "_lingering", "_peer_closed", "_timer", "_transport", "discarding")
 
     def __init__(self, transport: asyncio.Transport, lingering: Lingering) -> None:
         self._transport = transport
@@ -32,6 +35,7 @@ class LingeringWire:
         self.discarding = False  # the server closed: what arrives now is read and dropped, never decoded
         self._peer_closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = self._last_rx = 0.0  # the loop's time: when lingering ends, when the client last sent
 
     def write(self, data: bytes) -> None:
         self._transport.write(data)
@@ -43,7 +47,8 @@ class LingeringWire:
         self._transport.resume_reading()
 
     def close(self) -> None:
-        """After the last write: a FIN where the transport can half-close, then discard until EOF or ``LINGER``."""
+        """After the last write: a FIN where the transport can half-close, then discard until EOF, a quiet
+        ``LINGER_QUIET`` or ``LINGER``; then close."""
         if self.discarding:
             return
         self.discarding = True
@@ -54,8 +59,24 @@ class LingeringWire:
         if transport.can_write_eof():
             transport.write_eof()  # after what is still buffered
         transport.resume_reading()
-        self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+        loop = asyncio.get_running_loop()
+        self._last_rx = loop.time()
+        self._deadline = self._last_rx + LINGER
+        self._timer = loop.call_at(self._last_rx + LINGER_QUIET, self._check)
         self._lingering.add(self)
+
+    def discarded(self) -> None:
+        """Bytes arrived after the server closed (``_TcpProtocol`` dropped them): the client is still sending."""
+        self._last_rx = asyncio.get_running_loop().time()
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        ends = min(self._last_rx + LINGER_QUIET, self._deadline)
+        if loop.time() >= ends:
+            self._timer = None
+            self._transport.close()  # connection_lost follows: peer_closed
+        else:
+            self._timer = loop.call_at(ends, self._check)
 
     def peer_closed(self) -> None:
         """EOF from the client, or the connection is gone: nothing more to wait for (the transport closes)."""
