@@ -9,16 +9,19 @@ runs a few rounds, the failure being a matter of timing.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from protocols.mqtt.codec import Decoder, encode
 from protocols.mqtt.codec5 import ClientDecoder, encode5
 from protocols.mqtt.packets import ConnAck, Connect, Disconnect, Packet, Publish, PubRec
-from tests.harness import Gateway
+from tests.harness import Gateway, NatsServer, free_port, temp_dir
+from tests.tls_certs import CertificateAuthority
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,8 +32,9 @@ SENDING = 0.3  # seconds the client goes on writing before it reads
 class _Client:
     """A blocking socket with a decoder; every packet until the server's EOF."""
 
-    def __init__(self, port: int, decoder: Decoder | ClientDecoder) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, decoder: Decoder | ClientDecoder, tls: ssl.SSLContext | None = None) -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = tls.wrap_socket(sock, server_hostname="localhost") if tls is not None else sock
         self.decoder = decoder
 
     def next_packet(self) -> Packet:
@@ -109,14 +113,41 @@ def test_a_v5_client_still_sending_reads_the_disconnect_then_eof(
         assert all(isinstance(packet, PubRec) for packet in packets[:-1])
 
 
-def test_a_refused_311_client_that_pipelined_publishes_reads_the_connack_then_eof(gateway: Gateway) -> None:
+@pytest.fixture
+def mqtts(nats_server: NatsServer, make_gateway: Callable[..., Gateway]) -> Iterator[tuple[int, ssl.SSLContext]]:
+    """A gateway's MQTT-over-TLS port and a client context trusting its certificate."""
+    directory = temp_dir("fg-tls-")
+    ca = CertificateAuthority(directory)
+    server = ca.issue("server", server=True)
+    port = free_port()
+    env = {
+        "FLOWGATE_HTTPS_PORT": str(free_port()),
+        "FLOWGATE_MQTTS_PORT": str(port),
+        "FLOWGATE_TLS_CERT_FILE": str(server.cert),
+        "FLOWGATE_TLS_KEY_FILE": str(server.key),
+    }
+    make_gateway(nats_server.url, env=env)
+    yield port, ssl.create_default_context(cafile=ca.path)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _refused_311_rounds(port: int, tls: ssl.SSLContext | None = None) -> None:
     connect = encode(Connect("", True, 60, "Bearer", b"not-a-jwt"))
     publishes = encode(Publish("linger/t", b"p" * 1024, 1, packet_id=1)) * 256
     for _ in range(ROUNDS):
-        client = _Client(gateway.mqtt_port, Decoder(64 * 1024, server_side=False))
+        client = _Client(port, Decoder(64 * 1024, server_side=False), tls)
         try:
             client.sock.sendall(connect + publishes)  # in one write, before the CONNACK
             packets = client.until_eof()  # no ConnectionResetError
         finally:
             client.close()
         assert packets == [ConnAck(False, 4)]  # bad user name or password (protocols/mqtt/errors.py)
+
+
+def test_a_refused_311_client_that_pipelined_publishes_reads_the_connack_then_eof(gateway: Gateway) -> None:
+    _refused_311_rounds(gateway.mqtt_port)
+
+
+def test_over_tls_too(mqtts: tuple[int, ssl.SSLContext]) -> None:
+    """A TLS transport's own close lingers: close_notify, then it discards until the client's (linger.py)."""
+    _refused_311_rounds(*mqtts)

@@ -1,19 +1,22 @@
-"""Lingering close of MQTT over TCP and TLS: the last packets reach a client that is still sending.
+"""Lingering close of MQTT over TCP: the last packets reach a client that is still sending.
 
 When the gateway closes a connection (a DISCONNECT with its reason code, a
 CONNACK refusing the CONNECT), the client may still be sending. Closing the
 socket with those bytes unread makes the kernel answer with a RST, and a RST
 makes the client drop what it had not read yet: the DISCONNECT already on the
 wire is lost and the client sees "connection reset". So, as web servers do,
-``LingeringWire.close`` shuts the write side down after the last bytes (a FIN;
-a TLS transport cannot half-close and only stops writing), then keeps reading
-and discarding what the client sends until it closes, ``LINGER_QUIET`` seconds
-pass with nothing from it (then most likely nothing is unread or on its way,
-and the close sends no RST; an idle client that does not close holds nothing
-up for long), or ``LINGER`` seconds in all, and only then closes. A client that closed first is closed at
-once. ``Lingering`` keeps one listener's wires that linger, so that shutdown
-waits for them (at most ``LINGER``). MQTT over WebSocket closes through the
-WebSocket close handshake instead (``websocket.py``).
+``LingeringWire.close`` shuts the write side down after the last bytes (a FIN),
+then keeps reading and discarding what the client sends until it closes,
+``LINGER_QUIET`` seconds pass with nothing from it (then most likely nothing is
+unread or on its way, and the close sends no RST; an idle client that does not
+close holds nothing up for long), or ``LINGER`` seconds in all, and only then
+closes. A client that closed first is closed at once. A TLS transport cannot
+half-close and needs none of this: its own close already lingers (it sends
+close_notify, then reads and discards until the client's close_notify, up to
+its SSL shutdown timeout), so it is closed at once as before. ``Lingering``
+keeps one listener's wires that linger, so that shutdown waits for them (at
+most ``LINGER``). MQTT over WebSocket closes through the WebSocket close
+handshake instead (``websocket.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ LINGER_QUIET = 0.5  # ... and closes sooner once its client has sent nothing for
 
 
 class LingeringWire:
-    """The ``Wire`` of one TCP or TLS connection (``server._TcpProtocol``): ``close`` lingers."""
+    """The ``Wire`` of one TCP or TLS connection (``server._TcpProtocol``): ``close`` lingers on TCP."""
 
     __slots__ = ("_deadline", "_last_rx", "_lingering", "_peer_closed", "_timer", "_transport", "discarding")
 
@@ -47,17 +50,16 @@ class LingeringWire:
         self._transport.resume_reading()
 
     def close(self) -> None:
-        """After the last write: a FIN where the transport can half-close, then discard until EOF, a quiet
-        ``LINGER_QUIET`` or ``LINGER``; then close."""
+        """After the last write: a FIN, then discard until EOF, a quiet ``LINGER_QUIET`` or ``LINGER``; then
+        close (a TLS transport, which cannot half-close, at once: its close_notify exchange lingers)."""
         if self.discarding:
             return
         self.discarding = True
         transport = self._transport
-        if self._peer_closed or transport.is_closing():
+        if self._peer_closed or transport.is_closing() or not transport.can_write_eof():
             transport.close()
             return
-        if transport.can_write_eof():
-            transport.write_eof()  # after what is still buffered
+        transport.write_eof()  # after what is still buffered
         transport.resume_reading()
         loop = asyncio.get_running_loop()
         self._last_rx = loop.time()

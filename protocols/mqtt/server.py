@@ -10,13 +10,14 @@ hub's core tier are closed). ``MqttServer`` listens on
 ``FLOWGATE_MQTT_PORT``; each accepted socket gets an ``asyncio.Protocol`` of a
 few lines that forwards bytes to its ``MqttConnection`` and maps the
 transport's flow-control callbacks; its ``Wire`` closes with a lingering close
-(``linger.py``) so that the last packets reach a client that is still sending. With a TLS certificate it also listens on
-``FLOWGATE_MQTTS_PORT`` (``gateway.tls``: reloaded certificates, optional client
-certificates, ``tls_listener``); a plain port of -1 is off. A peer in
+(``linger.py``), so that the last packets reach a client that is still
+sending. With a TLS certificate it also listens on ``FLOWGATE_MQTTS_PORT``
+(``gateway.tls``: reloaded certificates, optional client certificates,
+``tls_listener``); a plain port of -1 is off. A peer in
 ``FLOWGATE_TRUSTED_PROXIES`` may start with a PROXY protocol header
 (``proxy_protocol``; on the TLS port before the handshake), whose client address
-then names the connection. Shutdown stops accepting, closes every
-connection and waits for them up to the grace period.
+then names the connection. Shutdown stops accepting, closes every connection
+and waits for them up to the grace period, then for those still lingering.
 """
 
 from __future__ import annotations
