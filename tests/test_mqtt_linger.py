@@ -4,11 +4,13 @@ Raw blocking sockets: the client writes without reading, so that its bytes are
 still arriving when the gateway decides to close; only then does it read. A
 close with those bytes unread would make the kernel send a RST, and the client
 would lose the DISCONNECT (or the refusing CONNACK) already sent. Each case
-runs a few rounds, the failure being a matter of timing.
+runs a few rounds, the failure being a matter of timing. Then ``LingeringWire``
+itself, on a recording transport.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import ssl
@@ -17,8 +19,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from protocols.mqtt import linger
 from protocols.mqtt.codec import Decoder, encode
 from protocols.mqtt.codec5 import ClientDecoder, encode5
+from protocols.mqtt.linger import Lingering, LingeringWire
 from protocols.mqtt.packets import ConnAck, Connect, Disconnect, Packet, Publish, PubRec
 from tests.harness import Gateway, NatsServer, free_port, temp_dir
 from tests.tls_certs import CertificateAuthority
@@ -151,3 +155,93 @@ def test_a_refused_311_client_that_pipelined_publishes_reads_the_connack_then_eo
 def test_over_tls_too(mqtts: tuple[int, ssl.SSLContext]) -> None:
     """A TLS transport's own close lingers: close_notify, then it discards until the client's (linger.py)."""
     _refused_311_rounds(*mqtts)
+
+
+class _Transport:
+    """What ``LingeringWire`` uses of a transport, recording the calls."""
+
+    def __init__(self, *, can_write_eof: bool = True) -> None:
+        self.calls: list[str] = []
+        self._can_write_eof = can_write_eof
+        self.closed = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        self.calls.append("write")
+
+    def write_eof(self) -> None:
+        self.calls.append("write_eof")
+
+    def can_write_eof(self) -> bool:
+        return self._can_write_eof
+
+    def is_closing(self) -> bool:
+        return self.closed.is_set()
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause_reading")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume_reading")
+
+    def close(self) -> None:
+        self.calls.append("close")
+        self.closed.set()
+
+
+def _wire(transport: _Transport, lingering: Lingering) -> LingeringWire:
+    return LingeringWire(transport, lingering)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def short(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linger, "LINGER", 0.4)
+    monkeypatch.setattr(linger, "LINGER_QUIET", 0.1)
+
+
+async def test_the_wire_half_closes_and_closes_once_the_client_is_quiet(short: None) -> None:
+    transport, lingering = _Transport(), Lingering()
+    wire = _wire(transport, lingering)
+    wire.write(b"disconnect")
+    wire.pause_reading()
+    started = asyncio.get_running_loop().time()
+    wire.close()
+    assert wire.discarding and transport.calls == ["write", "pause_reading", "write_eof", "resume_reading"]
+    await asyncio.wait_for(transport.closed.wait(), 0.3)  # the quiet timer closed it, before LINGER
+    assert transport.calls[-1] == "close" and asyncio.get_running_loop().time() - started >= 0.09
+    wire.peer_closed()  # connection_lost
+    await asyncio.wait_for(lingering.wait(), 0.01)
+
+
+async def test_a_client_still_sending_keeps_it_open_up_to_linger(short: None) -> None:
+    transport, lingering = _Transport(), Lingering()
+    wire = _wire(transport, lingering)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    wire.close()
+    while not transport.closed.is_set():
+        wire.discarded()  # bytes keep arriving
+        await asyncio.sleep(0.02)
+    assert 0.35 < loop.time() - started < 0.6
+    wire.peer_closed()  # connection_lost
+    await asyncio.wait_for(lingering.wait(), 0.1)
+
+
+async def test_eof_from_the_client_ends_the_linger(short: None) -> None:
+    transport, lingering = _Transport(), Lingering()
+    wire = _wire(transport, lingering)
+    wire.close()
+    wire.peer_closed()  # eof_received: the protocol returns False and the transport closes itself
+    await asyncio.wait_for(lingering.wait(), 0.05)
+    assert "close" not in transport.calls
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "client-closed-first"])
+async def test_tls_and_a_client_that_closed_first_close_at_once(tls: bool) -> None:
+    transport, lingering = _Transport(can_write_eof=not tls), Lingering()
+    wire = _wire(transport, lingering)
+    if not tls:
+        wire.peer_closed()  # eof_received
+    wire.close()
+    wire.close()
+    assert transport.calls == ["close"]
+    await asyncio.wait_for(lingering.wait(), 0.01)  # nothing lingers
