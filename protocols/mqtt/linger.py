@@ -30,18 +30,19 @@ LINGER_QUIET = 0.5  # ... and closes sooner once its client has sent nothing for
 class LingeringWire:
     """The ``Wire`` of one TCP or TLS connection (``server._TcpProtocol``): ``close`` lingers on TCP."""
 
-    __slots__ = ("_deadline", "_last_rx", "_lingering", "_peer_closed", "_timer", "_transport", "discarding")
+    __slots__ = ("_deadline", "_last_rx", "_lingering", "_peer_closed", "_timer", "_transport", "closed")
 
     def __init__(self, transport: asyncio.Transport, lingering: Lingering) -> None:
         self._transport = transport
         self._lingering = lingering
-        self.discarding = False  # the server closed: what arrives now is read and dropped, never decoded
+        self.closed = False  # by the server: nothing more is written; what arrives is read and dropped, never decoded
         self._peer_closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = self._last_rx = 0.0  # the loop's time: when lingering ends, when the client last sent
 
     def write(self, data: bytes) -> None:
-        self._transport.write(data)
+        if not self.closed:  # (a late acknowledgement after close: no write may follow write_eof)
+            self._transport.write(data)
 
     def pause_reading(self) -> None:
         self._transport.pause_reading()
@@ -52,9 +53,9 @@ class LingeringWire:
     def close(self) -> None:
         """After the last write: a FIN, then discard until EOF, a quiet ``LINGER_QUIET`` or ``LINGER``; then
         close (a TLS transport, which cannot half-close, at once: its close_notify exchange lingers)."""
-        if self.discarding:
+        if self.closed:
             return
-        self.discarding = True
+        self.closed = True
         transport = self._transport
         if self._peer_closed or transport.is_closing() or not transport.can_write_eof():
             transport.close()

@@ -74,7 +74,7 @@ class _TcpProtocol(asyncio.Protocol):
             self._proxy_data(data)
             return
         assert self._conn is not None and self._wire is not None
-        if self._wire.discarding:  # the server closed: dropped while the wire lingers
+        if self._wire.closed:  # the server closed: dropped while the wire lingers
             self._wire.discarded()
         else:
             self._conn.data_received(data)
