@@ -14,7 +14,8 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.message_meta import MessageMeta, meta_of
-from protocols.mqtt.codec5 import ClientDecoder
+from protocols.mqtt.codec import MQTTProtocolError
+from protocols.mqtt.codec5 import ClientDecoder, ServerDecoder, encode5
 from protocols.mqtt.packets import Connect, Publish
 from protocols.mqtt.properties import NO_PROPERTIES, Properties
 from protocols.mqtt.shared import parse_shared
@@ -57,6 +58,26 @@ def test_connect_limits_and_connack() -> None:
     assert session().receive_maximum == 65535  # absent: 65535 [3.1.2.11.3]
     keepless = V5Session.from_connect(Connect("c", True, 0, protocol_level=5))
     assert keepless.keepalive == keepless.server_keep_alive == SERVER_KEEP_ALIVE_MAX  # [MQTT-3.2.2-21]
+
+
+@pytest.mark.parametrize("max_remaining", [100, 127, 128, 16_383, 16_384, 1_114_112])
+def test_the_announced_maximum_packet_size_counts_the_whole_packet(max_remaining: int) -> None:
+    """Maximum Packet Size is the whole packet [3.2.2.3.6]: one of exactly that size is taken, the next
+    larger one is "packet too large" (0x95) [MQTT-3.2.2-15 on the client's side, 4.13 on ours]."""
+    maximum = session().connack(False, None, max_remaining, 1024).properties.maximum_packet_size
+    assert maximum is not None
+    # every PUBLISH of topic "t", QoS 0, by size (the remaining length takes 1-4 bytes of the header)
+    sizes = {
+        len(p): p for n in range(max_remaining - 8, max_remaining + 4) if (p := encode5(Publish("t", b"x" * n, 0)))
+    }
+    decoder = ServerDecoder(max_remaining)
+    decoder.feed(sizes[maximum])
+    assert isinstance(decoder.next_packet(), Publish)
+    decoder = ServerDecoder(max_remaining)
+    decoder.feed(sizes[min(size for size in sizes if size > maximum)])
+    with pytest.raises(MQTTProtocolError) as excinfo:
+        decoder.next_packet()
+    assert excinfo.value.reason_code == 0x95
 
 
 @pytest.mark.parametrize(

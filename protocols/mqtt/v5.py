@@ -50,7 +50,7 @@ from protocols.mqtt.packets import (
     ConnAck,
     Connect,
 )
-from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode, encode_properties
+from protocols.mqtt.properties import NO_PROPERTIES, Properties, ReasonCode, encode_properties, encode_varint
 
 R = ReasonCode
 TOPIC_ALIAS_MAXIMUM: Final = 64  # aliases a client may use towards the server
@@ -252,12 +252,16 @@ class V5Session:
         )
 
     def connack(
-        self, session_present: bool, assigned_client_id: str | None, maximum_packet_size: int, receive_maximum: int
+        self, session_present: bool, assigned_client_id: str | None, max_remaining_length: int, receive_maximum: int
     ) -> ConnAck:
-        """The CONNACK of an accepted CONNECT, with the server's limits [3.2.2.3]."""
+        """The CONNACK of an accepted CONNECT, with the server's limits [3.2.2.3].
+
+        The decoder limits a packet's remaining length; Maximum Packet Size counts the whole packet, its
+        fixed header too [3.2.2.3.6]: the type byte and the remaining length's own bytes.
+        """
         props = Properties(
             receive_maximum=receive_maximum,
-            maximum_packet_size=maximum_packet_size,
+            maximum_packet_size=1 + len(encode_varint(max_remaining_length)) + max_remaining_length,
             topic_alias_maximum=TOPIC_ALIAS_MAXIMUM,
             assigned_client_identifier=assigned_client_id,
             server_keep_alive=self.server_keep_alive,
