@@ -141,3 +141,29 @@ async def test_a_session_resumed_with_expiry_0_and_taken_over_lives_on(gateway: 
     await new.send(Disconnect(0, Properties(session_expiry_interval=0)))
     assert await new.closed_by_server()
     await pub.close()
+
+
+async def test_a_session_expires_its_interval_after_the_close_and_not_later(gateway: Gateway) -> None:
+    """Paho's session expiry: a session resumed and closed again with Session Expiry Interval 5 is gone
+    6 s later.
+
+    The server keeps the session state for the interval after the Network Connection closes, and only
+    that long [MQTT-3.1.2-23]: a Clean Start 0 after it finds none, Session Present 0 [MQTT-3.2.2-3].
+    Judged by the interval itself, not by when nats-server next removes the session's durable consumer
+    (its inactive threshold counts from the consumer's last pull request). Within it, the session is
+    there (Session Present 1).
+    """
+    _, token = gateway.user_token()
+    expiry = Properties(session_expiry_interval=2)
+    await stored_session(gateway, token, "expires", "expires/t", 2)
+    for _ in range(3):
+        client, connack = await Raw5.connect5(
+            gateway.mqtt_port, token, client_id="expires", clean=False, properties=expiry
+        )
+        assert connack.session_present  # within the interval: resumed
+        await client.send(Disconnect())
+        assert await client.closed_by_server()
+    await asyncio.sleep(2.5)  # the interval itself is what is tested: past it, from the last close
+    client, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="expires", clean=False, properties=expiry)
+    assert not connack.session_present
+    await client.close()

@@ -81,13 +81,22 @@ class SessionRecord:
     ``pubrel``: identifiers of QoS 2 messages the client acknowledged with
     PUBREC and not yet with PUBCOMP (PUBREL is re-sent on resume [MQTT-4.4.0-1]);
     ``inbound``: identifiers of QoS 2 messages received from the client and not
-    yet released (a re-sent PUBLISH is not stored twice [MQTT-4.3.3-2]).
+    yet released (a re-sent PUBLISH is not stored twice [MQTT-4.3.3-2]);
+    ``expires_at``: when the session ends (epoch seconds), written as its last
+    connection closes (its Session Expiry Interval counts from then
+    [MQTT-3.1.2-23]); ``None`` while a connection holds it. The durable
+    consumer's inactive threshold removes it too, but only at nats-server's
+    next check.
     """
 
     subscriptions: tuple[StoredSubscription, ...]
     pubrel: tuple[int, ...] = ()
     inbound: tuple[int, ...] = ()
     revision: int = 0
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -104,6 +113,7 @@ class SessionRecord:
                 ],
                 "pubrel": list(self.pubrel),
                 "inbound": list(self.inbound),
+                **({} if self.expires_at is None else {"expires_at": self.expires_at}),
             }
         )
 
@@ -113,7 +123,8 @@ class SessionRecord:
         subs = tuple(_stored_subscription(entry) for entry in raw.get("subs", []))
         pubrel = tuple(int(i) for i in raw.get("pubrel", []))
         inbound = tuple(int(i) for i in raw.get("inbound", []))
-        return cls(subs, pubrel, inbound, revision)
+        expires_at = raw.get("expires_at")
+        return cls(subs, pubrel, inbound, revision, None if expires_at is None else float(expires_at))
 
 
 def _stored_subscription(entry: list[Any]) -> StoredSubscription:

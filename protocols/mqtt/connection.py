@@ -26,6 +26,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any, NoReturn
 
@@ -274,9 +275,13 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
                     await store.delete_session(self.session_key, self._consumer_name)
             if session.persistent:
                 record = await store.load_session(self.session_key)
+                if record is not None and record.expired(time.time()):  # its interval ran out [MQTT-3.1.2-23]
+                    await store.delete_session(self.session_key, self._consumer_name)
+                    record = None
                 present = record is not None and await store.consumer_exists(self._consumer_name)
-                if record is None or not present:
-                    record = SessionRecord(())
+                if record is None or not present or record.expires_at is not None:
+                    # a new session, or one held again: it does not expire while a connection holds it
+                    record = SessionRecord(()) if record is None or not present else replace(record, expires_at=None)
                     await store.save_session(self.session_key, record)
                 # The session exists from its CONNACK on [MQTT-3.2.2-2]: so does its consumer, for a connection
                 # that resumes it at once (``present`` above); it delivers only after CONNACK (``start``).
@@ -342,13 +347,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
             self.events.closed(reason)
         for sub in list(self._subs.values()):
             await self._remove_sinks(sub)
-        if self._saver is not None and not self._saver.done():
-            await self._saver
-        if self._dirty and self.claims is not None:
-            try:
-                await self._save_session()
-            except FlowGateError as exc:
-                log.warning("mqtt %s: session state not saved: %s", self.id, exc.message)
+        await self._save_on_close()
         if self._shared.members:
             await self._shared.close()  # what the client did not acknowledge goes to another member
         if self._consumer is not None:

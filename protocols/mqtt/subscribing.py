@@ -195,7 +195,24 @@ class Subscribing(ConnectionHost):
         # Even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]; MQTT 5: one reason code per filter [MQTT-3.11.3-1].
         self._send(UnsubAck(packet.packet_id, tuple(codes) if self.v5 is not None else ()))
 
-    async def _save_session(self) -> None:
+    async def _save_on_close(self) -> None:
+        """The connection closes: what changed is saved, and a session it leaves behind (not ended now, not
+        taken over) expires its interval from now [MQTT-3.1.2-23]."""
+        if self._saver is not None and not self._saver.done():
+            await self._saver
+        left = (
+            self.session.persistent
+            and not self.session.expire_now
+            and self._disconnect_code != ReasonCode.SESSION_TAKEN_OVER
+        )
+        if (self._dirty or left) and self.claims is not None:
+            try:
+                await self._save_session(time.time() + self._v5.session_expiry() if left else None)
+            except FlowGateError as exc:
+                log.warning("mqtt %s: session state not saved: %s", self.id, exc.message)
+
+    async def _save_session(self, expires_at: float | None = None) -> None:
+        """Write the session's record; ``expires_at``: its connection closes, it ends then (epoch seconds)."""
         assert self.session_key is not None
         self._dirty = False
         record = SessionRecord(
@@ -205,6 +222,7 @@ class Subscribing(ConnectionHost):
             ),
             tuple(sorted(self.session.pubrel)),
             self.session.inbound.snapshot(),
+            expires_at=expires_at,
         )
         await self.ctx.store.save_session(self.session_key, record)
 
