@@ -350,3 +350,6 @@ def test_session_record_round_trip() -> None:
     again = SessionRecord.from_bytes(record.to_bytes(), revision=5)
     assert again == SessionRecord(record.subscriptions, (3, 9), (7,), 5)
     assert SessionRecord.from_bytes(b'{"subs": []}', 1) == SessionRecord((), (), (), 1)  # older records
+    left = SessionRecord((), expires_at=1_700_000_000.5)  # the session's last connection closed
+    assert SessionRecord.from_bytes(left.to_bytes(), 0) == left
+    assert left.expired(1_700_000_000.5) and not left.expired(1_700_000_000.4) and not again.expired(2e9)
