@@ -104,21 +104,48 @@ async def test_a_resumed_session_keeps_the_new_connects_session_expiry_interval(
     assert await sub.closed_by_server()
 
 
-async def test_overlapping_subscriptions_each_copy_carries_its_own_subscription_identifier(gateway: Gateway) -> None:
-    """Paho's subscribe identifiers test wants one PUBLISH carrying both identifiers of two overlapping
-    subscriptions; the spec lets the server send one copy per matching subscription instead
-    [MQTT-3.3.4-2], and then each copy carries the identifier of its own subscription [MQTT-3.3.4-5].
-    The gateway sends one copy per subscription (as it does without identifiers)."""
+async def test_overlapping_subscriptions_get_one_copy_with_every_subscription_identifier(gateway: Gateway) -> None:
+    """Paho's subscribe identifiers test: two overlapping subscriptions with identifiers 2 and 3, one
+    PUBLISH carrying both [MQTT-3.3.4-2, 3.3.4-4], at the higher QoS [MQTT-3.3.4-3 / 3.3.5-1]; a clean
+    session's live deliveries as a persistent session's. A later message on a third filter arriving
+    says no second copy is coming (deliveries to one client keep their order)."""
     _, token = gateway.user_token()
     sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
-    await sub.send(Subscribe(1, (("ids/t", 2),), Properties(subscription_identifiers=(2,))))
+    await sub.send(Subscribe(1, (("ids/t", 1),), Properties(subscription_identifiers=(2,))))
     await sub.expect(SubAck)
-    await sub.send(Subscribe(2, (("ids/t/#", 2),), Properties(subscription_identifiers=(3,))))
+    await sub.send(Subscribe(2, (("ids/t/#", 0),), Properties(subscription_identifiers=(3,))))
+    await sub.expect(SubAck)
+    await sub.send(Subscribe(3, (("ids/end", 1),)))
     await sub.expect(SubAck)
     await sub.publish5("ids/t", b"both", 1)
-    got = [await next_publish(sub) for _ in range(2)]
-    assert sorted(p.properties.subscription_identifiers for p in got) == [(2,), (3,)]
-    assert all(p.payload == b"both" for p in got)
+    await sub.publish5("ids/end", b"end", 1)
+    got = [await next_publish(sub), await next_publish(sub)]
+    assert [(p.topic, p.payload) for p in got] == [("ids/t", b"both"), ("ids/end", b"end")]
+    assert sorted(got[0].properties.subscription_identifiers) == [2, 3]
+    assert got[0].qos == 1
+    await sub.close()
+
+
+async def test_overlapping_filters_on_different_bus_subjects_get_one_copy_each_with_its_identifier(
+    gateway: Gateway,
+) -> None:
+    """'ids/+' and 'ids/#' reach the hub on two bus subjects: a message from another replica comes once
+    on each, so the client may get a copy per subscription; the gateway does the same for a message
+    published here, and each copy carries the identifier of its own subscription [MQTT-3.3.4-5]."""
+    _, token = gateway.user_token()
+    sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await sub.send(Subscribe(1, (("ids/+", 1),), Properties(subscription_identifiers=(4,))))
+    await sub.expect(SubAck)
+    await sub.send(Subscribe(2, (("ids/#", 1),), Properties(subscription_identifiers=(5,))))
+    await sub.expect(SubAck)
+    await sub.send(Subscribe(3, (("end", 1),)))
+    await sub.expect(SubAck)
+    await sub.publish5("ids/u", b"each", 1)
+    await sub.publish5("end", b"end", 1)
+    got = [await next_publish(sub) for _ in range(3)]
+    assert got[-1].payload == b"end"
+    assert all(p.payload == b"each" for p in got[:2])
+    assert sorted(p.properties.subscription_identifiers for p in got[:2]) == [(4,), (5,)]
     await sub.close()
 
 

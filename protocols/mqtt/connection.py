@@ -39,7 +39,7 @@ from gateway.bus.session_consumer import SessionConsumer
 from gateway.errors import FlowGateError, Forbidden, InvalidName, NotFound, Unauthorized
 from gateway.events import Session
 from gateway.message_meta import MessageMeta
-from gateway.payload import Payload
+from gateway.payload import Delivery, Payload
 from gateway.publishing import Outlet
 from gateway.topics import Namespace
 from protocols.mqtt.actions import (
@@ -152,6 +152,9 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         self.resuming = False  # CONNECT asked to resume its session (no Clean Session / Clean Start)
         self._consumer_name = ""
         self._subs: dict[str, Subscription] = {}
+        self._overlapping = False  # some two filters overlap: one copy of a live delivery (Outbound._one_copy)
+        self._live_delivery: Delivery | None = None
+        self._live_covered: set[str] = set()
         self._bus_bound = False  # a QoS 1 subscription on the hub's core tier: close when the bus drops
         self._dirty = False
         self._saver: asyncio.Task[None] | None = None

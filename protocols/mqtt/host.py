@@ -88,6 +88,9 @@ class ConnectionHost:
     session_key: str | None
     events: Session | None
     _subs: dict[str, Subscription]
+    _overlapping: bool  # some two of ``_subs``' filters overlap (``Outbound.deliver_live`` sends one copy)
+    _live_delivery: Delivery | None  # the last live delivery handled while ``_overlapping`` (``Outbound._one_copy``)
+    _live_covered: set[str]  # the filters it went out for
     _bus_bound: bool
     _dirty: bool
     _saver: asyncio.Task[None] | None

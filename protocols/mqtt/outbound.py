@@ -26,7 +26,7 @@ from protocols.mqtt.inbound import MAX_PENDING_ACKS
 from protocols.mqtt.packets import (
     Packet,
 )
-from protocols.mqtt.subscriptions import Outgoing, Subscription, best_match
+from protocols.mqtt.subscriptions import Outgoing, Subscription, best_match, carrier
 from protocols.mqtt.v5 import expired
 
 log = logging.getLogger("flowgate.mqtt")
@@ -59,9 +59,15 @@ class Outbound(ConnectionHost):
         """A message from the hub for one of this (clean) session's subscriptions."""
         if self._close_reason is not None:
             return
+        ids = None
+        if self._overlapping:  # some two of the filters overlap: one copy for them [MQTT-3.3.4-2]
+            copy = self._one_copy(subscription, delivery)
+            if copy is None:
+                return  # sent already for another subscription, or wanted by none (No Local)
+            subscription, ids = copy
         qos = delivery.qos if delivery.qos < subscription.qos else subscription.qos
         if self.v5 is not None:
-            if not self._v5.deliver(subscription, delivery, qos):
+            if not self._v5.deliver(subscription, delivery, qos, ids):
                 return  # No Local, or too large for the client: not delivered, not billed
         elif qos == 0 and not self._write_paused and not self._backlog:
             frame = delivery.frame(
@@ -78,6 +84,39 @@ class Outbound(ConnectionHost):
             else:  # _send_out's path, inlined for the common case of a window with room
                 self._write(encode_publish(topic, item.body, qos, False, False, packet_id))
         self.count_delivery(delivery.namespace)
+
+    def _one_copy(self, subscription: Subscription, delivery: Delivery) -> tuple[Subscription, tuple[int, ...]] | None:
+        """For overlapping filters: the subscription (the highest QoS [MQTT-3.3.5-1]) and the identifiers
+        (every matching one [MQTT-3.3.4-4]) one copy of a live delivery goes out with; None if that copy
+        went out already, or no subscription wants it (No Local [MQTT-3.8.3-3]).
+
+        The hub hands one ``Delivery`` object to all the sinks of the bus subject that carried it, in one
+        synchronous loop (``Hub.published``, ``Hub._fan_out``): the copy is for the subscriptions on that
+        subject and tier (the same ``carrier``), and the others among them are handed the same object
+        next and skip it. Subscriptions on different subjects ('a/+' and 'a/#': 'a.*' and 'a.>') or tiers
+        (QoS 2 and QoS 0/1) get a message as different objects (from another replica, one per bus
+        subscription), so each gets its own copy, with its own identifiers [MQTT-3.3.4-5]; a message
+        published here is one object for every core-tier entry, and is sent the same way, so what a
+        client receives does not depend on where the message was published.
+        """
+        if delivery is not self._live_delivery:
+            self._live_delivery = delivery
+            self._live_covered = set()
+        elif subscription.topic_filter in self._live_covered:
+            return None
+        topic, core = delivery.topic, subscription.core
+        key = carrier(subscription.topic_filter, topic)
+        group = [s for s in self._subs.values() if s.core == core and carrier(s.topic_filter, topic) == key]
+        self._live_covered.update(s.topic_filter for s in group)
+        if self.v5 is None:
+            ids: tuple[int, ...] = ()
+        else:
+            group = [s for s in group if self._v5.wanted(s, delivery)]
+            ids = self._v5.matching_ids(group, delivery)
+        claims = self.claims
+        assert claims is not None
+        best = best_match(group, delivery, claims.permissions.subscribe)
+        return None if best is None else (best, ids)
 
     def _on_session_message(self, message: SessionMessage) -> None:
         """A message from this persistent session's consumer."""
