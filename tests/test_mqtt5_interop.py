@@ -39,6 +39,13 @@ async def stored_session(gateway: Gateway, token: str, client_id: str, topic_fil
     assert await client.closed_by_server()
 
 
+async def subscribe_each(client: Raw5, *subscriptions: tuple[str, int, tuple[int, ...]]) -> None:
+    """One SUBSCRIBE per (filter, QoS, Subscription Identifiers), each answered before the next."""
+    for packet_id, (topic_filter, qos, ids) in enumerate(subscriptions, 1):
+        await client.send(Subscribe(packet_id, ((topic_filter, qos),), Properties(subscription_identifiers=ids)))
+        await client.expect(SubAck)
+
+
 async def test_clean_start_0_without_session_expiry_resumes_the_stored_session(gateway: Gateway) -> None:
     """Paho's offline message queueing: the session is made with Session Expiry Interval > 0, then resumed
     with Clean Start 0 and no Session Expiry Interval.
@@ -111,18 +118,30 @@ async def test_overlapping_subscriptions_get_one_copy_with_every_subscription_id
     says no second copy is coming (deliveries to one client keep their order)."""
     _, token = gateway.user_token()
     sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
-    await sub.send(Subscribe(1, (("ids/t", 1),), Properties(subscription_identifiers=(2,))))
-    await sub.expect(SubAck)
-    await sub.send(Subscribe(2, (("ids/t/#", 0),), Properties(subscription_identifiers=(3,))))
-    await sub.expect(SubAck)
-    await sub.send(Subscribe(3, (("ids/end", 1),)))
-    await sub.expect(SubAck)
+    await subscribe_each(sub, ("ids/t", 1, (2,)), ("ids/t/#", 0, (3,)), ("ids/end", 1, ()))
     await sub.publish5("ids/t", b"both", 1)
     await sub.publish5("ids/end", b"end", 1)
     got = [await next_publish(sub), await next_publish(sub)]
     assert [(p.topic, p.payload) for p in got] == [("ids/t", b"both"), ("ids/end", b"end")]
     assert sorted(got[0].properties.subscription_identifiers) == [2, 3]
     assert got[0].qos == 1
+    await sub.close()
+
+
+async def test_overlapping_subscriptions_on_both_hub_tiers_get_one_copy_from_the_stored_tier(gateway: Gateway) -> None:
+    """A QoS 2 subscription (the hub's stored tier) and an overlapping QoS 1 one (the core tier): the message
+    goes out once, from the stored tier, at QoS 2 with both identifiers. The core tier hands a message over
+    first (as it is stored), so a second copy would come before the next message's."""
+    _, token = gateway.user_token()
+    sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await subscribe_each(sub, ("tiers/t", 2, (6,)), ("tiers/#", 1, (7,)))
+    await sub.publish5("tiers/t", b"first", 1)
+    await sub.publish5("tiers/t", b"second", 1)
+    got = [await next_publish(sub), await next_publish(sub)]
+    assert [(p.payload, p.qos, sorted(p.properties.subscription_identifiers)) for p in got] == [
+        (b"first", 1, [6, 7]),
+        (b"second", 1, [6, 7]),
+    ]
     await sub.close()
 
 
@@ -134,12 +153,7 @@ async def test_overlapping_filters_on_different_bus_subjects_get_one_copy_each_w
     published here, and each copy carries the identifier of its own subscription [MQTT-3.3.4-5]."""
     _, token = gateway.user_token()
     sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
-    await sub.send(Subscribe(1, (("ids/+", 1),), Properties(subscription_identifiers=(4,))))
-    await sub.expect(SubAck)
-    await sub.send(Subscribe(2, (("ids/#", 1),), Properties(subscription_identifiers=(5,))))
-    await sub.expect(SubAck)
-    await sub.send(Subscribe(3, (("end", 1),)))
-    await sub.expect(SubAck)
+    await subscribe_each(sub, ("ids/+", 1, (4,)), ("ids/#", 1, (5,)), ("end", 1, ()))
     await sub.publish5("ids/u", b"each", 1)
     await sub.publish5("end", b"end", 1)
     got = [await next_publish(sub) for _ in range(3)]

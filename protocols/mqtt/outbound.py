@@ -88,34 +88,44 @@ class Outbound(ConnectionHost):
     def _one_copy(self, subscription: Subscription, delivery: Delivery) -> tuple[Subscription, tuple[int, ...]] | None:
         """For overlapping filters: the subscription (the highest QoS [MQTT-3.3.5-1]) and the identifiers
         (every matching one [MQTT-3.3.4-4]) one copy of a live delivery goes out with; None if that copy
-        went out already, or no subscription wants it (No Local [MQTT-3.8.3-3]).
+        went out already, goes out from the stored tier, or no subscription wants it (No Local [MQTT-3.8.3-3]).
 
         The hub hands one ``Delivery`` object to all the sinks of the bus subject that carried it, in one
         synchronous loop (``Hub.published``, ``Hub._fan_out``): the copy is for the subscriptions on that
-        subject and tier (the same ``carrier``), and the others among them are handed the same object
-        next and skip it. Subscriptions on different subjects ('a/+' and 'a/#': 'a.*' and 'a.>') or tiers
-        (QoS 2 and QoS 0/1) get a message as different objects (from another replica, one per bus
-        subscription), so each gets its own copy, with its own identifiers [MQTT-3.3.4-5]; a message
-        published here is one object for every core-tier entry, and is sent the same way, so what a
-        client receives does not depend on where the message was published.
+        subject (the same ``carrier``), and the others among them are handed the same object next and skip
+        it. Every message is stored, so when a stored-tier (QoS 2) subscription matches too, a core-tier
+        delivery waits for the stored tier's, whose copy is for the core-tier subscriptions as well.
+        Subscriptions on different subjects of one tier ('a/+' and 'a/#': 'a.*' and 'a.>') get a message
+        as different objects (from another replica, or a stored one: one per bus subscription), so each
+        gets its own copy, with its own identifiers [MQTT-3.3.4-5]; a message published here is one object
+        for every core-tier entry, and is sent the same way, so what a client receives does not depend on
+        where the message was published.
         """
+        covered = self._live_covered
         if delivery is not self._live_delivery:
             self._live_delivery = delivery
-            self._live_covered = set()
-        elif subscription.topic_filter in self._live_covered:
+            covered = self._live_covered = set()
+        elif subscription.topic_filter in covered:
             return None
-        topic, core = delivery.topic, subscription.core
+        claims = self.claims
+        assert claims is not None
+        rule = claims.permissions.subscribe
+        topic, core, subs = delivery.topic, subscription.core, self._subs.values()
+        stored = [carrier(s.topic_filter, topic) for s in subs if not s.core and s.interest.wants(topic, rule)]
+        if core and stored:
+            covered.update(s.topic_filter for s in subs)  # the stored tier brings it (below)
+            return None
         key = carrier(subscription.topic_filter, topic)
-        group = [s for s in self._subs.values() if s.core == core and carrier(s.topic_filter, topic) == key]
-        self._live_covered.update(s.topic_filter for s in group)
+        group = [s for s in subs if s.core == core and carrier(s.topic_filter, topic) == key]
+        covered.update(s.topic_filter for s in group)
+        if not core and key == min(stored):  # one of the stored-tier copies is for the core-tier subscriptions too
+            group += [s for s in subs if s.core and s.interest.wants(topic, rule)]
         if self.v5 is None:
             ids: tuple[int, ...] = ()
         else:
             group = [s for s in group if self._v5.wanted(s, delivery)]
             ids = self._v5.matching_ids(group, delivery)
-        claims = self.claims
-        assert claims is not None
-        best = best_match(group, delivery, claims.permissions.subscribe)
+        best = best_match(group, delivery, rule)
         return None if best is None else (best, ids)
 
     def _on_session_message(self, message: SessionMessage) -> None:
