@@ -111,14 +111,17 @@ class Outbound(ConnectionHost):
         assert claims is not None
         rule = claims.permissions.subscribe
         topic, core, subs = delivery.topic, subscription.core, self._subs.values()
-        stored = [carrier(s.topic_filter, topic) for s in subs if not s.core and s.interest.wants(topic, rule)]
+        # (with its sinks on: one moving onto the stored tier keeps its core-tier copies until then [MQTT-3.8.4-3])
+        stored = [
+            carrier(s.topic_filter, topic) for s in subs if not s.core and s.sinks and s.interest.wants(topic, rule)
+        ]
         if core and stored:
             covered.update(s.topic_filter for s in subs)  # the stored tier brings it (below)
             return None
         key = carrier(subscription.topic_filter, topic)
         group = [s for s in subs if s.core == core and carrier(s.topic_filter, topic) == key]
         covered.update(s.topic_filter for s in group)
-        if not core and key == min(stored):  # one of the stored-tier copies is for the core-tier subscriptions too
+        if not core and stored and key == min(stored):  # one stored-tier copy is for the core-tier ones too
             group += [s for s in subs if s.core and s.interest.wants(topic, rule)]
         if self.v5 is None:
             ids: tuple[int, ...] = ()
