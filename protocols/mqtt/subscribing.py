@@ -29,7 +29,7 @@ from protocols.mqtt.packets import (
 )
 from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.shared import SHARE_PREFIX, parse_shared
-from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription
+from protocols.mqtt.subscriptions import HubSink, OneCopy, Outgoing, Subscription
 from protocols.mqtt.v5 import expired
 
 log = logging.getLogger("flowgate.mqtt")
@@ -85,8 +85,8 @@ class Subscribing(ConnectionHost):
             added.append(sub)
             if self.v5 is None or self._v5.subscribed(sub, packet, index, existed):
                 retained_for.append(sub)
-        if not self._overlapping:
-            self._overlapping = any(self._overlaps(sub.topic_filter) for sub in added)
+        if self._one is None and any(self._overlaps(sub.topic_filter) for sub in added):
+            self._one = OneCopy()
         if self.events is not None:
             self.events.subscribed([sub.topic_filter for sub in added])
         if self.session.persistent and added:
@@ -197,8 +197,8 @@ class Subscribing(ConnectionHost):
                 await self._remove_sinks(sub)
                 if self.events is not None:
                     self.events.unsubscribed([topic_filter])
-        if changed and self._overlapping:
-            self._overlapping = any(self._overlaps(topic_filter) for topic_filter in self._subs)
+        if changed and self._one is not None and not any(self._overlaps(f) for f in self._subs):
+            self._one = None
         if changed and self.session.persistent:
             await self._save_session()
         # Even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]; MQTT 5: one reason code per filter [MQTT-3.11.3-1].

@@ -89,6 +89,15 @@ def carrier(topic_filter: str, topic: str) -> str:
 
 
 @dataclass(slots=True)
+class OneCopy:
+    """A connection some two of whose filters overlap: the last live delivery it handled and the filters
+    that delivery went out for, once (``Outbound._one_copy``)."""
+
+    delivery: Delivery | None = None
+    covered: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
 class Outgoing:
     """One message for the client.
 

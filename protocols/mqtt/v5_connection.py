@@ -241,14 +241,9 @@ class V5Hooks:
         meta = delivery.payload.meta
         return meta is None or meta.origin != self._v5.origin
 
-    def deliver(self, sub: Subscription, delivery: Delivery, qos: int, ids: tuple[int, ...] | None = None) -> bool:
+    def deliver(self, sub: Subscription, delivery: Delivery, qos: int) -> bool:
         """``MqttConnection.deliver_live`` for MQTT 5 (False: not for this client). A QoS 0 message without
-        per-subscriber properties (subscription identifier, topic alias, expiry) is rendered once for all.
-
-        ``ids``: the Subscription Identifiers to send (default: ``sub``'s; ``Outbound.deliver_live`` gives
-        those of every subscription the one copy is for [MQTT-3.3.4-4])."""
-        if ids is None:
-            ids = sub.ids
+        per-subscriber properties (subscription identifier, topic alias, expiry) is rendered once for all."""
         conn = self._conn
         v5 = conn.v5
         assert v5 is not None
@@ -257,7 +252,7 @@ class V5Hooks:
             return False  # No Local [MQTT-3.8.3-3]
         if (
             qos == 0
-            and not ids
+            and not sub.ids
             and not v5.aliases.maximum
             and (meta is None or (meta.expires_at is None and not (meta.retain and sub.retain_as_published)))
             and not conn._write_paused
@@ -269,13 +264,12 @@ class V5Hooks:
             conn._write(frame)
             return True
         item = self.outgoing(sub, delivery, qos)
-        item.sub_ids = ids
         if conn._backlog or conn._write_paused:
             conn._hold(item)  # behind the others (_queue_out's first case)
             return True
         if (
             qos
-            and not ids
+            and not sub.ids
             and not v5.aliases.maximum
             and v5.maximum_packet_size is None
             and (meta is None or meta.bare)
