@@ -258,6 +258,47 @@ def test_paho_v5_properties_no_local_and_shared_limits(gateway: Gateway) -> None
             c.loop_stop()
 
 
+def test_paho_v5_overlapping_subscriptions_get_one_copy_with_both_identifiers(gateway: Gateway) -> None:
+    """Paho's subscribe identifiers test: 'TopicA' id 2 and 'TopicA/#' id 3, one message on 'TopicA': one
+    copy carrying both identifiers [MQTT-3.3.4-4]. A message on a third topic, published after it and
+    arriving after it, says no second copy is coming."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties as PahoProperties
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    _, token = gateway.user_token()
+    got: list[Any] = []
+    subscribed, done = threading.Semaphore(0), threading.Event()
+
+    def on_message(_c: Any, _u: Any, message: Any) -> None:
+        got.append(message)
+        if message.topic == "TopicB":
+            done.set()
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="paho5-ids", protocol=paho.MQTTv5)
+    c.username_pw_set("Bearer", token)
+    c.on_subscribe = lambda *_a: subscribed.release()
+    c.on_message = on_message
+    c.connect("127.0.0.1", gateway.mqtt_port, keepalive=30, clean_start=True)
+    c.loop_start()
+    try:
+        for topic, identifier in (("TopicA", 2), ("TopicA/#", 3), ("TopicB", 4)):
+            props = PahoProperties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = identifier
+            c.subscribe([(topic, SubscribeOptions(qos=1))], properties=props)
+            assert subscribed.acquire(timeout=10)
+        c.publish("TopicA", b"overlapping", qos=1).wait_for_publish(10)
+        c.publish("TopicB", b"after", qos=1).wait_for_publish(10)
+        assert done.wait(10)
+        assert [(m.topic, m.payload) for m in got] == [("TopicA", b"overlapping"), ("TopicB", b"after")]
+        assert sorted(got[0].properties.SubscriptionIdentifier) == [2, 3]
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
 @needs_mosquitto
 def test_mosquitto_v5_properties_and_sse_sees_them(gateway: Gateway) -> None:
     _, token = gateway.user_token()

@@ -39,6 +39,13 @@ async def stored_session(gateway: Gateway, token: str, client_id: str, topic_fil
     assert await client.closed_by_server()
 
 
+async def subscribe_each(client: Raw5, *subscriptions: tuple[str, int, tuple[int, ...]]) -> None:
+    """One SUBSCRIBE per (filter, QoS, Subscription Identifiers), each answered before the next."""
+    for packet_id, (topic_filter, qos, ids) in enumerate(subscriptions, 1):
+        await client.send(Subscribe(packet_id, ((topic_filter, qos),), Properties(subscription_identifiers=ids)))
+        await client.expect(SubAck)
+
+
 async def test_clean_start_0_without_session_expiry_resumes_the_stored_session(gateway: Gateway) -> None:
     """Paho's offline message queueing: the session is made with Session Expiry Interval > 0, then resumed
     with Clean Start 0 and no Session Expiry Interval.
@@ -104,21 +111,55 @@ async def test_a_resumed_session_keeps_the_new_connects_session_expiry_interval(
     assert await sub.closed_by_server()
 
 
-async def test_overlapping_subscriptions_each_copy_carries_its_own_subscription_identifier(gateway: Gateway) -> None:
-    """Paho's subscribe identifiers test wants one PUBLISH carrying both identifiers of two overlapping
-    subscriptions; the spec lets the server send one copy per matching subscription instead
-    [MQTT-3.3.4-2], and then each copy carries the identifier of its own subscription [MQTT-3.3.4-5].
-    The gateway sends one copy per subscription (as it does without identifiers)."""
+async def test_overlapping_subscriptions_get_one_copy_with_every_subscription_identifier(gateway: Gateway) -> None:
+    """Paho's subscribe identifiers test: two overlapping subscriptions with identifiers 2 and 3, one
+    PUBLISH carrying both [MQTT-3.3.4-2, 3.3.4-4], at the higher QoS [MQTT-3.3.4-3 / 3.3.5-1]; a clean
+    session's live deliveries as a persistent session's. A later message on a third filter arriving
+    says no second copy is coming (deliveries to one client keep their order)."""
     _, token = gateway.user_token()
     sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
-    await sub.send(Subscribe(1, (("ids/t", 2),), Properties(subscription_identifiers=(2,))))
-    await sub.expect(SubAck)
-    await sub.send(Subscribe(2, (("ids/t/#", 2),), Properties(subscription_identifiers=(3,))))
-    await sub.expect(SubAck)
+    await subscribe_each(sub, ("ids/t", 1, (2,)), ("ids/t/#", 0, (3,)), ("ids/end", 1, ()))
     await sub.publish5("ids/t", b"both", 1)
-    got = [await next_publish(sub) for _ in range(2)]
-    assert sorted(p.properties.subscription_identifiers for p in got) == [(2,), (3,)]
-    assert all(p.payload == b"both" for p in got)
+    await sub.publish5("ids/end", b"end", 1)
+    got = [await next_publish(sub), await next_publish(sub)]
+    assert [(p.topic, p.payload) for p in got] == [("ids/t", b"both"), ("ids/end", b"end")]
+    assert sorted(got[0].properties.subscription_identifiers) == [2, 3]
+    assert got[0].qos == 1
+    await sub.close()
+
+
+async def test_overlapping_subscriptions_on_both_hub_tiers_get_one_copy_from_the_stored_tier(gateway: Gateway) -> None:
+    """A QoS 2 subscription (the hub's stored tier) and an overlapping QoS 1 one (the core tier): the message
+    goes out once, from the stored tier, at QoS 2 with both identifiers. The core tier hands a message over
+    first (as it is stored), so a second copy would come before the next message's."""
+    _, token = gateway.user_token()
+    sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await subscribe_each(sub, ("tiers/t", 2, (6,)), ("tiers/#", 1, (7,)))
+    await sub.publish5("tiers/t", b"first", 1)
+    await sub.publish5("tiers/t", b"second", 1)
+    got = [await next_publish(sub), await next_publish(sub)]
+    assert [(p.payload, p.qos, sorted(p.properties.subscription_identifiers)) for p in got] == [
+        (b"first", 1, [6, 7]),
+        (b"second", 1, [6, 7]),
+    ]
+    await sub.close()
+
+
+async def test_overlapping_filters_on_different_bus_subjects_get_one_copy_each_with_its_identifier(
+    gateway: Gateway,
+) -> None:
+    """'ids/+' and 'ids/#' reach the hub on two bus subjects: a message from another replica comes once
+    on each, so the client may get a copy per subscription; the gateway does the same for a message
+    published here, and each copy carries the identifier of its own subscription [MQTT-3.3.4-5]."""
+    _, token = gateway.user_token()
+    sub, _ = await Raw5.connect5(gateway.mqtt_port, token)
+    await subscribe_each(sub, ("ids/+", 1, (4,)), ("ids/#", 1, (5,)), ("end", 1, ()))
+    await sub.publish5("ids/u", b"each", 1)
+    await sub.publish5("end", b"end", 1)
+    got = [await next_publish(sub) for _ in range(3)]
+    assert got[-1].payload == b"end"
+    assert all(p.payload == b"each" for p in got[:2])
+    assert sorted(p.properties.subscription_identifiers for p in got[:2]) == [(4,), (5,)]
     await sub.close()
 
 

@@ -76,7 +76,7 @@ from protocols.mqtt.publishing import Publishing
 from protocols.mqtt.session import MqttSession
 from protocols.mqtt.shared import SharedSubscriptions
 from protocols.mqtt.subscribing import Subscribing
-from protocols.mqtt.subscriptions import Outgoing, Subscription
+from protocols.mqtt.subscriptions import OneCopy, Outgoing, Subscription
 from protocols.mqtt.v5 import TOPIC_ALIAS_MAXIMUM, V5Session
 from protocols.mqtt.v5_connection import V5Hooks
 
@@ -153,6 +153,7 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
         self.resuming = False  # CONNECT asked to resume its session (no Clean Session / Clean Start)
         self._consumer_name = ""
         self._subs: dict[str, Subscription] = {}
+        self._one: OneCopy | None = None  # some two filters overlap: one copy of a live delivery (Outbound._one_copy)
         self._bus_bound = False  # a QoS 1 subscription on the hub's core tier: close when the bus drops
         self._dirty = False
         self._saver: asyncio.Task[None] | None = None

@@ -35,7 +35,7 @@ from protocols.mqtt.flow import OutboundWindow, PendingAck
 from protocols.mqtt.packets import Packet
 from protocols.mqtt.session import MqttSession, Result
 from protocols.mqtt.shared import SharedSubscriptions
-from protocols.mqtt.subscriptions import Outgoing, Subscription
+from protocols.mqtt.subscriptions import OneCopy, Outgoing, Subscription
 from protocols.mqtt.v5 import V5Session
 from protocols.mqtt.v5_connection import V5Hooks
 
@@ -88,6 +88,7 @@ class ConnectionHost:
     session_key: str | None
     events: Session | None
     _subs: dict[str, Subscription]
+    _one: OneCopy | None  # when some two of ``_subs``' filters overlap: one copy per live delivery (``_one_copy``)
     _bus_bound: bool
     _dirty: bool
     _saver: asyncio.Task[None] | None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from gateway.bus.session_consumer import SessionMessage
 from gateway.payload import Delivery
@@ -26,7 +27,7 @@ from protocols.mqtt.inbound import MAX_PENDING_ACKS
 from protocols.mqtt.packets import (
     Packet,
 )
-from protocols.mqtt.subscriptions import Outgoing, Subscription, best_match
+from protocols.mqtt.subscriptions import OneCopy, Outgoing, Subscription, best_match, carrier
 from protocols.mqtt.v5 import expired
 
 log = logging.getLogger("flowgate.mqtt")
@@ -59,6 +60,11 @@ class Outbound(ConnectionHost):
         """A message from the hub for one of this (clean) session's subscriptions."""
         if self._close_reason is not None:
             return
+        if self._one is not None:  # some two of the filters overlap: one copy for them [MQTT-3.3.4-2]
+            copy = self._one_copy(self._one, subscription, delivery)
+            if copy is None:
+                return  # sent already for another subscription, or wanted by none (No Local)
+            subscription = copy
         qos = delivery.qos if delivery.qos < subscription.qos else subscription.qos
         if self.v5 is not None:
             if not self._v5.deliver(subscription, delivery, qos):
@@ -78,6 +84,53 @@ class Outbound(ConnectionHost):
             else:  # _send_out's path, inlined for the common case of a window with room
                 self._write(encode_publish(topic, item.body, qos, False, False, packet_id))
         self.count_delivery(delivery.namespace)
+
+    def _one_copy(self, one: OneCopy, subscription: Subscription, delivery: Delivery) -> Subscription | None:
+        """For overlapping filters: the subscription one copy of a live delivery goes out for (the highest
+        QoS [MQTT-3.3.5-1]; for MQTT 5, a copy of it carrying every matching identifier [MQTT-3.3.4-4]); None
+        if that copy went out already, goes out from the stored tier, or no subscription wants it (No Local
+        [MQTT-3.8.3-3]).
+
+        The hub hands one ``Delivery`` object to all the sinks of the bus subject that carried it, in one
+        synchronous loop (``Hub.published``, ``Hub._fan_out``): the copy is for the subscriptions on that
+        subject (the same ``carrier``), and the others among them are handed the same object next and skip
+        it. Every message is stored, so when a stored-tier (QoS 2) subscription matches too, a core-tier
+        delivery waits for the stored tier's, whose copy is for the core-tier subscriptions as well.
+        Subscriptions on different subjects of one tier ('a/+' and 'a/#': 'a.*' and 'a.>') get a message
+        as different objects (from another replica, or a stored one: one per bus subscription), so each
+        gets its own copy, with its own identifiers [MQTT-3.3.4-5]; a message published here is one object
+        for every core-tier entry, and is sent the same way, so what a client receives does not depend on
+        where the message was published.
+        """
+        covered = one.covered
+        if delivery is not one.delivery:
+            one.delivery = delivery
+            covered = one.covered = set()
+        elif subscription.topic_filter in covered:
+            return None
+        claims = self.claims
+        assert claims is not None
+        rule = claims.permissions.subscribe
+        topic, core, subs = delivery.topic, subscription.core, self._subs.values()
+        # (with its sinks on: one moving onto the stored tier keeps its core-tier copies until then [MQTT-3.8.4-3])
+        stored = [
+            carrier(s.topic_filter, topic) for s in subs if not s.core and s.sinks and s.interest.wants(topic, rule)
+        ]
+        if core and stored:
+            covered.update(s.topic_filter for s in subs)  # the stored tier brings it (below)
+            return None
+        key = carrier(subscription.topic_filter, topic)
+        group = [s for s in subs if s.core == core and carrier(s.topic_filter, topic) == key]
+        covered.update(s.topic_filter for s in group)
+        if not core and stored and key == min(stored):  # one stored-tier copy is for the core-tier ones too
+            group += [s for s in subs if s.core and s.interest.wants(topic, rule)]
+        if self.v5 is not None:
+            group = [s for s in group if self._v5.wanted(s, delivery)]
+        best = best_match(group, delivery, rule)
+        if best is None or self.v5 is None:
+            return best
+        ids = self._v5.matching_ids(group, delivery)
+        return best if ids == best.ids else replace(best, ids=ids)  # (to send, not kept: V5Hooks.deliver)
 
     def _on_session_message(self, message: SessionMessage) -> None:
         """A message from this persistent session's consumer."""

@@ -13,6 +13,7 @@ import time
 
 from gateway.bus.mqtt_store import SessionRecord, StoredSubscription
 from gateway.errors import FlowGateError, Forbidden
+from gateway.topics import filters_overlap
 from protocols.mqtt.actions import (
     AddSubscriptions,
     Release,
@@ -28,7 +29,7 @@ from protocols.mqtt.packets import (
 )
 from protocols.mqtt.properties import ReasonCode
 from protocols.mqtt.shared import SHARE_PREFIX, parse_shared
-from protocols.mqtt.subscriptions import HubSink, Outgoing, Subscription
+from protocols.mqtt.subscriptions import HubSink, OneCopy, Outgoing, Subscription
 from protocols.mqtt.v5 import expired
 
 log = logging.getLogger("flowgate.mqtt")
@@ -84,6 +85,8 @@ class Subscribing(ConnectionHost):
             added.append(sub)
             if self.v5 is None or self._v5.subscribed(sub, packet, index, existed):
                 retained_for.append(sub)
+        if self._one is None and any(self._overlaps(sub.topic_filter) for sub in added):
+            self._one = OneCopy()
         if self.events is not None:
             self.events.subscribed([sub.topic_filter for sub in added])
         if self.session.persistent and added:
@@ -123,6 +126,10 @@ class Subscribing(ConnectionHost):
         await self._attach(sub, core=core)
         self._subs[topic_filter] = sub
         return sub
+
+    def _overlaps(self, topic_filter: str) -> bool:
+        """Whether some other subscription's filter matches a topic ``topic_filter`` matches too."""
+        return any(other != topic_filter and filters_overlap(other, topic_filter) for other in self._subs)
 
     async def _attach(self, sub: Subscription, *, core: bool) -> None:
         """Give a clean session's subscription its hub sinks, on the core tier for QoS 0 and 1 (hub.py)."""
@@ -190,6 +197,8 @@ class Subscribing(ConnectionHost):
                 await self._remove_sinks(sub)
                 if self.events is not None:
                     self.events.unsubscribed([topic_filter])
+        if changed and self._one is not None and not any(self._overlaps(f) for f in self._subs):
+            self._one = None
         if changed and self.session.persistent:
             await self._save_session()
         # Even when nothing matched [MQTT-3.10.4-4, 3.10.4-5]; MQTT 5: one reason code per filter [MQTT-3.11.3-1].

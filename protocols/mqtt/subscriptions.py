@@ -63,14 +63,38 @@ class HubSink(FilteredSink):
 
 
 def best_match(subscriptions: Iterable[Subscription], delivery: Delivery, rule: Rule) -> Subscription | None:
-    """The matching subscription with the highest QoS: one copy per message [MQTT-3.3.5-1]."""
+    """The matching subscription with the highest QoS: one copy per message [MQTT-3.3.5-1].
+
+    (``since`` is 0 for a clean session's subscriptions, whose core-tier deliveries have sequence 0.)
+    """
     best: Subscription | None = None
     topic = delivery.topic
     for sub in subscriptions:
-        if delivery.seq > sub.since and sub.interest.wants(topic, rule):
+        if (delivery.seq > sub.since or not sub.since) and sub.interest.wants(topic, rule):
             if best is None or sub.qos > best.qos:
                 best = sub
     return best
+
+
+def carrier(topic_filter: str, topic: str) -> str:
+    """Which part of ``topic_filter``, matching ``topic``, has the bus subject that carries it to the hub's sinks.
+
+    ``Namespace.filter_subjects`` gives 'a/#' two subjects, 'a' and 'a.>' [MQTT-4.7.1-2]; every other
+    filter has one. Two filters matching ``topic`` with the same carrier (e.g. 'a' and 'a/#' for the topic
+    'a') have their sinks on one hub entry, so they are handed the same ``Delivery`` object for it.
+    """
+    if topic_filter.endswith("#") and topic.count("/") < topic_filter.count("/"):
+        return topic_filter[:-2]  # 'a/#' matching 'a' itself: the parent's subject
+    return topic_filter
+
+
+@dataclass(slots=True)
+class OneCopy:
+    """A connection some two of whose filters overlap: the last live delivery it handled and the filters
+    that delivery went out for, once (``Outbound._one_copy``)."""
+
+    delivery: Delivery | None = None
+    covered: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
