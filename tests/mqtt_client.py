@@ -141,6 +141,14 @@ class RawClient:
         elif isinstance(packet, PubRel):
             await self.send(PubComp(packet.packet_id))
 
+    async def next_publish(self, timeout: float = 10) -> Publish:
+        """The next PUBLISH, acknowledged; packets of other kinds before it are passed over."""
+        while True:
+            packet = await self.recv(timeout)
+            if isinstance(packet, Publish):
+                await self.acknowledge(packet)
+                return packet
+
     async def close(self) -> None:
         self.writer.close()
         try:

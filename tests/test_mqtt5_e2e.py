@@ -45,14 +45,6 @@ LINE_BUFFERED = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
 needs_mosquitto = pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="mosquitto-clients not installed")
 
 
-async def next_publish(client: RawClient, timeout: float = 10) -> Publish:
-    while True:
-        packet = await client.recv(timeout)
-        if isinstance(packet, Publish):
-            await client.acknowledge(packet)
-            return packet
-
-
 async def test_connect_v5_connack_properties_and_assigned_client_id(gateway: Gateway) -> None:
     _, token = gateway.user_token()
     client, connack = await Raw5.connect5(gateway.mqtt_port, token, keepalive=0)
@@ -98,7 +90,7 @@ async def test_publish_subscribe_with_reason_codes_and_properties(gateway: Gatew
     )
     ack = await pub.publish5("v5/x", b'{"v":1}', 1, properties=message)
     assert ack == PubAck(1)
-    got = await next_publish(sub)
+    got = await sub.next_publish()
     assert (got.topic, got.payload, got.qos) == ("v5/x", b'{"v":1}', 1)
     p = got.properties
     assert p.content_type == "application/json" and p.payload_format_indicator == 1
@@ -106,14 +98,14 @@ async def test_publish_subscribe_with_reason_codes_and_properties(gateway: Gatew
     assert p.user_properties == (("a", "1"), ("a", "2"), ("ü", "ß"))
     assert p.subscription_identifiers == (7,)  # [MQTT-3.3.4-3]
     assert p.message_expiry_interval is not None and 0 < p.message_expiry_interval <= 120  # [MQTT-3.3.2-6]
-    at_qos0 = await next_publish(plain)  # rendered once for all QoS 0 subscribers without their own properties
+    at_qos0 = await plain.next_publish()  # rendered once for all QoS 0 subscribers without their own properties
     assert at_qos0.qos == 0 and at_qos0.properties.user_properties == p.user_properties
     assert at_qos0.properties.content_type == "application/json" and not at_qos0.properties.subscription_identifiers
     await sub.send(Unsubscribe(2, ("v5/+", "v5/none")))
     unsuback = await sub.expect(UnsubAck)
     assert unsuback.reason_codes == (0x00, 0x11)
     await pub.publish5("v5/x", b"again", 0, properties=Properties(user_properties=(("b", "2"),)))
-    again = await next_publish(plain)
+    again = await plain.next_publish()
     assert (again.payload, again.properties.user_properties) == (b"again", (("b", "2"),))
     await plain.close()
     await pub.close()
@@ -365,12 +357,12 @@ async def test_persistent_v5_session_message_expiry_and_session_expiry(gateway: 
     await asyncio.sleep(1.5)  # the condition under test is time passing: the first message's lifetime runs out
     sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-keep", clean=False, properties=props)
     assert connack.session_present  # [MQTT-3.2.2-3]
-    got = await next_publish(sub)
+    got = await sub.next_publish()
     assert got.payload == b"stays"  # the expired one is not delivered [MQTT-3.3.2-5]
     assert got.properties.message_expiry_interval is not None and got.properties.message_expiry_interval < 600
     await sub.nothing(0.5)
     old, _ = await RawClient.connect(gateway.mqtt_port, token, client_id="v311-keep", clean=False)
-    assert (await next_publish(old)).payload == b"stays"  # a 3.1.1 session does not get it either
+    assert (await old.next_publish()).payload == b"stays"  # a 3.1.1 session does not get it either
     await old.close()
     # Session Expiry Interval 0 on DISCONNECT ends the session [3.14.2.2.2]: the next connect finds none.
     await sub.send(Disconnect(0, Properties(session_expiry_interval=0)))
@@ -442,7 +434,7 @@ async def test_will_delay_interval_and_a_session_resumed_in_time(gateway: Gatewa
     )
     assert connack.session_present  # resumed within the delay: "a" is never published [MQTT-3.1.3-9]
     await second.close()
-    got = await next_publish(watcher)
+    got = await watcher.next_publish()
     assert (got.topic, got.payload) == ("wills/dev", b"b")
     await watcher.nothing(0.5)
     await watcher.close()
@@ -476,7 +468,7 @@ async def test_a_session_taken_over_with_clean_start_ends_and_sends_the_will_at_
     first, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-ended", will=will, properties=keep)
     second, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="v5-ended", clean=True)
     assert not connack.session_present
-    got = await next_publish(watcher)  # well before the 60 s delay (next_publish waits 10 s at most)
+    got = await watcher.next_publish()  # well before the 60 s delay (next_publish waits 10 s at most)
     assert (got.topic, got.payload) == ("wills/ended", b"ended")
     await second.send(Disconnect())
     await second.close()
@@ -522,7 +514,7 @@ async def test_shared_subscription_across_replicas_with_redelivery_to_another_me
     await pub.publish5("roam/x", b"while away", 1, properties=Properties(content_type="text/plain"))
     device, connack = await Raw5.connect5(there.mqtt_port, token, client_id="roamer", clean=False, properties=keep)
     assert connack.session_present
-    got_back = await next_publish(device)
+    got_back = await device.next_publish()
     assert (got_back.payload, got_back.properties.content_type) == (b"while away", "text/plain")
     assert got_back.properties.subscription_identifiers == (3,)  # kept with the session's subscription
     await device.close()
@@ -563,7 +555,7 @@ async def test_http_publish_sets_properties_an_mqtt5_subscriber_gets(gateway: Ga
 
     answer = await asyncio.to_thread(post, {"topic": "http5/a", "message": {"n": 1}, "properties": properties})
     assert answer.status_code == 200, answer.text
-    got = await next_publish(sub)
+    got = await sub.next_publish()
     p = got.properties
     assert (got.payload, p.content_type, p.response_topic) == (b'{"n":1}', "application/json", "http5/reply")
     assert p.correlation_data == b"\x00\x01" and p.user_properties == (("source", "http"),)
@@ -623,10 +615,10 @@ async def test_a_shared_subscription_starting_with_a_wildcard_gets_no_dollar_top
     await member.send(Subscribe(1, (("$share/g/#", 1),)))
     await member.expect(SubAck)
     pub, _ = await Raw5.connect5(gateway.mqtt_port, token, client_id="after-the-member")
-    while b"after-the-member" not in (await next_publish(witness)).payload:
+    while b"after-the-member" not in (await witness.next_publish()).payload:
         pass  # stored after the member joined: its consumer reaches it before what is published next
     await pub.publish5("jobs/a", b"job", 1)
-    got = await next_publish(member)
+    got = await member.next_publish()
     assert (got.topic, got.payload) == ("jobs/a", b"job")
     for client in (witness, member, pub):
         await client.close()
@@ -655,19 +647,19 @@ async def test_retain_handling_and_retain_as_published(gateway: Gateway) -> None
     if_new = await subscriber(0x11)  # 1: only for a new subscription [MQTT-3.3.1-10]
     always = await subscriber(0x01)  # 0: at every subscribe [MQTT-3.3.1-9]
     for client in (if_new, always):
-        got = await next_publish(client)
+        got = await client.next_publish()
         assert (got.payload, got.retain) == (b"kept", True)
     for client, options in ((if_new, 0x11), (always, 0x01)):  # subscribing again: the subscription exists
         await client.send(Subscribe(2, (("rh/t", 1),), options=(options,)))
         await client.expect(SubAck)
-    assert (await next_publish(always)).payload == b"kept"
+    assert (await always.next_publish()).payload == b"kept"
     await never.nothing(0.3)
     await if_new.nothing(0.3)
     as_published = await subscriber(0x09, "rh/live")  # Retain As Published [MQTT-3.3.1-12]
     plain = await subscriber(0x01, "rh/live")
     await pub.publish5("rh/live", b"now", 1, retain=True)
-    assert (await next_publish(as_published)).retain is True
-    assert (await next_publish(plain)).retain is False  # [MQTT-3.3.1-13]
+    assert (await as_published.next_publish()).retain is True
+    assert (await plain.next_publish()).retain is False  # [MQTT-3.3.1-13]
     await pub.publish5("rh/live", b"", 1, retain=True)  # clear it again
     for client in (pub, never, if_new, always, as_published, plain):
         await client.close()

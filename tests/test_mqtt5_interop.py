@@ -12,20 +12,12 @@ import asyncio
 
 import pytest
 
-from protocols.mqtt.packets import Disconnect, Publish, SubAck, Subscribe
+from protocols.mqtt.packets import Disconnect, SubAck, Subscribe
 from protocols.mqtt.properties import Properties
 from tests.harness import Gateway
 from tests.mqtt5_client import Raw5
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def next_publish(client: Raw5, timeout: float = 10) -> Publish:
-    while True:
-        packet = await client.recv(timeout)
-        if isinstance(packet, Publish):
-            await client.acknowledge(packet)
-            return packet
 
 
 async def stored_session(gateway: Gateway, token: str, client_id: str, topic_filter: str, expiry: int) -> None:
@@ -62,7 +54,7 @@ async def test_clean_start_0_without_session_expiry_resumes_the_stored_session(g
     await pub.publish5("offline/q2", b"qos 2", 2)
     sub, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="resume0", clean=False)
     assert connack.session_present
-    got = {(await next_publish(sub)).payload for _ in range(2)}
+    got = {(await sub.next_publish()).payload for _ in range(2)}
     assert got == {b"qos 1", b"qos 2"}
     await sub.send(Disconnect())
     assert await sub.closed_by_server()
@@ -121,7 +113,7 @@ async def test_overlapping_subscriptions_get_one_copy_with_every_subscription_id
     await subscribe_each(sub, ("ids/t", 1, (2,)), ("ids/t/#", 0, (3,)), ("ids/end", 1, ()))
     await sub.publish5("ids/t", b"both", 1)
     await sub.publish5("ids/end", b"end", 1)
-    got = [await next_publish(sub), await next_publish(sub)]
+    got = [await sub.next_publish(), await sub.next_publish()]
     assert [(p.topic, p.payload) for p in got] == [("ids/t", b"both"), ("ids/end", b"end")]
     assert sorted(got[0].properties.subscription_identifiers) == [2, 3]
     assert got[0].qos == 1
@@ -137,7 +129,7 @@ async def test_overlapping_subscriptions_on_both_hub_tiers_get_one_copy_from_the
     await subscribe_each(sub, ("tiers/t", 2, (6,)), ("tiers/#", 1, (7,)))
     await sub.publish5("tiers/t", b"first", 1)
     await sub.publish5("tiers/t", b"second", 1)
-    got = [await next_publish(sub), await next_publish(sub)]
+    got = [await sub.next_publish(), await sub.next_publish()]
     assert [(p.payload, p.qos, sorted(p.properties.subscription_identifiers)) for p in got] == [
         (b"first", 1, [6, 7]),
         (b"second", 1, [6, 7]),
@@ -156,7 +148,7 @@ async def test_overlapping_filters_on_different_bus_subjects_get_one_copy_each_w
     await subscribe_each(sub, ("ids/+", 1, (4,)), ("ids/#", 1, (5,)), ("end", 1, ()))
     await sub.publish5("ids/u", b"each", 1)
     await sub.publish5("end", b"end", 1)
-    got = [await next_publish(sub) for _ in range(3)]
+    got = [await sub.next_publish() for _ in range(3)]
     assert got[-1].payload == b"end"
     assert all(p.payload == b"each" for p in got[:2])
     assert sorted(p.properties.subscription_identifiers for p in got[:2]) == [(4,), (5,)]
@@ -178,7 +170,7 @@ async def test_a_session_resumed_with_expiry_0_and_taken_over_lives_on(gateway: 
     assert (await old.expect(Disconnect)).reason_code == 0x8E
     pub, _ = await Raw5.connect5(gateway.mqtt_port, token)
     await pub.publish5("handover/t", b"still subscribed", 1)
-    assert (await next_publish(new)).payload == b"still subscribed"
+    assert (await new.next_publish()).payload == b"still subscribed"
     await new.send(Disconnect(0, Properties(session_expiry_interval=0)))
     assert await new.closed_by_server()
     await pub.close()

@@ -146,21 +146,33 @@ PLACES = [
 ]
 
 
-@pytest.mark.parametrize(("where", "old"), PLACES)
-def test_a_session_resumed_within_the_will_delay_sends_no_will(replicas: list[Gateway], where: str, old: str) -> None:
+def take_session(
+    replicas: list[Gateway], where: str, old: str, *, resume: bool, delay: int
+) -> tuple[str, Watcher, Device, float]:
+    """Device "dev" on the first replica with a will of ``delay`` s, then a second connection for its session
+    on ``where`` (resuming it or starting clean), the first one's will already ``old`` "waiting" or the
+    connection still "open" until the takeover closes it. Returns the user's token, a watcher of the wills,
+    the second device, and when the first one left (``time.monotonic``)."""
     home = replicas[0]
     there = replicas[1] if where == "other" else home
     user_id, token = home.user_token()
     watcher = Watcher(replicas[1], token)
-    first = Device(home, token, "dev", clean=True, will=("wills/dev", SHORT_DELAY))
+    first = Device(home, token, "dev", clean=True, will=("wills/dev", delay))
     left = time.monotonic()
     if old == "waiting":
         first.drop()
         closed_there(home, user_id, "dev")
-    second = Device(there, token, "dev", clean=False, will=None)
-    assert second.session_present
+    second = Device(there, token, "dev", clean=not resume, will=None)
+    assert second.session_present == resume
     if old == "open":
         first.taken_over()
+    return token, watcher, second, left
+
+
+@pytest.mark.parametrize(("where", "old"), PLACES)
+def test_a_session_resumed_within_the_will_delay_sends_no_will(replicas: list[Gateway], where: str, old: str) -> None:
+    home = replicas[0]
+    token, watcher, second, left = take_session(replicas, where, old, resume=True, delay=SHORT_DELAY)
     assert time.monotonic() - left < SHORT_DELAY, "resumed too late for the test to say anything"
     # A will with the same delay, due after the first's would have been: it arrives, and nothing before it.
     control = Device(home, token, "control", clean=True, will=("wills/control", SHORT_DELAY))
@@ -174,19 +186,7 @@ def test_a_session_resumed_within_the_will_delay_sends_no_will(replicas: list[Ga
 def test_a_session_started_clean_within_the_will_delay_sends_the_will_at_once(
     replicas: list[Gateway], where: str, old: str
 ) -> None:
-    home = replicas[0]
-    there = replicas[1] if where == "other" else home
-    user_id, token = home.user_token()
-    watcher = Watcher(replicas[1], token)
-    first = Device(home, token, "dev", clean=True, will=("wills/dev", LONG_DELAY))
-    left = time.monotonic()
-    if old == "waiting":
-        first.drop()
-        closed_there(home, user_id, "dev")
-    second = Device(there, token, "dev", clean=True, will=None)
-    assert not second.session_present
-    if old == "open":
-        first.taken_over()
+    _, watcher, second, left = take_session(replicas, where, old, resume=False, delay=LONG_DELAY)
     assert watcher.next(10) == ("wills/dev", b"gone")
     assert time.monotonic() - left < LONG_DELAY / 2  # at once, not after the delay
     second.disconnect()
