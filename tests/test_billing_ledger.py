@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 
 from gateway.billing.ledger import BILLING_BUCKET, Ledger
 from gateway.billing.meter import UsageMeter
 from gateway.billing.plans import Operation, Prices
-from gateway.bus import Bus
+from gateway.bus import Bucket, Bus
 from gateway.settings import Settings
 from tests.harness import NatsServer, temp_dir
 
@@ -94,3 +96,39 @@ async def test_meter_adds_up_flushes_from_replicas(bus: Bus) -> None:
     stored = await a.stored("2026-11", uid)
     assert stored["app"] == {"publish": 3, "queue_send": 0, "delivery": 4, "units": 11}
     assert stored["other"]["units"] == 1
+
+
+class ListingAnsweredLate:
+    """A bucket whose key listings answer only after a flush's write has landed, or after half a second.
+
+    That is what a loaded nats-server may do: the listing computed before the
+    write, its answer read after it.
+    """
+
+    def __init__(self, bucket: Bucket) -> None:
+        self._bucket = bucket
+        self.written = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bucket, name)
+
+    async def change_json(self, *args: Any, **kwargs: Any) -> Any:
+        changed = await self._bucket.change_json(*args, **kwargs)
+        self.written.set()
+        return changed
+
+    async def keys(self, pattern: str = ">") -> list[str]:
+        names = await self._bucket.keys(pattern)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.written.wait(), 0.5)
+        return names
+
+
+async def test_usage_read_while_a_flush_writes_misses_nothing(bus: Bus) -> None:
+    bucket = ListingAnsweredLate(await bus.bucket(BILLING_BUCKET))
+    meter, uid = UsageMeter(cast(Bucket, bucket), Prices()), user()
+    for _ in range(3):
+        meter.count("2026-11", uid, "app", Operation.PUBLISH)
+    usage, written = await asyncio.gather(meter.usage("2026-11", uid), meter.flush())
+    assert written == 1 and usage["app"]["publish"] == 3
+    assert (await meter.usage("2026-11", uid))["app"]["publish"] == 3

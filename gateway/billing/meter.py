@@ -9,6 +9,7 @@ calendar months in UTC.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ class UsageMeter:
         self.history = history  # units per hour, added from what each flush wrote
         self._pending: dict[tuple[str, str, str], list[int]] = {}  # (period, user, app) -> counts by FIELDS
         self._flushing: dict[tuple[str, str, str], list[int]] = {}  # being written: still counted by ``pending``
+        self._writing = asyncio.Lock()  # held by ``flush`` while counts move from pending to stored
 
     def count(self, period: str, user_id: str, app: str, operation: Operation, n: int = 1) -> None:
         key = (period, user_id, app)
@@ -88,21 +90,22 @@ class UsageMeter:
 
     async def flush(self) -> int:
         """Write the pending counts; the number of records written. Failed ones stay pending."""
-        pending, self._pending = self._pending, {}
-        self._flushing = pending
-        written = 0
-        try:
-            for key, counts in list(pending.items()):
-                usage = self._as_usage(counts)
-                await self._add(key, usage)
-                del pending[key]
-                written += 1
-                if self.history is not None:
-                    self.history.add(key[1], usage["units"])
-        finally:
-            self._flushing = {}
-            for key, counts in pending.items():  # not written: go with the next flush
-                self._merge_back(key, counts)
+        async with self._writing:
+            pending, self._pending = self._pending, {}
+            self._flushing = pending
+            written = 0
+            try:
+                for key, counts in list(pending.items()):
+                    usage = self._as_usage(counts)
+                    await self._add(key, usage)
+                    del pending[key]
+                    written += 1
+                    if self.history is not None:
+                        self.history.add(key[1], usage["units"])
+            finally:
+                self._flushing = {}
+                for key, counts in pending.items():  # not written: go with the next flush
+                    self._merge_back(key, counts)
         if self.history is not None:
             await self.history.flush()
         return written
@@ -120,6 +123,20 @@ class UsageMeter:
             return total
 
         await self._bucket.change_json("usage.{}.{}.{}".format(*key), add, attempts=_CAS_ATTEMPTS)
+
+    async def usage(self, period: str, user_id: str) -> dict[str, dict[str, int]]:
+        """Stored plus pending counts of ``user_id`` in ``period``, by app.
+
+        Read while no flush runs: a flush finishing between the two reads would
+        move counts out of pending after stored was read, and they would be missed.
+        """
+        async with self._writing:
+            by_app = await self.stored(period, user_id)
+            for app, counts in self.pending(period, user_id).items():
+                total = by_app.setdefault(app, empty_usage())
+                for name, n in counts.items():
+                    total[name] = total.get(name, 0) + n
+        return by_app
 
     async def stored(self, period: str, user_id: str) -> dict[str, dict[str, int]]:
         """The flushed usage of ``user_id`` in ``period``, by app."""

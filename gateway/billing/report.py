@@ -40,11 +40,7 @@ class UsageReport:
         limits = account.limits
         period = self._clock.period()
         state = await self._ledger.read(user_id, period.id)
-        by_app = await self._meter.stored(period.id, user_id)
-        for name_of_app, counts in self._meter.pending(period.id, user_id).items():
-            stored = by_app.setdefault(name_of_app, dict.fromkeys(counts, 0))
-            for name, n in counts.items():
-                stored[name] = stored.get(name, 0) + n
+        by_app = await self._meter.usage(period.id, user_id)
         used = sum(counts.get("units", 0) for counts in by_app.values())
         this_app = by_app.get(app or "", {})
         rate = self._limiter.state(user_id, limits.rate, limits.burst) if self._enforced else None
