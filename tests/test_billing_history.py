@@ -78,3 +78,12 @@ async def test_replicas_flushing_together_add_up_exactly(bucket: Bucket) -> None
     assert view["hourly"][-1] == {"start": "2026-12-05T10:00:00Z", "units": 90}
     assert view["daily"][-1] == {"date": "2026-12-05", "units": 90}
     assert sum(d["units"] for d in view["daily"]) == 90
+
+
+async def test_a_read_while_a_flush_writes_misses_nothing(bucket: Bucket) -> None:
+    clock = Clock("2026-12-05T10:15:00")
+    history = UsageHistory(bucket, clock)
+    for units in range(1, 11):
+        history.add("dave", units)
+        _, view = await asyncio.gather(history.flush(), history.read("dave"))  # the flush starts first
+        assert view["hourly"][-1]["units"] == units * (units + 1) // 2

@@ -32,6 +32,7 @@ class UsageHistory:
         self._bucket = bucket
         self._wall = wall
         self._pending: dict[tuple[str, str, int], int] = {}  # (user, day, hour) -> units
+        self._writing = asyncio.Lock()  # held by ``flush`` while units move from pending to stored
 
     @staticmethod
     def _key(user_id: str, day: str) -> str:
@@ -47,19 +48,20 @@ class UsageHistory:
 
     async def flush(self) -> None:
         """Write what was added; what could not be written stays for the next flush."""
-        pending, self._pending = self._pending, {}
-        by_day: dict[tuple[str, str], dict[int, int]] = {}
-        for (user_id, day, hour), units in pending.items():
-            by_day.setdefault((user_id, day), {})[hour] = units
-        try:
-            for (user_id, day), hours in list(by_day.items()):
-                await self._add(self._key(user_id, day), hours)
-                del by_day[(user_id, day)]
-        finally:
-            for (user_id, day), hours in by_day.items():
-                for hour, units in hours.items():
-                    key = (user_id, day, hour)
-                    self._pending[key] = self._pending.get(key, 0) + units
+        async with self._writing:
+            pending, self._pending = self._pending, {}
+            by_day: dict[tuple[str, str], dict[int, int]] = {}
+            for (user_id, day, hour), units in pending.items():
+                by_day.setdefault((user_id, day), {})[hour] = units
+            try:
+                for (user_id, day), hours in list(by_day.items()):
+                    await self._add(self._key(user_id, day), hours)
+                    del by_day[(user_id, day)]
+            finally:
+                for (user_id, day), hours in by_day.items():
+                    for hour, units in hours.items():
+                        key = (user_id, day, hour)
+                        self._pending[key] = self._pending.get(key, 0) + units
 
     async def _add(self, name: str, hours: dict[int, int]) -> None:
         def add(stored: list[int] | None) -> list[int]:
@@ -71,13 +73,16 @@ class UsageHistory:
         await self._bucket.change_json(name, add)
 
     async def _days(self, user_id: str, days: list[str]) -> dict[str, list[int]]:
-        entries = await asyncio.gather(*(self._bucket.get(self._key(user_id, day)) for day in days))
-        out = {
-            day: [0] * 24 if e is None else list(orjson.loads(e.value)) for day, e in zip(days, entries, strict=True)
-        }
-        for (user, day, hour), units in self._pending.items():
-            if user == user_id and day in out:
-                out[day][hour] += units
+        """Stored plus pending units, read while no flush moves units from one to the other."""
+        async with self._writing:
+            entries = await asyncio.gather(*(self._bucket.get(self._key(user_id, day)) for day in days))
+            out = {
+                day: [0] * 24 if e is None else list(orjson.loads(e.value))
+                for day, e in zip(days, entries, strict=True)
+            }
+            for (user, day, hour), units in self._pending.items():
+                if user == user_id and day in out:
+                    out[day][hour] += units
         return out
 
     async def read(self, user_id: str) -> dict[str, Any]:
