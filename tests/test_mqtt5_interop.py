@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import asyncio
 
+import nats
+import nats.js.errors
 import pytest
 
+from gateway.bus.core import MESSAGES_STREAM
+from gateway.bus.mqtt_store import session_names
+from gateway.settings import Settings
+from gateway.topics import Namespace
 from protocols.mqtt.packets import Disconnect, SubAck, Subscribe
 from protocols.mqtt.properties import Properties
 from tests.harness import Gateway
@@ -200,3 +206,24 @@ async def test_a_session_expires_its_interval_after_the_close_and_not_later(gate
     client, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="expires", clean=False, properties=expiry)
     assert not connack.session_present
     await client.close()
+
+
+async def test_a_session_ending_with_its_connection_is_still_collected_if_the_gateway_dies(gateway: Gateway) -> None:
+    """Clean Start 0 without a Session Expiry Interval: the session ends when the connection closes
+    [3.1.2.11.2], and the gateway deletes it then. Its durable consumer still has the configured expiry as
+    inactive threshold, so one left behind by a gateway process that died before the close goes too."""
+    user_id, token = gateway.user_token()
+    client, connack = await Raw5.connect5(gateway.mqtt_port, token, client_id="ends-with-it", clean=False)
+    assert not connack.session_present
+    _, consumer = session_names(Namespace(user_id, "app"), "ends-with-it")
+    assert gateway.nats_url is not None
+    nc = await nats.connect(gateway.nats_url)
+    try:
+        info = await nc.jetstream().consumer_info(MESSAGES_STREAM, consumer)
+        assert info.config.inactive_threshold == Settings.from_env({}).mqtt_session_expiry
+        await client.send(Disconnect())
+        assert await client.closed_by_server()
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await nc.jetstream().consumer_info(MESSAGES_STREAM, consumer)
+    finally:
+        await nc.close()

@@ -286,8 +286,11 @@ class MqttConnection(Inbound, Publishing, Subscribing, Outbound):
                     await store.save_session(self.session_key, record)
                 # The session exists from its CONNACK on [MQTT-3.2.2-2]: so does its consumer, for a connection
                 # that resumes it at once (``present`` above); it delivers only after CONNACK (``start``).
+                # A session that ends with its connection (expiry 0) is deleted at the close; its consumer
+                # is still collected after the configured expiry if this process dies before that close.
+                expiry = self._v5.session_expiry() or self.ctx.config.session_expiry
                 consumer = await store.create_consumer(
-                    self._consumer_name, namespace, self._on_session_message, expiry=self._v5.session_expiry()
+                    self._consumer_name, namespace, self._on_session_message, expiry=expiry
                 )
         except FlowGateError as exc:
             self._refuse(connack_code(exc), f"session unavailable: {exc.message}")
