@@ -19,7 +19,7 @@ from typing import Protocol
 
 from gateway.payload import Delivery
 from gateway.principal import TopicRule
-from gateway.topics import topic_matches
+from gateway.topics import leads_with_wildcard, topic_matches
 
 
 class Sink(Protocol):
@@ -46,7 +46,7 @@ class Interest:
         It still matches ``$`` topics for a filter starting with a wildcard, and the rule may hide some.
         """
         hides_some = rule is not None and bool(rule.deny)
-        return exact and not hides_some and not any(f[:1] in ("+", "#") for f in self.filters)
+        return exact and not hides_some and not any(leads_with_wildcard(f) for f in self.filters)
 
 
 class FilteredSink:

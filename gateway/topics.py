@@ -184,6 +184,12 @@ def parse_subject(subject: str) -> tuple[Namespace, str]:
     return Namespace(parts[2], parts[3]), "/".join(unescape_level(token) for token in parts[4:])
 
 
+def leads_with_wildcard(topic_filter: str) -> bool:
+    """Whether ``topic_filter`` starts with a wildcard, so must not match topics starting with ``$``
+    [MQTT-4.7.2-1] that its bus subject (``Namespace.filter_subjects``) still covers."""
+    return topic_filter[:1] in ("+", "#")
+
+
 def topic_matches(topic_filter: str, topic: str, *, dollar_rule: bool = True) -> bool:
     """MQTT matching of a topic name against a filter.
 
@@ -192,7 +198,7 @@ def topic_matches(topic_filter: str, topic: str, *, dollar_rule: bool = True) ->
     """
     if topic_filter == topic:
         return True
-    if dollar_rule and topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+    if dollar_rule and topic.startswith("$") and leads_with_wildcard(topic_filter):
         return False
     f_levels = topic_filter.split("/")
     t_levels = topic.split("/")

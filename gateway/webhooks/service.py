@@ -23,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.principal import Principal
 from gateway.queues import QueueEngine
 from gateway.settings import Settings
+from gateway.topics import leads_with_wildcard
 from gateway.webhooks.deliverylog import DeliveryLog
 from gateway.webhooks.dispatcher import Context, Dispatcher
 from gateway.webhooks.leases import Leases
@@ -152,8 +153,7 @@ class Webhooks:
         """
         subjects = webhook.namespace.filter_subjects(webhook.filter)
         if len(subjects) == 1:
-            # A leading wildcard's subject also covers $ topics, which it must not match.
-            return subjects[0], webhook.filter[:1] not in ("+", "#")
+            return subjects[0], not leads_with_wildcard(webhook.filter)
         return subjects[0].rsplit(".", 1)[0] + ".>", False
 
     async def _consumer(self, webhook: Webhook) -> DurableConsumer:
