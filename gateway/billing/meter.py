@@ -62,7 +62,6 @@ class UsageMeter:
         self._prices = prices
         self.history = history  # units per hour, added from what each flush wrote
         self._pending: dict[tuple[str, str, str], list[int]] = {}  # (period, user, app) -> counts by FIELDS
-        self._flushing: dict[tuple[str, str, str], list[int]] = {}  # being written: still counted by ``pending``
         self._writing = asyncio.Lock()  # held by ``flush`` while counts move from pending to stored
 
     def count(self, period: str, user_id: str, app: str, operation: Operation, n: int = 1) -> None:
@@ -73,14 +72,13 @@ class UsageMeter:
         counts[_INDEX[operation]] += n
 
     def pending(self, period: str, user_id: str, app: str | None = None) -> dict[str, dict[str, int]]:
-        """Counts not flushed yet, by app."""
+        """Counts not flushed yet, by app (not those a running flush is writing: ``usage`` waits for it)."""
         out: dict[str, list[int]] = {}
-        for source in (self._pending, self._flushing):
-            for (p, u, a), counts in source.items():
-                if p == period and u == user_id and (app is None or a == app):
-                    total = out.setdefault(a, [0] * len(FIELDS))
-                    for i, n in enumerate(counts):
-                        total[i] += n
+        for (p, u, a), counts in self._pending.items():
+            if p == period and u == user_id and (app is None or a == app):
+                total = out.setdefault(a, [0] * len(FIELDS))
+                for i, n in enumerate(counts):
+                    total[i] += n
         return {a: self._as_usage(counts) for a, counts in out.items()}
 
     def _as_usage(self, counts: list[int]) -> dict[str, int]:
@@ -92,7 +90,6 @@ class UsageMeter:
         """Write the pending counts; the number of records written. Failed ones stay pending."""
         async with self._writing:
             pending, self._pending = self._pending, {}
-            self._flushing = pending
             written = 0
             try:
                 for key, counts in list(pending.items()):
@@ -103,7 +100,6 @@ class UsageMeter:
                     if self.history is not None:
                         self.history.add(key[1], usage["units"])
             finally:
-                self._flushing = {}
                 for key, counts in pending.items():  # not written: go with the next flush
                     self._merge_back(key, counts)
         if self.history is not None:

@@ -47,6 +47,11 @@ class Subscription:
     def __post_init__(self) -> None:
         self.interest = Interest((self.topic_filter,))
 
+    def takes(self, seq: int) -> bool:
+        """Whether a delivery of stream sequence ``seq`` is for this subscription by its start: a persistent
+        session's after ``since``; a clean session's (``since`` 0) all, its core-tier ones (sequence 0) too."""
+        return seq > self.since or not self.since
+
 
 class HubSink(FilteredSink):
     """Hands the hub's deliveries for one subject to a connection's ``deliver_live``, for one subscription.
@@ -63,14 +68,11 @@ class HubSink(FilteredSink):
 
 
 def best_match(subscriptions: Iterable[Subscription], delivery: Delivery, rule: Rule) -> Subscription | None:
-    """The matching subscription with the highest QoS: one copy per message [MQTT-3.3.5-1].
-
-    (``since`` is 0 for a clean session's subscriptions, whose core-tier deliveries have sequence 0.)
-    """
+    """The matching subscription with the highest QoS: one copy per message [MQTT-3.3.5-1]."""
     best: Subscription | None = None
     topic = delivery.topic
     for sub in subscriptions:
-        if (delivery.seq > sub.since or not sub.since) and sub.interest.wants(topic, rule):
+        if sub.takes(delivery.seq) and sub.interest.wants(topic, rule):
             if best is None or sub.qos > best.qos:
                 best = sub
     return best

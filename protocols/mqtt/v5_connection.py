@@ -220,17 +220,9 @@ class V5Hooks:
 
     @staticmethod
     def matching_ids(subs: Iterable[Subscription], delivery: Delivery) -> tuple[int, ...]:
-        """The identifiers of every subscription ``delivery`` matches (one copy: every id [MQTT-3.3.4-4]).
-
-        (``since`` is 0 for a clean session's subscriptions, whose core-tier deliveries have sequence 0.)
-        """
-        topic = delivery.topic
-        return tuple(
-            i
-            for sub in subs
-            if sub.ids and (delivery.seq > sub.since or not sub.since) and sub.interest.wants(topic)
-            for i in sub.ids
-        )
+        """The identifiers of every subscription ``delivery`` matches (one copy: every id [MQTT-3.3.4-4])."""
+        topic, seq = delivery.topic, delivery.seq
+        return tuple(i for sub in subs if sub.ids and sub.takes(seq) and sub.interest.wants(topic) for i in sub.ids)
 
     # -- deliveries -----------------------------------------------------------------------------------
 
